@@ -1,0 +1,5 @@
+import sys
+
+from msldm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,241 @@
+"""Frozen configuration dataclasses and the named presets.
+
+One `ModelConfig` describes everything needed to rebuild a model from a checkpoint:
+the SourceVAE, the multi-source denoiser (1D U-Net + EDM preconditioning) and the
+sampler defaults. This module imports no torch, so the server can read configs too.
+
+Presets (`PRESETS`, `get_preset(name)`):
+- ``tiny``: for tests; a whole generation takes well under a second on CPU.
+- ``small``: the shipped default, sized for a 2-core CPU (< ~30M parameters in all).
+- ``paper`` and ``paper_large``: the sizes of Appendix A of the MSLDM paper
+  (DAC-24kHz-size SourceVAE with C = 80, D = 320; U-Nets "MSLDM" and "MSLDM-Large").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+STEMS: tuple[str, ...] = ("bass", "drums", "guitar", "piano")
+"""Stem order of the paper's code and data; channel block k of the joint latent is stem k."""
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """DAC-style SourceVAE (no quantizer, Gaussian posterior). Hop D = prod(encoder_rates)."""
+
+    sample_rate: int = 22050
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 5, 8)
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 5, 4, 2)
+    latent_dim: int = 80  # C
+    dilations: tuple[int, ...] = (1, 3, 9)
+
+    @property
+    def hop(self) -> int:
+        """D: audio samples per latent frame."""
+        return math.prod(self.encoder_rates)
+
+
+@dataclass(frozen=True)
+class VAELossConfig:
+    """Loss weights and discriminator shapes of the SourceVAE (Eq. 1 of the MSLDM paper, DAC)."""
+
+    lambda_mel: float = 15.0
+    lambda_feature: float = 2.0
+    lambda_adversarial: float = 1.0
+    lambda_kl: float = 10.0
+    mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    mel_bands: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
+    periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    stft_ffts: tuple[int, ...] = (2048, 1024, 512)
+    stft_bands: tuple[tuple[float, float], ...] = (
+        (0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+    discriminator_channels: int = 32
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Mousai / MSDM-style 1D U-Net over K*C channels.
+
+    Level i has `channels[i]` channels, is reached by down-sampling by `factors[i]`
+    (1 = no down-sampling), holds `blocks[i]` residual blocks and, if `attentions[i]`,
+    self-attention with `attention_heads` heads of `attention_head_dim` features.
+    """
+
+    in_channels: int = 320  # K * C
+    channels: tuple[int, ...] = (128, 256, 512)
+    factors: tuple[int, ...] = (1, 2, 2)
+    blocks: tuple[int, ...] = (2, 2, 2)
+    attentions: tuple[bool, ...] = (False, True, True)
+    attention_heads: int = 8
+    attention_head_dim: int = 64
+    embedding_dim: int = 256  # sigma embedding width
+    norm_groups: int = 8
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        for name in ("factors", "blocks", "attentions"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"UNetConfig.{name} needs {n} entries, one per level")
+        if any(c % self.norm_groups for c in self.channels):
+            raise ValueError("every level's channels must be divisible by norm_groups")
+
+    @property
+    def total_factor(self) -> int:
+        """The latent length must be a multiple of this (the U-Net pads otherwise)."""
+        return math.prod(self.factors)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The multi-source latent diffusion model: K stems of C channels, EDM (Karras et al. 2022)."""
+
+    stems: tuple[str, ...] = STEMS
+    latent_dim: int = 80  # C
+    sigma_data: float = 0.4
+    train_sigma: str = "uniform"  # "uniform" (the paper: U(0, 3)) or "lognormal" (EDM)
+    train_sigma_max: float = 3.0
+    lognormal_mean: float = -1.2
+    lognormal_std: float = 1.2
+    window_frames: int = 1024  # T: training / serving window length in latent frames
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+    @property
+    def K(self) -> int:
+        return len(self.stems)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Defaults of the sampler (Sec. 2.3 of the MSLDM paper uses euler, 150 steps, churn 20)."""
+
+    sampler: str = "euler"  # one of msldm.sampling.SAMPLERS
+    steps: int = 150
+    sigma_min: float = 0.01
+    sigma_max: float = 3.0
+    rho: float = 7.0
+    S_churn: float = 20.0
+    S_tmin: float = 0.0
+    S_tmax: float = float("inf")
+    S_noise: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "custom"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        if self.vae.latent_dim != self.diffusion.latent_dim:
+            raise ValueError("vae.latent_dim and diffusion.latent_dim must agree (C)")
+        if self.diffusion.unet.in_channels != self.diffusion.K * self.diffusion.latent_dim:
+            raise ValueError("unet.in_channels must be K * C")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(s))
+
+
+def _from_dict(cls: type, d: Any) -> Any:
+    """Rebuild a (nested) frozen dataclass from `dataclasses.asdict` output; lists -> tuples."""
+    if not dataclasses.is_dataclass(cls):
+        return _tuplify(d)
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in d.items():
+        if key not in hints:
+            raise ValueError(f"unknown field {cls.__name__}.{key}")
+        sub = _DATACLASS_FIELDS.get((cls.__name__, key))
+        kwargs[key] = _from_dict(sub, value) if sub else _tuplify(value)
+    return cls(**kwargs)
+
+
+def _tuplify(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_tuplify(x) for x in v)
+    return v
+
+
+_DATACLASS_FIELDS: dict[tuple[str, str], type] = {
+    ("ModelConfig", "vae"): VAEConfig,
+    ("ModelConfig", "vae_loss"): VAELossConfig,
+    ("ModelConfig", "diffusion"): DiffusionConfig,
+    ("ModelConfig", "sampler"): SamplerConfig,
+    ("DiffusionConfig", "unet"): UNetConfig,
+}
+
+
+def _model(name: str, vae: VAEConfig, unet: UNetConfig, window_frames: int,
+            sampler: SamplerConfig, vae_loss: VAELossConfig = VAELossConfig()) -> ModelConfig:
+    C = vae.latent_dim
+    unet = dataclasses.replace(unet, in_channels=len(STEMS) * C)
+    return ModelConfig(
+        name=name, vae=vae, vae_loss=vae_loss,
+        diffusion=DiffusionConfig(latent_dim=C, window_frames=window_frames, unet=unet),
+        sampler=sampler)
+
+
+def _tiny() -> ModelConfig:
+    # Same strides (D = 320) and C = 80 as the paper, so shapes match; widths are toy-sized.
+    vae = VAEConfig(encoder_dim=4, decoder_dim=32, latent_dim=80)
+    unet = UNetConfig(channels=(32, 64), factors=(1, 2), blocks=(1, 1), attentions=(False, True),
+                      attention_heads=2, attention_head_dim=16, embedding_dim=32, norm_groups=8)
+    loss = VAELossConfig(discriminator_channels=4)
+    return _model("tiny", vae, unet, window_frames=64,
+                  sampler=SamplerConfig(steps=8), vae_loss=loss)
+
+
+def _small() -> ModelConfig:
+    # Sized for a 2-core CPU: encoder width 32, decoder 384, a ~21M-parameter U-Net.
+    vae = VAEConfig(encoder_dim=32, decoder_dim=384, latent_dim=80)
+    unet = UNetConfig(channels=(256, 320, 384, 384), factors=(1, 2, 2, 2), blocks=(1, 1, 2, 2),
+                      attentions=(False, False, True, True), attention_heads=8,
+                      attention_head_dim=64, embedding_dim=256, norm_groups=16)
+    return _model("small", vae, unet, window_frames=832,  # 832 * 320 / 22050 = 12.07 s
+                  sampler=SamplerConfig(steps=25))
+
+
+def _paper() -> ModelConfig:
+    # Appendix A.2, "MSLDM": 6 blocks [1024, 2048, 4096, 4096, 4096, 4096], factors
+    # [1, 1, 2, 1, 1, 2], attention in all but the first, 12 heads of 64.
+    unet = UNetConfig(channels=(1024, 2048, 4096, 4096, 4096, 4096), factors=(1, 1, 2, 1, 1, 2),
+                      blocks=(1,) * 6, attentions=(False,) + (True,) * 5, attention_heads=12,
+                      attention_head_dim=64, embedding_dim=1024, norm_groups=32)
+    return _model("paper", VAEConfig(), unet, window_frames=1024, sampler=SamplerConfig())
+
+
+def _paper_large() -> ModelConfig:
+    # Appendix A.2, "MSLDM-Large": 8 blocks, factors [1, 1, 2, 1, 1, 2, 2, 2], 12 heads of 128.
+    unet = UNetConfig(channels=(1024, 2048) + (4096,) * 6, factors=(1, 1, 2, 1, 1, 2, 2, 2),
+                      blocks=(1,) * 8, attentions=(False,) + (True,) * 7, attention_heads=12,
+                      attention_head_dim=128, embedding_dim=1024, norm_groups=32)
+    return _model("paper_large", VAEConfig(), unet, window_frames=1024, sampler=SamplerConfig())
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper, "paper_large": _paper_large}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Return the named preset (`tiny`, `small`, `paper`, `paper_large`)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

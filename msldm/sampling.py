@@ -1,0 +1,193 @@
+"""The one sampler: Karras schedules, Euler / Heun with churn, and imputation (partial generation).
+
+Framework-free on purpose: this module imports neither torch nor numpy. Arrays are
+whatever the caller uses (numpy `ndarray` or `torch.Tensor`); the code only needs
+`+`, `-`, `*` with arrays and Python floats. Randomness and the denoiser are passed in:
+
+- ``denoise(x, sigma) -> x0_hat``: the preconditioned denoiser D(x; sigma) of EDM,
+  `sigma` a Python float; returns an array shaped like `x`.
+- ``randn(like) -> eps``: standard normal noise shaped like `like`, same array type.
+
+The torch pipeline (`msldm.pipeline`) and the torch-free server runtime both call these
+functions; there is no second copy of the maths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Protocol, Sequence
+
+Array = Any  # numpy.ndarray or torch.Tensor
+Denoise = Callable[[Array, float], Array]
+Randn = Callable[[Array], Array]
+
+
+class StepCallback(Protocol):
+    def __call__(self, step: int, total: int, sigma: float, x: Array) -> None: ...
+
+
+class Cancelled(Exception):
+    """Raised by a callback to stop sampling between steps."""
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def karras_sigmas(steps: int, sigma_min: float = 0.01, sigma_max: float = 3.0,
+                  rho: float = 7.0) -> list[float]:
+    """Noise levels of Eq. 5 of Karras et al. 2022, `steps` values from sigma_max down to
+    sigma_min, followed by a final 0.  Returns `steps + 1` floats."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError("need 0 < sigma_min <= sigma_max")
+    if steps == 1:
+        return [float(sigma_max), 0.0]
+    inv = 1.0 / rho
+    lo, hi = sigma_min ** inv, sigma_max ** inv
+    sig = [(hi + i / (steps - 1) * (lo - hi)) ** rho for i in range(steps)]
+    return sig + [0.0]
+
+
+def melody_sigmas(steps: int, sigma_min: float = 0.01, sigma_max: float = 3.0,
+                  sigma_data: float = 0.4) -> list[float]:
+    """Few-step schedule after MeLoDy's linear angle schedule (Sec. 4.2.1 of the MeLoDy paper).
+
+    MeLoDy samples on angles delta in [0, pi/2] with step sizes that shrink linearly, so the
+    first steps are large and the last ones refine. With the variance-preserving angle
+    delta and EDM's noise level related by sigma = sigma_data * tan(delta), we take angle
+    steps omega_t proportional to (T - t + 1) (larger first) and map them to sigmas.
+    Returns `steps + 1` floats ending with 0.
+    """
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    d_max = math.atan(sigma_max / sigma_data)
+    d_min = math.atan(sigma_min / sigma_data)
+    weights = [steps - t for t in range(steps - 1)]  # T-1 decreasing step sizes down to d_min
+    total = float(sum(weights)) or 1.0
+    deltas, d = [d_max], d_max
+    for w in weights:
+        d -= (d_max - d_min) * w / total
+        deltas.append(d)
+    return [sigma_data * math.tan(x) for x in deltas[:steps]] + [0.0]
+
+
+SCHEDULES: dict[str, Callable[..., list[float]]] = {"karras": karras_sigmas, "melody": melody_sigmas}
+
+
+# ----------------------------------------------------------------------------- samplers
+
+def _churn_gamma(sigma: float, steps: int, S_churn: float, S_tmin: float, S_tmax: float) -> float:
+    if S_churn <= 0 or not S_tmin <= sigma <= S_tmax:
+        return 0.0
+    return min(S_churn / steps, math.sqrt(2.0) - 1.0)
+
+
+def sample_euler(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
+                 S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
+                 S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+    """Euler sampler with stochastic churn (Algorithm 2 of Karras et al. 2022, first order).
+
+    x: the initial noise already scaled to sigmas[0], e.g. `sigma_max * randn`. With
+    S_churn > 0 each step first raises the noise level from sigma to
+    sigma_hat = sigma * (1 + gamma), gamma = min(S_churn / N, sqrt(2) - 1), by adding fresh
+    noise (needs `randn`). Returns x at sigmas[-1] (0: the sample).
+    """
+    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=False)
+
+
+def sample_heun(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
+                S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
+                S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+    """Heun's 2nd-order sampler with churn (Algorithm 2 of Karras et al. 2022).
+
+    Same arguments as `sample_euler`; each step but the last (to sigma = 0) makes two
+    denoiser calls."""
+    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=True)
+
+
+def _sample(denoise: Denoise, x: Array, sigmas: Sequence[float], randn: Randn | None,
+            S_churn: float, S_tmin: float, S_tmax: float, S_noise: float,
+            callback: StepCallback | None, heun: bool) -> Array:
+    n = len(sigmas) - 1
+    if S_churn > 0 and randn is None:
+        raise ValueError("S_churn > 0 needs a noise source (randn)")
+    for i in range(n):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
+        sigma_hat = sigma * (1.0 + gamma)
+        if gamma > 0:
+            x = x + randn(x) * (S_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2))
+        d = (x - denoise(x, sigma_hat)) * (1.0 / sigma_hat)
+        x_next = x + d * (sigma_next - sigma_hat)
+        if heun and sigma_next > 0:
+            d_next = (x_next - denoise(x_next, sigma_next)) * (1.0 / sigma_next)
+            x_next = x + (d + d_next) * (0.5 * (sigma_next - sigma_hat))
+        x = x_next
+        if callback is not None:
+            callback(i + 1, n, sigma_next, x)
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": sample_heun}
+
+
+def calls_per_run(sampler: str, steps: int) -> int:
+    """Number of denoiser calls a run of `sampler` with `steps` steps makes."""
+    return steps if sampler == "euler" else 2 * steps - 1
+
+
+# ----------------------------------------------------------------------------- imputation
+
+class Imputation:
+    """Partial generation by imputation (Eq. 4-6 of the MSLDM paper).
+
+    Wraps a denoiser so that before every call the given part of the joint latent is
+    replaced by the given latents noised to the current level,
+    Z_I(t) ~ N(Z_I(0), sigma(t)^2 I) (Eq. 5), while the rest is the sampler's state.
+
+    `given`: an array shaped like the sampler state holding Z_I(0) where `mask` is 1
+    (values elsewhere are ignored). `mask`: 0/1 array broadcastable to that shape; a
+    stem's channel block (imputation across stems) or a span of frames (continuation in
+    time) or both. An all-zero mask is total generation.
+    """
+
+    def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn):
+        self.denoise, self.given, self.mask, self.randn = denoise, given, mask, randn
+        self.keep = 1.0 - mask
+
+    def noised_given(self, sigma: float) -> Array:
+        return self.given + self.randn(self.given) * sigma
+
+    def combine(self, x: Array, z_given: Array) -> Array:
+        """mask * z_given + (1 - mask) * x: exact in the given part for finite x."""
+        return z_given * self.mask + x * self.keep
+
+    def __call__(self, x: Array, sigma: float) -> Array:
+        return self.denoise(self.combine(x, self.noised_given(sigma)), sigma)
+
+    def finish(self, x: Array) -> Array:
+        """The final sample with the given part put back bit-exact."""
+        return self.combine(x, self.given)
+
+
+def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler: str = "euler",
+             randn: Randn, given: Array | None = None, mask: Array | None = None,
+             S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
+             S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+    """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
+
+    `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
+    Returns the sampled latent; where `mask` is 1 it equals `given` exactly.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+    fn = SAMPLERS[sampler]
+    x = noise * float(sigmas[0])
+    kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax, S_noise=S_noise,
+                  callback=callback)
+    if mask is None:
+        return fn(denoise, x, sigmas, **kwargs)
+    if given is None:
+        raise ValueError("a mask needs the given latents")
+    imp = Imputation(denoise, given, mask, randn)
+    return imp.finish(fn(imp, x, sigmas, **kwargs))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine: system packages, a virtual environment in .venv,
+# the CPU build of PyTorch pinned first (so nothing pulls CUDA packages), then msldm.
+#   bash scripts/install.sh          # what the main job needs
+#   bash scripts/install.sh --test   # plus what the test suite needs (FluidSynth, liblo, Ardour)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+pkgs=(libfluidsynth3 fluid-soundfont-gm)
+[ "${1:-}" = "--test" ] && pkgs+=(timgm6mb-soundfont liblo-tools ardour)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q "torch==2.13.0"
+.venv/bin/pip install -q -e ".[all]"
+echo "installed: $(.venv/bin/python -c 'import msldm, torch; print("msldm", msldm.__version__, "torch", torch.__version__)')"

@@ -1,0 +1,290 @@
+"""Analytic tests of the one sampler (msldm.sampling), with no training.
+
+For Gaussian data x0 ~ N(0, Sigma) the exact denoiser is linear,
+D(x; s) = Sigma (Sigma + s^2 I)^-1 x, so every step of Euler / Heun with churn (and with
+imputation of a given block, Eq. 4-6 of the MSLDM paper) is an affine map of the state plus
+fresh Gaussian noise. `exact_law` below runs that recursion on (mean, covariance) directly
+from Algorithm 2 of Karras et al. 2022, written independently of the sampler code; the
+sampler's samples must match it within a tolerance derived from the sample size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from msldm import sampling
+
+N_SAMPLES = 4000
+Z_TOL = 5.0  # a deviation of 5 standard errors fails
+
+
+def denoiser_matrix(Sigma: np.ndarray, s: float) -> np.ndarray:
+    return Sigma @ np.linalg.inv(Sigma + s * s * np.eye(len(Sigma)))
+
+
+def exact_law(Sigma: np.ndarray, sigmas: list[float], *, heun: bool, S_churn: float,
+              given_idx: list[int] | None = None, z_given: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the sampler's output, computed by the exact affine recursion.
+
+    State law: x = m + noise with covariance S. With a given block, the denoiser input is
+    Pu x + Pg (z + s eps'), with fresh eps' at every call (Eq. 5)."""
+    d = len(Sigma)
+    I = np.eye(d)
+    Pg = np.zeros((d, d))
+    if given_idx:
+        Pg[given_idx, given_idx] = 1.0
+    Pu = I - Pg
+    z = np.zeros(d) if z_given is None else z_given
+    m, S = np.zeros(d), sigmas[0] ** 2 * I
+    n = len(sigmas) - 1
+
+    def call(s: float):
+        """D(x_in) = M Pu x + M Pg z + s M Pg eps': (matrix on x, constant, noise matrix)."""
+        M = denoiser_matrix(Sigma, s)
+        return M @ Pu, M @ Pg @ z, s * M @ Pg
+
+    for i in range(n):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        gamma = min(S_churn / n, math.sqrt(2) - 1) if S_churn > 0 else 0.0
+        s_hat = s * (1 + gamma)
+        S = S + (s_hat ** 2 - s ** 2) * I  # churn noise
+        h = s_next - s_hat
+        A1, c1, B1 = call(s_hat)
+        # Euler: x' = x + h/s_hat (x - D1)
+        A = I + (h / s_hat) * (I - A1)
+        b = -(h / s_hat) * c1
+        noises = [-(h / s_hat) * B1]
+        if heun and s_next > 0:
+            A2, c2, B2 = call(s_next)
+            # x_next = x + h/2 [ (x - D1)/s_hat + (x' - D2)/s_next ], x' = A x + b + N1 e1
+            E = (I - A2) / s_next
+            A = I + (h / 2) * ((I - A1) / s_hat + E @ A)
+            b = (h / 2) * (-c1 / s_hat + E @ b - c2 / s_next)
+            noises = [(h / 2) * (-B1 / s_hat + E @ noises[0]), -(h / 2) * B2 / s_next]
+        m = A @ m + b
+        S = A @ S @ A.T + sum(N @ N.T for N in noises)
+    return m, S
+
+
+def run_sampler(Sigma: np.ndarray, sigmas: list[float], *, sampler: str, S_churn: float,
+                seed: int = 0, given_idx: list[int] | None = None,
+                z_given: np.ndarray | None = None) -> np.ndarray:
+    """Samples `[N_SAMPLES, d]` from msldm.sampling.generate on numpy arrays."""
+    rng = np.random.default_rng(seed)
+    d = len(Sigma)
+    M = {}
+
+    def denoise(x: np.ndarray, s: float) -> np.ndarray:
+        if s not in M:
+            M[s] = denoiser_matrix(Sigma, s)
+        return x @ M[s].T
+
+    def randn(like: np.ndarray) -> np.ndarray:
+        return rng.standard_normal(like.shape)
+
+    noise = rng.standard_normal((N_SAMPLES, d))
+    given = mask = None
+    if given_idx is not None:
+        mask = np.zeros((1, d))
+        mask[0, given_idx] = 1.0
+        given = np.zeros((N_SAMPLES, d))
+        given[:, given_idx] = z_given[given_idx]
+    return sampling.generate(denoise, noise, sigmas, sampler=sampler, randn=randn,
+                             given=given, mask=mask, S_churn=S_churn)
+
+
+def max_z(samples: np.ndarray, m: np.ndarray, S: np.ndarray, idx: list[int]) -> float:
+    """Largest standardised deviation of sample mean / covariance from the exact law, over
+    the coordinates `idx`; standard errors sqrt(S_ii/n) and sqrt((S_ii S_jj + S_ij^2)/n)."""
+    x = samples[:, idx]
+    m, S = m[idx], S[np.ix_(idx, idx)]
+    n = len(x)
+    z_mean = np.abs(x.mean(0) - m) / np.sqrt(np.diag(S) / n)
+    C = np.cov(x, rowvar=False).reshape(len(idx), len(idx))
+    se = np.sqrt((np.outer(np.diag(S), np.diag(S)) + S ** 2) / n)
+    return float(max(z_mean.max(), (np.abs(C - S) / se).max()))
+
+
+SIGMA_1D = np.array([[0.4 ** 2]])
+SIGMA_4D = np.array([[0.16, 0.08, 0.06, 0.03],
+                     [0.08, 0.25, 0.05, 0.07],
+                     [0.06, 0.05, 0.12, 0.04],
+                     [0.03, 0.07, 0.04, 0.20]])
+
+
+@pytest.mark.parametrize("sampler,S_churn,steps", [
+    ("euler", 20.0, 25), ("euler", 20.0, 150), ("euler", 0.0, 10), ("heun", 0.0, 10),
+    ("heun", 20.0, 25)])
+def test_total_generation_matches_exact_law(sampler: str, S_churn: float, steps: int) -> None:
+    sigmas = sampling.karras_sigmas(steps)
+    m, S = exact_law(SIGMA_4D, sigmas, heun=sampler == "heun", S_churn=S_churn)
+    x = run_sampler(SIGMA_4D, sigmas, sampler=sampler, S_churn=S_churn)
+    assert max_z(x, m, S, [0, 1, 2, 3]) < Z_TOL
+
+
+def test_law_approaches_data_distribution_as_steps_grow() -> None:
+    """1D data N(0, 0.4^2), sigma_max = 3: the ideal output std is 0.4*3/sqrt(9.16) = 0.3965
+    (the start is N(0, sigma_max^2), not N(0, sigma_max^2 + sigma_data^2))."""
+    limit = 0.4 * 3 / math.sqrt(9 + 0.16)
+    errs = {}
+    for steps in (10, 25, 150, 1000):
+        _, S = exact_law(SIGMA_1D, sampling.karras_sigmas(steps), heun=False, S_churn=20.0)
+        errs[steps] = abs(math.sqrt(S[0, 0]) - limit)
+    assert errs[10] > errs[25] > errs[150] > errs[1000]
+    assert abs(math.sqrt(exact_law(SIGMA_1D, sampling.karras_sigmas(25), heun=False,
+                                   S_churn=20.0)[1][0, 0]) - 0.348) < 0.01  # measured: 0.348
+    assert errs[1000] < 0.005
+    _, S = exact_law(SIGMA_1D, sampling.karras_sigmas(40), heun=True, S_churn=0.0)
+    assert abs(math.sqrt(S[0, 0]) - limit) < 0.002  # 2nd order: close with few steps
+
+
+def conditional_law(Sigma: np.ndarray, u: list[int], g: list[int], z: np.ndarray):
+    """True conditional N(mean, cov) of block u given block g = z[g]."""
+    Sgg_inv = np.linalg.inv(Sigma[np.ix_(g, g)])
+    mean = Sigma[np.ix_(u, g)] @ Sgg_inv @ z[g]
+    cov = Sigma[np.ix_(u, u)] - Sigma[np.ix_(u, g)] @ Sgg_inv @ Sigma[np.ix_(g, u)]
+    return mean, cov
+
+
+GIVEN, MISSING = [2, 3], [0, 1]  # two "stems" of two channels; the second is given
+Z_GIVEN = np.array([0.0, 0.0, 0.5, -0.4])
+
+
+@pytest.mark.parametrize("sampler,S_churn,steps", [
+    ("euler", 20.0, 25), ("euler", 20.0, 150), ("heun", 0.0, 10), ("heun", 20.0, 20)])
+def test_partial_generation_matches_exact_law(sampler: str, S_churn: float, steps: int) -> None:
+    sigmas = sampling.karras_sigmas(steps)
+    m, S = exact_law(SIGMA_4D, sigmas, heun=sampler == "heun", S_churn=S_churn,
+                     given_idx=GIVEN, z_given=Z_GIVEN)
+    x = run_sampler(SIGMA_4D, sigmas, sampler=sampler, S_churn=S_churn, given_idx=GIVEN,
+                    z_given=Z_GIVEN)
+    assert max_z(x, m, S, MISSING) < Z_TOL
+    assert np.array_equal(x[:, GIVEN], np.broadcast_to(Z_GIVEN[GIVEN], x[:, GIVEN].shape))
+
+
+def test_imputation_bias_shrinks_with_churn() -> None:
+    """Imputation (Eq. 4) is an approximation. On this Gaussian the exact law of the sampler
+    moves toward the true conditional mean, only part of the way with the deterministic ODE,
+    further with the paper's churn (Euler, S_churn 20, 150 steps: ~58% of the shift), and
+    nearly all the way with heavy churn, while the variances stay close to the conditional's."""
+    true_m, true_S = conditional_law(SIGMA_4D, MISSING, GIVEN, Z_GIVEN)
+
+    def recovered(sampler: str, churn: float, steps: int) -> tuple[float, np.ndarray]:
+        m, S = exact_law(SIGMA_4D, sampling.karras_sigmas(steps), heun=sampler == "heun",
+                         S_churn=churn, given_idx=GIVEN, z_given=Z_GIVEN)
+        frac = float(m[MISSING] @ true_m / (true_m @ true_m))
+        return frac, np.diag(S)[MISSING]
+
+    ode, _ = recovered("heun", 0.0, 400)
+    paper, var_paper = recovered("euler", 20.0, 150)
+    heavy, var_heavy = recovered("euler", 1000.0, 1000)
+    assert 0.1 < ode < paper < heavy
+    assert 0.5 < paper < 0.7 and heavy > 0.9
+    for var in (var_paper, var_heavy):
+        assert np.allclose(var, np.diag(true_S), rtol=0.2)
+
+
+# ------------------------------------------------------------------ the tests have teeth
+
+def test_detects_broken_churn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the churn noise left out, the samples no longer follow the exact law."""
+    sigmas = sampling.karras_sigmas(25)
+    m, S = exact_law(SIGMA_4D, sigmas, heun=False, S_churn=20.0)
+    monkeypatch.setattr(sampling, "_churn_gamma", lambda *a: 0.0)
+    x = run_sampler(SIGMA_4D, sigmas, sampler="euler", S_churn=20.0)
+    assert max_z(x, m, S, [0, 1, 2, 3]) > Z_TOL
+
+
+def test_detects_broken_imputation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the denoiser sees the sampler's own state instead of the given block, the law of
+    the missing block is the unconditional one, and the test sees it."""
+    sigmas = sampling.karras_sigmas(25)
+    m, S = exact_law(SIGMA_4D, sigmas, heun=False, S_churn=20.0, given_idx=GIVEN,
+                     z_given=Z_GIVEN)
+    monkeypatch.setattr(sampling.Imputation, "__call__", lambda self, x, s: self.denoise(x, s))
+    x = run_sampler(SIGMA_4D, sigmas, sampler="euler", S_churn=20.0, given_idx=GIVEN,
+                    z_given=Z_GIVEN)
+    assert max_z(x, m, S, MISSING) > Z_TOL
+
+
+def test_denoiser_sees_given_block_noised_to_sigma() -> None:
+    """Eq. 5 directly: at every call the given block is z + sigma * N(0, 1) (fresh noise) and
+    the rest is the sampler's state. (The law test above cannot see dropped noise: on a
+    linear Gaussian it changes the missing block's law by less than the sampling error.)"""
+    rng = np.random.default_rng(1)
+    n, d = 20000, 4
+    z = np.broadcast_to(Z_GIVEN, (n, d)).copy()
+    mask = np.zeros((1, d))
+    mask[0, GIVEN] = 1.0
+    seen = []
+
+    def denoise(x: np.ndarray, s: float) -> np.ndarray:
+        seen.append((s, x.copy()))
+        return x * 0.5
+
+    state = rng.standard_normal((n, d))
+    imp = sampling.Imputation(denoise, z, mask, lambda like: rng.standard_normal(like.shape))
+    for s in (2.0, 0.3):
+        imp(state, s)
+        x_in = seen[-1][1]
+        unit = (x_in[:, GIVEN] - Z_GIVEN[GIVEN]) / s
+        assert np.abs(unit.mean(0)).max() < 5 / np.sqrt(n)
+        assert np.abs(unit.std(0) - 1).max() < 5 * np.sqrt(0.5 / n)
+        assert np.array_equal(x_in[:, MISSING], state[:, MISSING])
+    assert not np.array_equal(seen[0][1][:, GIVEN] - 2.0, seen[1][1][:, GIVEN] - 0.3)
+
+
+# ------------------------------------------------------------------ schedules, plumbing
+
+def test_karras_schedule() -> None:
+    s = sampling.karras_sigmas(25, 0.01, 3.0, 7.0)
+    assert len(s) == 26 and s[-1] == 0.0
+    assert s[0] == pytest.approx(3.0) and s[-2] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(s, s[1:]))
+
+
+def test_melody_schedule_takes_large_steps_first() -> None:
+    s = sampling.melody_sigmas(6)
+    assert len(s) == 7 and s[-1] == 0.0 and s[0] == pytest.approx(3.0)
+    assert s[-2] == pytest.approx(0.01)
+    angles = [math.atan(x / 0.4) for x in s[:-1]]
+    steps = [a - b for a, b in zip(angles, angles[1:])]
+    assert all(a > b for a, b in zip(steps, steps[1:]))
+
+
+def test_callback_cancel_and_call_count() -> None:
+    calls = []
+    x0 = np.zeros((1, 2))
+
+    def denoise(x, s):
+        calls.append(s)
+        return x * 0.5
+
+    def stop(step, total, sigma, x):
+        if step == 3:
+            raise sampling.Cancelled()
+
+    with pytest.raises(sampling.Cancelled):
+        sampling.generate(denoise, x0, sampling.karras_sigmas(10), randn=np.zeros_like,
+                          callback=stop)
+    assert len(calls) == 3
+    calls.clear()
+    sampling.generate(denoise, x0, sampling.karras_sigmas(10), sampler="heun",
+                      randn=np.zeros_like)
+    assert len(calls) == sampling.calls_per_run("heun", 10)
+
+
+def test_sampler_module_is_framework_free() -> None:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(sampling))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"torch", "numpy", "onnxruntime"}
