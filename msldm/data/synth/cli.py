@@ -1,0 +1,92 @@
+"""`msldm data synth` and `msldm data stats`: render / summarise the synthetic Slakh-like corpus.
+
+Examples:
+  msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2
+  msldm data stats data/synth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+SYNTH_EXAMPLE = "example: msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2 --seconds 15"
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    """Handler: render the corpus and print a one-line summary."""
+    from .corpus import render_corpus
+
+    summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
+                            soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
+                            progress=not args.quiet)
+    print(f"wrote {summary.tracks} tracks to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
+          f"({summary.realtime_per_core:.1f}x real time per core)")
+
+
+def _run_stats(args: argparse.Namespace) -> None:
+    """Handler: print the corpus statistics (text, or JSON with --json)."""
+    from .stats import corpus_statistics, format_statistics
+
+    stats = corpus_statistics(args.root)
+    if args.json:
+        json.dump(stats, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_statistics(stats))
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """Add `synth` and `stats` to an existing `data` subcommand group."""
+    synth = sub.add_parser("synth", help="render the synthetic multi-track corpus with FluidSynth",
+                           description=__doc__, epilog=SYNTH_EXAMPLE,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    synth.add_argument("--out", required=True, help="corpus root (train/validation/test are made inside)")
+    synth.add_argument("--tracks", type=_non_negative, required=True, help="number of tracks")
+    synth.add_argument("--seed", type=_non_negative, default=0, help="corpus seed (track = f(seed, index))")
+    synth.add_argument("--sample-rate", type=int, default=22050)
+    synth.add_argument("--soundfont", default=None,
+                       help="GM .sf2 (default FluidR3_GM.sf2, else TimGM6mb.sf2)")
+    synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    synth.add_argument("--seconds", type=float, default=15.0, help="length of each track")
+    synth.add_argument("--quiet", action="store_true", help="no progress lines")
+    synth.set_defaults(func=_run_synth)
+    stats = sub.add_parser("stats", help="print statistics of a rendered synthetic corpus",
+                           epilog="example: msldm data stats data/synth")
+    stats.add_argument("root", help="corpus root")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.set_defaults(func=_run_stats)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add `data synth` and `data stats` to the top-level parser. Returns the `data` group.
+
+    Other data commands can be added to the returned group (or call `add_data_commands`
+    on a `data` group created elsewhere).
+    """
+    data = subparsers.add_parser("data", help="data sets: synthetic corpus, statistics",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = data.add_subparsers(dest="data_command", required=True)
+    add_data_commands(sub)
+    return sub
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Stand-alone entry: `python -m msldm.data.synth.cli data synth ...`."""
+    parser = argparse.ArgumentParser(prog="msldm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Render the synthetic Slakh-like corpus: layout, splits, workers and progress.
+
+Layout (contracts.md): `<out>/{train,validation,test}/TrackNNNNN/{bass,drums,guitar,piano}.wav`,
+`mixture.wav`, `all_src.mid`, `annotation.json`. WAVs are mono float32 (IEEE float WAV, soundfile subtype FLOAT)
+and the mixture is the float32 sum of the stems in STEMS order, so it equals the stems' sum
+exactly. Track `i` (0-based) is named `Track{i+1:05d}`, derives from (seed, i) only, and goes
+to a split by `i % 10`: 0-7 train, 8 validation, 9 test.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...config import STEMS
+from .compose import RELEASE_ALLOWANCE, Song, compose_song
+from .midi import CHANNELS, write_midi
+from .render import find_soundfont, gate_inactive, render_notes
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+PEAK_LIMIT = 0.95  # the mixture is scaled down (all stems alike) when it would peak above this
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """One rendered track: where it went and how long it took."""
+
+    index: int
+    name: str
+    split: str
+    seconds: float
+    render_seconds: float  # wall clock
+    cpu_seconds: float     # CPU time of the rendering process
+
+
+@dataclass
+class CorpusSummary:
+    """What `render_corpus` did: track counts per split, audio seconds, wall time, speed."""
+
+    root: Path
+    tracks: int
+    splits: dict[str, int] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # summed per-track CPU time over all workers
+
+    @property
+    def realtime_per_core(self) -> float:
+        """Returns rendered audio seconds per CPU second (x real time on one core)."""
+        return self.audio_seconds / max(self.cpu_seconds, 1e-9)
+
+
+def split_of(index: int) -> str:
+    """Returns the split of track `index` (0-based): 80/10/10 train/validation/test by index % 10."""
+    rest = index % 10
+    return "train" if rest < 8 else ("validation" if rest == 8 else "test")
+
+
+def track_name(index: int) -> str:
+    """Returns the folder name of track `index` (0-based), e.g. "Track00001"."""
+    return f"Track{index + 1:05d}"
+
+
+def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Writes mono float32 PCM WAV (IEEE float, with a `fact` chunk) to `path`, byte-deterministic.
+
+    libsndfile adds a PEAK chunk with a wall-clock timestamp to float WAVs, so two identical
+    renders would differ in bytes; this writer has no timestamp. soundfile reads it as FLOAT.
+    """
+    data = np.ascontiguousarray(audio, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)
+    chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt
+              + b"fact" + struct.pack("<II", 4, len(audio))
+              + b"data" + struct.pack("<I", len(data)))
+    Path(path).write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(data)) + b"WAVE" + chunks + data)
+
+
+def render_song(song: Song, sample_rate: int, soundfont: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Renders and gates every stem of `song`. Returns ({stem: float32 [N]}, {stem: program used})."""
+    n_samples = int(round(song.duration * sample_rate))
+    stems: dict[str, np.ndarray] = {}
+    programs: dict[str, int] = {}
+    for stem in STEMS:
+        audio, programs[stem] = render_notes(song.notes[stem], song.programs[stem], CHANNELS[stem],
+                                             n_samples, sample_rate, soundfont)
+        stems[stem] = gate_inactive(audio, song.active_bars[stem], song.bar_times(), song.duration,
+                                    sample_rate, RELEASE_ALLOWANCE)
+    return stems, programs
+
+
+def mix(stems: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns the float32 sum of the stems, added in STEMS order (the exact mixture)."""
+    total = stems[STEMS[0]].astype(np.float32).copy()
+    for stem in STEMS[1:]:
+        total += stems[stem].astype(np.float32)
+    return total
+
+
+def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: Path,
+                 seconds: float) -> TrackResult:
+    """Composes, renders and writes track `index`. Returns its TrackResult."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    song = compose_song(seed, index, seconds)
+    stems, programs = render_song(song, sample_rate, soundfont)
+    peak = float(np.max(np.abs(mix(stems)))) if stems else 0.0
+    if peak > PEAK_LIMIT:
+        scale = np.float32(PEAK_LIMIT / peak)
+        stems = {k: v * scale for k, v in stems.items()}
+    name, split = track_name(index), split_of(index)
+    folder = Path(out) / split / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, audio in stems.items():
+        write_float_wav(folder / f"{stem}.wav", audio, sample_rate)
+    write_float_wav(folder / "mixture.wav", mix(stems), sample_rate)
+    song.programs = programs
+    write_midi(song, folder / "all_src.mid", programs)
+    annotation = song.annotation(name, sample_rate)
+    annotation.update({"seed": seed, "index": index})
+    (folder / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n")
+    return TrackResult(index, name, split, seconds, time.perf_counter() - start,
+                       time.process_time() - cpu_start)
+
+
+def _render_job(job: tuple[str, int, int, int, str, float]) -> TrackResult:
+    """Pool entry point (module level, so it pickles under spawn)."""
+    out, index, seed, sample_rate, soundfont, seconds = job
+    return render_track(Path(out), index, seed, sample_rate, Path(soundfont), seconds)
+
+
+def _report(done: int, total: int, wall: float, audio: float, stream: object) -> None:
+    """Prints one progress line: tracks done / total, tracks per second, x real time."""
+    rate = done / max(wall, 1e-9)
+    print(f"[synth] {done}/{total} tracks  {rate:.2f} tracks/s  {audio / max(wall, 1e-9):.1f}x real time",
+          file=stream, flush=True)
+
+
+def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
+                  soundfont: str | Path | None = None, workers: int = 1, seconds: float = 15.0,
+                  progress: bool = True) -> CorpusSummary:
+    """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
+
+    Output depends on (seed, track index, sample_rate, soundfont, seconds) only, never on
+    `workers`. Workers use the spawn start method.
+    """
+    if tracks < 0 or workers < 1 or seconds <= 0:
+        raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
+    font = find_soundfont(soundfont)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(out), i, seed, sample_rate, str(font), float(seconds)) for i in range(tracks)]
+    summary = CorpusSummary(out, tracks, {s: 0 for s in SPLITS})
+    start = time.perf_counter()
+    every = max(1, tracks // 20)
+
+    def account(result: TrackResult, done: int) -> None:
+        summary.splits[result.split] += 1
+        summary.audio_seconds += result.seconds
+        summary.cpu_seconds += result.cpu_seconds
+        if progress and (done % every == 0 or done == tracks):
+            _report(done, tracks, time.perf_counter() - start, summary.audio_seconds, sys.stderr)
+
+    if workers == 1:
+        for done, job in enumerate(jobs, 1):
+            account(_render_job(job), done)
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for done, result in enumerate(pool.imap_unordered(_render_job, jobs), 1):
+                account(result, done)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,259 @@
+"""Tests for the synthetic Slakh-like corpus (msldm.data.synth).
+
+Composition tests need numpy + mido only; rendering tests are marked `fluidsynth` and skip
+when libfluidsynth or a GM soundfont is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+
+from msldm.config import STEMS
+from msldm.data.synth import compose_song, corpus_statistics, render_corpus, split_of
+from msldm.data.synth import cli as synth_cli
+from msldm.data.synth.compose import BEATS_PER_BAR, RELEASE_ALLOWANCE
+from msldm.data.synth.render import FluidSynthUnavailable, fluidsynth_available, gate_inactive
+from msldm.data.synth.styles import STYLES
+from msldm.data.synth.theory import PROGRESSIONS, Chord, Key, parse_numeral, voice_lead
+
+ROOT = Path(__file__).resolve().parents[1]
+SECONDS = 6.0
+SR = 22050
+SILENT_RMS = 1e-6
+ACTIVE_RMS = 1e-3
+GM_PERCUSSION = set(range(35, 82))
+ANNOTATION_KEYS = {"track", "sample_rate", "duration", "style", "tempo", "meter", "key", "progression",
+                   "beats", "downbeats", "chords", "programs", "active_bars", "bar_times"}
+
+needs_fluidsynth = pytest.mark.skipif(not fluidsynth_available(), reason="libfluidsynth or GM soundfont missing")
+
+
+@pytest.fixture(scope="module")
+def songs() -> list:
+    """300 composed songs (no rendering), seed 0, 4 s each."""
+    return [compose_song(0, i, 4.0) for i in range(300)]
+
+
+def _full_inactive_bars(song) -> list[tuple[str, int]]:
+    """Returns (stem, bar) for inactive bars that end inside the track (room for the silence check)."""
+    bar_s = BEATS_PER_BAR * song.beat_seconds
+    return [(stem, b) for stem in STEMS for b, on in enumerate(song.active_bars[stem])
+            if not on and (b + 1) * bar_s <= song.duration]
+
+
+def _seed_with_dropout(tracks: int) -> int:
+    """Returns the first seed whose first `tracks` tracks include a full inactive bar."""
+    for seed in range(1000):
+        if any(_full_inactive_bars(compose_song(seed, i, SECONDS)) for i in range(tracks)):
+            return seed
+    raise AssertionError("no seed with a drop-out found")
+
+
+def test_theory_numerals_and_voicing() -> None:
+    assert parse_numeral("bVII", 0) == Chord(10, "maj")
+    assert parse_numeral("ii7", 0).name == "Dm7"
+    assert parse_numeral("viio", 0).pitch_classes == [11, 2, 5]
+    assert Key(10, "minor").name == "Bb minor" and Key(1, "major").name == "Db major"
+    voicing = voice_lead(Chord(9, "min"), (60, 64, 67), 57, 79)
+    assert sorted(p % 12 for p in voicing) == [0, 4, 9] and max(voicing) - min(voicing) < 12
+
+
+def test_compose_is_torch_free() -> None:
+    code = "import sys, msldm.data.synth, msldm.data.synth.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_compose_covers_families(songs: list) -> None:
+    assert len(STYLES) >= 6 and len(PROGRESSIONS) >= 8
+    assert {s.style for s in songs} == set(STYLES)
+    assert {s.progression for s in songs} == set(PROGRESSIONS)
+    assert len({(s.key.tonic_pc, s.key.mode) for s in songs}) == 24
+    tempos = [s.tempo for s in songs]
+    assert 70 <= min(tempos) < 90 and 150 < max(tempos) <= 170
+    for stem in STEMS:
+        assert len({s.programs[stem] for s in songs}) >= 4, stem
+        assert any(not all(s.active_bars[stem]) for s in songs), f"{stem} is always present"
+    assert {s.programs["bass"] for s in songs} <= set(range(32, 40))
+    assert {s.programs["guitar"] for s in songs} <= set(range(24, 32))
+    assert len({s.parts["bass"] for s in songs}) >= 7
+
+
+def test_chords_fit_the_key(songs: list) -> None:
+    for song in songs:
+        allowed, scale = song.key.allowed_pcs(), song.key.scale_pcs()
+        pcs = [pc for chord in song.chords for pc in chord.pitch_classes]
+        assert set(pcs) <= allowed, (song.key.name, song.progression)
+        assert sum(pc in scale for pc in pcs) / len(pcs) > 0.75
+        assert song.chords[0].root_pc in scale
+
+
+def test_bass_plays_chord_roots_on_downbeats(songs: list) -> None:
+    checked = 0
+    for song in songs:
+        for bar, start in enumerate(song.bar_times()):
+            if not song.active_bars["bass"][bar]:
+                continue
+            onsets = [n for n in song.notes["bass"] if abs(n.start - start) < 0.021]
+            assert onsets, (song.index, bar)
+            root = song.chords[bar * BEATS_PER_BAR].root_pc
+            assert onsets[0].pitch % 12 == root and 28 <= onsets[0].pitch < 52
+            checked += 1
+    assert checked > 500
+
+
+def test_notes_respect_arrangement(songs: list) -> None:
+    for song in songs:
+        bar_s = BEATS_PER_BAR * song.beat_seconds
+        for bar in range(song.n_bars):
+            assert sum(song.active_bars[s][bar] for s in STEMS) >= 2
+        for stem in STEMS:
+            for note in song.notes[stem]:
+                bar = int((note.start + 0.021) // bar_s)
+                assert song.active_bars[stem][min(bar, song.n_bars - 1)], (song.index, stem)
+                later_off = [b for b in range(bar + 1, song.n_bars) if not song.active_bars[stem][b]]
+                if later_off:
+                    assert note.end <= later_off[0] * bar_s + 1e-9
+                assert 0 <= note.start < note.end <= song.duration
+        assert {n.pitch for n in song.notes["drums"]} <= GM_PERCUSSION
+
+
+def test_compose_reproducible_per_seed_and_index() -> None:
+    a, b = compose_song(5, 3), compose_song(5, 3)
+    assert a.notes == b.notes and a.active_bars == b.active_bars
+    assert compose_song(6, 3).notes != a.notes and compose_song(5, 4).notes != a.notes
+
+
+def test_split_of_is_80_10_10() -> None:
+    counts = Counter(split_of(i) for i in range(1000))
+    assert counts == {"train": 800, "validation": 100, "test": 100}
+
+
+def test_gate_inactive_silences_after_release() -> None:
+    audio = np.ones(3 * SR, dtype=np.float32)
+    out = gate_inactive(audio, [True, False, True], [0.0, 1.0, 2.0], 3.0, SR, release=0.25)
+    assert np.all(out[: int(1.25 * SR)] == 1.0) and np.all(out[int(1.3 * SR): int(1.97 * SR)] == 0.0)
+    assert np.all(out[2 * SR:] == 1.0)
+
+
+def test_missing_soundfont_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FluidSynthUnavailable, match="soundfont not found"):
+        render_corpus(tmp_path, 1, 0, soundfont=tmp_path / "nope.sf2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """Two renders of the same 3 tracks (workers 1 and 2) with a seed that has a drop-out."""
+    if not fluidsynth_available():
+        pytest.skip("libfluidsynth or GM soundfont missing")
+    seed = _seed_with_dropout(3)
+    a, b = tmp_path_factory.mktemp("synth_a"), tmp_path_factory.mktemp("synth_b")
+    render_corpus(a, 3, seed, seconds=SECONDS, progress=False)
+    render_corpus(b, 3, seed, seconds=SECONDS, workers=2, progress=False)
+    return a, b, seed
+
+
+def _tracks(root: Path) -> list[Path]:
+    return sorted(root.glob("*/Track*"))
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
+def test_layout_and_exact_mixture(corpus: tuple[Path, Path, int]) -> None:
+    tracks = _tracks(corpus[0])
+    assert [t.name for t in tracks] == ["Track00001", "Track00002", "Track00003"]
+    for track in tracks:
+        stems = {}
+        for stem in STEMS:
+            info = sf.info(track / f"{stem}.wav")
+            assert info.subtype == "FLOAT" and info.channels == 1 and info.samplerate == SR
+            stems[stem], _ = sf.read(track / f"{stem}.wav", dtype="float32")
+            assert len(stems[stem]) == int(SECONDS * SR)
+        mixture, _ = sf.read(track / "mixture.wav", dtype="float32")
+        total = stems[STEMS[0]].copy()
+        for stem in STEMS[1:]:
+            total += stems[stem]
+        assert np.array_equal(total, mixture)
+        assert 0.01 < np.abs(mixture).max() <= 0.951
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
+def test_active_bars_match_audio(corpus: tuple[Path, Path, int]) -> None:
+    silent_checked = 0
+    for track in _tracks(corpus[0]):
+        ann = json.loads((track / "annotation.json").read_text())
+        ends = ann["bar_times"][1:] + [ann["duration"]]
+        for stem in STEMS:
+            audio, _ = sf.read(track / f"{stem}.wav", dtype="float32")
+            for bar, (t0, t1) in enumerate(zip(ann["bar_times"], ends)):
+                if ann["active_bars"][stem][bar]:
+                    seg = audio[int(t0 * SR): int(min(t1, t0 + 1.0) * SR)]
+                    assert np.sqrt(np.mean(seg ** 2)) > ACTIVE_RMS, (track.name, stem, bar)
+                elif t1 - t0 > RELEASE_ALLOWANCE + 0.2:
+                    seg = audio[int((t0 + RELEASE_ALLOWANCE + 0.06) * SR): int((t1 - 0.04) * SR)]
+                    assert np.sqrt(np.mean(seg ** 2)) < SILENT_RMS, (track.name, stem, bar)
+                    silent_checked += 1
+    assert silent_checked >= 1
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
+def test_bit_identical_across_runs_and_workers(corpus: tuple[Path, Path, int]) -> None:
+    a, b, _ = corpus
+    for ta, tb in zip(_tracks(a), _tracks(b)):
+        for name in [f"{s}.wav" for s in STEMS] + ["mixture.wav", "all_src.mid", "annotation.json"]:
+            assert (ta / name).read_bytes() == (tb / name).read_bytes(), (ta.name, name)
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
+def test_different_seed_differs(corpus: tuple[Path, Path, int], tmp_path: Path) -> None:
+    render_corpus(tmp_path, 1, corpus[2] + 1, seconds=2.0, progress=False)
+    other, _ = sf.read(tmp_path / "train/Track00001/mixture.wav", dtype="float32")
+    mine, _ = sf.read(corpus[0] / "train/Track00001/mixture.wav", dtype="float32")
+    assert not np.array_equal(other, mine[: len(other)])
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
+def test_annotation_and_midi(corpus: tuple[Path, Path, int]) -> None:
+    for track in _tracks(corpus[0]):
+        ann = json.loads((track / "annotation.json").read_text())
+        assert ANNOTATION_KEYS <= set(ann) and ann["track"] == track.name
+        assert len(ann["chords"]) == len(ann["beats"]) and ann["downbeats"] == ann["bar_times"]
+        assert all(len(ann["active_bars"][s]) == len(ann["bar_times"]) for s in STEMS)
+        key = Key(ann["key"]["tonic_pc"], ann["key"]["mode"])
+        assert all(set(c["pitch_classes"]) <= key.allowed_pcs() for c in ann["chords"])
+        midi = mido.MidiFile(track / "all_src.mid")
+        assert [t.name for t in midi.tracks[1:]] == list(STEMS)
+        for stem, midi_track in zip(STEMS, midi.tracks[1:]):
+            change = next(m for m in midi_track if m.type == "program_change")
+            assert change.program == ann["programs"][stem]
+            assert (change.channel == 9) == (stem == "drums")
+
+
+def test_cli_registers_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser(prog="msldm")
+    synth_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", "synth", "--out", str(tmp_path), "--tracks", "1", "--seconds", "2",
+                              "--seed", "4", "--quiet"])
+    assert args.workers == 1 and args.sample_rate == SR
+    if not fluidsynth_available():
+        pytest.skip("libfluidsynth or GM soundfont missing")
+    args.func(args)
+    stats_args = parser.parse_args(["data", "stats", str(tmp_path)])
+    stats_args.func(stats_args)
+    out = capsys.readouterr().out
+    assert "wrote 1 tracks" in out and "tracks: 1" in out
+    stats = corpus_statistics(tmp_path)
+    assert stats["tracks"] == 1 and sum(stats["styles"].values()) == 1
