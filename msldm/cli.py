@@ -1,0 +1,130 @@
+"""The `msldm` command: thin subcommands (parse -> config -> one library call).
+
+Subcommand modules are imported lazily by their handlers, so `msldm serve` works on an
+install without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  msldm init --preset tiny --out ckpt/            # random-weight checkpoints (plumbing only)
+  msldm generate --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors \\
+      --given drums=drums.wav --given piano=keys.wav --make bass,guitar --seconds 12 --out out/
+"""
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate stems with the PyTorch pipeline",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vae", required=True, type=Path, help="SourceVAE checkpoint (.safetensors)")
+    p.add_argument("--diffusion", required=True, type=Path, help="diffusion checkpoint")
+    p.add_argument("--given", action="append", default=[], metavar="STEM=WAV",
+                   help="a given stem (repeatable); none means total generation")
+    p.add_argument("--make", default=None, help="comma-separated stems to generate "
+                   "(default: every stem not given)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="length (default: the given stems' length, else 12 s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--sampler", choices=["euler", "heun"], default=None)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from msldm.generate import GenerateRequest, generate_to_folder
+
+    req = GenerateRequest.from_cli(args.given, args.make, args.seconds, args.seed, args.steps,
+                                   args.sampler)
+    report = generate_to_folder(args.vae, args.diffusion, req, args.out, device=args.device)
+    print(report)
+    return 0
+
+
+def _add_init(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="write random-weight checkpoints of a preset "
+                       "(for plumbing tests and timing, not music)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_init)
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from msldm.generate import init_random_checkpoints
+
+    for path in init_random_checkpoints(args.preset, args.out, args.seed):
+        print(path)
+    return 0
+
+
+def _add_presets(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("presets", help="list the model presets with their parameter counts")
+    p.set_defaults(func=_run_presets)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from msldm.generate import preset_table
+
+    print(preset_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msldm", description=__doc__.splitlines()[0],
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_generate, _add_init, _add_presets, _add_data):
+        add(sub)
+    for register in _registries():
+        register(sub)
+    return parser
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="data sets: synthetic corpus, statistics, latents")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    from msldm.data.synth.cli import add_data_commands
+
+    add_data_commands(data_sub)
+
+
+def _registries() -> list:
+    """`register(subparsers)` of each area. An area whose optional dependencies are not
+    installed (torch on a server-only install) is left out of the command list."""
+    found = []
+    for module, name in _AREAS:
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in _OPTIONAL:
+                continue
+            raise
+        found.append(getattr(mod, name))
+    return found
+
+
+_OPTIONAL = {"torch", "onnx", "safetensors", "onnxruntime", "matplotlib", "scipy", "yaml"}
+_AREAS: list[tuple[str, str]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"msldm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
