@@ -111,7 +111,7 @@ def _registries() -> list:
 
 
 _OPTIONAL = {"torch", "onnx", "safetensors", "onnxruntime", "matplotlib", "scipy", "yaml"}
-_AREAS: list[tuple[str, str]] = []
+_AREAS: list[tuple[str, str]] = [("msldm.eval.cli", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,104 @@
+"""What the harness evaluates: a `Generator` callable, fakes for tests, and the bundle adapter.
+
+A `Generator` is called as
+    generator(given, targets, n_samples=N, seed=..., steps=..., sampler=...) -> {stem: audio}
+with `given` {stem: float32 [N]} at the model rate (empty for total generation), `targets`
+the stems to make; it returns float32 `[N]` per target stem. The harness passes
+`seed = base_seed + segment index` (the same seed for every task of a segment).
+A generator may also offer `reconstruct(audio [N]) -> [N]` (the VAE round trip).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Partial / total generation of stems (see the module docstring)."""
+
+    def __call__(self, given: Mapping[str, np.ndarray], targets: Sequence[str], *, n_samples: int,
+                 seed: int, steps: int, sampler: str) -> dict[str, np.ndarray]: ...
+
+
+class SilenceGenerator:
+    """Returns silence for every target (every stem should be flagged empty)."""
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler):  # noqa: D102
+        return {s: np.zeros(n_samples, np.float32) for s in targets}
+
+
+class NoiseGenerator:
+    """White noise at `level` RMS for every target."""
+
+    def __init__(self, level: float = 0.05) -> None:
+        self.level = level
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler):  # noqa: D102
+        rng = np.random.default_rng(seed)
+        return {s: (self.level * rng.standard_normal(n_samples)).astype(np.float32) for s in targets}
+
+
+class OracleGenerator:
+    """Returns the real stems of the segment (seed - base_seed indexes `segments`): an upper
+    bound; optionally from segment `index + offset` instead (offset != 0: a mismatched one)."""
+
+    def __init__(self, segments: Sequence, base_seed: int = 0, offset: int = 0) -> None:
+        self.segments, self.base_seed, self.offset = segments, base_seed, offset
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler):  # noqa: D102
+        seg = self.segments[(seed - self.base_seed + self.offset) % len(self.segments)]
+        n = n_samples
+        return {s: np.pad(seg.stems[s], (0, max(0, n - len(seg.stems[s]))))[:n] for s in targets}
+
+    def reconstruct(self, audio: np.ndarray) -> np.ndarray:
+        """Identity round trip."""
+        return np.asarray(audio, np.float32)
+
+
+class BundleGenerator:
+    """The server's ONNX bundle runtime (`server.runtime.Bundle`) as a `Generator`.
+
+    Given stems are encoded (`Bundle.encode`, normalised latents `[1, C, T]`) into their
+    channel blocks of the joint latent `[1, K*C, T]`; `Bundle.generate` samples with
+    imputation over `Bundle.stem_mask(given)` (total generation without a mask); each
+    target block is decoded (`Bundle.decode` -> `[1, 1, T*D]`) and cut to `n_samples`.
+    T = ceil(n_samples / D) rounded up to the bundle's frame multiple.
+    """
+
+    def __init__(self, bundle_dir: str | Path) -> None:
+        from server.runtime import Bundle  # onnxruntime only, no torch
+
+        self.bundle = Bundle.load(bundle_dir)
+        self.sample_rate = self.bundle.sample_rate
+
+    def _frames(self, n_samples: int) -> int:
+        b = self.bundle
+        T = -(-n_samples // b.D)
+        return -(-T // b.frame_multiple) * b.frame_multiple
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler):  # noqa: D102
+        b = self.bundle
+        T = self._frames(n_samples)
+        shape = (1, b.K * b.C, T)
+        x_given = np.zeros(shape, np.float32)
+        for s, a in given.items():
+            k = b.stems.index(s)
+            audio = np.pad(np.asarray(a, np.float32)[: T * b.D], (0, max(0, T * b.D - len(a))))
+            x_given[:, k * b.C:(k + 1) * b.C] = b.encode(audio[None, None])[:, :, :T]
+        mask = b.stem_mask(list(given), T) if given else None
+        z = b.generate(shape, seed=seed, steps=steps, sampler=sampler,
+                       given=x_given if given else None, mask=mask)
+        out = {}
+        for s in targets:
+            k = b.stems.index(s)
+            out[s] = b.decode(z[:, k * b.C:(k + 1) * b.C])[0, 0, :n_samples].astype(np.float32)
+        return out
+
+    def reconstruct(self, audio: np.ndarray) -> np.ndarray:
+        """decode(encode(audio)) through the bundle's ONNX encoder and decoder."""
+        x = np.asarray(audio, np.float32)[None, None]
+        return self.bundle.decode(self.bundle.encode(x))[0, 0, : len(audio)].astype(np.float32)

@@ -1,0 +1,165 @@
+"""Writing an evaluation run: report.md, metrics.json, spectrogram PNGs and the judged audio."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from msldm.eval.dsp import mel_spectrogram
+from msldm.eval.generators import Generator
+from msldm.eval.pipeline import EvalConfig, RunState, run_evaluation
+from msldm.eval.tables import STEMS, TOTAL, subfad_table, subset_stems
+
+EMBEDDING_NOTE = {
+    "stats": ("Frechet distances use the built-in `stats` embedding (log-mel, chroma, spectral "
+              "contrast and onset-strength statistics per 1 s window). They are NOT comparable "
+              "to the paper's VGGish FAD values; compare only runs made with the same embedding."),
+    "vggish": "Frechet distances use VGGish embeddings (0.96 s patches) from the given ONNX file.",
+}
+
+
+def _clean(obj: object) -> object:
+    """JSON-safe copy: NaN / inf -> None, numpy scalars -> Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _f(v: object, digits: int = 2) -> str:
+    return "-" if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
+    lines = ["| Task | Stem | harmonic (raw / real / mism) | harmonic norm | rhythmic (raw / real / mism) "
+             "| rhythmic norm | audible | empty rate |", "|---|---|---|---|---|---|---|---|"]
+    for task, entry in tasks.items():
+        for stem, m in entry["stems"].items():
+            harm = f"{_f(m.get('harmonic'))} / {_f(m.get('harmonic_real'))} / {_f(m.get('harmonic_mismatched'))}"
+            rhy = f"{_f(m.get('rhythmic'))} / {_f(m.get('rhythmic_real'))} / {_f(m.get('rhythmic_mismatched'))}"
+            lines.append(f"| {task} | {stem} | {harm} | {_f(m.get('harmonic_norm'))} | {rhy} | "
+                         f"{_f(m.get('rhythmic_norm'))} | {_f(m.get('audible_fraction'))} | "
+                         f"{_f(m.get('empty_rate'))} |")
+    return lines
+
+
+def _total_section(metrics: Mapping) -> list[str]:
+    tasks, nf = metrics["tasks"], metrics["noise_floor"]
+    if TOTAL not in tasks:
+        return []
+    fad = tasks[TOTAL].get("fad_stems", {})
+    lines = ["## Total generation FAD (the paper's Fig. 2)", "",
+             "| | " + " | ".join(STEMS) + " | mixture |", "|---" * (len(STEMS) + 2) + "|",
+             "| generated | " + " | ".join(_f(fad.get(s)) for s in STEMS) + f" | {_f(tasks[TOTAL]['subfad'])} |",
+             "| noise floor (real half vs half) | " + " | ".join(_f(nf.get(s)) for s in STEMS)
+             + f" | {_f(nf.get('mixture'))} |", ""]
+    return lines
+
+
+def _sweep_section(rows: list[Mapping]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Steps sweep", "", "| sampler | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {_f(r['time_per_clip'], 3)} | {_f(r['harmonic_norm'])} | "
+                     f"{_f(r['rhythmic_norm'])} | {_f(r['audible_fraction'])} | {_f(r['empty'])} |")
+    return lines + [""]
+
+
+def _recon_section(recon: Mapping | None) -> list[str]:
+    if not recon:
+        return []
+    keys = ("logmel_l1", "stft_sc", "stft_logmag", "si_sdr")
+    lines = ["## VAE reconstruction (encode -> decode)", "", "| stem | " + " | ".join(keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(_f(m.get(k)) for k in keys) + " |" for s, m in recon.items()]
+    return lines + [""]
+
+
+def render_report(metrics: Mapping, model_name: str = "model",
+                  baselines: Mapping[str, Mapping[str, float]] | None = None,
+                  figures: list[str] | None = None) -> str:
+    """The markdown report of a metrics dict (as returned by `run_evaluation`)."""
+    cfg, tasks = metrics["config"], metrics["tasks"]
+    rows = {model_name: {t: e["subfad"] for t, e in tasks.items()}, **(baselines or {})}
+    lines = [f"# Evaluation report: {model_name}", "",
+             f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
+             f"sampler {cfg['sampler']}, {cfg['steps']} steps; seed {cfg['seed']}.", "",
+             EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
+             "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
+             "Letters name the generated stems (BD: bass and drums generated, guitar and piano given).", "",
+             subfad_table(rows), "", f"Noise floor (two halves of the real mixtures): "
+             f"{_f(metrics['noise_floor'].get('mixture'))}.", ""]
+    lines += _total_section(metrics)
+    lines += ["## Fit and density per task and generated stem", "",
+              "Normalised fit: 1.0 = the real stem of that track, 0.0 = a real stem of another track "
+              "in another key and tempo (see `msldm/eval/fit.py`).", ""] + _fit_table(tasks) + [""]
+    lines += _sweep_section(metrics.get("sweep", [])) + _recon_section(metrics.get("reconstruction"))
+    if figures:
+        lines += ["## Examples", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    return "\n".join(lines)
+
+
+def save_example(out_dir: Path, st: RunState, cfg: EvalConfig, task: str, i: int,
+                 generated: Mapping[str, np.ndarray]) -> str:
+    """Write the generated / real stems and mixture of one example as WAV and a PNG of
+    their log-mel spectrograms (rows: stems, columns: real | generated). Returns the PNG path
+    relative to `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    seg, sr = st.segments[i], cfg.sample_rate
+    adir = out_dir / "audio" / task
+    adir.mkdir(parents=True, exist_ok=True)
+    mix = np.sum([generated.get(s, seg.stems[s]) for s in STEMS], axis=0)
+    for s, a in generated.items():
+        sf.write(adir / f"{i:03d}_{s}.wav", a, sr, subtype="FLOAT")
+    sf.write(adir / f"{i:03d}_mixture.wav", mix.astype(np.float32), sr, subtype="FLOAT")
+    targets = list(subset_stems(task))
+    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 2.2 * len(targets)), squeeze=False)
+    for row, s in enumerate(targets):
+        for col, (label, a) in enumerate((("real", seg.stems[s]), ("generated", generated[s]))):
+            mel = 10 * np.log10(mel_spectrogram(a, sr, 2048, 512, 80) + 1e-10)
+            axes[row, col].imshow(mel, origin="lower", aspect="auto", vmin=mel.max() - 80, vmax=mel.max(),
+                                  extent=(0, len(a) / sr, 0, 80))
+            axes[row, col].set_title(f"{s} ({label})", fontsize=9)
+    fig.tight_layout()
+    fdir = out_dir / "figures"
+    fdir.mkdir(exist_ok=True)
+    png = fdir / f"{task}_{i:03d}.png"
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return str(png.relative_to(out_dir))
+
+
+def write_report(generator: Generator, data_dir: str | Path, out_dir: str | Path, cfg: EvalConfig,
+                 model_name: str = "model",
+                 baselines: Mapping[str, Mapping[str, float]] | None = None) -> dict:
+    """Run the evaluation and write report.md, metrics.json, figures/*.png, audio/**.wav
+    under `out_dir`. `baselines`: row name -> {task: sub-FAD} for Table 2. Returns metrics."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, st = run_evaluation(generator, data_dir, cfg)
+    figures = [save_example(out, st, cfg, task, i, gen) for (task, i), gen in sorted(st.examples.items())]
+    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
+    (out / "report.md").write_text(render_report(metrics, model_name, baselines, figures))
+    return metrics
+
+
+def load_baseline(path: str | Path) -> dict[str, float]:
+    """{task: sub-FAD} from another run's metrics.json (a baseline row of Table 2)."""
+    tasks = json.loads(Path(path).read_text())["tasks"]
+    return {t: (float("nan") if e["subfad"] is None else e["subfad"]) for t, e in tasks.items()}
