@@ -93,6 +93,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     from msldm.data.synth.cli import add_data_commands
 
     add_data_commands(data_sub)
+    from msldm.data.cli_latents import add_latents_parser
+
+    add_latents_parser(data_sub)
 
 
 def _registries() -> list:
@@ -111,7 +114,7 @@ def _registries() -> list:
 
 
 _OPTIONAL = {"torch", "onnx", "safetensors", "onnxruntime", "matplotlib", "scipy", "yaml"}
-_AREAS: list[tuple[str, str]] = [("msldm.eval.cli", "register")]
+_AREAS: list[tuple[str, str]] = [("msldm.train.cli", "register"), ("msldm.eval.cli", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,129 @@
+"""`msldm train vae|diffusion`: thin handlers over `msldm.train.runs`.
+
+Examples (one CPU process, or `torchrun --nproc_per_node=8 -m msldm.cli train ...` for DDP):
+
+    msldm train vae --preset small --data data/synth --out runs/vae --steps 100000 --batch 7
+    msldm data latents --vae runs/vae/vae.safetensors --data data/synth --out data/latents
+    msldm train diffusion --preset small --latents data/latents --out runs/diff --steps 400000 \\
+        --batch 16 --vae runs/vae/vae.safetensors --media-every 5000
+    msldm train diffusion --baseline isldm ...   # one model per stem in runs/diff/<stem>/
+    msldm train vae --baseline mixldm ...        # the MixtureVAE (C = 320) on mixtures
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from msldm.config import get_preset
+from msldm.data.slakh import ActivityFilter
+from msldm.train.baselines import BASELINES, baseline_configs
+from msldm.train.distributed import cleanup, init_distributed
+from msldm.train.loop import TrainConfig
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", help="model preset (tiny, small, paper, paper_large)")
+    p.add_argument("--baseline", default="msldm", choices=sorted(BASELINES),
+                   help="msldm (default), isldm (one model per stem) or mixldm (mixture VAE/LDM)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, train state, tb/ logs")
+    p.add_argument("--steps", type=int, required=True, help="total optimiser steps")
+    p.add_argument("--batch", type=int, default=8, help="batch per process")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from <out>'s train state")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--val-batches", type=int, default=4)
+    p.add_argument("--media-every", type=int, default=0, help="audio/spectrograms to TensorBoard")
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--silence-threshold", type=float, default=1e-3,
+                   help="RMS under which a stem counts as silent in a chunk")
+    p.add_argument("--min-active", type=int, default=None,
+                   help="chunks need this many active stems (default: vae 1, diffusion all)")
+
+
+def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    return TrainConfig(out=str(out), steps=args.steps, batch=args.batch, log_every=args.log_every,
+                       val_every=args.val_every, val_batches=args.val_batches,
+                       media_every=args.media_every, ckpt_every=args.ckpt_every,
+                       ema_decay=args.ema_decay, seed=args.seed, num_workers=args.workers,
+                       resume=args.resume, progress=not args.no_progress)
+
+
+def _run_vae(args: argparse.Namespace) -> None:
+    from msldm.train.runs import train_vae
+
+    if args.baseline == "isldm":
+        raise SystemExit("ISLDM shares MSLDM's SourceVAE: train it with --baseline msldm")
+    config = baseline_configs(get_preset(args.preset), args.baseline)[0]
+    activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
+    info = init_distributed(args.device)
+    try:
+        train_vae(config, args.data, _train_config(args, Path(args.out)), info, lr=args.lr,
+                  amp=not args.no_amp, adversarial_start=args.adversarial_start,
+                  seconds=args.seconds, activity=activity)
+    finally:
+        cleanup()
+
+
+def _run_diffusion(args: argparse.Namespace) -> None:
+    from msldm.train.runs import train_diffusion
+
+    configs = baseline_configs(get_preset(args.preset), args.baseline)
+    if args.baseline == "isldm" and args.stem:
+        configs = [c for c in configs if c.diffusion.stems == (args.stem,)]
+    activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active)
+    info = init_distributed(args.device)
+    try:
+        for config in configs:
+            out = Path(args.out)
+            if args.baseline == "isldm":
+                out = out / config.diffusion.stems[0]  # one independent model per stem
+            cfg = dataclasses.replace(_train_config(args, out), meta={"baseline": args.baseline})
+            train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
+                            vae_path=args.vae, activity=activity)
+    finally:
+        cleanup()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train vae` and `train diffusion` to the top-level `msldm` parser."""
+    train = subparsers.add_parser("train", help="train the SourceVAE or the diffusion model",
+                                  description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = train.add_subparsers(dest="train_command", required=True)
+    vae = sub.add_parser("vae", help="train the SourceVAE on a Slakh-layout folder",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(vae)
+    vae.add_argument("--data", required=True, help="Slakh root with train/ (and validation/)")
+    vae.add_argument("--seconds", type=float, default=1.0, help="segment length (paper: 1 s)")
+    vae.add_argument("--adversarial-start", type=int, default=0,
+                     help="steps of mel+KL warm-up before the discriminator joins")
+    vae.set_defaults(func=_run_vae)
+    diff = sub.add_parser("diffusion", help="train the latent denoiser on extracted latents",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(diff)
+    diff.add_argument("--latents", required=True, help="folder made by `msldm data latents`")
+    diff.add_argument("--vae", default=None, help="VAE checkpoint to decode logged samples")
+    diff.add_argument("--stem", default=None, help="ISLDM: train only this stem's model")
+    diff.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    diff.set_defaults(func=_run_diffusion)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Stand-alone entry (`python -m msldm.train.cli train ...`), used by tests and torchrun."""
+    parser = argparse.ArgumentParser(prog="msldm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Whole training runs: data set + config + task + loop, one call each (what the CLI calls).
+
+`train_vae` trains the SourceVAE (or, for MixLDM, the MixtureVAE) on audio chunks of a Slakh
+folder; `train_diffusion` trains the denoiser(s) on a latents folder made by
+`msldm data latents`. Both run under `torchrun` unchanged (DDP, one process per GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from msldm.config import STEMS, ModelConfig
+from msldm.data.latents import LatentChunks, load_stats
+from msldm.data.slakh import MIX, ActivityFilter, ChunkSpec, SlakhChunks
+from msldm.train.distributed import DistInfo
+from msldm.train.loop import TrainConfig, seed_everything, train
+from msldm.train.tasks import DiffusionTask, VAETask
+
+
+def vae_chunk_spec(config: ModelConfig, seconds: float = 1.0) -> ChunkSpec:
+    """Segments of about `seconds` (one second in Appendix A.1), a multiple of D; hop = half."""
+    D = config.vae.hop
+    frames = max(1, math.ceil(seconds * config.vae.sample_rate / D))
+    return ChunkSpec(chunk_len=frames * D, hop=max(1, frames // 2) * D, frame=D)
+
+
+def _split_or_none(make: Any, root: Path, split: str) -> Dataset | None:
+    return make(split) if (root / split).is_dir() else None
+
+
+def vae_datasets(config: ModelConfig, data: str | Path, seconds: float = 1.0,
+                 activity: ActivityFilter = ActivityFilter(min_active=1)
+                 ) -> tuple[Dataset, Dataset | None]:
+    """(train, validation) chunks `[K, N]` for the VAE; MixLDM (`stems == ("mix",)`) gets the
+    mixture `[1, N]`. Default filter: at least one stem active (each stem is one example)."""
+    stems = (MIX,) if config.diffusion.stems == (MIX,) else STEMS
+    spec = vae_chunk_spec(config, seconds)
+
+    def make(split: str) -> Dataset:
+        return SlakhChunks(data, split, spec, stems, config.vae.sample_rate, activity)
+
+    return make("train"), _split_or_none(make, Path(data), "validation")
+
+
+def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: DistInfo, *,
+              lr: float | None = None, amp: bool = True, adversarial_start: int = 0,
+              seconds: float = 1.0, activity: ActivityFilter = ActivityFilter(min_active=1)
+              ) -> list[dict[str, float]]:
+    """Train the SourceVAE of `config` on `data`; writes `<out>/vae.safetensors`."""
+    seed_everything(cfg.seed)
+    train_set, val_set = vae_datasets(config, data, seconds, activity)
+    task = VAETask(config, info, lr=lr, amp=amp, adversarial_start=adversarial_start)
+    cfg = dataclasses.replace(cfg, meta={"data": str(data), **cfg.meta})
+    return train(task, train_set, cfg, info, val_set)
+
+
+def diffusion_config(base: ModelConfig, latents: str | Path) -> ModelConfig:
+    """`base` with the SourceVAE config of the latents' VAE (so the checkpoint can be decoded);
+    checks that C and the stems match the latents."""
+    header = json.loads((Path(latents) / "index.json").read_text())
+    if header["latent_dim"] != base.diffusion.latent_dim:
+        raise ValueError(f"latents have C = {header['latent_dim']}, the model expects "
+                         f"{base.diffusion.latent_dim}")
+    missing = [s for s in base.diffusion.stems if s not in header["stems"]]
+    if missing:
+        raise ValueError(f"latents in {latents} lack stems {missing}")
+    if "config" in header:
+        vae_cfg = ModelConfig.from_dict(header["config"])
+        base = dataclasses.replace(base, vae=vae_cfg.vae, vae_loss=vae_cfg.vae_loss)
+    return base
+
+
+def diffusion_datasets(config: ModelConfig, latents: str | Path,
+                       activity: ActivityFilter = ActivityFilter()
+                       ) -> tuple[Dataset, Dataset | None]:
+    """(train, validation) latent windows `[K, C, window_frames]`, hop = half a window."""
+    W = config.diffusion.window_frames
+
+    def make(split: str) -> Dataset:
+        return LatentChunks(latents, split, W, max(1, W // 2), config.diffusion.stems, activity)
+
+    header = json.loads((Path(latents) / "index.json").read_text())
+    val = make("validation") if "validation" in header["splits"] else None
+    return make("train"), val
+
+
+def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, info: DistInfo,
+                    *, lr: float | None = None, amp: bool = True, vae_path: str | None = None,
+                    activity: ActivityFilter = ActivityFilter()) -> list[dict[str, float]]:
+    """Train the denoiser of `config` on `latents`; writes `<out>/diffusion.safetensors` with
+    the latents' per-channel statistics (`latent_mean`, `latent_std`)."""
+    config = diffusion_config(config, latents)
+    seed_everything(cfg.seed)
+    train_set, val_set = diffusion_datasets(config, latents, activity)
+    vae = None
+    if vae_path and cfg.media_every:
+        from msldm.checkpoint import load_vae
+        vae = load_vae(vae_path, info.device)[0]
+    task = DiffusionTask(config, info, load_stats(latents), lr=lr, amp=amp, seed=cfg.seed, vae=vae)
+    meta = {"latents": str(latents), "vae_checkpoint": vae_path, **cfg.meta}
+    return train(task, train_set, dataclasses.replace(cfg, meta=meta), info, val_set)
+

@@ -1,0 +1,132 @@
+"""Latent extraction: shapes, windowed = whole-track encoding, resume, statistics, chunks, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from msldm.checkpoint import save_checkpoint
+from msldm.config import STEMS, get_preset
+from msldm.data.cli_latents import add_latents_parser
+from msldm.data.latents import LatentChunks, encode_track, extract_latents, latent_stats
+from msldm.data.slakh import ActivityFilter, Track
+
+torch.set_num_threads(1)  # the test machine is shared: threads only contend
+SR = 22050
+
+
+def write_corpus(root: Path, splits: dict[str, int], seconds: float = 0.8, seed: int = 0) -> None:
+    """Paper-layout toy tracks: tones for bass/guitar/piano, noise bursts for drums; the
+    last train track has a silent piano (no file)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    for split, n in splits.items():
+        for i in range(n):
+            track = root / split / f"Track{i + 1:05d}"
+            track.mkdir(parents=True)
+            for stem, f0 in zip(STEMS, (55.0, 0.0, 196.0, 392.0)):
+                if split == "train" and i == n - 1 and stem == "piano":
+                    continue
+                if stem == "drums":
+                    x = rng.normal(0, 0.2, t.size) * (np.sin(2 * np.pi * 4 * t) > 0.7)
+                else:
+                    x = 0.3 * np.sin(2 * np.pi * f0 * rng.uniform(1, 1.5) * t)
+                sf.write(str(track / f"{stem}.wav"), x.astype(np.float32), SR, subtype="FLOAT")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    torch.manual_seed(0)
+    base = tmp_path_factory.mktemp("latents")
+    write_corpus(base / "data", {"train": 2, "validation": 1})
+    config = get_preset("tiny")
+    from msldm.vae import SourceVAE
+    vae = SourceVAE(config.vae).eval()
+    ckpt = save_checkpoint(base / "vae.safetensors", "vae", config, vae)
+    return {"base": base, "data": base / "data", "config": config, "vae": vae, "ckpt": ckpt}
+
+
+def _cli(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_latents_parser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+def test_cli_extracts_every_split_with_stats(setup: dict) -> None:
+    out = setup["base"] / "lat"
+    _cli(["latents", "--vae", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(out),
+          "--device", "cpu", "--batch", "3", "--window-frames", "16", "--no-progress"])
+    index = json.loads((out / "index.json").read_text())
+    C, D = setup["config"].vae.latent_dim, setup["config"].vae.hop
+    T = -(-int(0.8 * SR) // D)
+    assert index["stems"] == list(STEMS) and index["latent_dim"] == C and index["hop"] == D
+    assert index["splits"] == {"train": {"Track00001": T, "Track00002": T},
+                               "validation": {"Track00001": T}}
+    z = np.load(out / "train" / "Track00001.npy")
+    assert z.shape == (4, C, T) and z.dtype == np.float32
+    rms = np.load(out / "train" / "Track00002.rms.npy")
+    assert rms.shape == (4, T) and rms[3].max() == 0 and rms[0, :-1].min() > 0.1  # silent piano
+    stats = json.loads((out / "stats.json").read_text())
+    mean, std = np.array(stats["latent_mean"]), np.array(stats["latent_std"])
+    np.testing.assert_allclose(std, np.array(stats["channel_std"]) / 0.4)
+    zs = np.concatenate([np.load(out / "train" / f"Track0000{i}.npy") for i in (1, 2)], axis=2)
+    normalised = (zs - mean[None, :, None]) / std[None, :, None]  # [K, C, T]
+    per_channel = normalised.transpose(1, 0, 2).reshape(C, -1).std(axis=1)
+    np.testing.assert_allclose(per_channel, 0.4, rtol=1e-3)
+
+
+def test_windowed_encoding_matches_whole_track(setup: dict) -> None:
+    vae = setup["vae"]
+    audio = Track(setup["data"] / "train" / "Track00001").read()  # [K, N]
+    windowed = encode_track(vae, audio, window_frames=8, context_frames=16, batch=5)
+    with torch.no_grad():
+        whole = vae.encode(torch.from_numpy(audio)[:, None])[0].numpy()  # [K, C, T]
+    assert windowed.shape == whole.shape
+    np.testing.assert_allclose(windowed, whole, atol=1e-4 * max(1.0, np.abs(whole).max()))
+
+
+def test_resume_skips_written_tracks_and_rejects_another_vae(setup: dict) -> None:
+    out = setup["base"] / "lat-resume"
+    kw = dict(stems=STEMS, splits=("train",), batch=4, window_frames=32, progress=False,
+              meta={"vae_sha256": "a"})
+    extract_latents(setup["vae"], setup["data"], out, **kw)
+    kept, redo = out / "train" / "Track00001.npy", out / "train" / "Track00002.npy"
+    before = np.load(redo)
+    os.utime(kept, ns=(1, 1))
+    redo.unlink()
+    extract_latents(setup["vae"], setup["data"], out, **kw)
+    assert kept.stat().st_mtime_ns == 1 and redo.is_file()  # only the missing track redone
+    np.testing.assert_array_equal(np.load(redo), before)
+    assert not list(out.rglob("*.tmp*"))
+    with pytest.raises(ValueError, match="made differently"):
+        extract_latents(setup["vae"], setup["data"], out, **{**kw, "meta": {"vae_sha256": "b"}})
+
+
+def test_latent_chunks_windows_stems_and_activity(setup: dict) -> None:
+    out = setup["base"] / "lat"  # written by the CLI test
+    if not (out / "index.json").is_file():
+        pytest.skip("needs the CLI test's output")
+    keep_all = ActivityFilter(threshold=0.0)
+    ds = LatentChunks(out, "train", window_frames=16, hop_frames=8, activity=keep_all)
+    T = json.loads((out / "index.json").read_text())["splits"]["train"]["Track00001"]
+    per_track = (T - 16) // 8 + 1
+    assert len(ds) == 2 * per_track and ds[0].shape == (4, 80, 16) and ds[0].dtype == torch.float32
+    z = np.load(out / "train" / "Track00002.npy")
+    t, start = ds.index[per_track + 1]
+    np.testing.assert_array_equal(ds[per_track + 1].numpy(), z[:, :, start:start + 16])
+    active = LatentChunks(out, "train", 16, 8)  # all four stems: track 2 (no piano) is dropped
+    assert len(active) == per_track and {t for t, _ in active.index} == {0}
+    bass = LatentChunks(out, "train", 16, 8, stems=("bass",))
+    assert len(bass) == 2 * per_track and bass[0].shape == (1, 80, 16)
+    np.testing.assert_array_equal(bass[0].numpy(), ds[0][:1].numpy())
+    with pytest.raises(ValueError, match="no stems"):
+        LatentChunks(out, "train", 16, stems=("mix",))
+    assert latent_stats(out)["frames"] == 2 * 4 * T

@@ -1,0 +1,193 @@
+"""Training: tiny VAE and diffusion runs on a toy corpus, exact resume, baselines, CLI, DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.multiprocessing as mp
+
+from msldm.checkpoint import load_diffusion, load_vae, save_checkpoint
+from msldm.config import STEMS, ModelConfig, get_preset
+from msldm.data.latents import extract_latents
+from msldm.data.slakh import ActivityFilter
+from msldm.train.baselines import baseline_config
+from msldm.train.distributed import DistInfo, init_distributed
+from msldm.train.loop import TrainConfig
+from msldm.data.latents import load_stats
+from msldm.train.loop import train
+from msldm.train.runs import diffusion_datasets, train_diffusion, train_vae, vae_datasets
+from msldm.train.tasks import DiffusionTask, VAETask
+
+torch.set_num_threads(1)  # the test machine is shared: threads only contend
+SR = 22050
+SECONDS = 8 * 320 / SR  # VAE segments of 8 latent frames
+
+
+def tiny_config(window_frames: int = 16) -> ModelConfig:
+    """The tiny preset with a cheaper loss (two mel scales, two periods, one STFT scale)."""
+    c = get_preset("tiny")
+    loss = dataclasses.replace(c.vae_loss, mel_windows=(64, 256), mel_bands=(10, 40),
+                               periods=(2, 3), stft_ffts=(256,))
+    return dataclasses.replace(c, vae_loss=loss,
+                               diffusion=dataclasses.replace(c.diffusion, window_frames=window_frames))
+
+
+def write_corpus(root: Path, splits: dict[str, int], seconds: float = 1.0, seed: int = 0) -> None:
+    """Paper-layout toy tracks: a tone per tonal stem, noise bursts for drums."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    for split, n in splits.items():
+        for i in range(n):
+            track = root / split / f"Track{i + 1:05d}"
+            track.mkdir(parents=True)
+            for stem, f0 in zip(STEMS, (55.0, 0.0, 196.0, 392.0)):
+                x = (rng.normal(0, 0.2, t.size) * (np.sin(2 * np.pi * 4 * t) > 0.5)
+                     if stem == "drums" else 0.3 * np.sin(2 * np.pi * f0 * rng.uniform(1, 1.5) * t))
+                sf.write(str(track / f"{stem}.wav"), x.astype(np.float32), SR, subtype="FLOAT")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("train")
+    write_corpus(base / "data", {"train": 3, "validation": 1})
+    torch.manual_seed(0)
+    config = tiny_config()
+    from msldm.vae import SourceVAE
+    vae = SourceVAE(config.vae).eval()
+    ckpt = save_checkpoint(base / "vae0.safetensors", "vae", config, vae)
+    extract_latents(vae, base / "data", base / "latents", stems=STEMS, batch=8,
+                    window_frames=32, progress=False,
+                    meta={"config": config.to_dict(), "vae_checkpoint": str(ckpt)})
+    return {"base": base, "data": base / "data", "latents": base / "latents", "vae": ckpt}
+
+
+def _cfg(out: Path, steps: int, **kw) -> TrainConfig:
+    base = dict(out=str(out), steps=steps, batch=2, log_every=2, val_every=steps, val_batches=1,
+                ckpt_every=steps, ema_decay=0.9, progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _early_late(values: list[float], n: int) -> tuple[float, float]:
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+def test_vae_training_loss_falls_and_exports(corpus: dict, tmp_path: Path) -> None:
+    hist = train_vae(tiny_config(), corpus["data"], _cfg(tmp_path, 12, tensorboard=True,
+                     media_every=12), DistInfo(), lr=1e-3, seconds=SECONDS)
+    early, late = _early_late([h["mel"] for h in hist], 3)
+    assert len(hist) == 12 and "adv" in hist[0] and late < early
+    vae, config, meta = load_vae(tmp_path / "vae.safetensors")
+    assert meta["step"] == 12 and config.vae == tiny_config().vae
+    assert list((tmp_path / "tb").glob("events.*"))
+
+
+def test_diffusion_training_loss_falls_and_exports(corpus: dict, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, 40, batch=4, log_every=10, tensorboard=True, media_every=40)
+    hist = train_diffusion(tiny_config(), corpus["latents"], cfg, DistInfo(), lr=3e-3,
+                           vae_path=str(corpus["vae"]), activity=ActivityFilter(threshold=0))
+    early, late = _early_late([h["loss"] for h in hist], 10)
+    assert late < 0.8 * early, (early, late)
+    model, config, meta, stats = load_diffusion(tmp_path / "diffusion.safetensors")
+    assert meta["step"] == 40 and config.diffusion.window_frames == 16
+    assert stats["latent_std"].shape == (80,) and not torch.allclose(stats["latent_std"], torch.ones(80))
+
+
+@pytest.mark.parametrize("kind", ["vae", "diffusion"])
+def test_resume_continues_exactly(corpus: dict, tmp_path: Path, kind: str) -> None:
+    def run(out: Path, steps: int, resume: bool) -> list[dict[str, float]]:
+        cfg = _cfg(out, steps, ckpt_every=3, resume=resume, val_every=0)
+        if kind == "vae":
+            return train_vae(tiny_config(), corpus["data"], cfg, DistInfo(), lr=1e-3,
+                             seconds=SECONDS, adversarial_start=1)
+        return train_diffusion(tiny_config(), corpus["latents"], cfg, DistInfo(), lr=1e-3,
+                               activity=ActivityFilter(threshold=0))
+
+    straight = run(tmp_path / "a", 5, False)
+    run(tmp_path / "b", 3, False)
+    resumed = run(tmp_path / "b", 5, True)
+    assert len(resumed) == 2
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[3:]]
+    a = load_vae if kind == "vae" else load_diffusion
+    wa, wb = a(tmp_path / "a" / f"{kind}.safetensors")[0], a(tmp_path / "b" / f"{kind}.safetensors")[0]
+    for (k, x), y in zip(wa.state_dict().items(), wb.state_dict().values()):
+        assert torch.equal(x, y), k
+
+
+def test_baselines_build_and_take_a_step() -> None:
+    base = tiny_config()
+    isldm = baseline_config(base, "isldm")
+    assert [c.diffusion.stems for c in isldm] == [(s,) for s in STEMS]
+    assert all(c.diffusion.unet.in_channels == 80 for c in isldm)
+    mix = baseline_config(base, "mixldm")
+    assert mix.vae.latent_dim == mix.diffusion.latent_dim == mix.diffusion.unet.in_channels == 320
+    assert baseline_config(base, "msldm") == base
+    with pytest.raises(ValueError):
+        baseline_config(base, "msdm")
+    torch.manual_seed(0)
+    for config in (isldm[0], mix):
+        C, K = config.diffusion.latent_dim, config.diffusion.K
+        stats = {"latent_mean": torch.zeros(C), "latent_std": torch.ones(C)}
+        task = DiffusionTask(config, DistInfo(), stats, lr=1e-3)
+        logs = task.train_step(torch.randn(2, K, C, 16) * 0.4, 0)
+        assert np.isfinite(logs["loss"])
+    vae_logs = VAETask(mix, DistInfo(), lr=1e-3).train_step(torch.randn(2, 1, 2560) * 0.1, 0)
+    assert np.isfinite(vae_logs["loss"])
+
+
+def test_cli_trains_isldm_models(corpus: dict, tmp_path: Path) -> None:
+    from msldm.train.cli import main
+
+    main(["train", "diffusion", "--preset", "tiny", "--baseline", "isldm", "--stem", "bass",
+          "--latents", str(corpus["latents"]), "--out", str(tmp_path), "--steps", "2",
+          "--batch", "2", "--workers", "0", "--no-progress", "--device", "cpu",
+          "--silence-threshold", "0"])
+    model, config, meta, _ = load_diffusion(tmp_path / "bass" / "diffusion.safetensors")
+    assert config.diffusion.stems == ("bass",) and meta["baseline"] == "isldm"
+    assert not (tmp_path / "drums").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, data: str, latents: str, out: str) -> None:
+    """One of 2 gloo processes: 3 VAE steps (discriminator from step 1) and 3 diffusion steps;
+    saves (steps run, sum of every raw weight) per kind so the test can compare the ranks."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    config, sums = tiny_config(), []
+    for kind in ("vae", "diffusion"):
+        cfg = _cfg(Path(out) / kind, 3, val_every=3)
+        if kind == "vae":
+            train_set, val_set = vae_datasets(config, data, SECONDS)
+            task = VAETask(config, info, lr=1e-3, adversarial_start=1)
+        else:
+            train_set, val_set = diffusion_datasets(config, latents, ActivityFilter(threshold=0))
+            task = DiffusionTask(config, info, load_stats(latents), lr=1e-3)
+        hist = train(task, train_set, cfg, info, val_set)
+        weights = [p.detach().double().sum() for m in task.modules.values() for p in m.parameters()]
+        sums.append([len(hist), float(sum(weights))])
+    np.save(Path(out) / f"rank{rank}.npy", np.array(sums))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes(corpus: dict, tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, nprocs=2, args=(_free_port(), str(corpus["data"]),
+                                          str(corpus["latents"]), str(tmp_path)))
+    r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    assert (r0[:, 0] == 3).all() and (r1[:, 0] == 3).all()
+    np.testing.assert_array_equal(r0[:, 1], r1[:, 1])  # gradients were averaged: same weights
+    for kind in ("vae", "diffusion"):
+        assert (tmp_path / kind / "train_state.rng1.safetensors").is_file()
+        assert (tmp_path / kind / f"{kind}.safetensors").is_file()
