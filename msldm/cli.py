@@ -75,12 +75,43 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_ckpt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ckpt", help="split a checkpoint into small shards, or join them back",
+                       epilog="example: msldm ckpt shard runs/diff/diffusion.safetensors "
+                              "--out weights/ --max-mb 16 --half\n"
+                              "         msldm ckpt join weights/diffusion-*.safetensors "
+                              "--out diffusion.safetensors")
+    csub = p.add_subparsers(dest="ckpt_command", required=True)
+    sh = csub.add_parser("shard", help="write shards of at most --max-mb each")
+    sh.add_argument("checkpoint", type=Path)
+    sh.add_argument("--out", required=True, type=Path)
+    sh.add_argument("--max-mb", type=float, default=16.0)
+    sh.add_argument("--half", action="store_true", help="store float32 weights as float16")
+    sh.set_defaults(func=_run_ckpt)
+    jo = csub.add_parser("join", help="rebuild one checkpoint from its shards")
+    jo.add_argument("shards", nargs="+", type=Path)
+    jo.add_argument("--out", required=True, type=Path)
+    jo.set_defaults(func=_run_ckpt)
+
+
+def _run_ckpt(args: argparse.Namespace) -> int:
+    from msldm.checkpoint import join_shards, write_shards
+
+    if args.ckpt_command == "shard":
+        paths = write_shards(args.checkpoint, args.out, int(args.max_mb * 2 ** 20), args.half)
+    else:
+        paths = [join_shards(args.shards, args.out)]
+    for p in paths:
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msldm", description=__doc__.splitlines()[0],
                                      epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_init, _add_presets, _add_data):
+    for add in (_add_generate, _add_init, _add_presets, _add_data, _add_ckpt):
         add(sub)
     for register in _registries():
         register(sub)
@@ -114,7 +145,8 @@ def _registries() -> list:
 
 
 _OPTIONAL = {"torch", "onnx", "safetensors", "onnxruntime", "matplotlib", "scipy", "yaml"}
-_AREAS: list[tuple[str, str]] = [("msldm.train.cli", "register"), ("msldm.eval.cli", "register")]
+_AREAS: list[tuple[str, str]] = [("msldm.train.cli", "register"), ("msldm.eval.cli", "register"),
+                                 ("server.cli", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,433 @@
+"""The MSLDM wire protocol: the ONE definition shared by the daemon (`server/`) and the bridge.
+
+Transport: ZeroMQ. The daemon binds a ROUTER socket, clients connect a DEALER socket.
+Every message is a multipart ZeroMQ message (as seen by the DEALER):
+
+    frame 0      header: UTF-8 JSON object, at least {"type": <str>, "v": <int>}
+    frame 1..n   payload: raw little-endian float32 PCM, interleaved when stereo;
+                 one frame per entry of the header's PCM list (`given` for
+                 `generate`, exactly one for `chunk`), in that order
+
+No pickle, no other encodings. This module imports numpy and json only, so a C++ plugin
+author can read it next to `docs/protocol.md` (checked against this module by a test).
+
+Use `encode(header, pcm)` to build the frames of a message and `decode(frames)` to parse
+and validate one; `decode` raises `ProtocolError` with a stable `ErrorCode`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change. A peer refuses headers with a newer `v`."""
+
+PCM_DTYPE = np.dtype("<f4")
+"""Sample format of every PCM frame: little-endian float32, interleaved channels."""
+
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_JOB_ID_LEN = 128
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class ErrorCode(str, Enum):
+    """Stable error codes carried by `error` messages (`code` field). Never renumbered or renamed."""
+
+    MALFORMED = "malformed_message"        # no header frame / empty multipart message
+    BAD_JSON = "bad_json"                  # header is not UTF-8 JSON or not an object
+    UNSUPPORTED_VERSION = "unsupported_version"  # header `v` newer than the peer speaks
+    UNKNOWN_TYPE = "unknown_type"          # `type` is not a known client message
+    MISSING_FIELD = "missing_field"        # a required header field is absent
+    BAD_FIELD = "bad_field"                # a field has the wrong type or an out-of-range value
+    TOO_LARGE = "too_large"                # message bigger than the daemon's `max_message_bytes`
+    PCM_FRAME_COUNT = "pcm_frame_count"    # number of PCM frames != entries of the PCM list
+    PCM_SIZE = "pcm_size_mismatch"         # a PCM frame's byte length != frames*channels*4
+    NON_FINITE = "non_finite"              # NaN or Inf samples
+    EMPTY_REGION = "empty_region"          # zero-length region
+    SILENT_REGION = "silent_region"        # every given stem is digital silence
+    REGION_TOO_LONG = "region_too_long"    # longer than the daemon's `max_region_seconds`
+    UNKNOWN_STEM = "unknown_stem"          # a stem name the model does not have
+    STEM_CONFLICT = "stem_conflict"        # a stem both given and requested (or listed twice)
+    NOTHING_REQUESTED = "nothing_requested"  # `generate` list empty
+    BAD_SAMPLE_RATE = "bad_sample_rate"    # outside [8000, 192000] Hz
+    DUPLICATE_JOB = "duplicate_job"        # job id already queued/running for this client
+    UNKNOWN_JOB = "unknown_job"            # cancel/status for a job this client does not have
+    QUEUE_FULL = "queue_full"              # too many queued jobs; retry later
+    CANCELLED = "cancelled"                # terminal message of a job cancelled by its client
+    SHUTTING_DOWN = "shutting_down"        # daemon stopping; job cancelled / not accepted
+    BAD_PATH = "bad_path"                  # OSC only: path outside the configured folders / unreadable
+    INTERNAL = "internal"                  # a bug; the daemon logged it and stays up
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol. `code` is an `ErrorCode`; `job_id` if known."""
+
+    def __init__(self, code: ErrorCode, message: str, job_id: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.job_id = code, message, job_id
+
+
+# ----------------------------------------------------------------------------- message specs
+
+@dataclass(frozen=True)
+class Field:
+    """One header field: JSON `kind` ("str", "int", "number", "bool", "list", "object", "any"),
+    whether it is `required`, and a one-line `doc`."""
+
+    name: str
+    kind: str
+    required: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """A message type: who sends it (`direction` "c2s" or "s2c"), its fields beyond
+    `type`/`v`, and what PCM frames follow the header (`pcm`)."""
+
+    type: str
+    direction: str
+    doc: str
+    fields: tuple[Field, ...] = ()
+    pcm: str = "none"
+
+
+def _f(name: str, kind: str, required: bool, doc: str) -> Field:
+    return Field(name, kind, required, doc)
+
+
+_JOB = _f("job_id", "str", True, f"client-chosen id, 1-{MAX_JOB_ID_LEN} chars, unique among the client's live jobs")
+
+CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
+    MessageSpec("hello", "c2s", "Ask for the daemon's capabilities; answered by `hello`."),
+    MessageSpec("ping", "c2s", "Liveness check; answered by `pong` at once, even while a job runs.",
+                (_f("token", "any", False, "echoed back in `pong`"),)),
+    MessageSpec("status", "c2s", "Queue and job states; answered by `status`.",
+                (_f("job_id", "str", False, "restrict to this job (else all of this client's jobs)"),)),
+    MessageSpec("generate", "c2s", "Start a job: generate `generate` stems that fit the `given` ones.", (
+        _JOB,
+        _f("given", "list", True, "list of {stem, sample_rate, channels (1|2), frames}; one PCM frame each, in order; may be []"),
+        _f("generate", "list", True, "stem names to generate, non-empty, disjoint from the given stems"),
+        _f("seed", "int", False, "0 <= seed < 2**63; default 0. Same seed + input = same output"),
+        _f("steps", "int", False, "sampler steps, 1..max_steps; default from the bundle"),
+        _f("sampler", "str", False, "\"euler\" or \"heun\"; default from the bundle"),
+        _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
+        _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
+        _f("region", "object", False, "DAW context, e.g. {tempo, meter, start}; echoed back verbatim in `done`"),
+    ), pcm="given"),
+    MessageSpec("cancel", "c2s", "Cancel a queued or running job; the job ends with `error` code `cancelled`.",
+                (_JOB,)),
+)
+
+SERVER_MESSAGES: tuple[MessageSpec, ...] = (
+    MessageSpec("hello", "s2c", "Capabilities.", (
+        _f("protocol_version", "int", True, "the daemon's PROTOCOL_VERSION"),
+        _f("model", "str", True, "bundle model name"),
+        _f("stems", "list", True, "stem names, in model order"),
+        _f("sample_rate", "int", True, "model sample rate (Hz)"),
+        _f("window_seconds", "number", True, "length of one generation window"),
+        _f("overlap_seconds", "number", True, "overlap between consecutive windows"),
+        _f("samplers", "list", True, "sampler names accepted in `generate`"),
+        _f("default_steps", "int", True, "steps used when `generate` names none"),
+        _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
+        _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_queue, min_sample_rate, max_sample_rate}"),
+    )),
+    MessageSpec("pong", "s2c", "Reply to `ping`.", (
+        _f("token", "any", False, "the ping's token"),
+        _f("time", "number", True, "daemon wall clock (s since epoch)"),
+    )),
+    MessageSpec("status", "s2c", "Reply to `status`.", (
+        _f("jobs", "list", True, "[{job_id, state (queued|running), position, step, total}] of this client"),
+        _f("queued", "int", True, "jobs waiting, all clients"),
+        _f("running", "int", True, "jobs running (0 or 1)"),
+        _f("uptime", "number", True, "seconds since the daemon started"),
+    )),
+    MessageSpec("queued", "s2c", "A `generate` was accepted.", (
+        _JOB, _f("position", "int", True, "jobs ahead of this one"),
+    )),
+    MessageSpec("progress", "s2c", "After every sampler step.", (
+        _JOB,
+        _f("step", "int", True, "steps done, over all windows"),
+        _f("total", "int", True, "steps in the whole job (windows * steps)"),
+        _f("window", "int", True, "0-based window being sampled"),
+        _f("windows", "int", True, "number of windows"),
+        _f("eta", "number", True, "estimated seconds left"),
+    )),
+    MessageSpec("chunk", "s2c", "A piece of one generated stem; one PCM frame (mono float32).", (
+        _JOB,
+        _f("stem", "str", True, "stem name"),
+        _f("offset", "int", True, "first sample's index in the stem, at `sample_rate`"),
+        _f("frames", "int", True, "samples in the PCM frame"),
+        _f("sample_rate", "int", True, "the job's output sample rate"),
+        _f("channels", "int", True, "always 1"),
+        _f("window", "int", True, "window this chunk comes from"),
+        _f("final", "bool", True, "last chunk of this stem"),
+    ), pcm="one"),
+    MessageSpec("done", "s2c", "The job finished; every chunk was sent before this.", (
+        _JOB,
+        _f("stems", "list", True, "generated stem names"),
+        _f("frames", "int", True, "length of every stem, at `sample_rate`"),
+        _f("sample_rate", "int", True, "output sample rate"),
+        _f("seed", "int", True, "seed used"),
+        _f("steps", "int", True, "steps used"),
+        _f("sampler", "str", True, "sampler used"),
+        _f("windows", "int", True, "number of model windows the region took"),
+        _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, resample, total"),
+        _f("region", "object", False, "the request's `region`, verbatim"),
+    )),
+    MessageSpec("error", "s2c", "A request failed or a job ended without result.", (
+        _f("job_id", "str", False, "the job concerned, when known"),
+        _f("code", "str", True, "an ErrorCode value (stable)"),
+        _f("message", "str", True, "human-readable explanation"),
+    )),
+    MessageSpec("heartbeat", "s2c", "Sent every `heartbeat_seconds` to clients with live jobs.", (
+        _f("jobs", "list", True, "[{job_id, state}] of this client's live jobs"),
+        _f("time", "number", True, "daemon wall clock"),
+    )),
+)
+
+CLIENT_SPECS: dict[str, MessageSpec] = {m.type: m for m in CLIENT_MESSAGES}
+SERVER_SPECS: dict[str, MessageSpec] = {m.type: m for m in SERVER_MESSAGES}
+
+_KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "any": lambda v: True,
+}
+
+
+# ----------------------------------------------------------------------------- PCM
+
+@dataclass(frozen=True)
+class PcmInfo:
+    """Shape of one PCM frame: `frames` samples per channel, `channels` interleaved."""
+
+    stem: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames * self.channels * PCM_DTYPE.itemsize
+
+
+def pcm_to_bytes(audio: np.ndarray) -> bytes:
+    """`[N]` mono or `[N, ch]` interleaved audio -> little-endian float32 bytes."""
+    return np.ascontiguousarray(audio, dtype=PCM_DTYPE).tobytes()
+
+
+def pcm_from_bytes(buf: bytes | memoryview, channels: int = 1) -> np.ndarray:
+    """Bytes -> `[N]` (channels == 1) or `[N, channels]` float32 (native order copy)."""
+    if len(buf) % (PCM_DTYPE.itemsize * channels):
+        raise ProtocolError(ErrorCode.PCM_SIZE, f"{len(buf)} bytes is not a whole number of "
+                            f"{channels}-channel float32 samples")
+    a = np.frombuffer(buf, dtype=PCM_DTYPE).astype(np.float32)
+    return a if channels == 1 else a.reshape(-1, channels)
+
+
+# ----------------------------------------------------------------------------- encode / decode
+
+def encode(header: dict[str, Any], pcm: Sequence[np.ndarray | bytes] = ()) -> list[bytes]:
+    """Frames of one message: JSON header (with `v` added) then raw PCM frames.
+
+    `header` must hold `type`; arrays are converted with `pcm_to_bytes`."""
+    if "type" not in header:
+        raise ValueError("header needs a 'type'")
+    h = {"v": PROTOCOL_VERSION, **header}
+    frames = [json.dumps(h, separators=(",", ":"), allow_nan=False).encode("utf-8")]
+    for p in pcm:
+        frames.append(p if isinstance(p, (bytes, bytearray, memoryview)) else pcm_to_bytes(p))
+    return [bytes(f) for f in frames]
+
+
+def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
+    """Header frame -> dict with a str `type` and an int `v` <= PROTOCOL_VERSION.
+
+    Raises ProtocolError (BAD_JSON, MISSING_FIELD, BAD_FIELD, UNSUPPORTED_VERSION)."""
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"header over {MAX_HEADER_BYTES} bytes")
+    try:
+        h = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(h, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, "header must be a JSON object")
+    for name in ("type", "v"):
+        if name not in h:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, f"header lacks {name!r}")
+    if not isinstance(h["type"], str):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'type' must be a string")
+    if not _KIND_CHECKS["int"](h["v"]) or h["v"] < 1:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'v' must be a positive integer")
+    if h["v"] > PROTOCOL_VERSION:
+        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
+                            f"protocol version {h['v']} is newer than {PROTOCOL_VERSION}")
+    return h
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def check_fields(h: dict[str, Any], spec: MessageSpec) -> None:
+    """Presence and JSON types of `spec`'s fields in `h`; raises ProtocolError."""
+    job_id = h.get("job_id") if isinstance(h.get("job_id"), str) else None
+    for f in spec.fields:
+        if f.name not in h:
+            if f.required:
+                raise ProtocolError(ErrorCode.MISSING_FIELD, f"'{spec.type}' needs {f.name!r}", job_id)
+            continue
+        if not _KIND_CHECKS[f.kind](h[f.name]):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"{f.name!r} must be of type {f.kind}", job_id)
+    if "job_id" in h and not 1 <= len(h["job_id"]) <= MAX_JOB_ID_LEN:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'job_id' must be 1-{MAX_JOB_ID_LEN} characters")
+
+
+@dataclass
+class Message:
+    """A decoded message: `header` (validated) and its raw PCM `frames`."""
+
+    type: str
+    header: dict[str, Any]
+    pcm: list[bytes] = field(default_factory=list)
+
+    @property
+    def job_id(self) -> str | None:
+        j = self.header.get("job_id")
+        return j if isinstance(j, str) else None
+
+
+def decode(frames: Sequence[bytes | memoryview], *, incoming: str = "c2s") -> Message:
+    """Parse the frames of one message sent in `incoming` direction ("c2s": a request the
+    daemon receives; "s2c": a reply the client receives). Checks the header, the field
+    types and, for PCM-carrying messages, the frame count and byte lengths."""
+    if not frames:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty message: no header frame")
+    h = parse_header(frames[0])
+    specs = CLIENT_SPECS if incoming == "c2s" else SERVER_SPECS
+    spec = specs.get(h["type"])
+    if spec is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {h['type']!r}; "
+                            f"expected one of {sorted(specs)}")
+    check_fields(h, spec)
+    pcm = [bytes(f) for f in frames[1:]]
+    if spec.pcm == "given":
+        infos = given_infos(h)
+        _check_pcm(pcm, [i.nbytes for i in infos], h.get("job_id"))
+    elif spec.pcm == "one":
+        nbytes = h["frames"] * h["channels"] * PCM_DTYPE.itemsize
+        _check_pcm(pcm, [nbytes], h.get("job_id"))
+    elif pcm:
+        raise ProtocolError(ErrorCode.PCM_FRAME_COUNT, f"'{spec.type}' carries no PCM frames, got {len(pcm)}")
+    return Message(h["type"], h, pcm)
+
+
+def _check_pcm(pcm: list[bytes], sizes: list[int], job_id: str | None) -> None:
+    if len(pcm) != len(sizes):
+        raise ProtocolError(ErrorCode.PCM_FRAME_COUNT,
+                            f"expected {len(sizes)} PCM frames, got {len(pcm)}", job_id)
+    for i, (buf, n) in enumerate(zip(pcm, sizes)):
+        if len(buf) != n:
+            raise ProtocolError(ErrorCode.PCM_SIZE,
+                                f"PCM frame {i} has {len(buf)} bytes, header says {n}", job_id)
+
+
+def given_infos(h: dict[str, Any]) -> list[PcmInfo]:
+    """The `given` list of a `generate` header as PcmInfo, with types and rates checked."""
+    job_id = h.get("job_id")
+    out = []
+    for i, g in enumerate(h["given"]):
+        if not isinstance(g, dict):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"given[{i}] must be an object", job_id)
+        for name, kind in (("stem", "str"), ("sample_rate", "int"), ("channels", "int"), ("frames", "int")):
+            if name not in g:
+                raise ProtocolError(ErrorCode.MISSING_FIELD, f"given[{i}] lacks {name!r}", job_id)
+            if not _KIND_CHECKS[kind](g[name]):
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"given[{i}].{name} must be {kind}", job_id)
+        if g["channels"] not in (1, 2):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"given[{i}].channels must be 1 or 2", job_id)
+        if g["frames"] < 0:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"given[{i}].frames must be >= 0", job_id)
+        check_sample_rate(g["sample_rate"], f"given[{i}].sample_rate", job_id)
+        out.append(PcmInfo(g["stem"], g["sample_rate"], g["channels"], g["frames"]))
+    return out
+
+
+def check_sample_rate(rate: Any, what: str, job_id: str | None = None) -> int:
+    """`rate` as int if it lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]; else BAD_SAMPLE_RATE."""
+    if not _KIND_CHECKS["int"](rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ProtocolError(ErrorCode.BAD_SAMPLE_RATE, f"{what} = {rate!r} is outside "
+                            f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", job_id)
+    return int(rate)
+
+
+def error_header(code: ErrorCode, message: str, job_id: str | None = None) -> dict[str, Any]:
+    """Header of an `error` message."""
+    h: dict[str, Any] = {"type": "error", "code": code.value, "message": message}
+    if job_id is not None:
+        h["job_id"] = job_id
+    return h
+
+
+# ----------------------------------------------------------------------------- documentation
+
+def spec_markdown() -> str:
+    """The message tables of `docs/protocol.md`, generated from the specs above (a test
+    checks the document contains exactly this text)."""
+    lines = ["<!-- BEGIN GENERATED: python -c 'import plugin_bridge.protocol as p; print(p.spec_markdown())' -->", ""]
+    for title, specs in (("Client to daemon", CLIENT_MESSAGES), ("Daemon to client", SERVER_MESSAGES)):
+        lines.append(f"### {title}")
+        lines.append("")
+        for m in specs:
+            pcm = {"none": "no PCM frames", "given": "one PCM frame per `given` entry",
+                   "one": "one PCM frame"}[m.pcm]
+            lines += [f"#### `{m.type}`", "", f"{m.doc} ({pcm})", ""]
+            if m.fields:
+                lines += ["| field | type | required | meaning |", "|---|---|---|---|"]
+                lines += [f"| `{f.name}` | {f.kind} | {'yes' if f.required else 'no'} | {f.doc} |"
+                          for f in m.fields]
+                lines.append("")
+    lines += ["### Error codes", "", "| code | meaning |", "|---|---|"]
+    lines += [f"| `{c.value}` | {_ERROR_DOCS[c]} |" for c in ErrorCode]
+    lines += ["", "<!-- END GENERATED -->"]
+    return "\n".join(lines)
+
+
+_ERROR_DOCS: dict[ErrorCode, str] = {
+    ErrorCode.MALFORMED: "empty multipart message, no header frame",
+    ErrorCode.BAD_JSON: "header frame is not UTF-8 JSON or not an object (NaN/Infinity are not JSON)",
+    ErrorCode.UNSUPPORTED_VERSION: "header `v` is newer than the daemon's protocol version",
+    ErrorCode.UNKNOWN_TYPE: "`type` is not a client message type",
+    ErrorCode.MISSING_FIELD: "a required field is absent",
+    ErrorCode.BAD_FIELD: "a field has the wrong JSON type or an invalid value",
+    ErrorCode.TOO_LARGE: "message (all frames) over `limits.max_message_bytes`, or header over 64 KiB",
+    ErrorCode.PCM_FRAME_COUNT: "number of PCM frames differs from the header's PCM list",
+    ErrorCode.PCM_SIZE: "a PCM frame's byte length differs from frames * channels * 4",
+    ErrorCode.NON_FINITE: "PCM holds NaN or Inf",
+    ErrorCode.EMPTY_REGION: "the region has zero length",
+    ErrorCode.SILENT_REGION: "every given stem is digital silence: nothing to accompany",
+    ErrorCode.REGION_TOO_LONG: "region longer than `limits.max_region_seconds`",
+    ErrorCode.UNKNOWN_STEM: "a stem name the model does not know",
+    ErrorCode.STEM_CONFLICT: "a stem both given and requested, or listed twice",
+    ErrorCode.NOTHING_REQUESTED: "`generate` is empty",
+    ErrorCode.BAD_SAMPLE_RATE: "a sample rate outside 8000-192000 Hz",
+    ErrorCode.DUPLICATE_JOB: "this client already has a live job with that id",
+    ErrorCode.UNKNOWN_JOB: "no live job with that id for this client",
+    ErrorCode.QUEUE_FULL: "`limits.max_queue` jobs are waiting; retry later",
+    ErrorCode.CANCELLED: "the job was cancelled by its client (terminal message of the job)",
+    ErrorCode.SHUTTING_DOWN: "the daemon is stopping; the job was cancelled or not accepted",
+    ErrorCode.BAD_PATH: "OSC: a path outside the configured folders, a symlink out, or unreadable",
+    ErrorCode.INTERNAL: "a daemon bug; logged, the daemon stays up",
+}

@@ -1,0 +1,127 @@
+"""`msldm bench --server`: the daemon's end-to-end latency against the same work in-process.
+
+For each region length: two given stems (stereo, 44.1 kHz) -> two generated stems at
+48 kHz. "In-process" runs the very job code the worker runs (`jobs.run_job`) with an
+in-memory sink; "daemon" sends the same request to a daemon over ZeroMQ on loopback TCP
+(same bundle sessions) and times it at the client. Reported per length: end-to-end
+latency and time to first audio for both, and the daemon's overhead in percent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import zmq
+
+from plugin_bridge import protocol as P
+from server.daemon import Daemon, DaemonConfig
+from server.jobs import Job, run_job
+from server.requests import Limits, build_request
+from server.runtime import Bundle
+
+IN_RATE, OUT_RATE = 44100, 48000
+
+
+@dataclass
+class BenchRow:
+    seconds: float
+    inproc_total: float
+    inproc_first: float
+    daemon_total: float
+    daemon_first: float
+
+    @property
+    def overhead_pct(self) -> float:
+        return 100.0 * (self.daemon_total - self.inproc_total) / self.inproc_total
+
+
+class _TimingSink:
+    def __init__(self) -> None:
+        self.t0, self.first = time.perf_counter(), None
+
+    def progress(self, *a: Any) -> None: ...
+
+    def chunk(self, *a: Any) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.t0
+
+    def done(self, *a: Any) -> None: ...
+
+    def error(self, job: Job, code: P.ErrorCode, message: str) -> None:
+        raise RuntimeError(f"{code.value}: {message}")
+
+
+def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+    n = int(seconds * IN_RATE)
+    t = np.arange(n) / IN_RATE
+    bass = 0.3 * np.sin(2 * np.pi * 55 * t)
+    drums = 0.3 * np.random.default_rng(0).standard_normal(n) * (np.sin(2 * np.pi * 2 * t) > 0.9)
+    pcm = [np.stack([x, x], axis=1).astype(np.float32) for x in (bass, drums)]
+    h: dict[str, Any] = {"type": "generate", "job_id": job_id, "generate": ["guitar", "piano"], "seed": 1,
+                         "output_sample_rate": OUT_RATE,
+                         "given": [{"stem": s, "sample_rate": IN_RATE, "channels": 2, "frames": n}
+                                   for s in ("bass", "drums")]}
+    if steps:
+        h["steps"] = steps
+    return h, pcm
+
+
+def _inproc(daemon: Daemon, header: dict[str, Any], pcm: list[np.ndarray]) -> tuple[float, float]:
+    sink = _TimingSink()
+    req = build_request(P.decode(P.encode(header, pcm)), daemon.model, daemon.cfg.limits)
+    fn, *args = run_job(daemon.bundle, Job(b"bench", req, sink))
+    fn(*args)
+    return time.perf_counter() - sink.t0, sink.first or 0.0
+
+
+def _through_daemon(endpoint: str, header: dict[str, Any], pcm: list[np.ndarray]) -> tuple[float, float]:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        t0, first = time.perf_counter(), None
+        sock.send_multipart(P.encode(header, pcm))
+        while True:
+            if not sock.poll(600_000):
+                raise TimeoutError("daemon did not answer")
+            m = P.decode(sock.recv_multipart(), incoming="s2c")
+            if m.type == "chunk" and first is None:
+                first = time.perf_counter() - t0
+            if m.type == "error":
+                raise RuntimeError(f"{m.header['code']}: {m.header['message']}")
+            if m.type == "done":
+                return time.perf_counter() - t0, first or 0.0
+    finally:
+        sock.close(0)
+
+
+def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60), *, repeats: int = 1,
+                 steps: int | None = None, providers: Sequence[str] | None = None) -> list[BenchRow]:
+    """Time each region length in-process and through a loopback daemon (best of `repeats`)."""
+    bundle = Bundle.load(bundle_dir, providers=providers)
+    cfg = DaemonConfig(bundle=Path(bundle_dir), zmq="tcp://127.0.0.1:0",
+                       limits=Limits(max_region_seconds=max(seconds_list) + 1))
+    rows = []
+    with Daemon(cfg, bundle=bundle) as daemon:
+        h, pcm = _request(2.0, steps, "bench-warmup")  # first-call allocations out of the timings
+        _inproc(daemon, h, pcm)
+        _through_daemon(daemon.endpoint, h, pcm)
+        for seconds in seconds_list:
+            h, pcm = _request(seconds, steps, f"bench-{seconds}")
+            inproc = min((_inproc(daemon, h, pcm) for _ in range(repeats)), key=lambda r: r[0])
+            remote = min((_through_daemon(daemon.endpoint, h, pcm) for _ in range(repeats)), key=lambda r: r[0])
+            rows.append(BenchRow(seconds, inproc[0], inproc[1], remote[0], remote[1]))
+    return rows
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    lines = ["| region (s) | in-process total (s) | in-process first audio (s) | daemon total (s) "
+             "| daemon first audio (s) | daemon overhead |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.seconds:g} | {r.inproc_total:.3f} | {r.inproc_first:.3f} | {r.daemon_total:.3f} "
+                     f"| {r.daemon_first:.3f} | {r.overhead_pct:+.1f}% |")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Thin CLI of the daemon: `msldm serve` and the `--server` part of `msldm bench`.
+
+Wiring (done by `msldm/cli.py`): `server.cli.register(subparsers)` adds `serve`;
+`server.cli.add_bench_arguments(bench_parser)` adds the `--server` options to `msldm bench`
+and `server.cli.run_bench(args)` runs it when `args.server` is set. `python -m server`
+runs the same `serve` without the core CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+SERVE_EXAMPLE = """example:
+  msldm serve --bundle bundles/small --zmq tcp://127.0.0.1:5555 \\
+      --osc 127.0.0.1:9000 --osc-input ~/Music/session --osc-output ~/Music/session/msldm
+"""
+
+
+def default_bundle() -> Path:
+    """$MSLDM_BUNDLE, else the bundle shipped inside the package (msldm/assets/bundle)."""
+    env = os.environ.get("MSLDM_BUNDLE")
+    if env:
+        return Path(env)
+    import msldm
+    return Path(msldm.__file__).parent / "assets" / "bundle"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `serve` subcommand."""
+    p = subparsers.add_parser("serve", help="serve a model bundle over ZeroMQ (and OSC)",
+                              epilog=SERVE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the bundled one)")
+    p.add_argument("--zmq", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (loopback by default)")
+    p.add_argument("--osc", default=None, metavar="HOST:PORT", help="also serve OSC on UDP HOST:PORT")
+    p.add_argument("--osc-input", type=Path, action="append", default=[],
+                   help="folder OSC requests may read WAVs from (repeatable)")
+    p.add_argument("--osc-output", type=Path, default=None, help="folder OSC jobs write stems to")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback bind (needs --curve-secret-key)")
+    p.add_argument("--curve-secret-key", type=Path, default=None,
+                   help="CurveZMQ server certificate (zmq.auth.create_certificates '.key_secret' file)")
+    p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers to try")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
+    p.add_argument("--max-region-seconds", type=float, default=600.0)
+    p.add_argument("--max-message-mb", type=float, default=512.0)
+    p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=run_serve)
+
+
+def config_from_args(args: argparse.Namespace):
+    """argparse namespace -> DaemonConfig."""
+    from server.daemon import DaemonConfig
+    from server.requests import Limits
+    secret = None
+    if args.curve_secret_key is not None:
+        import zmq.auth
+        _, secret = zmq.auth.load_certificate(str(args.curve_secret_key))
+        if secret is None:
+            raise SystemExit(f"{args.curve_secret_key} holds no secret key")
+    limits = Limits(max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+                    max_region_seconds=args.max_region_seconds, max_queue=args.max_queue)
+    return DaemonConfig(
+        bundle=args.bundle or default_bundle(), zmq=args.zmq, osc=args.osc,
+        osc_inputs=tuple(args.osc_input), osc_output=args.osc_output, allow_remote=args.allow_remote,
+        curve_secret_key=secret, providers=tuple(args.providers.split(",")) if args.providers else None,
+        threads=args.threads, limits=limits)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from server.daemon import serve
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        print(f"msldm serve: {e}", file=sys.stderr)
+        return 2
+
+    def ready(daemon) -> None:
+        info = {"zmq": daemon.endpoint, "osc_port": daemon.osc.port if daemon.osc else None,
+                "providers": daemon.bundle.providers}
+        print("READY " + json.dumps(info), flush=True)
+
+    try:
+        serve(cfg, ready)
+    except ValueError as e:
+        print(f"msldm serve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `msldm bench --server` (the lead's `bench` parser gets these)."""
+    p.add_argument("--server", action="store_true",
+                   help="benchmark the daemon end to end against the same work in-process")
+    p.add_argument("--server-seconds", type=float, nargs="+", default=[12.0, 60.0],
+                   help="region lengths to time (default: 12 60)")
+    p.add_argument("--server-repeats", type=int, default=1)
+    p.add_argument("--server-steps", type=int, default=None, help="sampler steps (default: bundle's)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run `bench_server` and print its table; `args.bundle` may be None (bundled default)."""
+    from server.bench import bench_server, format_table
+    bundle = getattr(args, "bundle", None) or default_bundle()
+    rows = bench_server(bundle, tuple(args.server_seconds), repeats=args.server_repeats,
+                        steps=args.server_steps)
+    print(format_table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m server serve ...` / `python -m server bench ...` without the core CLI."""
+    parser = argparse.ArgumentParser(prog="python -m server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    b = sub.add_parser("bench", help="daemon latency vs in-process")
+    b.add_argument("--bundle", type=Path, default=None)
+    add_bench_arguments(b)
+    b.set_defaults(func=run_bench, server=True)
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,246 @@
+"""The job queue and the one worker thread that owns the inference sessions.
+
+Front ends (ZeroMQ, OSC) validate requests, wrap them in a `Job` with a `Sink` (where the
+job's messages go) and `submit` them. The worker runs jobs one at a time: resample the
+given stems to the model rate, `windowing.generate_region`, resample each decoded piece
+to the output rate (streaming soxr) and hand it to the sink as soon as it exists.
+
+Cancel: `cancel()` sets the job's event; the sampler callback checks it after every step
+(raising `sampling.Cancelled`), so a running job stops within one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Protocol
+
+import numpy as np
+
+from msldm.sampling import Cancelled
+from plugin_bridge.protocol import ErrorCode, ProtocolError
+from server.audio import StreamResampler
+from server.requests import JobRequest, Limits
+from server.runtime import Bundle
+from server.windowing import Timings, WindowPlan, default_overlap, generate_region
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where a job's output goes. Called from the worker thread only."""
+
+    def progress(self, job: "Job", step: int, total: int, window: int, windows: int, eta: float) -> None: ...
+    def chunk(self, job: "Job", stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None: ...
+    def done(self, job: "Job", info: dict[str, Any]) -> None: ...
+    def error(self, job: "Job", code: ErrorCode, message: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation job of one client (`client` is any hashable key of the front end)."""
+
+    client: Hashable
+    request: JobRequest
+    sink: Sink
+    submitted: float = field(default_factory=time.perf_counter)
+    state: str = "queued"
+    step: int = 0
+    total: int = 0
+    cancel_code: ErrorCode | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def job_id(self) -> str:
+        return self.request.job_id
+
+    def cancel(self, code: ErrorCode = ErrorCode.CANCELLED) -> None:
+        self.cancel_code = self.cancel_code or code
+        self.cancel_event.set()
+
+    def check(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+
+class Worker:
+    """The job queue plus the worker thread. Thread-safe `submit`, `cancel`, `snapshot`."""
+
+    def __init__(self, bundle: Bundle, limits: Limits):
+        self.bundle, self.limits = bundle, limits
+        self.queue: deque[Job] = deque()
+        self.running: Job | None = None
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.completed = 0
+        self.thread = threading.Thread(target=self._loop, name="msldm-worker", daemon=True)
+
+    # ------------------------------------------------------------------ control (any thread)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job: Job) -> int:
+        """Queue `job`; returns the number of jobs ahead of it. Raises ProtocolError
+        (SHUTTING_DOWN, DUPLICATE_JOB, QUEUE_FULL)."""
+        with self.cond:
+            if self.stopping:
+                raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down", job.job_id)
+            if self._find(job.client, job.job_id) is not None:
+                raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job {job.job_id!r} is already live", job.job_id)
+            if len(self.queue) >= self.limits.max_queue:
+                raise ProtocolError(ErrorCode.QUEUE_FULL, f"{len(self.queue)} jobs are waiting; retry later",
+                                    job.job_id)
+            self.queue.append(job)
+            self.cond.notify_all()
+            return len(self.queue) - 1 + (self.running is not None)
+
+    def cancel(self, client: Hashable, job_id: str, code: ErrorCode = ErrorCode.CANCELLED) -> bool:
+        """Cancel one live job of `client`; False if it has none by that id."""
+        with self.cond:
+            job = self._find(client, job_id)
+            if job is None:
+                return False
+            self._cancel_locked(job, code)
+            return True
+
+    def cancel_client(self, client: Hashable) -> int:
+        """Cancel every live job of a client that went away; returns how many."""
+        with self.cond:
+            jobs = [j for j in self._live() if j.client == client]
+            for j in jobs:
+                self._cancel_locked(j, ErrorCode.CANCELLED)
+            return len(jobs)
+
+    def snapshot(self, client: Hashable | None = None) -> list[dict[str, Any]]:
+        """[{job_id, state, position, step, total}] of `client`'s live jobs (all if None)."""
+        with self.cond:
+            out = []
+            for pos, j in enumerate(self._live()):
+                if client is None or j.client == client:
+                    out.append({"job_id": j.job_id, "state": j.state, "position": pos,
+                                "step": j.step, "total": j.total})
+            return out
+
+    def live_clients(self) -> dict[Hashable, list[dict[str, str]]]:
+        """client -> [{job_id, state}] for every client with a live job."""
+        with self.cond:
+            out: dict[Hashable, list[dict[str, str]]] = {}
+            for j in self._live():
+                out.setdefault(j.client, []).append({"job_id": j.job_id, "state": j.state})
+            return out
+
+    def counts(self) -> tuple[int, int]:
+        with self.cond:
+            return len(self.queue), int(self.running is not None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Refuse new jobs, cancel queued and running ones (SHUTTING_DOWN), join the thread."""
+        with self.cond:
+            self.stopping = True
+            for j in list(self._live()):
+                self._cancel_locked(j, ErrorCode.SHUTTING_DOWN)
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    # ------------------------------------------------------------------ internals
+
+    def _live(self) -> list[Job]:
+        return ([self.running] if self.running else []) + list(self.queue)
+
+    def _find(self, client: Hashable, job_id: str) -> Job | None:
+        return next((j for j in self._live() if j.client == client and j.job_id == job_id), None)
+
+    def _cancel_locked(self, job: Job, code: ErrorCode) -> None:
+        job.cancel(code)
+        if job in self.queue:  # never started: finish it here
+            self.queue.remove(job)
+            _safe(job.sink.error, job, code, _cancel_message(code))
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if not self.queue:
+                    return
+                job = self.queue.popleft()
+                job.state, self.running = "running", job
+            terminal = run_job(self.bundle, job)
+            with self.cond:  # no longer live before its terminal message goes out, so a
+                self.running = None  # cancel that arrives after it gets `unknown_job`
+                self.completed += 1
+            _safe(*terminal)
+
+
+def _cancel_message(code: ErrorCode) -> str:
+    return "cancelled by the daemon shutting down" if code is ErrorCode.SHUTTING_DOWN else "cancelled by the client"
+
+
+def _safe(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # a broken sink must not take the worker down
+        log.exception("sink call failed")
+
+
+def run_job(bundle: Bundle, job: Job) -> tuple[Any, ...]:
+    """Run one job, streaming its progress and chunks; never raises. Returns its terminal
+    sink call `(fn, *args)` (done or error), for the caller to make once the job is no
+    longer live."""
+    try:
+        return (job.sink.done, job, _generate(bundle, job))
+    except Cancelled:
+        code = job.cancel_code or ErrorCode.CANCELLED
+        return (job.sink.error, job, code, _cancel_message(code))
+    except ProtocolError as e:
+        return (job.sink.error, job, e.code, e.message)
+    except Exception as e:
+        log.exception("job %s failed", job.job_id)
+        return (job.sink.error, job, ErrorCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+
+
+def _generate(bundle: Bundle, job: Job) -> dict[str, Any]:
+    """Generate and stream one job; returns the `done` info (timings in seconds)."""
+    req, t_start = job.request, time.perf_counter()
+    job.check()
+    given = req.model_rate_given(bundle.sample_rate)
+    n = req.model_frames(bundle.sample_rate)
+    t_prep = time.perf_counter() - t_start
+    windows = len(WindowPlan(max(1, -(-n // bundle.D)), bundle.window_frames,
+                             default_overlap(bundle.window_frames)).starts)
+    job.total = windows * req.steps
+    hook = _progress_hook(job, windows, time.perf_counter())
+    resamplers = {s: StreamResampler(bundle.sample_rate, req.out_rate, req.out_frames) for s in req.requested}
+    offsets = {s: 0 for s in req.requested}
+    t, t_resample = Timings(), 0.0
+    for piece in generate_region(bundle, given, req.requested, n, seed=req.seed, steps=req.steps,
+                                 sampler=req.sampler, hook=hook, timings=t):
+        job.check()
+        for stem, a in piece.stems.items():
+            t0 = time.perf_counter()
+            y = resamplers[stem].push(a, last=piece.last)
+            t_resample += time.perf_counter() - t0
+            if len(y) or piece.last:
+                job.sink.chunk(job, stem, offsets[stem], y, piece.window, piece.last)
+                offsets[stem] += len(y)
+    timings = {"queue": t_start - job.submitted, "prepare": t_prep, "encode": t.encode,
+               "sample": t.sample, "decode": t.decode, "resample": t_resample,
+               "total": time.perf_counter() - job.submitted}
+    return {"stems": list(req.requested), "frames": req.out_frames, "sample_rate": req.out_rate,
+            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "windows": windows,
+            "timings": {k: round(v, 6) for k, v in timings.items()}}
+
+
+def _progress_hook(job: Job, windows: int, t0: float):
+    def hook(window: int, step: int, steps: int) -> None:
+        job.step = window * steps + step
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / job.step * (job.total - job.step) if job.step else 0.0
+        job.sink.progress(job, job.step, job.total, window, windows, eta)
+        job.check()
+    return hook

@@ -1,0 +1,230 @@
+"""The OSC front end (python-osc, UDP) for DAWs that speak only OSC.
+
+Requests (replies go to the sender's host, at `reply_port` when given and > 0, else to the
+packet's source port):
+
+    /msldm/ping     [reply_port:i]                       -> /msldm/pong <time:f>
+    /msldm/status   [reply_port:i]                       -> /msldm/status <json:s>
+    /msldm/generate <job_id:s> <reply_port:i> <key=value:s>...
+                    keys: <stem>=<wav path> (a given stem; repeat per stem),
+                          generate=<stem>[,<stem>...], seed=<int>, steps=<int>,
+                          sampler=<name>, sample_rate=<output Hz>, duration=<seconds>
+                    -> /msldm/queued <job_id> <position:i>
+                       /msldm/progress <job_id> <step:i> <total:i>  (at most 10 per second)
+                       /msldm/done <job_id> <path:s>...            (the written stems)
+                       /msldm/error <job_id> <code:s> <message:s>
+    /msldm/cancel   <job_id:s> [reply_port:i]
+
+Paths are read only from the configured input folders (relative to one of them, or
+absolute inside one; no `..`, and symlinks are resolved and must stay inside). Stems are
+written to `<output folder>/<job_id>/<stem>.wav`, each first to a hidden temporary name
+in that folder and renamed when the job is done, so a crash or cancel never leaves a
+half-written stem under its final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_server import BlockingOSCUDPServer
+
+from plugin_bridge import protocol as P
+from plugin_bridge.protocol import ErrorCode, ProtocolError
+from server.audio import AtomicWav, read_wav, to_mono
+from server.jobs import Job, Worker
+from server.requests import Limits, ModelInfo, build_request
+
+log = logging.getLogger(__name__)
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def resolve_inside(path: str, folders: Sequence[Path]) -> Path:
+    """The real path of the existing file `path` if it lies inside one of `folders`
+    (relative paths are tried against each folder in turn). Raises BAD_PATH otherwise."""
+    if not path or ".." in Path(path).parts or "\x00" in path:
+        raise ProtocolError(ErrorCode.BAD_PATH, f"path {path!r} is empty or contains '..'")
+    for folder in folders:
+        root = os.path.realpath(folder)
+        real = os.path.realpath(os.path.join(root, path))  # an absolute `path` replaces root
+        if os.path.commonpath([root, real]) == root and os.path.isfile(real):
+            return Path(real)
+    raise ProtocolError(ErrorCode.BAD_PATH, f"{path!r} is not a file inside the input folders")
+
+
+def job_folder(out_root: Path, job_id: str) -> Path:
+    """`out_root/job_id`, created; must really lie inside `out_root` (no symlink out)."""
+    if not JOB_ID_RE.match(job_id):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "OSC job ids are 1-64 of [A-Za-z0-9_.-], not starting "
+                            "with '.', '-' or '_'", job_id)
+    root = os.path.realpath(out_root)
+    folder = Path(root) / job_id
+    if folder.is_symlink():
+        raise ProtocolError(ErrorCode.BAD_PATH, f"output folder {job_id!r} is a symlink", job_id)
+    folder.mkdir(exist_ok=True)
+    if os.path.commonpath([root, os.path.realpath(folder)]) != root:
+        raise ProtocolError(ErrorCode.BAD_PATH, "output folder escapes the output root", job_id)
+    return folder
+
+
+class OscSink:
+    """Writes a job's stems atomically and answers over OSC."""
+
+    PROGRESS_INTERVAL = 0.1  # seconds; UDP replies are throttled so they cannot flood the receiver
+
+    def __init__(self, front: "OscFront", reply_to: tuple[str, int], folder: Path):
+        self.front, self.reply_to, self.folder = front, reply_to, folder
+        self.files: dict[str, AtomicWav] = {}
+        self.last_progress = 0.0
+
+    def progress(self, job: Job, step: int, total: int, window: int, windows: int, eta: float) -> None:
+        now = time.monotonic()
+        if step == total or now - self.last_progress >= self.PROGRESS_INTERVAL:
+            self.last_progress = now
+            self.front.send(self.reply_to, "/msldm/progress", job.job_id, step, total)
+
+    def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
+        if stem not in self.files:
+            self.files[stem] = AtomicWav(self.folder / f"{stem}.wav", job.request.out_rate)
+        self.files[stem].write(audio)
+
+    def done(self, job: Job, info: dict[str, Any]) -> None:
+        paths = [str(self.files[s].commit()) for s in job.request.requested]
+        self.front.send(self.reply_to, "/msldm/done", job.job_id, *paths)
+
+    def error(self, job: Job, code: ErrorCode, message: str) -> None:
+        for f in self.files.values():
+            f.abort()
+        self.front.send(self.reply_to, "/msldm/error", job.job_id, code.value, message)
+
+
+class OscFront:
+    """UDP OSC server on `host:port` (port 0: a free one; see `.port`)."""
+
+    def __init__(self, host: str, port: int, worker: Worker, model: ModelInfo, limits: Limits,
+                 input_dirs: Sequence[Path], output_dir: Path):
+        self.worker, self.model, self.limits = worker, model, limits
+        self.input_dirs, self.output_dir = [Path(d) for d in input_dirs], Path(output_dir)
+        disp = Dispatcher()
+        for name, fn in (("ping", self._on_ping), ("status", self._on_status),
+                         ("generate", self._on_generate), ("cancel", self._on_cancel)):
+            disp.map(f"/msldm/{name}", self._guard(fn), needs_reply_address=True)
+        disp.set_default_handler(self._on_unknown, needs_reply_address=True)
+        self.server = BlockingOSCUDPServer((host, port), disp)
+        self.port: int = self.server.server_address[1]
+        self.lock = threading.Lock()
+        self.t0 = time.time()
+
+    def run(self) -> None:
+        self.server.serve_forever(poll_interval=0.05)
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def send(self, addr: tuple[str, int], path: str, *args: Any) -> None:
+        b = OscMessageBuilder(path)
+        for a in args:
+            b.add_arg(a)
+        with self.lock:
+            try:
+                self.server.socket.sendto(b.build().dgram, addr)
+            except OSError as e:
+                log.warning("OSC reply to %s failed: %s", addr, e)
+
+    # ------------------------------------------------------------------ handlers
+
+    def _guard(self, fn):
+        def handler(client: tuple[str, int], address: str, *args: Any) -> None:
+            reply_to = client
+            try:
+                reply_to = _reply_addr(client, fn, args)
+                fn(reply_to, *args)
+            except ProtocolError as e:
+                self.send(reply_to, "/msldm/error", e.job_id or "", e.code.value, e.message)
+            except Exception as e:
+                log.exception("internal error handling %s", address)
+                self.send(reply_to, "/msldm/error", "", ErrorCode.INTERNAL.value, type(e).__name__)
+        return handler
+
+    def _on_unknown(self, client: tuple[str, int], address: str, *args: Any) -> None:
+        self.send(client, "/msldm/error", "", ErrorCode.UNKNOWN_TYPE.value, f"unknown OSC address {address}")
+
+    def _on_ping(self, reply_to: tuple[str, int], *args: Any) -> None:
+        self.send(reply_to, "/msldm/pong", float(time.time()))
+
+    def _on_status(self, reply_to: tuple[str, int], *args: Any) -> None:
+        queued, running = self.worker.counts()
+        body = {"jobs": self.worker.snapshot(("osc", reply_to[0])), "queued": queued,
+                "running": running, "uptime": round(time.time() - self.t0, 3)}
+        self.send(reply_to, "/msldm/status", json.dumps(body))
+
+    def _on_cancel(self, reply_to: tuple[str, int], job_id: Any = None, *args: Any) -> None:
+        if not isinstance(job_id, str) or not self.worker.cancel(("osc", reply_to[0]), job_id):
+            raise ProtocolError(ErrorCode.UNKNOWN_JOB, f"no live job {job_id!r} to cancel",
+                                job_id if isinstance(job_id, str) else None)
+
+    def _on_generate(self, reply_to: tuple[str, int], job_id: Any = None, _port: Any = None,
+                     *options: Any) -> None:
+        if not isinstance(job_id, str):
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "/msldm/generate needs <job_id:s> <reply_port:i> ...")
+        header, pcm = self._request(job_id, options)
+        req = build_request(P.decode(P.encode(header, pcm)), self.model, self.limits)
+        folder = job_folder(self.output_dir, job_id)
+        job = Job(("osc", reply_to[0]), req, OscSink(self, reply_to, folder))
+        position = self.worker.submit(job)
+        self.send(reply_to, "/msldm/queued", job_id, position)
+
+    def _request(self, job_id: str, options: Sequence[Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
+        """`key=value` options -> a protocol `generate` header and its PCM frames."""
+        header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
+        pcm: list[np.ndarray] = []
+        casts = {"seed": int, "steps": int, "sample_rate": int, "duration": float, "sampler": str}
+        for opt in options:
+            if not isinstance(opt, str) or "=" not in opt:
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)
+            key, value = opt.split("=", 1)
+            if key == "generate":
+                header["generate"] = [s for s in value.split(",") if s]
+            elif key in casts:
+                try:
+                    v = casts[key](value)
+                except ValueError:
+                    raise ProtocolError(ErrorCode.BAD_FIELD, f"{key}={value!r} is not valid", job_id) from None
+                header["output_sample_rate" if key == "sample_rate" else key] = v
+            elif key in self.model.stems:
+                audio, rate = self._read(value, job_id)
+                header["given"].append({"stem": key, "sample_rate": rate, "channels": 1, "frames": len(audio)})
+                pcm.append(audio)
+            else:
+                raise ProtocolError(ErrorCode.UNKNOWN_STEM, f"unknown option or stem {key!r}", job_id)
+        return header, pcm
+
+    def _read(self, path: str, job_id: str) -> tuple[np.ndarray, int]:
+        real = resolve_inside(path, self.input_dirs)
+        try:
+            audio, rate = read_wav(real)
+        except Exception as e:
+            raise ProtocolError(ErrorCode.BAD_PATH, f"cannot read {path!r}: {e}", job_id) from None
+        P.check_sample_rate(rate, f"sample rate of {path!r}", job_id)
+        return to_mono(audio), rate
+
+
+def _reply_addr(client: tuple[str, int], fn: Any, args: Sequence[Any]) -> tuple[str, int]:
+    """Sender host + the request's reply port (first int argument for ping/status, the
+    argument after the job id for generate/cancel), else the source port."""
+    name = fn.__name__
+    idx = 0 if name in ("_on_ping", "_on_status") else 1
+    port = args[idx] if len(args) > idx else 0
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return client[0], port
+    return client

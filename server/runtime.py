@@ -1,0 +1,245 @@
+"""The torch-free bundle runtime: three onnxruntime sessions and the shared sampler.
+
+A model bundle (see /work/contracts.md, "Model bundle") is a folder with `encoder.onnx`,
+`denoiser.onnx`, `decoder.onnx` and `manifest.json`. `Bundle.load(dir)` checks the
+manifest and the files' sha256, opens one session per graph on the best provider that
+really works, warms them up, and exposes
+
+- `encode(audio [B,1,N]) -> z [B,C,ceil(N/D)]` (normalised latent; pads N to a multiple of D),
+- `denoise(x [B,K*C,T], sigma) -> D(x; sigma) [B,K*C,T]` (EDM preconditioning is inside the graph),
+- `decode(z [B,C,T]) -> audio [B,1,T*D]`,
+- `generate(...)`: total / partial generation with `msldm.sampling.generate` on numpy.
+
+Imports from the core package only `msldm.sampling` (framework-free); never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from msldm import sampling
+
+GRAPHS = ("encoder", "denoiser", "decoder")
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
+                       "DmlExecutionProvider", "CPUExecutionProvider")
+SUPPORTED_FORMAT = 1
+log = logging.getLogger(__name__)
+
+
+class BundleError(Exception):
+    """A bundle that is missing, inconsistent or corrupt."""
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    """The manifest's `sampler` block (S_tmax null = infinity)."""
+
+    sampler: str
+    steps: int
+    sigma_min: float
+    sigma_max: float
+    rho: float
+    S_churn: float
+    S_tmin: float
+    S_tmax: float
+    S_noise: float
+
+    @classmethod
+    def from_manifest(cls, d: dict[str, Any]) -> "SamplerDefaults":
+        s_tmax = d.get("S_tmax")
+        return cls(sampler=str(d.get("sampler", "euler")), steps=int(d.get("steps", 25)),
+                   sigma_min=float(d.get("sigma_min", 0.01)), sigma_max=float(d.get("sigma_max", 3.0)),
+                   rho=float(d.get("rho", 7.0)), S_churn=float(d.get("S_churn", 0.0)),
+                   S_tmin=float(d.get("S_tmin", 0.0)),
+                   S_tmax=math.inf if s_tmax is None else float(s_tmax),
+                   S_noise=float(d.get("S_noise", 1.0)))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """Providers to try, best first: `requested` (if given) else PROVIDER_PREFERENCE, kept
+    only if onnxruntime lists them; CPU always last."""
+    available = set(ort.get_available_providers())
+    wanted = list(requested) if requested else list(PROVIDER_PREFERENCE)
+    chosen = [p for p in wanted if p in available and p != "CPUExecutionProvider"]
+    return chosen + ["CPUExecutionProvider"]
+
+
+def _session(path: Path, providers: list[str], threads: int) -> ort.InferenceSession:
+    """An InferenceSession on the first of `providers` that really works.
+
+    onnxruntime-gpu lists CUDA / TensorRT even where their libraries cannot load; it then
+    prints "EP Error" banners (Python `print`) and C++ error logs before falling back to
+    CPU. Both are kept out of the user's face here (logged at debug level instead); the
+    caller reads the provider actually used from `session.get_providers()[0]`."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads > 0:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    noise = io.StringIO()
+    ort.set_default_logger_severity(4)
+    try:
+        with contextlib.redirect_stdout(noise):
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    finally:
+        ort.set_default_logger_severity(3)
+        if noise.getvalue():
+            log.debug("onnxruntime provider fallback for %s:\n%s", path.name, noise.getvalue())
+
+
+class Bundle:
+    """A loaded model bundle. Not thread-safe by design: one worker thread owns it."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], sessions: dict[str, ort.InferenceSession]):
+        self.root, self.manifest, self.sessions = root, manifest, sessions
+        m = manifest
+        self.model_name: str = str(m.get("model_name", "unknown"))
+        self.sample_rate: int = int(m["sample_rate"])
+        self.D: int = int(m["hop"])
+        self.C: int = int(m["latent_dim"])
+        self.stems: tuple[str, ...] = tuple(m["stems"])
+        self.K: int = len(self.stems)
+        self.sigma_data: float = float(m["sigma_data"])
+        self.window_frames: int = int(m["window_frames"])
+        self.frame_multiple: int = int(m.get("frame_multiple", 1))
+        self.sampler_defaults = SamplerDefaults.from_manifest(m.get("sampler", {}))
+        self.io = m["io"]
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, root: str | Path, providers: Sequence[str] | None = None, threads: int = 0,
+             warmup: bool = True) -> "Bundle":
+        """Read and verify `root/manifest.json`, open the three sessions, warm them up."""
+        ort.set_default_logger_severity(3)
+        root = Path(root)
+        manifest = read_manifest(root)
+        chosen = choose_providers(providers)
+        sessions = {}
+        for g in GRAPHS:
+            sessions[g] = _session(root / manifest["files"][g]["path"], chosen, threads)
+            chosen = sessions[g].get_providers()  # what really loaded; skip failed ones next time
+        bundle = cls(root, manifest, sessions)
+        if warmup:
+            bundle.warmup()
+        return bundle
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """The provider each session really runs on (after any silent fallback)."""
+        return {g: s.get_providers()[0] for g, s in self.sessions.items()}
+
+    def warmup(self) -> None:
+        """One call of each graph on a short window (first-call allocations happen here)."""
+        T = max(self.frame_multiple, 2 * self.frame_multiple)
+        z = self.encode(np.zeros((1, 1, T * self.D), np.float32))
+        self.denoise(np.zeros((1, self.K * self.C, T), np.float32), 1.0)
+        self.decode(z)
+
+    # ------------------------------------------------------------------ graphs
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """`[B,1,N]` -> normalised latent `[B,C,ceil(N/D)]` (zero-pads N to a multiple of D)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        N = audio.shape[-1]
+        T = max(1, -(-N // self.D))
+        if T * self.D != N:
+            audio = np.pad(audio, [(0, 0), (0, 0), (0, T * self.D - N)])
+        io = self.io["encoder"]
+        return self.sessions["encoder"].run([io["output"]], {io["input"]: audio})[0]
+
+    def denoise(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        """D(x; sigma) for `x [B,K*C,T]` (T a multiple of frame_multiple) and a scalar sigma."""
+        io = self.io["denoiser"]
+        s = np.full((x.shape[0],), sigma, dtype=np.float32)
+        feeds = {io["inputs"][0]: np.asarray(x, dtype=np.float32), io["inputs"][1]: s}
+        return self.sessions["denoiser"].run([io["output"]], feeds)[0]
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Normalised latent `[B,C,T]` -> audio `[B,1,T*D]`."""
+        io = self.io["decoder"]
+        return self.sessions["decoder"].run([io["output"]], {io["input"]: np.asarray(z, np.float32)})[0]
+
+    # ------------------------------------------------------------------ generation
+
+    def sigmas(self, steps: int | None = None) -> list[float]:
+        d = self.sampler_defaults
+        return sampling.karras_sigmas(steps or d.steps, d.sigma_min, d.sigma_max, d.rho)
+
+    def generate(self, shape: tuple[int, int, int], *, seed: int, steps: int | None = None,
+                 sampler: str | None = None, given: np.ndarray | None = None,
+                 mask: np.ndarray | None = None, S_churn: float | None = None,
+                 callback: sampling.StepCallback | None = None,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+        """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
+
+        Total generation when `mask` is None; otherwise partial generation by imputation
+        (Eq. 4-6 of the MSLDM paper): `mask` (0/1, broadcastable to `shape`) is 1 over the
+        given stems' channel blocks and/or given frame spans, `given` holds their latents.
+        Noise comes from `rng` or a numpy Generator seeded with `seed`. `callback(step,
+        total, sigma, x)` may raise `sampling.Cancelled`."""
+        d = self.sampler_defaults
+        rng = rng if rng is not None else np.random.default_rng(seed)
+
+        def randn(like: np.ndarray) -> np.ndarray:
+            return rng.standard_normal(like.shape, dtype=np.float32)
+
+        noise = rng.standard_normal(shape, dtype=np.float32)
+        return sampling.generate(
+            self.denoise, noise, self.sigmas(steps), sampler=sampler or d.sampler, randn=randn,
+            given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
+            S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise, callback=callback)
+
+    def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
+        """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""
+        m = np.zeros((1, self.K * self.C, T), np.float32)
+        for s in stems:
+            k = self.stems.index(s)
+            m[:, k * self.C:(k + 1) * self.C] = 1.0
+        return m
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Parse and check `root/manifest.json`: format version, required keys, file hashes."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{root} is not a model bundle: no manifest.json")
+    m = json.loads(path.read_text())
+    if int(m.get("format_version", 0)) != SUPPORTED_FORMAT:
+        raise BundleError(f"manifest format_version {m.get('format_version')} is not {SUPPORTED_FORMAT}")
+    for key in ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "window_frames", "files", "io"):
+        if key not in m:
+            raise BundleError(f"manifest lacks {key!r}")
+    for g in GRAPHS:
+        entry = m["files"].get(g)
+        if not entry:
+            raise BundleError(f"manifest lacks files.{g}")
+        f = root / entry["path"]
+        if not f.is_file():
+            raise BundleError(f"missing {f}")
+        digest = sha256_file(f)
+        if digest != entry.get("sha256"):
+            raise BundleError(f"{f.name}: sha256 {digest} does not match the manifest")
+    return m
+
+
+Callback = Callable[[int, int, float, np.ndarray], None]

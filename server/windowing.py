@@ -1,0 +1,167 @@
+"""Regions of any length: overlapping windows, continuation by imputation in time, crossfades.
+
+A region of N samples (model rate) is F = ceil(N/D) latent frames. It is cut into windows
+of W frames (the model's window) starting every H = W - O frames (O frames of overlap).
+Window 0 is sampled with the given stems imposed (imputation across stems). Every later
+window is sampled with the given stems imposed *and* its first O frames of the generated
+stems imposed from the previous window's last O generated frames (imputation in time),
+so the stems continue. The decoded windows are crossfaded linearly over the O*D overlap
+samples and the result is cut to exactly N samples. `generate_region` yields the stems
+piece by piece as soon as each window is decoded (time to first audio = one window).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from server.runtime import Bundle
+
+StepHook = Callable[[int, int, int], None]
+"""`hook(window, step, steps)` after every sampler step; may raise `sampling.Cancelled`."""
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window starts (in frames) covering F frames with windows of W frames and O frames overlap."""
+
+    frames: int  # F
+    window: int  # W
+    overlap: int  # O
+
+    @property
+    def hop(self) -> int:
+        return self.window - self.overlap
+
+    @property
+    def starts(self) -> list[int]:
+        starts = [0]
+        while starts[-1] + self.window < self.frames:
+            starts.append(starts[-1] + self.hop)
+        return starts
+
+    @property
+    def padded_frames(self) -> int:
+        return self.starts[-1] + self.window
+
+
+def default_overlap(window_frames: int) -> int:
+    """O = W / 4 frames (at least 1, and 0 for a 1-frame window)."""
+    return max(1, window_frames // 4) if window_frames > 1 else 0
+
+
+@dataclass
+class Piece:
+    """Consecutive audio of the requested stems: samples [start, start + len) at model rate."""
+
+    window: int
+    start: int
+    stems: dict[str, np.ndarray]  # stem -> [n] float32
+    last: bool
+
+
+@dataclass
+class Timings:
+    encode: float = 0.0
+    sample: float = 0.0
+    decode: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Crossfader:
+    """Joins decoded windows `[W*D]` per stem: linear crossfade over `L = O*D` samples."""
+
+    def __init__(self, overlap_samples: int, hop_samples: int):
+        self.L, self.H = overlap_samples, hop_samples
+        self.tails: dict[str, np.ndarray] = {}
+        ramp = (np.arange(self.L, dtype=np.float32) + 0.5) / max(self.L, 1)
+        self.fade_in, self.fade_out = ramp, 1.0 - ramp
+
+    def join(self, stem: str, audio: np.ndarray, last: bool) -> np.ndarray:
+        """Output for this window: crossfaded head + body up to the next window's start (or
+        the whole rest if `last`); keeps the tail for the next call."""
+        a = audio.copy()
+        if stem in self.tails and self.L:
+            a[: self.L] = self.tails.pop(stem) * self.fade_out + a[: self.L] * self.fade_in
+        if last:
+            return a
+        self.tails[stem] = audio[self.H: self.H + self.L].copy()
+        return a[: self.H]
+
+
+def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
+                    n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
+                    overlap: int | None = None, hook: StepHook | None = None,
+                    timings: Timings | None = None) -> Iterator[Piece]:
+    """Generate `requested` stems for a region of `n_samples` model-rate samples.
+
+    `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
+    Yields `Piece`s in order whose lengths add up to exactly `n_samples`."""
+    D, W = bundle.D, bundle.window_frames
+    F = max(1, -(-n_samples // D))
+    plan = WindowPlan(F, W, default_overlap(W) if overlap is None else overlap)
+    starts = plan.starts
+    audio = np.zeros((len(given), 1, plan.padded_frames * D), np.float32)  # [G,1,N_pad]
+    for g, stem in enumerate(given):
+        x = given[stem][:n_samples]
+        audio[g, 0, : len(x)] = x
+    t = timings or Timings()
+    rng = np.random.default_rng(seed)
+    fader = Crossfader(plan.overlap * D, plan.hop * D)
+    prev, emitted = None, 0
+    for i, s in enumerate(starts):
+        last = i == len(starts) - 1
+        z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
+                           rng, steps, sampler, i, hook, t)
+        prev = z
+        t0 = time.perf_counter()
+        out = _decode_stems(bundle, z, requested)
+        t.decode += time.perf_counter() - t0
+        stems = {r: fader.join(r, out[r], last) for r in requested}
+        n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
+        yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last)
+        emitted += n
+
+
+def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
+                   prev: np.ndarray | None, plan: WindowPlan, rng: np.random.Generator,
+                   steps: int | None, sampler: str | None, window: int, hook: StepHook | None,
+                   t: Timings) -> np.ndarray:
+    """One window's joint latent `[1,K*C,W]`: given stems imposed over all frames, and the
+    first O frames of the requested stems imposed from `prev`'s last O frames."""
+    K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
+    z_given = np.zeros((1, K * C, W), np.float32)
+    mask = bundle.stem_mask(given, W)
+    t0 = time.perf_counter()
+    if given:
+        z = bundle.encode(audio)  # [G,C,W]
+        for g, stem in enumerate(given):
+            k = bundle.stems.index(stem)
+            z_given[0, k * C:(k + 1) * C] = z[g, :, :W]
+    t.encode += time.perf_counter() - t0
+    if prev is not None and O > 0:
+        for stem in requested:
+            k = bundle.stems.index(stem)
+            z_given[0, k * C:(k + 1) * C, :O] = prev[0, k * C:(k + 1) * C, W - O:]
+            mask[0, k * C:(k + 1) * C, :O] = 1.0
+    callback = None
+    if hook is not None:
+        def callback(step: int, total: int, sigma: float, x: np.ndarray) -> None:
+            hook(window, step, total)
+    t0 = time.perf_counter()
+    out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, rng=rng,
+                          given=z_given if mask.any() else None, mask=mask if mask.any() else None,
+                          callback=callback)
+    t.sample += time.perf_counter() - t0
+    return out
+
+
+def _decode_stems(bundle: Bundle, z: np.ndarray, requested: Sequence[str]) -> dict[str, np.ndarray]:
+    """Decode the requested stems' blocks of a joint latent `[1,K*C,W]` -> stem -> `[W*D]`."""
+    C = bundle.C
+    blocks = [z[0, bundle.stems.index(r) * C:(bundle.stems.index(r) + 1) * C] for r in requested]
+    audio = bundle.decode(np.stack(blocks))  # [R,1,W*D]
+    return {r: audio[j, 0] for j, r in enumerate(requested)}

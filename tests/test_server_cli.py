@@ -1,0 +1,30 @@
+"""`msldm serve` / `bench --server` wiring and the bench library function (tiny sizes)."""
+
+from __future__ import annotations
+
+import argparse
+
+from server_fixtures import tiny_bundle  # noqa: F401
+from server.bench import bench_server, format_table
+from server.cli import add_bench_arguments, config_from_args, register
+
+
+def test_serve_arguments_build_a_loopback_config(tiny_bundle, tmp_path):  # noqa: F811
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["serve", "--bundle", str(tiny_bundle), "--osc", "127.0.0.1:9000",
+                              "--osc-input", str(tmp_path), "--osc-output", str(tmp_path),
+                              "--max-region-seconds", "30"])
+    cfg = config_from_args(args)
+    assert cfg.zmq == "tcp://127.0.0.1:5555" and not cfg.allow_remote
+    assert cfg.limits.max_region_seconds == 30 and cfg.osc_inputs == (tmp_path,)
+    b = argparse.ArgumentParser()
+    add_bench_arguments(b)
+    assert b.parse_args(["--server"]).server_seconds == [12.0, 60.0]
+
+
+def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
+    rows = bench_server(tiny_bundle, (1.5,), steps=2)
+    r = rows[0]
+    assert r.seconds == 1.5 and 0 < r.inproc_first <= r.inproc_total and 0 < r.daemon_first <= r.daemon_total
+    assert "daemon overhead" in format_table(rows)

@@ -1,0 +1,125 @@
+"""The torch-free bundle runtime and the windowing of long regions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server_fixtures import C, HOP, SIGMA_DATA, WINDOW, tiny_bundle  # noqa: F401  (fixture)
+from server.audio import StreamResampler, exact_length, resample, to_mono
+from server.runtime import Bundle, BundleError
+from server.windowing import WindowPlan, default_overlap, generate_region
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):  # noqa: F811
+    return Bundle.load(tiny_bundle)
+
+
+def test_server_never_imports_torch(tiny_bundle):  # noqa: F811
+    code = ("import sys; import server.daemon, server.cli, server.bench, server.osc_front; "
+            "from server.runtime import Bundle; Bundle.load(sys.argv[1]); "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_bundle)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_load_reports_real_providers_quietly(tiny_bundle, capfd):  # noqa: F811
+    b = Bundle.load(tiny_bundle)
+    out, err = capfd.readouterr()
+    assert "EP Error" not in out + err and "Failed to load library" not in out + err
+    assert set(b.providers) == {"encoder", "denoiser", "decoder"}
+    for p in b.providers.values():
+        assert p.endswith("ExecutionProvider")
+    assert (b.K, b.C, b.D, b.window_frames) == (4, C, HOP, WINDOW)
+
+
+def test_hash_mismatch_is_refused(tiny_bundle, tmp_path):  # noqa: F811
+    bad = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bad)
+    with open(bad / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        Bundle.load(bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["format_version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="format_version"):
+        Bundle.load(bad)
+
+
+def test_graph_shapes_and_padding(bundle):
+    audio = np.random.default_rng(0).standard_normal((2, 1, 1000)).astype(np.float32)
+    z = bundle.encode(audio)
+    assert z.shape == (2, C, 4)  # ceil(1000 / 320)
+    assert bundle.decode(z).shape == (2, 1, 4 * HOP)
+    x = np.ones((1, 4 * C, 8), np.float32)
+    np.testing.assert_allclose(bundle.denoise(x, 0.3), x * SIGMA_DATA ** 2 / (0.09 + SIGMA_DATA ** 2), rtol=1e-6)
+
+
+def test_partial_generation_keeps_given_and_is_seeded(bundle):
+    T = 8
+    mask = bundle.stem_mask(["bass"], T)
+    given = np.random.default_rng(1).standard_normal((1, 4 * C, T)).astype(np.float32)
+    a = bundle.generate((1, 4 * C, T), seed=3, given=given, mask=mask)
+    b = bundle.generate((1, 4 * C, T), seed=3, given=given, mask=mask)
+    c = bundle.generate((1, 4 * C, T), seed=4, given=given, mask=mask)
+    np.testing.assert_array_equal(a[:, :C], given[:, :C])
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[:, C:], c[:, C:])
+
+
+def test_window_plan_covers_the_region():
+    plan = WindowPlan(frames=160, window=64, overlap=16)
+    assert plan.starts == [0, 48, 96]
+    assert plan.padded_frames >= 160
+    assert WindowPlan(10, 64, 16).starts == [0]
+    assert default_overlap(64) == 16
+
+
+def test_region_continues_across_windows(bundle, monkeypatch):
+    """Every window after the first gets the previous window's last O generated frames imposed."""
+    seen = []
+    real = bundle.generate
+
+    def spy(shape, **kw):
+        out = real(shape, **kw)
+        seen.append((kw.get("given"), kw.get("mask"), out))
+        return out
+
+    monkeypatch.setattr(bundle, "generate", spy)
+    n = int(2.5 * WINDOW * HOP)
+    bass = np.random.default_rng(2).standard_normal(n).astype(np.float32) * 0.1
+    pieces = list(generate_region(bundle, {"bass": bass}, ["drums", "piano"], n, seed=1))
+    O = default_overlap(WINDOW)
+    assert len(seen) == len(pieces) == 3
+    for (_, _, prev), (given, mask, cur) in zip(seen, seen[1:]):
+        for k in (1, 3):  # drums, piano blocks
+            blk = slice(k * C, (k + 1) * C)
+            assert mask[0, blk, :O].all() and not mask[0, blk, O:].any()
+            np.testing.assert_array_equal(cur[0, blk, :O], prev[0, blk, WINDOW - O:])
+        assert mask[0, :C].all()  # bass given everywhere
+    starts = [p.start for p in pieces]
+    lengths = [len(p.stems["drums"]) for p in pieces]
+    assert starts == list(np.cumsum([0] + lengths[:-1])) and sum(lengths) == n
+    assert [p.last for p in pieces] == [False, False, True]
+
+
+def test_resampling_lengths_are_exact():
+    x = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
+    assert len(resample(x, 22050, 48000)) == exact_length(22050, 22050, 48000) == 48000
+    st = StreamResampler(22050, 48000, 48000)
+    parts = [st.push(x[:7000]), st.push(x[7000:15000]), st.push(x[15000:], last=True)]
+    y = np.concatenate(parts)
+    assert len(y) == 48000
+    np.testing.assert_allclose(y[1000:-1000], resample(x, 22050, 48000)[1000:-1000], atol=1e-3)
+    assert to_mono(np.ones((5, 2), np.float32) * [1, 0]).tolist() == [0.5] * 5

@@ -1,0 +1,271 @@
+"""The daemon over real ZeroMQ sockets on loopback, with the tiny bundle."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from plugin_bridge import protocol as P
+from server_fixtures import (Client, HOP, SAMPLE_RATE, WINDOW, daemon, gen_header,  # noqa: F401
+                             tiny_bundle, tone)
+from server.audio import StreamResampler
+from server.daemon import Daemon, DaemonConfig
+from server.runtime import Bundle
+from server.windowing import generate_region
+
+WINDOW_S = WINDOW * HOP / SAMPLE_RATE
+LONG = {"duration": 60.0, "steps": 1000}  # thousands of sampler steps: runs until cancelled
+
+
+@pytest.fixture()
+def client(daemon):  # noqa: F811
+    c = Client(daemon.endpoint)
+    yield c
+    c.close()
+
+
+def test_round_trip(client):
+    hello = client.request({"type": "hello"})
+    assert hello.type == "hello" and hello.header["protocol_version"] == P.PROTOCOL_VERSION
+    assert hello.header["stems"] == ["bass", "drums", "guitar", "piano"]
+    assert set(hello.header["providers"]) == {"encoder", "denoiser", "decoder"}
+    assert client.request({"type": "ping", "token": "t1"}).header["token"] == "t1"
+    region = {"tempo": 96.0, "meter": [3, 4], "start": {"bar": 5, "seconds": 7.5}}
+    h, pcm = gen_header("take-1", {"bass": tone(1.3, 44100, channels=2)}, 44100, ["piano", "drums"],
+                        seed=7, region=region)
+    res = client.run_job(h, pcm)
+    assert res.messages[0].type == "queued"
+    done = res.final
+    assert done.type == "done", done.header
+    assert done.header["region"] == region and done.header["seed"] == 7
+    assert done.header["stems"] == ["drums", "piano"]  # model order
+    assert done.header["sample_rate"] == 44100 and done.header["frames"] == round(1.3 * 44100)
+    for stage in ("queue", "prepare", "encode", "sample", "decode", "resample", "total"):
+        assert done.header["timings"][stage] >= 0
+    stems = res.stems()
+    assert {k: len(v) for k, v in stems.items()} == {"drums": done.header["frames"], "piano": done.header["frames"]}
+    assert all(np.isfinite(v).all() and np.abs(v).max() > 0 for v in stems.values())
+    progress = res.of("progress")
+    assert progress[-1].header["step"] == progress[-1].header["total"] == done.header["windows"] * 4
+
+
+def test_two_and_a_half_windows_at_48k(client, tiny_bundle):  # noqa: F811
+    """Stems stream window by window, in order, contiguous, of the exact length, and equal
+    the same work done in-process."""
+    n_in = int(2.5 * WINDOW_S * 48000)
+    bass = tone(n_in / 48000, 48000, 110.0)
+    h, pcm = gen_header("long", {"bass": bass}, 48000, ["drums", "guitar"], seed=11, output_sample_rate=48000)
+    res = client.run_job(h, pcm)
+    assert res.final.type == "done" and res.final.header["windows"] == 3
+    chunks = res.of("chunk")
+    assert [c.header["window"] for c in chunks] == sorted(c.header["window"] for c in chunks)
+    assert [c.header["final"] for c in chunks if c.header["stem"] == "drums"] == [False, False, True]
+    # the first window's audio arrives before the last window's sampling starts
+    first_chunk = res.messages.index(chunks[0])
+    last_window_progress = [i for i, m in enumerate(res.messages)
+                            if m.type == "progress" and m.header["window"] == 2]
+    assert first_chunk < last_window_progress[0]
+    stems = res.stems()
+    assert all(len(a) == n_in for a in stems.values())
+    # reference: the same generation in-process
+    b = Bundle.load(tiny_bundle)
+    from server.audio import resample
+    given = {"bass": resample(bass, 48000, SAMPLE_RATE)}
+    n_model = round(n_in / 48000 * SAMPLE_RATE)
+    pieces = list(generate_region(b, given, ["drums", "guitar"], n_model, seed=11, steps=4))
+    rs = StreamResampler(SAMPLE_RATE, 48000, n_in)
+    ref = np.concatenate([rs.push(p.stems["drums"], p.last) for p in pieces])
+    np.testing.assert_allclose(stems["drums"], ref, atol=1e-5)
+    # continuity: no jump at the window joins larger than the signal's own sample-to-sample steps
+    d = np.abs(np.diff(stems["drums"]))
+    assert d.max() < 20 * np.median(d) + 1e-6
+
+
+def test_eight_clients_three_jobs_each(daemon):  # noqa: F811
+    results: dict[int, dict[str, P.Message]] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        c = Client(daemon.endpoint, ctx=zmq.Context.instance())
+        try:
+            for j in range(3):  # the same job ids for every client: routing is by client
+                h, pcm = gen_header(f"job{j}", {"drums": tone(0.5 + 0.1 * j, 32000, 100 + i)}, 32000,
+                                    ["bass"], seed=100 * i + j)
+                c.send(h, pcm)
+            finals: dict[str, P.Message] = {}
+            while len(finals) < 3:
+                m = c.recv(30)
+                if m.type in ("done", "error"):
+                    finals[m.job_id] = m
+            results[i] = finals
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(results) == list(range(8))
+    for i, finals in results.items():
+        for j in range(3):
+            m = finals[f"job{j}"]
+            assert m.type == "done" and m.header["seed"] == 100 * i + j
+            assert m.header["frames"] == round((0.5 + 0.1 * j) * 32000)
+
+
+def test_cancel_stops_within_a_step_and_daemon_goes_on(client):
+    h, pcm = gen_header("slow", {}, 22050, ["bass", "drums"], **LONG)
+    client.send(h, pcm)
+    assert client.recv().type == "queued"
+    while client.recv().type != "progress":
+        pass
+    client.send({"type": "cancel", "job_id": "slow"})
+    t0 = time.monotonic()
+    res = client.collect("slow", timeout=5)
+    assert time.monotonic() - t0 < 2.0
+    assert res.final.type == "error" and res.final.header["code"] == "cancelled"
+    assert res.of("progress")[-1].header["step"] < 200  # of 86000: stopped at once (exact step: test_server_jobs)
+    assert client.request({"type": "cancel", "job_id": "slow"}).header["code"] == "unknown_job"
+    assert client.request({"type": "ping"}).type == "pong"
+    h, pcm = gen_header("after", {"bass": tone(0.4, 22050)}, 22050, ["piano"])
+    assert client.run_job(h, pcm).final.type == "done"
+
+
+def test_heartbeat_and_status_during_a_job(daemon, client):  # noqa: F811
+    h, pcm = gen_header("hb", {}, 22050, ["guitar"], **LONG)
+    client.send(h, pcm)
+    beats, end = [], time.monotonic() + 3
+    while not beats and time.monotonic() < end:
+        if client.sock.poll(100):
+            m = P.decode(client.sock.recv_multipart(), incoming="s2c")
+            if m.type == "heartbeat":
+                beats.append(m)
+    assert beats and beats[0].header["jobs"][0]["job_id"] == "hb"
+    st = client.request({"type": "status", "job_id": "hb"})
+    while st.type != "status":
+        st = client.recv()
+    assert st.header["jobs"][0]["state"] == "running" and st.header["running"] == 1
+    client.send({"type": "cancel", "job_id": "hb"})
+    assert client.collect("hb").final.header["code"] == "cancelled"
+
+
+def test_disconnect_mid_job_costs_only_that_job(daemon):  # noqa: F811
+    gone = Client(daemon.endpoint)
+    h, pcm = gen_header("orphan", {}, 22050, ["bass"], **LONG)
+    gone.send(h, pcm)
+    while gone.recv().type != "progress":
+        pass
+    gone.close()
+    end = time.monotonic() + 5
+    while daemon.worker.counts() != (0, 0) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert daemon.worker.counts() == (0, 0), "the orphaned job was not cancelled"
+    other = Client(daemon.endpoint)
+    try:
+        h, pcm = gen_header("next", {"bass": tone(0.3, 22050)}, 22050, ["drums"])
+        assert other.run_job(h, pcm).final.type == "done"
+    finally:
+        other.close()
+
+
+def _bad_inputs():
+    ok = tone(0.3, 22050)
+    nan = ok.copy()
+    nan[10] = np.nan
+    inf = ok.copy()
+    inf[-1] = np.inf
+    g = lambda jid, given, gen, **kw: gen_header(jid, given, 22050, gen, **kw)  # noqa: E731
+    h_ok, _ = g("size", {"bass": ok}, ["drums"])
+    yield "empty header frame", [b""], "bad_json"
+    yield "not json", [b"{not json"], "bad_json"
+    yield "json not an object", [b'"hello"'], "bad_json"
+    yield "lacks type", [b'{"v": 1}'], "missing_field"
+    yield "lacks fields", P.encode({"type": "generate", "job_id": "x"}), "missing_field"
+    yield "pcm byte length", P.encode(h_ok, [ok[:-1]]), "pcm_size_mismatch"
+    yield "pcm odd bytes", P.encode(h_ok)[:1] + [b"\x00" * 5], "pcm_size_mismatch"
+    yield "missing pcm frame", P.encode(h_ok), "pcm_frame_count"
+    yield "nan", P.encode(*g("nan", {"bass": nan}, ["drums"])), "non_finite"
+    yield "inf", P.encode(*g("inf", {"bass": inf}, ["drums"])), "non_finite"
+    yield "empty region", P.encode(*g("empty", {"bass": ok[:0]}, ["drums"])), "empty_region"
+    yield "zero duration", P.encode(*g("zero", {}, ["drums"], duration=0)), "empty_region"
+    yield "silent region", P.encode(*g("silent", {"bass": ok * 0, "piano": ok * 0}, ["drums"])), "silent_region"
+    yield "too long", P.encode(*g("long", {}, ["drums"], duration=121.0)), "region_too_long"
+    yield "unknown stem", P.encode(*g("us", {"bass": ok}, ["kazoo"])), "unknown_stem"
+    yield "unknown given stem", P.encode(*g("ug", {"vocals": ok}, ["bass"])), "unknown_stem"
+    yield "given and requested", P.encode(*g("gr", {"bass": ok}, ["bass", "drums"])), "stem_conflict"
+    yield "nothing requested", P.encode(*g("nr", {"bass": ok}, [])), "nothing_requested"
+    yield "input rate low", P.encode(*gen_header("rl", {"bass": ok}, 7999, ["drums"])), "bad_sample_rate"
+    yield "input rate high", P.encode(*gen_header("rh", {"bass": ok}, 192001, ["drums"])), "bad_sample_rate"
+    yield "output rate", P.encode(*g("ro", {"bass": ok}, ["drums"], output_sample_rate=250000)), "bad_sample_rate"
+    yield "over size limit", P.encode(*g("big", {"bass": np.ones(2_300_000, np.float32)}, ["drums"])), "too_large"
+    yield "unknown type", P.encode({"type": "teleport"}), "unknown_type"
+    yield "newer version", [b'{"type": "ping", "v": 99}'], "unsupported_version"
+    yield "bad steps", P.encode(*g("bs", {"bass": ok}, ["drums"], steps=0)), "bad_field"
+    yield "bad sampler", P.encode(*g("bsa", {"bass": ok}, ["drums"], sampler="ddim")), "bad_field"
+    yield "unknown job", P.encode({"type": "cancel", "job_id": "nope"}), "unknown_job"
+
+
+@pytest.mark.parametrize("name, frames, code", list(_bad_inputs()), ids=[b[0] for b in _bad_inputs()])
+def test_bad_input_gets_error_and_daemon_stays_up(client, name, frames, code):
+    client.send_raw(frames)
+    m = client.recv()
+    assert m.type == "error" and m.header["code"] == code, (name, m.header)
+    assert m.header["message"]
+    assert client.request({"type": "ping"}).type == "pong"
+
+
+def test_after_all_bad_inputs_a_valid_job_is_correct(client):
+    for _, frames, _ in _bad_inputs():
+        client.send_raw(frames)
+        assert client.recv().type == "error"
+    h, pcm = gen_header("good", {"bass": tone(0.5, 22050)}, 22050, ["drums"], seed=2)
+    a = client.run_job(h, pcm)
+    h["job_id"] = "good2"
+    b = client.run_job(h, pcm)
+    assert a.final.type == b.final.type == "done"
+    np.testing.assert_array_equal(a.stems()["drums"], b.stems()["drums"])  # same seed, same stems
+
+
+def test_duplicate_job_id(client):
+    h, pcm = gen_header("dup", {}, 22050, ["bass"], **LONG)
+    client.send(h, pcm)
+    assert client.recv().type == "queued"
+    m = client.request(h, pcm)
+    while m.type != "error":
+        m = client.recv()
+    assert m.header["code"] == "duplicate_job" and m.job_id == "dup"
+    client.send({"type": "cancel", "job_id": "dup"})
+    assert client.collect("dup").final.header["code"] == "cancelled"
+
+
+def test_remote_bind_needs_allow_remote_and_curve(tiny_bundle):  # noqa: F811
+    with pytest.raises(ValueError, match="allow-remote"):
+        Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://0.0.0.0:0"))
+    with pytest.raises(ValueError, match="Curve"):
+        Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://0.0.0.0:0", allow_remote=True))
+
+
+def test_curve_encrypted_daemon(tiny_bundle):  # noqa: F811
+    server_pub, server_sec = zmq.curve_keypair()
+    client_pub, client_sec = zmq.curve_keypair()
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
+                       curve_secret_key=server_sec)
+    with Daemon(cfg) as d:
+        good = Client(d.endpoint, curve=(server_pub, client_pub, client_sec))
+        plain = Client(d.endpoint)
+        try:
+            assert good.request({"type": "ping"}).type == "pong"
+            plain.send({"type": "ping"})
+            with pytest.raises(TimeoutError):
+                plain.recv(0.5)
+        finally:
+            good.close()
+            plain.close()
