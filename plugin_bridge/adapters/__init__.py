@@ -1,0 +1,1 @@
+"""DAW adapters: scripts that run inside (or next to) a DAW and drive `msldm-bridge`."""

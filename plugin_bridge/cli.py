@@ -1,0 +1,250 @@
+"""`msldm-bridge`: generate stems that fit given ones, through a running MSLDM daemon.
+
+    msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --make bass,guitar \\
+        --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7
+    msldm-bridge status
+
+Progress goes to stderr as plain text; stdout gets one `stem<TAB>path` line per written
+file (then `sidecar<TAB>path`), so DAW scripts can read it. Exit codes: 0 ok, 1 the
+daemon refused or failed the job, 2 no daemon / bad arguments, 130 cancelled (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import secrets
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+from plugin_bridge import protocol as P
+from plugin_bridge import wavio
+from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, DaemonError, DaemonUnavailable, Event,
+                                  GenerateRequest, GivenStem, JobCancelled, Progress, Queued, Result)
+
+EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given piano=keys.wav "
+           "--make bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
+
+
+class ProgressBar:
+    """Plain-text progress on `stream`: redrawn with `\\r` on a terminal, one line per
+    10 % otherwise (log files, DAW consoles)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._last_decile = -1
+        self.last_fraction = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Queued) and event.position > 0:
+            self._line(f"queued behind {event.position} job(s)")
+        elif isinstance(event, Progress):
+            self.update(event)
+
+    def update(self, p: Progress) -> None:
+        self.last_fraction = p.fraction
+        filled = int(round(p.fraction * self.width))
+        text = (f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * p.fraction:5.1f}%  "
+                f"step {p.step}/{p.total}  window {p.window + 1}/{p.windows}  eta {p.eta:.1f}s")
+        if self.tty:
+            self.stream.write("\r" + text)
+            self.stream.flush()
+        elif int(p.fraction * 10) != self._last_decile:
+            self._last_decile = int(p.fraction * 10)
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.last_fraction > 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _given(spec: str) -> tuple[str, Path]:
+    stem, sep, path = spec.partition("=")
+    if not sep or not stem or not path:
+        raise argparse.ArgumentTypeError(f"--given wants STEM=PATH, got {spec!r}")
+    return stem.strip(), Path(path)
+
+
+def _meter(text: str) -> list[int]:
+    num, sep, den = text.partition("/")
+    if not sep or not num.isdigit() or not den.isdigit() or int(num) < 1 or int(den) < 1:
+        raise argparse.ArgumentTypeError(f"--meter wants N/D like 4/4, got {text!r}")
+    return [int(num), int(den)]
+
+
+def _stems(text: str) -> list[str]:
+    stems = [s.strip() for s in text.split(",") if s.strip()]
+    if not stems:
+        raise argparse.ArgumentTypeError("--make wants a comma-separated list of stems")
+    return stems
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="msldm-bridge", description=__doc__.split("\n")[0],
+                                 epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", default=DEFAULT_URL, help=f"daemon address (default {DEFAULT_URL})")
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for replies")
+    sub = ap.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate stems into a folder", epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--given", type=_given, action="append", default=[], metavar="STEM=PATH",
+                   help="a given stem (repeatable); any sample rate, mono or stereo")
+    g.add_argument("--make", type=_stems, required=True, help="stems to generate, e.g. bass,guitar")
+    g.add_argument("--out", type=Path, required=True, help="folder for <region>.<stem>.wav")
+    g.add_argument("--region", default="region", help="region name used in file names")
+    g.add_argument("--tempo", type=float, help="BPM of the region (context for the DAW and sidecar)")
+    g.add_argument("--meter", type=_meter, help="time signature, e.g. 4/4")
+    g.add_argument("--start-bar", type=int, help="bar number where the region starts")
+    g.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the sidecar)")
+    g.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
+    g.add_argument("--sample-rate", type=int, help="rate of the written stems (default: first given stem's)")
+    g.add_argument("--bit-depth", choices=sorted(wavio.BIT_DEPTHS),
+                   help="16, 24 or 32f (default: the first given stem's, else 24)")
+    g.add_argument("--duration", type=float, help="seconds to generate when no stem is given")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("status", help="show the daemon's model, limits and queue")
+    return ap
+
+
+# ----------------------------------------------------------------------------- generate
+
+def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFile]]) -> GenerateRequest:
+    """The GenerateRequest for parsed `generate` arguments and the read given files."""
+    region = {k: v for k, v in (("tempo", args.tempo), ("meter", args.meter), ("start_bar", args.start_bar),
+                                ("name", args.region)) if v is not None}
+    return GenerateRequest(
+        generate=tuple(args.make), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
+        seed=args.seed, steps=args.steps, sampler=args.sampler,
+        output_sample_rate=args.sample_rate, duration=args.duration, region=region)
+
+
+def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
+                   result: Result, written: dict[str, Path], bit_depth: str) -> dict[str, Any]:
+    """Everything needed to reproduce a result: model, seed, steps, timings, given stems."""
+    d = result.done
+    return {
+        "format": "msldm-bridge-result", "version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": hello.get("model"), "model_sample_rate": hello.get("sample_rate"),
+        "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
+        "seed": d.seed, "steps": d.steps, "sampler": d.sampler, "region": d.region, "windows": d.windows,
+        "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
+        "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
+                   "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
+        "stems": {s: {"file": p.name, "frames": d.frames, "sample_rate": d.sample_rate, "bit_depth": bit_depth}
+                  for s, p in written.items()},
+        "command": reproduce_command(args, d.seed, d.steps),
+    }
+
+
+def reproduce_command(args: argparse.Namespace, seed: int, steps: int) -> str:
+    """A `msldm-bridge generate` line that asks for the same result again."""
+    parts = ["msldm-bridge", "--server", args.server, "generate"]
+    for stem, path in args.given:
+        parts += ["--given", f"{stem}={path.resolve()}"]
+    parts += ["--make", ",".join(args.make), "--out", str(args.out), "--region", args.region,
+              "--seed", str(seed), "--steps", str(steps)]
+    for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", args.sampler),
+                        ("--sample-rate", args.sample_rate), ("--bit-depth", args.bit_depth),
+                        ("--duration", args.duration)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.meter:
+        parts += ["--meter", f"{args.meter[0]}/{args.meter[1]}"]
+    return shlex.join(parts)
+
+
+def _run_job(client: Client, request: GenerateRequest, bar: ProgressBar | None) -> Result:
+    """generate_blocking with Ctrl-C turned into a `cancel` (waits for the daemon's answer)."""
+    job_id = f"bridge-{secrets.token_hex(6)}"
+    try:
+        return client.generate_blocking(request, job_id=job_id, on_event=bar)
+    except KeyboardInterrupt:
+        job = client.jobs.get(job_id)
+        if job is None:
+            raise
+        job.cancel()
+        deadline = time.monotonic() + 5.0
+        for _ in job:  # drain until the daemon confirms (JobCancelled) or the job ends
+            if time.monotonic() > deadline:
+                break
+        raise JobCancelled(P.ErrorCode.CANCELLED.value, "cancelled by Ctrl-C", job_id)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    files = [(stem, wavio.read_audio(path)) for stem, path in args.given]
+    if not files and args.duration is None:
+        raise SystemExit("msldm-bridge: give at least one --given stem, or --duration for a full generation")
+    if args.seed is None:
+        args.seed = secrets.randbelow(2**31)
+    bit_depth = args.bit_depth or (files[0][1].bit_depth if files else wavio.DEFAULT_BIT_DEPTH)
+    t0 = time.monotonic()
+    bar = None if args.quiet else ProgressBar()
+    with Client(args.server, timeout=args.timeout) as client:
+        hello = client.hello()
+        try:
+            result = _run_job(client, make_request(args, files), bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    wavio.remove_stale_parts(args.out)
+    written = {stem: wavio.write_wav_atomic(wavio.stem_path(args.out, args.region, stem), audio,
+                                            result.sample_rate, bit_depth)
+               for stem, audio in result.stems.items()}
+    sidecar = wavio.write_json_atomic(wavio.sidecar_path(args.out, args.region),
+                                      sidecar_record(args, hello, files, result, written, bit_depth))
+    for stem, path in written.items():
+        print(f"{stem}\t{path}")
+    print(f"sidecar\t{sidecar}")
+    print(f"msldm-bridge: {len(written)} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
+          f"(seed {result.done.seed}, {result.done.steps} steps)", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Client(args.server, timeout=args.timeout) as client:
+        rtt = client.ping()
+        hello, status = client.hello(), client.status()
+    limits = hello.get("limits", {})
+    print(f"daemon      {args.server} (ping {1000 * rtt:.1f} ms, up {status.get('uptime', 0):.0f} s)")
+    print(f"model       {hello.get('model')}  stems {','.join(hello.get('stems', []))}  "
+          f"{hello.get('sample_rate')} Hz  default steps {hello.get('default_steps')}")
+    print(f"providers   {hello.get('providers')}")
+    print(f"limits      max region {limits.get('max_region_seconds')} s, max steps {limits.get('max_steps')}")
+    print(f"queue       {status.get('running', 0)} running, {status.get('queued', 0)} queued")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DaemonUnavailable as e:
+        print(f"msldm-bridge: {e}", file=sys.stderr)
+        return 2
+    except JobCancelled as e:
+        print(f"\nmsldm-bridge: cancelled ({e.message})", file=sys.stderr)
+        return 130
+    except (DaemonError, BridgeError, OSError) as e:
+        print(f"msldm-bridge: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

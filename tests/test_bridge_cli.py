@@ -1,0 +1,113 @@
+"""`msldm-bridge` as a user runs it (a subprocess) against a live daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plugin_bridge import cli
+from server_fixtures import tiny_bundle  # noqa: F401  (fixture)
+from test_bridge_client import free_port, live_daemon, tone  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+BRIDGE = [sys.executable, "-m", "plugin_bridge.cli"]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _bridge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*BRIDGE, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def given(tmp_path) -> dict[str, Path]:
+    sf.write(str(tmp_path / "drums.wav"), tone(110, 2.0, 44100), 44100, subtype="PCM_16")
+    sf.write(str(tmp_path / "keys.wav"), np.stack([tone(330, 2.0, 44100)] * 2, axis=1), 44100, subtype="PCM_16")
+    return {"drums": tmp_path / "drums.wav", "piano": tmp_path / "keys.wav"}
+
+
+def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp_path):  # noqa: F811
+    out = tmp_path / "stems"
+    t0 = time.monotonic()
+    r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                "--given", f"piano={given['piano']}", "--make", "bass,guitar", "--out", str(out),
+                "--tempo", "120", "--meter", "4/4", "--start-bar", "9", "--seed", "7", "--steps", "3",
+                "--region", "verse")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split("\t") for line in r.stdout.splitlines())
+    assert lines == {"bass": str(out / "verse.bass.wav"), "guitar": str(out / "verse.guitar.wav"),
+                     "sidecar": str(out / "verse.msldm.json")}
+    for stem in ("bass", "guitar"):
+        info = sf.info(lines[stem])  # session format by default: the given stems' rate and bit depth
+        assert (info.samplerate, info.subtype, info.frames, info.channels) == (44100, "PCM_16", 88200, 1)
+    assert "100.0%" in r.stderr and "2 stem(s)" in r.stderr
+    meta = json.loads(Path(lines["sidecar"]).read_text())
+    assert meta["seed"] == 7 and meta["steps"] == 3 and meta["model"] == "handmade-tiny"
+    assert meta["region"] == {"tempo": 120.0, "meter": [4, 4], "start_bar": 9, "name": "verse"}
+    assert {g["stem"] for g in meta["given"]} == {"drums", "piano"} and len(meta["given"][0]["sha256"]) == 64
+    assert meta["timings"]["total"] > 0 and meta["timings"]["bridge_wall"] > 0
+    print(f"\nend-to-end bridge command -> stems on disk (2 s region, 2 stems, 3 steps): {elapsed:.2f} s")
+
+
+def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  # noqa: F811
+    r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                "--make", "bass", "--out", str(tmp_path / "a"), "--sample-rate", "22050", "--bit-depth", "32f")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "a" / "region.msldm.json").read_text())
+    argv = shlex.split(meta["command"])
+    assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
+    argv[argv.index("--out") + 1] = str(tmp_path / "b")
+    assert _bridge(*argv[1:]).returncode == 0
+    a, sr = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
+    b, _ = sf.read(str(tmp_path / "b" / "region.bass.wav"), dtype="float32")
+    assert sr == 22050 and sf.info(str(tmp_path / "b" / "region.bass.wav")).subtype == "FLOAT"
+    np.testing.assert_array_equal(a, b)
+
+
+def test_daemon_down_exit_code_2_and_hint(given, tmp_path):
+    t0 = time.monotonic()
+    r = _bridge("--server", f"tcp://127.0.0.1:{free_port()}", "generate", "--given", f"drums={given['drums']}",
+                "--make", "bass", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "start it with `msldm serve`" in r.stderr
+    assert not (tmp_path / "o").exists() and time.monotonic() - t0 < 10
+    r = _bridge("--server", f"tcp://127.0.0.1:{free_port()}", "status")
+    assert r.returncode == 2 and "no MSLDM daemon answers" in r.stderr
+
+
+def test_status_shows_model_and_queue(live_daemon):  # noqa: F811
+    r = _bridge("--server", live_daemon.endpoint, "status")
+    assert r.returncode == 0, r.stderr
+    assert "handmade-tiny" in r.stdout and "bass,drums,guitar,piano" in r.stdout and "queue" in r.stdout
+
+
+def test_ctrl_c_cancels_the_job_and_writes_nothing(live_daemon, tmp_path):  # noqa: F811
+    sf.write(str(tmp_path / "long.wav"), tone(100, 30.0, 22050), 22050)
+    proc = subprocess.Popen([*BRIDGE, "--server", live_daemon.endpoint, "generate", "--given",
+                             f"drums={tmp_path / 'long.wav'}", "--make", "bass", "--steps", "1000",
+                             "--out", str(tmp_path / "o")], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "step" in proc.stderr.readline()  # the first progress line: the job runs
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=20)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "cancelled" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--given", "drums", "--make", "bass", "--out", "x"])
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--meter", "4-4"])
+    assert cli.main(["generate", "--given", "drums=/nonexistent.wav", "--make", "bass", "--out", "x"]) == 1

@@ -1,0 +1,264 @@
+"""The REAPER adapter's logic against a fake of the part of the ReaScript API it uses
+(real function names, parameter lists and tuple returns), with the real bridge CLI and a
+live daemon. The fake renders like REAPER's "stems only / time selection" render."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from plugin_bridge.adapters.reaper import logic
+from server_fixtures import tiny_bundle  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 48000
+
+
+class FakeTrack:
+    def __init__(self, name: str, audio: np.ndarray, selected: bool = False):
+        self.name, self.audio, self.selected = name, audio, selected
+        self.items: list[tuple[float, str, float]] = []  # (position s, file, length s)
+
+
+class FakeReaper:
+    """Enough of REAPER for the adapter. Calls are logged in `calls`."""
+
+    def __init__(self, tracks: list[FakeTrack], project_dir: Path, selection: tuple[float, float]):
+        self.tracks, self.project_dir = tracks, project_dir
+        self.sel, self.cursor = selection, 7.0
+        self.num = {"RENDER_SETTINGS": 0.0, "RENDER_BOUNDSFLAG": 1.0, "RENDER_CHANNELS": 2.0, "RENDER_SRATE": 0.0,
+                    "RENDER_ADDTOPROJ": 0.0, "PROJECT_SRATE": float(SR), "PROJECT_SRATE_USE": 1.0}
+        self.str = {"RENDER_FILE": "/old/render", "RENDER_PATTERN": "$project", "RENDER_FORMAT": "l3pm"}
+        self.ext: dict[tuple[str, str], str] = {}
+        self.undo: list[str] = []
+        self.undo_open = 0
+        self.messages: list[str] = []
+        self.user_answer: tuple[int, str] = (1, "bass,,5")
+
+    # -- ReaScript functions (names and parameters as in REAPER's Python API) ----------
+    def RPR_GetSet_LoopTimeRange(self, isSet, isLoop, startOut, endOut, allowautoseek):
+        if isSet:
+            self.sel = (startOut, endOut)
+        return (isSet, isLoop, self.sel[0], self.sel[1], allowautoseek)
+
+    def RPR_CountSelectedTracks(self, proj):
+        return sum(t.selected for t in self.tracks)
+
+    def RPR_GetSelectedTrack(self, proj, seltrackidx):
+        return [t for t in self.tracks if t.selected][seltrackidx]
+
+    def RPR_GetTrack(self, proj, trackidx):
+        return self.tracks[trackidx]
+
+    def RPR_GetMediaTrackInfo_Value(self, tr, parmname):
+        assert parmname == "IP_TRACKNUMBER"
+        return float(self.tracks.index(tr) + 1)
+
+    def RPR_GetSetMediaTrackInfo_String(self, tr, parmname, stringNeedBig, setNewValue):
+        assert parmname == "P_NAME"
+        if setNewValue:
+            tr.name = stringNeedBig
+        return (True, tr, parmname, tr.name, setNewValue)
+
+    def RPR_GetSetProjectInfo(self, project, desc, value, is_set):
+        if is_set:
+            self.num[desc] = float(value)
+        return self.num[desc]
+
+    def RPR_GetSetProjectInfo_String(self, project, desc, valuestrNeedBig, is_set):
+        if desc == "RENDER_TARGETS":
+            assert not is_set
+            return (True, project, desc, ";".join(str(p) for p, _ in self._targets()), is_set)
+        if is_set:
+            self.str[desc] = valuestrNeedBig
+        return (True, project, desc, self.str[desc], is_set)
+
+    def _targets(self) -> list[tuple[Path, FakeTrack]]:
+        assert int(self.num["RENDER_SETTINGS"]) & 2, "not a stems render"
+        out = []
+        for i, t in enumerate(self.tracks):
+            if t.selected:
+                name = self.str["RENDER_PATTERN"].replace("$tracknumber", f"{i + 1:02d}")
+                out.append((Path(self.str["RENDER_FILE"]) / f"{name}.wav", t))
+        return out
+
+    def RPR_Main_OnCommand(self, command, flag):
+        assert command == 42230 and self.str["RENDER_FORMAT"] == "evaw"
+        assert int(self.num["RENDER_BOUNDSFLAG"]) == 2, "render bounds are not the time selection"
+        rate = int(self.num["RENDER_SRATE"]) or SR
+        a, b = int(round(self.sel[0] * rate)), int(round(self.sel[1] * rate))
+        for path, t in self._targets():
+            x = t.audio[a:b]
+            x = np.stack([x] * int(self.num["RENDER_CHANNELS"]), axis=1)
+            sf.write(str(path), x, rate, subtype="PCM_24")
+
+    def RPR_TimeMap_GetTimeSigAtTime(self, proj, time, timesig_numOut, timesig_denomOut, tempoOut):
+        return (proj, time, 3, 4, 96.0)
+
+    def RPR_TimeMap2_timeToBeats(self, proj, tpos, measuresOutOptional, cmlOutOptional, fullbeatsOutOptional,
+                                 cdenomOutOptional):
+        beats = tpos * 96.0 / 60.0
+        return (beats % 3, proj, tpos, int(beats // 3), 3, beats, 4)
+
+    def RPR_GetProjectPath(self, buf, buf_sz):
+        return (str(self.project_dir), buf_sz)
+
+    def RPR_GetCursorPosition(self):
+        return self.cursor
+
+    def RPR_SetEditCurPos(self, time, moveview, seekplay):
+        self.cursor = time
+
+    def RPR_InsertTrackAtIndex(self, idx, wantDefaults):
+        self.tracks.insert(idx, FakeTrack("", np.zeros(0, np.float32)))
+
+    def RPR_InsertMedia(self, file, mode):
+        assert mode & 512 and mode & 3 == 0
+        info = sf.info(file)
+        self.tracks[mode >> 16].items.append((self.cursor, file, info.frames / info.samplerate))
+        return 1
+
+    def RPR_Undo_BeginBlock(self):
+        self.undo_open += 1
+
+    def RPR_Undo_EndBlock(self, descchange, extraflags):
+        self.undo_open -= 1
+        self.undo.append(descchange)
+
+    def RPR_UpdateArrange(self):
+        pass
+
+    def RPR_ShowMessageBox(self, msg, title, type):
+        self.messages.append(msg)
+        return 1
+
+    def RPR_GetExtState(self, section, key):
+        return self.ext.get((section, key), "")
+
+    def RPR_SetExtState(self, section, key, value, persist):
+        self.ext[(section, key)] = value
+
+    def RPR_GetUserInputs(self, title, num_inputs, captions_csv, retvals_csv, retvals_csv_sz):
+        assert len(captions_csv.split(",")) == num_inputs
+        return (self.user_answer[0], title, num_inputs, captions_csv, self.user_answer[1], retvals_csv_sz)
+
+
+def _tone(freq: float, seconds: float = 4.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture()
+def fake(tmp_path) -> FakeReaper:
+    tracks = [FakeTrack("Drums", _tone(110), True), FakeTrack("Keys", _tone(330), True), FakeTrack("Vox", _tone(440))]
+    return FakeReaper(tracks, tmp_path / "project", (1.0, 2.5))
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_bundle):  # noqa: F811
+    from server.daemon import Daemon, DaemonConfig
+    d = Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0")).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+RUNNER = functools.partial(subprocess.run, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+BRIDGE = (sys.executable, "-m", "plugin_bridge.cli")
+
+
+def test_generate_inserts_stems_below_selection_at_its_start(fake, daemon):
+    settings = logic.Settings(make=("bass", "guitar"), server=daemon.endpoint, bridge=BRIDGE, seed=1)
+    stems = logic.generate(fake, settings, runner=RUNNER)
+    assert [t.name for t in fake.tracks] == ["Drums", "Keys", "MSLDM bass", "MSLDM guitar", "Vox"]
+    for track, stem in zip(fake.tracks[2:4], ("bass", "guitar")):
+        [(pos, file, length)] = track.items
+        assert pos == 1.0 and file == str(stems[stem]) and Path(file).is_file()
+        assert length == pytest.approx(1.5, abs=1 / SR)
+        assert sf.info(file).samplerate == SR and sf.info(file).subtype == "PCM_24"
+    # what the model was given is the render of each selected track over the selection
+    given, rate = sf.read(str(fake.project_dir / "msldm" / "given" / "msldm-given-01.wav"), dtype="float32")
+    np.testing.assert_allclose(given[:, 0], fake.tracks[0].audio[SR:int(2.5 * SR)], atol=1e-6)
+    # the user's state is back as it was: render settings, time selection, cursor; one undo step
+    assert fake.num["RENDER_BOUNDSFLAG"] == 1.0 and fake.str["RENDER_PATTERN"] == "$project"
+    assert fake.str["RENDER_FORMAT"] == "l3pm" and fake.sel == (1.0, 2.5) and fake.cursor == 7.0
+    assert fake.undo == ["MSLDM: generate bass, guitar"] and fake.undo_open == 0
+    sidecar = next((fake.project_dir / "msldm").glob("*.msldm.json")).read_text()
+    assert '"tempo": 96.0' in sidecar and '"start_bar": 1' in sidecar  # 1.0 s at 96 BPM in 3/4: bar 1
+
+
+def test_default_make_is_every_stem_not_given(fake, daemon):
+    stems = logic.generate(fake, logic.Settings(server=daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
+    assert sorted(stems) == ["bass", "guitar"]  # drums and keys (piano) are given
+
+
+def test_main_asks_and_reports_errors_in_a_message_box(fake, daemon):
+    fake.ext[("MSLDM", "server")] = daemon.endpoint
+    fake.ext[("MSLDM", "bridge")] = shlex.join(BRIDGE)
+    fake.sel = (0.0, 0.0)
+    logic.main(fake)
+    assert fake.messages == ["Make a time selection first: it is the region to accompany."]
+    assert fake.ext[("MSLDM", "make")] == "bass" and fake.ext[("MSLDM", "seed")] == "5"
+    fake.user_answer = (0, "")  # the user cancelled the dialog: nothing happens
+    logic.main(fake)
+    assert len(fake.messages) == 1 and len(fake.tracks) == 3
+
+
+def test_settings_from_user_parses_answers(fake):
+    fake.user_answer = (1, "bass / guitar,12,")
+    s = logic.settings_from_user(fake)
+    assert s is not None and s.make == ("bass", "guitar") and s.steps == 12 and s.seed is None
+    fake.user_answer = (1, "bass,many,")
+    with pytest.raises(logic.UserError, match="whole numbers"):
+        logic.settings_from_user(fake)
+
+
+def test_selection_problems_are_user_errors(fake):
+    fake.tracks[1].name = "Track 2"
+    with pytest.raises(logic.UserError, match="cannot tell its instrument"):
+        logic.read_selection(logic.Reaper(fake))
+    fake.tracks[1].name = "Drum room"
+    with pytest.raises(logic.UserError, match="same instrument"):
+        logic.read_selection(logic.Reaper(fake))
+    for t in fake.tracks:
+        t.selected = False
+    with pytest.raises(logic.UserError, match="Select the tracks"):
+        logic.read_selection(logic.Reaper(fake))
+
+
+def test_bridge_failure_is_reported_and_nothing_inserted(fake, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = logic.Settings(make=("bass",), server=f"tcp://127.0.0.1:{port}", bridge=BRIDGE)
+    with pytest.raises(logic.UserError, match="start it with `msldm serve`"):
+        logic.generate(fake, settings, runner=RUNNER)
+    assert [t.name for t in fake.tracks] == ["Drums", "Keys", "Vox"] and fake.undo == []
+    assert fake.str["RENDER_PATTERN"] == "$project"  # render settings restored even so
+
+
+@pytest.mark.parametrize("name,stem", [("Drums", "drums"), ("Kick In", "drums"), ("Bass DI", "bass"),
+                                       ("Rhodes", "piano"), ("GTR L", "guitar"), ("Vocals", None)])
+def test_stem_for_track(name: str, stem: Any):
+    assert logic.stem_for_track(name) == stem
+
+
+def test_reascript_is_thin_and_logic_is_stdlib_only():
+    from plugin_bridge.adapters.reaper import REASCRIPT
+    text = REASCRIPT.read_text()
+    assert "main(reaper_python)" in text and len(text.splitlines()) < 40
+    code = ("import sys; import plugin_bridge.adapters.reaper.logic; "
+            "bad = [m for m in ('numpy', 'zmq', 'soundfile') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
