@@ -102,3 +102,62 @@ def load_diffusion(path: str | Path, device: str | torch.device = "cpu"):
     stats = identity_stats(config.diffusion.latent_dim)
     stats.update({k: v.float() for k, v in extra.items() if k in stats})
     return model.to(device).eval(), config, meta, stats
+
+
+def write_shards(path: str | Path, out_dir: str | Path, max_bytes: int = 16 * 2 ** 20,
+                 half: bool = False) -> list[Path]:
+    """Split a checkpoint into safetensors shards of at most `max_bytes` each (tensors are
+    never cut; one larger than the limit is an error). `half` stores float32 tensors as
+    float16 (for carrying weights; `join_shards` casts them back). Every shard carries the
+    checkpoint's metadata and its index; returns the shard paths."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        if half and t.dtype == torch.float32:
+            t = t.half()
+        n = t.numel() * t.element_size()
+        if n > max_bytes - 2 ** 16:
+            raise ValueError(f"tensor {name} ({n} bytes) does not fit in one shard")
+        if size + n > max_bytes - 2 ** 16 and groups[-1]:
+            groups.append({})
+            size = 0
+        groups[-1][name] = t
+        size += n
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(path).name.removesuffix(".safetensors")
+    paths = []
+    for i, group in enumerate(groups):
+        meta = {**metadata, "shard": f"{i + 1}/{len(groups)}", "stored_half": str(half)}
+        p = out_dir / f"{stem}-{i + 1:02d}-of-{len(groups):02d}.safetensors"
+        save_file(group, str(p), metadata=meta)
+        paths.append(p)
+    return paths
+
+
+def join_shards(shards: list[str | Path], path: str | Path) -> Path:
+    """Rebuild one checkpoint file from the shards of `write_shards` (float16 stored tensors
+    are cast back to float32). Checks that every shard of the set is there."""
+    shards = sorted(Path(s) for s in shards)
+    tensors: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {}
+    for s in shards:
+        with safe_open(str(s), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            half = metadata.get("stored_half") == "True"
+            for k in f.keys():
+                t = f.get_tensor(k)
+                tensors[k] = t.float() if half and t.dtype == torch.float16 else t
+    total = int(metadata.get("shard", "0/0").split("/")[1])
+    if total != len(shards):
+        raise CheckpointError(f"{len(shards)} shard(s) given, the set has {total}")
+    for key in ("shard", "stored_half"):
+        metadata.pop(key, None)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path

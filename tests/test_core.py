@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from msldm.checkpoint import CheckpointError, load_diffusion, read_checkpoint, save_checkpoint
+from msldm.checkpoint import (CheckpointError, join_shards, load_diffusion, read_checkpoint,
+                              save_checkpoint, write_shards)
 from msldm.config import PRESETS, ModelConfig, get_preset
 from msldm.edm import EDMDenoiser, edm_coefficients, edm_loss
 from msldm.generate import init_random_checkpoints
@@ -176,3 +177,16 @@ def test_generate_cli_writes_stems(tmp_path: Path, tiny_ckpt) -> None:
     bad = subprocess.run(cmd[:-2] + ["--make", "drums", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "both given and requested" in bad.stderr
+
+
+def test_checkpoint_shards_round_trip(tmp_path: Path, tiny_ckpt) -> None:
+    shards = write_shards(tiny_ckpt[1], tmp_path / "shards", max_bytes=200_000, half=True)
+    assert len(shards) > 1 and all(p.stat().st_size <= 200_000 for p in shards)
+    joined = join_shards(shards, tmp_path / "joined.safetensors")
+    a, _, _, _ = load_diffusion(tiny_ckpt[1])
+    b, cfg, _, _ = load_diffusion(joined)
+    assert cfg == get_preset("tiny")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x, y, atol=2e-3 * x.abs().max().item() + 1e-6), k
+    with pytest.raises(CheckpointError, match="shard"):
+        join_shards(shards[:-1], tmp_path / "partial.safetensors")
