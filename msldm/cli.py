@@ -75,6 +75,25 @@ def _run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="accompaniment for the bundled example region, through the "
+                       "daemon, on the bundled default model",
+                       epilog="example: msldm demo --out demo-out")
+    p.add_argument("--out", type=Path, default=Path("demo-out"))
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="model bundle (default: the bundled one, or $MSLDM_BUNDLE)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from msldm.demo import run_demo
+
+    print(run_demo(args.out, args.bundle, args.seed, args.steps))
+    return 0
+
+
 def _add_ckpt(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ckpt", help="split a checkpoint into small shards, or join them back",
                        epilog="example: msldm ckpt shard runs/diff/diffusion.safetensors "
@@ -111,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_init, _add_presets, _add_data, _add_ckpt):
+    for add in (_add_generate, _add_init, _add_presets, _add_data, _add_ckpt, _add_demo):
         add(sub)
     for register in _registries():
         register(sub)
@@ -146,7 +165,8 @@ def _registries() -> list:
 
 _OPTIONAL = {"torch", "onnx", "safetensors", "onnxruntime", "matplotlib", "scipy", "yaml"}
 _AREAS: list[tuple[str, str]] = [("msldm.train.cli", "register"), ("msldm.eval.cli", "register"),
-                                 ("server.cli", "register")]
+                                 ("server.cli", "register"), ("export.cli", "register"),
+                                 ("msldm.bench", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

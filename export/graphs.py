@@ -1,0 +1,100 @@
+"""The three exported graphs as torch modules (what `torch.onnx.export` traces).
+
+- `EncoderGraph`: audio `[B, 1, N]` (N a multiple of D) -> normalised posterior mean
+  `(mu_z - latent_mean) / latent_std` `[B, C, N/D]`.
+- `DenoiserGraph`: `x [B, K*C, T]`, `sigma [B]` -> D(x; sigma) `[B, K*C, T]`, the EDM
+  preconditioning (Table 1 of Karras et al. 2022) inside.
+- `DecoderGraph`: normalised latent `[B, C, T]` -> audio `[B, 1, T*D]`.
+
+Weight norm is folded into plain weights (`fold_weight_norm`) before the wrappers are built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from msldm.edm import EDMDenoiser
+from msldm.vae import SourceVAE
+
+
+class EncoderGraph(nn.Module):
+    """`audio [B, 1, N] -> latent [B, C, N/D]` (posterior mean, normalised)."""
+
+    def __init__(self, vae: SourceVAE, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.encoder = vae.encoder
+        self.C = vae.latent_dim
+        self.register_buffer("scale", (1.0 / std.float()).reshape(1, -1, 1))  # [1, C, 1]
+        self.register_buffer("offset", (-mean.float() / std.float()).reshape(1, -1, 1))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        moments = self.encoder(audio)  # [B, 2C, T]
+        mu = moments[:, : self.C]  # [B, C, T]; the log-variance half is not needed
+        return mu * self.scale + self.offset
+
+
+class DecoderGraph(nn.Module):
+    """`latent [B, C, T] -> audio [B, 1, T*D]` (de-normalises first)."""
+
+    def __init__(self, vae: SourceVAE, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.decoder = vae.decoder
+        self.register_buffer("std", std.float().reshape(1, -1, 1))  # [1, C, 1]
+        self.register_buffer("mean", mean.float().reshape(1, -1, 1))
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent * self.std + self.mean)
+
+
+class DenoiserGraph(nn.Module):
+    """`x [B, K*C, T], sigma [B] -> denoised [B, K*C, T]`: `EDMDenoiser` as is."""
+
+    def __init__(self, denoiser: EDMDenoiser) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x, sigma)
+
+
+@dataclass
+class GraphModules:
+    """The three wrappers, in eval mode, weight norm folded, and the models they wrap
+    (`vae`, `edm`, `stats`: what a `TorchPipeline` over exactly these weights needs)."""
+
+    encoder: EncoderGraph
+    denoiser: DenoiserGraph
+    decoder: DecoderGraph
+    vae: SourceVAE
+    edm: EDMDenoiser
+    stats: dict[str, torch.Tensor]
+
+
+def build_graph_modules(vae: SourceVAE, denoiser: EDMDenoiser,
+                        stats: dict[str, torch.Tensor]) -> GraphModules:
+    """Fold weight norm (in place: `vae` is consumed; a deep copy would share the
+    parametrized class with the original, and folding deletes the property from it) and wrap."""
+    vae = vae.float().eval()
+    vae.fold_weight_norm()
+    den = denoiser.float().eval()
+    mean, std = stats["latent_mean"], stats["latent_std"]
+    return GraphModules(EncoderGraph(vae, mean, std).eval(), DenoiserGraph(den).eval(),
+                        DecoderGraph(vae, mean, std).eval(), vae, den,
+                        {"latent_mean": mean.float(), "latent_std": std.float()})
+
+
+def round_weights_to_half(modules: GraphModules, min_numel: int) -> int:
+    """Round every parameter / buffer with >= `min_numel` elements to the nearest fp16 value
+    (kept as fp32), in place, so that storing them as fp16 afterwards is lossless.
+    Returns the number of tensors rounded."""
+    n = 0
+    for graph in (modules.encoder, modules.denoiser, modules.decoder):
+        for t in list(graph.parameters()) + list(graph.buffers()):
+            if t.is_floating_point() and t.numel() >= min_numel:
+                with torch.no_grad():
+                    t.copy_(t.half().float())
+                n += 1
+    return n

@@ -1,0 +1,98 @@
+"""The bundle manifest (`manifest.json`): writing it, and checking a bundle against it.
+
+Fields follow the "Model bundle" contract (/work/contracts.md); the runtime
+(`server.runtime.read_manifest`) reads the same file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from msldm.config import ModelConfig
+
+FORMAT_VERSION = 1
+GRAPHS = ("encoder", "denoiser", "decoder")
+IO = {"encoder": {"input": "audio", "output": "latent"},
+      "denoiser": {"inputs": ["x", "sigma"], "output": "denoised"},
+      "decoder": {"input": "latent", "output": "audio"}}
+"""Graph input / output names (the contract)."""
+
+
+class ManifestError(ValueError):
+    """A bundle whose files do not match its manifest."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sampler_block(config: ModelConfig) -> dict[str, Any]:
+    """The sampler defaults as strict JSON (an infinite S_tmax becomes null)."""
+    d = dataclasses.asdict(config.sampler)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def build_manifest(root: Path, config: ModelConfig, *, opset: int, precision: str,
+                   provenance: dict[str, Any], weights_storage: str = "fp32") -> dict[str, Any]:
+    """The manifest of the bundle in `root` (the three .onnx files must already be there)."""
+    diff = config.diffusion
+    files = {g: {"path": f"{g}.onnx", "sha256": sha256_file(root / f"{g}.onnx"),
+                 "bytes": (root / f"{g}.onnx").stat().st_size} for g in GRAPHS}
+    return {
+        "format_version": FORMAT_VERSION, "model_name": config.name,
+        "sample_rate": config.vae.sample_rate, "hop": config.vae.hop,
+        "latent_dim": diff.latent_dim, "stems": list(diff.stems), "sigma_data": diff.sigma_data,
+        "window_frames": diff.window_frames, "frame_multiple": diff.unet.total_factor,
+        "opset": opset, "precision": precision, "weights_storage": weights_storage,
+        "sampler": sampler_block(config), "files": files, "io": IO,
+        "provenance": {"config": _json_safe(config.to_dict()), **provenance},
+    }
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
+    """Write `root/manifest.json` (strict JSON, indented)."""
+    path = Path(root) / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def verify_bundle(root: str | Path) -> dict[str, Any]:
+    """Check format version, required fields and every file's sha256; returns the manifest."""
+    root = Path(root)
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(f"{root}: no manifest.json")
+    m = json.loads(path.read_text())
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"format_version {m.get('format_version')} is not {FORMAT_VERSION}")
+    required = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "window_frames",
+                "frame_multiple", "opset", "precision", "sampler", "files", "io", "provenance")
+    missing = [k for k in required if k not in m]
+    if missing:
+        raise ManifestError(f"manifest lacks {missing}")
+    for g in GRAPHS:
+        entry = m["files"][g]
+        digest = sha256_file(root / entry["path"])
+        if digest != entry["sha256"]:
+            raise ManifestError(f"{entry['path']}: sha256 {digest} does not match the manifest")
+    return m
