@@ -180,11 +180,12 @@ def steps_sweep(st: RunState, cfg: EvalConfig, generator: Generator) -> list[dic
 
 
 def reconstruction(st: RunState, cfg: EvalConfig, reconstruct: Callable[[np.ndarray], np.ndarray]) -> dict:
-    """Mean VAE round-trip metrics per stem over the first `recon_n` segments."""
+    """Mean VAE round-trip metrics per stem over the first `recon_n` segments in which that
+    stem is audible (against silence, spectral convergence and SI-SDR mean nothing)."""
     out = {}
     for s in STEMS:
         recs = [reconstruction_metrics(seg.stems[s], reconstruct(seg.stems[s]), cfg.sample_rate)
-                for seg in st.segments[: cfg.recon_n]]
+                for seg in st.segments[: cfg.recon_n] if not is_empty(seg.stems[s])]
         out[s] = {k: mean_ignore_nan([r[k] for r in recs]) for k in recs[0]} if recs else {}
     return out
 

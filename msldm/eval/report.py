@@ -126,8 +126,8 @@ def save_example(out_dir: Path, st: RunState, cfg: EvalConfig, task: str, i: int
     adir.mkdir(parents=True, exist_ok=True)
     mix = np.sum([generated.get(s, seg.stems[s]) for s in STEMS], axis=0)
     for s, a in generated.items():
-        sf.write(adir / f"{i:03d}_{s}.wav", a, sr, subtype="FLOAT")
-    sf.write(adir / f"{i:03d}_mixture.wav", mix.astype(np.float32), sr, subtype="FLOAT")
+        sf.write(adir / f"{i:03d}_{s}.wav", np.clip(a, -1, 1), sr, subtype="PCM_16")
+    sf.write(adir / f"{i:03d}_mixture.wav", np.clip(mix, -1, 1), sr, subtype="PCM_16")
     targets = list(subset_stems(task))
     fig, axes = plt.subplots(len(targets), 2, figsize=(10, 2.2 * len(targets)), squeeze=False)
     for row, s in enumerate(targets):
