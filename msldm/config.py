@@ -6,6 +6,7 @@ sampler defaults. This module imports no torch, so the server can read configs t
 
 Presets (`PRESETS`, `get_preset(name)`):
 - ``tiny``: for tests; a whole generation takes well under a second on CPU.
+- ``preview``: trainable on a 2-core CPU; the stand-in default until `small` is trained.
 - ``small``: the shipped default, sized for a 2-core CPU (< ~30M parameters in all).
 - ``paper`` and ``paper_large``: the sizes of Appendix A of the MSLDM paper
   (DAC-24kHz-size SourceVAE with C = 80, D = 320; U-Nets "MSLDM" and "MSLDM-Large").
@@ -203,6 +204,18 @@ def _tiny() -> ModelConfig:
                   sampler=SamplerConfig(steps=8), vae_loss=loss)
 
 
+def _preview() -> ModelConfig:
+    # Trainable on a 2-core CPU in well under an hour: the stand-in default while the
+    # `small` model waits for a GPU. A 256-frame window (3.7 s) gives the U-Net some bars.
+    vae = VAEConfig(encoder_dim=8, decoder_dim=64, latent_dim=80)
+    unet = UNetConfig(channels=(64, 128, 192), factors=(1, 2, 2), blocks=(1, 1, 1),
+                      attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
+                      embedding_dim=128, norm_groups=16)
+    loss = VAELossConfig(discriminator_channels=8)
+    return _model("preview", vae, unet, window_frames=256,
+                  sampler=SamplerConfig(steps=25), vae_loss=loss)
+
+
 def _small() -> ModelConfig:
     # Sized for a 2-core CPU: encoder width 32, decoder 384, a ~21M-parameter U-Net.
     vae = VAEConfig(encoder_dim=32, decoder_dim=384, latent_dim=80)
@@ -230,7 +243,7 @@ def _paper_large() -> ModelConfig:
     return _model("paper_large", VAEConfig(), unet, window_frames=1024, sampler=SamplerConfig())
 
 
-PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper, "paper_large": _paper_large}
+PRESETS = {"tiny": _tiny, "preview": _preview, "small": _small, "paper": _paper, "paper_large": _paper_large}
 
 
 def get_preset(name: str) -> ModelConfig:
