@@ -7,13 +7,13 @@ Fields follow the "Model bundle" contract (/work/contracts.md); the runtime
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 from msldm.config import ModelConfig
+from msldm.hashing import sha256_file
 
 FORMAT_VERSION = 1
 GRAPHS = ("encoder", "denoiser", "decoder")
@@ -25,15 +25,6 @@ IO = {"encoder": {"input": "audio", "output": "latent"},
 
 class ManifestError(ValueError):
     """A bundle whose files do not match its manifest."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sampler_block(config: ModelConfig) -> dict[str, Any]:

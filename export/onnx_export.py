@@ -20,7 +20,8 @@ import torch
 
 from export import fp16 as fp16_mod
 from export.graphs import GraphModules, build_graph_modules, round_weights_to_half
-from export.manifest import GRAPHS, build_manifest, sha256_file, write_manifest
+from export.manifest import GRAPHS, build_manifest, write_manifest
+from msldm.hashing import sha256_file
 from export.ops import check_tensorrt_ops
 
 MIN_HALF_NUMEL = 1024

@@ -16,7 +16,6 @@ Imports from the core package only `msldm.sampling` (framework-free); never torc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -29,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from msldm import sampling
+from msldm.hashing import sha256_file
 
 GRAPHS = ("encoder", "denoiser", "decoder")
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
@@ -64,14 +64,6 @@ class SamplerDefaults:
                    S_tmin=float(d.get("S_tmin", 0.0)),
                    S_tmax=math.inf if s_tmax is None else float(s_tmax),
                    S_noise=float(d.get("S_noise", 1.0)))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:

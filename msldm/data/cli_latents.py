@@ -18,7 +18,8 @@ _EXAMPLE = __doc__
 
 def _run(args: argparse.Namespace) -> None:
     from msldm.checkpoint import load_vae
-    from msldm.data.latents import extract_latents, sha256_file
+    from msldm.data.latents import extract_latents
+    from msldm.hashing import sha256_file
     from msldm.train.distributed import pick_device
 
     device = pick_device(args.device)

@@ -16,7 +16,6 @@ EDM's preconditioning assumes (sigma_data = 0.4 in Sec. 2.2 of the MSLDM paper).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from msldm.data.slakh import ActivityFilter, Track, chunk_rms, find_tracks, frame_rms
+from msldm.hashing import sha256_file
 
 FORMAT = "msldm-latents"
 
@@ -42,15 +42,6 @@ def _atomic_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _windows(T: int, window: int, context: int) -> list[tuple[int, int, int, int]]:

@@ -78,15 +78,3 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     sub = data.add_subparsers(dest="data_command", required=True)
     add_data_commands(sub)
     return sub
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Stand-alone entry: `python -m msldm.data.synth.cli data synth ...`."""
-    parser = argparse.ArgumentParser(prog="msldm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.func(args)
-
-
-if __name__ == "__main__":
-    main()
