@@ -62,7 +62,8 @@ stage diffusion "$MSLDM" train diffusion --preset "$PRESET" --latents "$OUT/late
   --out "$OUT/diffusion" --steps "$DIFF_STEPS" --batch "$DIFF_BATCH" --lr "$DIFF_LR" --device "$DEVICE" \
   --no-progress --log-every 50
 stage export "$MSLDM" export --vae "$OUT/vae/vae.safetensors" \
-  --diffusion "$OUT/diffusion/diffusion.safetensors" --out "$OUT/bundle"
+  --diffusion "$OUT/diffusion/diffusion.safetensors" --out "$OUT/bundle" \
+  --training-data "synthetic Slakh-like corpus: msldm data synth --tracks $TRACKS --seed 0 --seconds $SECONDS (soundfont ${SF_ARGS[1]:-FluidR3_GM}); VAE $VAE_STEPS steps, diffusion $DIFF_STEPS steps, profile $PROFILE"
 stage eval "$MSLDM" eval --bundle "$OUT/bundle" --data "$OUT/corpus" --out "$OUT/report" \
   --n "$EVAL_N" --steps "$EVAL_STEPS" --seconds "$EVAL_SECONDS"
 stage shards bash -c "'$MSLDM' ckpt shard '$OUT/vae/vae.safetensors' --out '$OUT/weights' --half \
