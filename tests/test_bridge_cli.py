@@ -90,11 +90,18 @@ def test_status_shows_model_and_queue(live_daemon):  # noqa: F811
     assert "handmade-tiny" in r.stdout and "bass,drums,guitar,piano" in r.stdout and "queue" in r.stdout
 
 
+def _terminal_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (as CI may be)
+    inherits SIGINT ignored, and Python keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_cancels_the_job_and_writes_nothing(live_daemon, tmp_path):  # noqa: F811
     sf.write(str(tmp_path / "long.wav"), tone(100, 30.0, 22050), 22050)
     proc = subprocess.Popen([*BRIDGE, "--server", live_daemon.endpoint, "generate", "--given",
                              f"drums={tmp_path / 'long.wav'}", "--make", "bass", "--steps", "1000",
-                             "--out", str(tmp_path / "o")], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+                             "--out", str(tmp_path / "o")], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_sigint)
     try:
         assert "step" in proc.stderr.readline()  # the first progress line: the job runs
         proc.send_signal(signal.SIGINT)
