@@ -29,6 +29,13 @@ class CheckpointError(ValueError):
     """The file is not a checkpoint this version of msldm can read."""
 
 
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` ("cpu", "cuda", "cuda:1"), or CUDA when there is one, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def save_checkpoint(path: str | Path, kind: str, config: ModelConfig, module: nn.Module,
                     extra: dict[str, torch.Tensor] | None = None,
                     meta: dict[str, Any] | None = None) -> Path:

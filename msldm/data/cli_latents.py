@@ -20,7 +20,7 @@ def _run(args: argparse.Namespace) -> None:
     from msldm.checkpoint import load_vae
     from msldm.data.latents import extract_latents
     from msldm.hashing import sha256_file
-    from msldm.train.distributed import pick_device
+    from msldm.checkpoint import pick_device
 
     device = pick_device(args.device)
     vae, config, _ = load_vae(args.vae, device)

@@ -16,6 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from msldm.checkpoint import pick_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,13 +35,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """`name` ("cpu", "cuda", "cuda:1"), or CUDA when there is one, else CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def init_distributed(device: str | None = None) -> DistInfo:
