@@ -33,3 +33,44 @@ def test_real_beats_mismatched_on_rendered_corpus(tmp_path: Path) -> None:
     gaps = np.asarray(gaps, dtype=np.float64)
     print("harmonic / rhythmic gaps (real - mismatched):", np.round(gaps, 2).tolist())
     assert np.nanmean(gaps[:, 0]) > 0.2 and np.nanmean(gaps[:, 1]) > 0.1
+
+
+def _rendered_segments(tmp_path: Path):
+    corpus = pytest.importorskip("msldm.data.synth.corpus")
+    render = pytest.importorskip("msldm.data.synth.render")
+    try:
+        render.find_soundfont()
+        corpus.render_corpus(tmp_path, tracks=3, seed=0, seconds=8.0, progress=False)
+    except render.FluidSynthUnavailable as e:
+        pytest.skip(str(e))
+    return load_segments(tmp_path, 3, 6.0, split="train", require_all=False)
+
+
+def _tritone(annotation: dict) -> dict:
+    """The annotation with every chord moved a tritone: scoring the real stem against these
+    chords is scoring the stem transposed by a tritone against the real ones (the harmonic
+    fit only sees pitch classes)."""
+    chords = [{**c, "root_pc": (c["root_pc"] + 6) % 12,
+               "pitch_classes": [(p + 6) % 12 for p in c["pitch_classes"]]}
+              for c in annotation["chords"]]
+    return {**annotation, "chords": chords}
+
+
+def test_tritone_and_eighth_shift_lose_fit_on_rendered_corpus(tmp_path: Path) -> None:
+    segs = _rendered_segments(tmp_path)
+    harm, rhyth = [], []
+    for seg in segs:
+        eighth = int(round(60.0 / seg.annotation["tempo"] / 2 * 22050))
+        for stem in ("bass", "guitar", "piano"):
+            given = {s: a for s, a in seg.stems.items() if s != stem}
+            ctx = build_context(given, 22050, seg.annotation)
+            real = fit_scores(seg.stems[stem], 22050, stem, ctx)
+            moved = fit_scores(seg.stems[stem], 22050, stem,
+                               build_context(given, 22050, _tritone(seg.annotation)))
+            shifted = np.concatenate([np.zeros(eighth, np.float32), seg.stems[stem]])
+            late = fit_scores(shifted[: len(seg.stems[stem])], 22050, stem, ctx)
+            harm.append(real["harmonic"] - moved["harmonic"])
+            rhyth.append(real["rhythmic"] - late["rhythmic"])
+    print("harmonic loss (tritone):", np.round(harm, 2).tolist())
+    print("rhythmic loss (8th):", np.round(rhyth, 2).tolist())
+    assert np.nanmean(harm) > 0.2 and np.nanmean(rhyth) > 0.05
