@@ -140,7 +140,9 @@ def write_shards(path: str | Path, out_dir: str | Path, max_bytes: int = 16 * 2 
     for i, group in enumerate(groups):
         meta = {**metadata, "shard": f"{i + 1}/{len(groups)}", "stored_half": str(half)}
         p = out_dir / f"{stem}-{i + 1:02d}-of-{len(groups):02d}.safetensors"
-        save_file(group, str(p), metadata=meta)
+        tmp = p.with_name(p.name + ".tmp")
+        save_file(group, str(tmp), metadata=meta)
+        os.replace(tmp, p)  # a crash never leaves a truncated shard under its final name
         paths.append(p)
     return paths
 
