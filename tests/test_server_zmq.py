@@ -125,14 +125,17 @@ def test_cancel_stops_within_a_step_and_daemon_goes_on(client):
     h, pcm = gen_header("slow", {}, 22050, ["bass", "drums"], **LONG)
     client.send(h, pcm)
     assert client.recv().type == "queued"
-    while client.recv().type != "progress":
+    while (first := client.recv()).type != "progress":
         pass
     client.send({"type": "cancel", "job_id": "slow"})
     t0 = time.monotonic()
     res = client.collect("slow", timeout=5)
     assert time.monotonic() - t0 < 2.0
     assert res.final.type == "error" and res.final.header["code"] == "cancelled"
-    assert res.of("progress")[-1].header["step"] < 200  # of 86000: stopped at once (exact step: test_server_jobs)
+    # The cancel may land between a step's progress message and its cancel check, so the
+    # job can stop with no progress after the one seen above.
+    last = max([first, *res.of("progress")], key=lambda m: m.header["step"])
+    assert last.header["step"] < 200  # of 86000: stopped at once (exact step: test_server_jobs)
     assert client.request({"type": "cancel", "job_id": "slow"}).header["code"] == "unknown_job"
     assert client.request({"type": "ping"}).type == "pong"
     h, pcm = gen_header("after", {"bass": tone(0.4, 22050)}, 22050, ["piano"])
