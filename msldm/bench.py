@@ -102,7 +102,7 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
     audio = 0.1 * torch.randn(2, 1, T * D, generator=gen)
     mask = torch.zeros(1, K * C, 1)
     mask[:, : 2 * C] = 1.0
-    sigmas = sampling.karras_sigmas(steps, sc.sigma_min, sc.sigma_max, sc.rho)
+    sigmas = dataclasses.replace(sc, steps=steps).sigmas(cfg.diffusion.sigma_data)
 
     def sample(z_given: torch.Tensor) -> torch.Tensor:
         given = torch.zeros(1, K * C, T)

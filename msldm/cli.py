@@ -31,6 +31,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None)
+    p.add_argument("--schedule", choices=["karras", "melody"], default=None,
+                   help="noise schedule; melody suits few steps (default: the model's)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_generate)
@@ -40,7 +42,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from msldm.generate import GenerateRequest, generate_to_folder
 
     req = GenerateRequest.from_cli(args.given, args.make, args.seconds, args.seed, args.steps,
-                                   args.sampler)
+                                   args.sampler, args.schedule)
     report = generate_to_folder(args.vae, args.diffusion, req, args.out, device=args.device)
     print(report)
     return 0

@@ -117,6 +117,7 @@ class SamplerConfig:
 
     sampler: str = "euler"  # one of msldm.sampling.SAMPLERS
     steps: int = 150
+    schedule: str = "karras"  # one of msldm.sampling.SCHEDULES ("melody": few-step, after MeLoDy)
     sigma_min: float = 0.01
     sigma_max: float = 3.0
     rho: float = 7.0
@@ -124,6 +125,19 @@ class SamplerConfig:
     S_tmin: float = 0.0
     S_tmax: float = float("inf")
     S_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        from msldm.sampling import SAMPLERS, SCHEDULES  # framework-free, like this module
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULES)}")
+
+    def sigmas(self, sigma_data: float) -> list[float]:
+        """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""
+        from msldm.sampling import schedule_sigmas
+        return schedule_sigmas(self.schedule, self.steps, sigma_min=self.sigma_min, sigma_max=self.sigma_max,
+                               rho=self.rho, sigma_data=sigma_data)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class TorchPipeline:
 
         t0 = time.perf_counter()
         noise = randn(x_given) if noise is None else noise.to(self.device)
-        sigmas = sampling.karras_sigmas(sc.steps, sc.sigma_min, sc.sigma_max, sc.rho)
+        sigmas = sc.sigmas(self.config.diffusion.sigma_data)
         z = sampling.generate(self.denoise, noise, sigmas, sampler=sc.sampler, randn=randn,
                               given=x_given if given else None, mask=mask if given else None,
                               S_churn=sc.S_churn, S_tmin=sc.S_tmin, S_tmax=sc.S_tmax,

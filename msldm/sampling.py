@@ -74,6 +74,17 @@ def melody_sigmas(steps: int, sigma_min: float = 0.01, sigma_max: float = 3.0,
 SCHEDULES: dict[str, Callable[..., list[float]]] = {"karras": karras_sigmas, "melody": melody_sigmas}
 
 
+def schedule_sigmas(schedule: str, steps: int, *, sigma_min: float = 0.01, sigma_max: float = 3.0,
+                    rho: float = 7.0, sigma_data: float = 0.4) -> list[float]:
+    """The noise levels of the named schedule: "karras" (uses `rho`) or "melody" (few-step,
+    uses `sigma_data`). Returns `steps + 1` floats ending with 0."""
+    if schedule == "karras":
+        return karras_sigmas(steps, sigma_min, sigma_max, rho)
+    if schedule == "melody":
+        return melody_sigmas(steps, sigma_min, sigma_max, sigma_data)
+    raise ValueError(f"unknown schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
+
+
 # ----------------------------------------------------------------------------- samplers
 
 def _churn_gamma(sigma: float, steps: int, S_churn: float, S_tmin: float, S_tmax: float) -> float:

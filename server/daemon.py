@@ -90,8 +90,9 @@ class Daemon:
         self.cfg = cfg
         self.bundle = bundle or Bundle.load(cfg.bundle, providers=cfg.providers, threads=cfg.threads)
         b = self.bundle
-        self.model = ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS),
-                               b.sampler_defaults.steps, b.sampler_defaults.sampler)
+        d = b.sampler_defaults
+        self.model = ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
+                               tuple(sampling.SCHEDULES), d.schedule)
         self.worker = Worker(b, cfg.limits)
         self.ctx = zmq.Context()
         self.stop_event = threading.Event()
@@ -112,6 +113,7 @@ class Daemon:
                 "sample_rate": b.sample_rate, "window_seconds": W * b.D / b.sample_rate,
                 "overlap_seconds": default_overlap(W) * b.D / b.sample_rate,
                 "samplers": sorted(sampling.SAMPLERS), "default_steps": b.sampler_defaults.steps,
+                "schedules": sorted(sampling.SCHEDULES), "default_schedule": b.sampler_defaults.schedule,
                 "providers": b.providers, "limits": self.cfg.limits.to_dict()}
 
     @property

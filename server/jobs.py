@@ -219,7 +219,7 @@ def _generate(bundle: Bundle, job: Job) -> dict[str, Any]:
     offsets = {s: 0 for s in req.requested}
     t, t_resample = Timings(), 0.0
     for piece in generate_region(bundle, given, req.requested, n, seed=req.seed, steps=req.steps,
-                                 sampler=req.sampler, hook=hook, timings=t):
+                                 sampler=req.sampler, schedule=req.schedule, hook=hook, timings=t):
         job.check()
         for stem, a in piece.stems.items():
             t0 = time.perf_counter()
@@ -232,7 +232,7 @@ def _generate(bundle: Bundle, job: Job) -> dict[str, Any]:
                "sample": t.sample, "decode": t.decode, "resample": t_resample,
                "total": time.perf_counter() - job.submitted}
     return {"stems": list(req.requested), "frames": req.out_frames, "sample_rate": req.out_rate,
-            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "windows": windows,
+            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule, "windows": windows,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
 
 

@@ -44,6 +44,8 @@ class ModelInfo:
     samplers: tuple[str, ...]
     default_steps: int
     default_sampler: str
+    schedules: tuple[str, ...] = ("karras",)
+    default_schedule: str = "karras"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class JobRequest:
     steps: int
     sampler: str
     region: dict[str, Any] | None = None
+    schedule: str = "karras"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def model_frames(self, model_rate: int) -> int:
@@ -98,9 +101,9 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
         out_frames = round(duration * out_rate)
     if out_frames < 1:
         raise ProtocolError(ErrorCode.EMPTY_REGION, "region is shorter than one output sample", job_id)
-    seed, steps, sampler = _sampling_args(h, model, limits, job_id)
+    seed, steps, sampler, schedule = _sampling_args(h, model, limits, job_id)
     return JobRequest(job_id, given, rates, requested, duration, out_rate, out_frames, seed, steps,
-                      sampler, h.get("region"))
+                      sampler, h.get("region"), schedule=schedule)
 
 
 def _check_stems(gen: list[Any], infos: list[PcmInfo], model: ModelInfo, job_id: str | None) -> list[str]:
@@ -150,9 +153,10 @@ def _duration(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> tu
 
 
 def _sampling_args(h: dict[str, Any], model: ModelInfo, limits: Limits,
-                   job_id: str | None) -> tuple[int, int, str]:
+                   job_id: str | None) -> tuple[int, int, str, str]:
     seed, steps = h.get("seed", 0), h.get("steps", model.default_steps)
     sampler = h.get("sampler", model.default_sampler)
+    schedule = h.get("schedule", model.default_schedule)
     if not 0 <= seed < MAX_SEED:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'seed' must be in [0, 2**63), got {seed}", job_id)
     if not 1 <= steps <= limits.max_steps:
@@ -160,4 +164,7 @@ def _sampling_args(h: dict[str, Any], model: ModelInfo, limits: Limits,
     if sampler not in model.samplers:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown sampler {sampler!r}; choose from "
                             f"{list(model.samplers)}", job_id)
-    return int(seed), int(steps), sampler
+    if schedule not in model.schedules:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown schedule {schedule!r}; choose from "
+                            f"{list(model.schedules)}", job_id)
+    return int(seed), int(steps), sampler, schedule

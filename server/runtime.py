@@ -47,6 +47,7 @@ class SamplerDefaults:
 
     sampler: str
     steps: int
+    schedule: str
     sigma_min: float
     sigma_max: float
     rho: float
@@ -58,7 +59,11 @@ class SamplerDefaults:
     @classmethod
     def from_manifest(cls, d: dict[str, Any]) -> "SamplerDefaults":
         s_tmax = d.get("S_tmax")
+        for key, names in (("sampler", sampling.SAMPLERS), ("schedule", sampling.SCHEDULES)):
+            if key in d and d[key] not in names:
+                raise BundleError(f"manifest sampler.{key} {d[key]!r} is not one of {sorted(names)}")
         return cls(sampler=str(d.get("sampler", "euler")), steps=int(d.get("steps", 25)),
+                   schedule=str(d.get("schedule", "karras")),
                    sigma_min=float(d.get("sigma_min", 0.01)), sigma_max=float(d.get("sigma_max", 3.0)),
                    rho=float(d.get("rho", 7.0)), S_churn=float(d.get("S_churn", 0.0)),
                    S_tmin=float(d.get("S_tmin", 0.0)),
@@ -173,12 +178,13 @@ class Bundle:
 
     # ------------------------------------------------------------------ generation
 
-    def sigmas(self, steps: int | None = None) -> list[float]:
+    def sigmas(self, steps: int | None = None, schedule: str | None = None) -> list[float]:
         d = self.sampler_defaults
-        return sampling.karras_sigmas(steps or d.steps, d.sigma_min, d.sigma_max, d.rho)
+        return sampling.schedule_sigmas(schedule or d.schedule, steps or d.steps, sigma_min=d.sigma_min,
+                                        sigma_max=d.sigma_max, rho=d.rho, sigma_data=self.sigma_data)
 
     def generate(self, shape: tuple[int, int, int], *, seed: int, steps: int | None = None,
-                 sampler: str | None = None, given: np.ndarray | None = None,
+                 sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
                  mask: np.ndarray | None = None, S_churn: float | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None) -> np.ndarray:
@@ -197,7 +203,7 @@ class Bundle:
 
         noise = rng.standard_normal(shape, dtype=np.float32)
         return sampling.generate(
-            self.denoise, noise, self.sigmas(steps), sampler=sampler or d.sampler, randn=randn,
+            self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise, callback=callback)
 

@@ -33,6 +33,18 @@ def test_manifest_of_exported_bundle(exported_tiny: Path) -> None:
     assert m["stems"] == ["bass", "drums", "guitar", "piano"]
     assert (m["sample_rate"], m["hop"], m["latent_dim"]) == (22050, 320, 80)
     assert m["opset"] >= 17 and set(m["files"]) == {"encoder", "denoiser", "decoder"}
+    assert m["sampler"]["schedule"] == "karras"  # the config's schedule is the bundle's default
+
+
+def test_eval_generator_passes_the_schedule(exported_tiny: Path) -> None:
+    from msldm.eval.generators import BundleGenerator
+    gen = BundleGenerator(exported_tiny)
+    drums = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    run = {s: gen({"drums": drums}, ["bass"], n_samples=4000, seed=1, steps=3, sampler="euler", schedule=s)["bass"]
+           for s in ("karras", "melody")}
+    default = gen({"drums": drums}, ["bass"], n_samples=4000, seed=1, steps=3, sampler="euler")["bass"]
+    np.testing.assert_array_equal(default, run["karras"])
+    assert not np.allclose(run["karras"], run["melody"])
 
 
 def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def test_segments_and_mismatch(corpus: Path) -> None:
 def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
     segs = load_segments(corpus, 4, SECONDS)
     out = tmp_path / "report"
-    metrics = write_report(OracleGenerator(segs), corpus, out, _cfg(), "oracle")
+    metrics = write_report(OracleGenerator(segs), corpus, out, _cfg(sweep_schedules=("karras", "melody")),
+                           "oracle")
     for name in ("report.md", "metrics.json", "figures/B_000.png", "figures/BDGP_000.png",
                  "audio/DG/000_drums.wav", "audio/DG/000_mixture.wav"):
         assert (out / name).is_file(), name
@@ -53,9 +54,12 @@ def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
     assert saved["tasks"]["B"]["subfad"] == pytest.approx(0.0, abs=1e-6)  # the real stems
     assert saved["tasks"]["B"]["stems"]["bass"]["harmonic_norm"] == pytest.approx(1.0)
     assert saved["tasks"]["DG"]["stems"]["drums"]["rhythmic_norm"] == pytest.approx(1.0)
-    assert len(saved["sweep"]) == 2 and saved["reconstruction"]["bass"]["logmel_l1"] == 0.0
+    assert len(saved["sweep"]) == 4 and saved["reconstruction"]["bass"]["logmel_l1"] == 0.0
+    assert [(r["sampler"], r["schedule"]) for r in saved["sweep"]] == [
+        ("euler", "karras"), ("euler", "melody"), ("heun", "karras"), ("heun", "melody")]
     report = (out / "report.md").read_text()
     assert "| Model | B | D | G | P |" in report and "NOT comparable" in report
+    assert "| heun | melody | 2 |" in report
     assert metrics["tasks"]["BDGP"]["fad_stems"]["bass"] == pytest.approx(0.0, abs=1e-6)
 
 

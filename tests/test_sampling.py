@@ -256,6 +256,21 @@ def test_melody_schedule_takes_large_steps_first() -> None:
     assert all(a > b for a, b in zip(steps, steps[1:]))
 
 
+def test_schedule_by_name_and_in_the_config() -> None:
+    from msldm.config import ModelConfig, SamplerConfig
+    assert sampling.schedule_sigmas("karras", 8, rho=5.0) == sampling.karras_sigmas(8, 0.01, 3.0, 5.0)
+    assert sampling.schedule_sigmas("melody", 8, sigma_data=0.5) == sampling.melody_sigmas(8, 0.01, 3.0, 0.5)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        sampling.schedule_sigmas("cosine", 8)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        SamplerConfig(schedule="cosine")
+    sc = SamplerConfig(steps=6, schedule="melody")
+    assert sc.sigmas(0.4) == sampling.melody_sigmas(6, 0.01, 3.0, 0.4)
+    old = ModelConfig().to_dict()  # a checkpoint written before schedules existed loads as karras
+    del old["sampler"]["schedule"]
+    assert ModelConfig.from_dict(old).sampler.schedule == "karras"
+
+
 def test_callback_cancel_and_call_count() -> None:
     calls = []
     x0 = np.zeros((1, 2))

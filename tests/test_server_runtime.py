@@ -57,6 +57,22 @@ def test_hash_mismatch_is_refused(tiny_bundle, tmp_path):  # noqa: F811
         Bundle.load(bad)
 
 
+def test_manifest_schedule_is_the_default_and_checked(tiny_bundle, tmp_path):  # noqa: F811
+    from msldm import sampling
+    melody = tmp_path / "melody"
+    shutil.copytree(tiny_bundle, melody)
+    m = json.loads((melody / "manifest.json").read_text())
+    m["sampler"]["schedule"] = "melody"
+    (melody / "manifest.json").write_text(json.dumps(m))
+    b = Bundle.load(melody)
+    assert b.sigmas(6) == sampling.melody_sigmas(6, 0.01, 3.0, SIGMA_DATA)
+    assert b.sigmas(6, "karras") == sampling.karras_sigmas(6, 0.01, 3.0, 7.0)
+    m["sampler"]["schedule"] = "cosine"
+    (melody / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="schedule"):
+        Bundle.load(melody)
+
+
 def test_graph_shapes_and_padding(bundle):
     audio = np.random.default_rng(0).standard_normal((2, 1, 1000)).astype(np.float32)
     z = bundle.encode(audio)

@@ -53,6 +53,19 @@ def test_round_trip(client):
     assert progress[-1].header["step"] == progress[-1].header["total"] == done.header["windows"] * 4
 
 
+def test_schedule_is_offered_chosen_and_echoed(client):
+    hello = client.request({"type": "hello"}).header
+    assert hello["schedules"] == ["karras", "melody"] and hello["default_schedule"] == "karras"
+    stems = {}
+    for schedule in ("karras", "melody"):
+        h, pcm = gen_header(f"s-{schedule}", {"bass": tone(0.5, 22050)}, 22050, ["drums"], seed=5,
+                            schedule=schedule)
+        res = client.run_job(h, pcm)
+        assert res.final.type == "done" and res.final.header["schedule"] == schedule
+        stems[schedule] = res.stems()["drums"]
+    assert not np.allclose(stems["karras"], stems["melody"])  # the schedule reached the sampler
+
+
 def test_two_and_a_half_windows_at_48k(client, tiny_bundle):  # noqa: F811
     """Stems stream window by window, in order, contiguous, of the exact length, and equal
     the same work done in-process."""
@@ -213,6 +226,7 @@ def _bad_inputs():
     yield "newer version", [b'{"type": "ping", "v": 99}'], "unsupported_version"
     yield "bad steps", P.encode(*g("bs", {"bass": ok}, ["drums"], steps=0)), "bad_field"
     yield "bad sampler", P.encode(*g("bsa", {"bass": ok}, ["drums"], sampler="ddim")), "bad_field"
+    yield "bad schedule", P.encode(*g("bsc", {"bass": ok}, ["drums"], schedule="cosine")), "bad_field"
     yield "unknown job", P.encode({"type": "cancel", "job_id": "nope"}), "unknown_job"
 
 

@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
                    help="sampler steps of the sweep; the main run uses the last value")
     p.add_argument("--samplers", default="euler,heun", help="samplers of the sweep")
     p.add_argument("--sampler", default="euler", help="sampler of the main run")
+    p.add_argument("--schedules", default="karras",
+                   help="noise schedules of the sweep (karras, melody: few-step after MeLoDy)")
+    p.add_argument("--schedule", default="karras", help="noise schedule of the main run")
     p.add_argument("--subsets", default="all", help="all | partial | comma list like B,DG,BDGP")
     p.add_argument("--split", default="test")
     p.add_argument("--sweep-n", type=int, default=8, help="segments per sweep point (0: no sweep)")
@@ -49,11 +52,15 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """EvalConfig of the parsed arguments."""
     steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
     return EvalConfig(n=args.n, seconds=args.seconds, subsets=tuple(parse_subsets(args.subsets)),
-                      steps=steps[-1], sampler=args.sampler, sweep_steps=steps,
-                      sweep_samplers=tuple(s.strip() for s in args.samplers.split(",") if s.strip()),
+                      steps=steps[-1], sampler=args.sampler, schedule=args.schedule, sweep_steps=steps,
+                      sweep_samplers=_names(args.samplers), sweep_schedules=_names(args.schedules),
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
                       use_annotation=not args.no_annotation)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _run(args: argparse.Namespace) -> int:

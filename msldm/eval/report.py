@@ -68,10 +68,12 @@ def _total_section(metrics: Mapping) -> list[str]:
 def _sweep_section(rows: list[Mapping]) -> list[str]:
     if not rows:
         return []
-    lines = ["## Steps sweep", "", "| sampler | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Steps sweep", "",
+             "| sampler | schedule | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {_f(r['time_per_clip'], 3)} | {_f(r['harmonic_norm'])} | "
+        lines.append(f"| {r['sampler']} | {r.get('schedule', 'karras')} | {r['steps']} | {_f(r['time_per_clip'], 3)} | "
+                     f"{_f(r['harmonic_norm'])} | "
                      f"{_f(r['rhythmic_norm'])} | {_f(r['audible_fraction'])} | {_f(r['empty'])} |")
     return lines + [""]
 
@@ -94,7 +96,8 @@ def render_report(metrics: Mapping, model_name: str = "model",
     rows = {model_name: {t: e["subfad"] for t, e in tasks.items()}, **(baselines or {})}
     lines = [f"# Evaluation report: {model_name}", "",
              f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
-             f"sampler {cfg['sampler']}, {cfg['steps']} steps; seed {cfg['seed']}.", "",
+             f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps; "
+             f"seed {cfg['seed']}.", "",
              EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
              "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
              "Letters name the generated stems (BD: bass and drums generated, guitar and piano given).", "",

@@ -221,7 +221,7 @@ def generate_latents(model: nn.Module, config: ModelConfig, batch: int,
         return model(x, torch.full((x.shape[0],), sigma, device=x.device))
 
     noise = randn(torch.empty(batch, d.unet.in_channels, d.window_frames)).to(device)
-    sigmas = sampling.karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+    sigmas = s.sigmas(d.sigma_data)
     return sampling.generate(denoise, noise, sigmas, sampler=s.sampler, randn=randn,
                              S_churn=s.S_churn, S_tmin=s.S_tmin, S_tmax=s.S_tmax, S_noise=s.S_noise)
 
