@@ -9,6 +9,7 @@ latency and time to first audio for both, and the daemon's overhead in percent.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +29,17 @@ IN_RATE, OUT_RATE = 44100, 48000
 
 @dataclass
 class BenchRow:
+    """Medians over the repeats; `overhead_pct` is the median of the per-pair overheads
+    (each repeat times in-process then daemon back to back, so slow drifts of the machine
+    fall on both sides of a pair)."""
+
     seconds: float
     inproc_total: float
     inproc_first: float
     daemon_total: float
     daemon_first: float
-
-    @property
-    def overhead_pct(self) -> float:
-        return 100.0 * (self.daemon_total - self.inproc_total) / self.inproc_total
+    overhead_pct: float
+    pairs: int = 1
 
 
 class _TimingSink:
@@ -99,9 +102,10 @@ def _through_daemon(endpoint: str, header: dict[str, Any], pcm: list[np.ndarray]
         sock.close(0)
 
 
-def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60), *, repeats: int = 1,
+def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60), *, repeats: int = 3,
                  steps: int | None = None, providers: Sequence[str] | None = None) -> list[BenchRow]:
-    """Time each region length in-process and through a loopback daemon (best of `repeats`)."""
+    """Time each region length in-process and through a loopback daemon, `repeats` pairs
+    (in-process, then daemon), alternating which goes first; medians."""
     bundle = Bundle.load(bundle_dir, providers=providers)
     cfg = DaemonConfig(bundle=Path(bundle_dir), zmq="tcp://127.0.0.1:0",
                        limits=Limits(max_region_seconds=max(seconds_list) + 1))
@@ -112,16 +116,26 @@ def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60
         _through_daemon(daemon.endpoint, h, pcm)
         for seconds in seconds_list:
             h, pcm = _request(seconds, steps, f"bench-{seconds}")
-            inproc = min((_inproc(daemon, h, pcm) for _ in range(repeats)), key=lambda r: r[0])
-            remote = min((_through_daemon(daemon.endpoint, h, pcm) for _ in range(repeats)), key=lambda r: r[0])
-            rows.append(BenchRow(seconds, inproc[0], inproc[1], remote[0], remote[1]))
+            pairs = []
+            for r in range(repeats):
+                if r % 2 == 0:
+                    a = _inproc(daemon, h, pcm)
+                    b = _through_daemon(daemon.endpoint, h, pcm)
+                else:
+                    b = _through_daemon(daemon.endpoint, h, pcm)
+                    a = _inproc(daemon, h, pcm)
+                pairs.append((a, b))
+            med = statistics.median
+            rows.append(BenchRow(seconds, med(a[0] for a, _ in pairs), med(a[1] for a, _ in pairs),
+                                 med(b[0] for _, b in pairs), med(b[1] for _, b in pairs),
+                                 med(100.0 * (b[0] - a[0]) / a[0] for a, b in pairs), len(pairs)))
     return rows
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     lines = ["| region (s) | in-process total (s) | in-process first audio (s) | daemon total (s) "
-             "| daemon first audio (s) | daemon overhead |", "|---|---|---|---|---|---|"]
+             "| daemon first audio (s) | daemon overhead (median of pairs) | pairs |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.seconds:g} | {r.inproc_total:.3f} | {r.inproc_first:.3f} | {r.daemon_total:.3f} "
-                     f"| {r.daemon_first:.3f} | {r.overhead_pct:+.1f}% |")
+                     f"| {r.daemon_first:.3f} | {r.overhead_pct:+.1f}% | {r.pairs} |")
     return "\n".join(lines)

@@ -100,7 +100,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="benchmark the daemon end to end against the same work in-process")
     p.add_argument("--server-seconds", type=float, nargs="+", default=[12.0, 60.0],
                    help="region lengths to time (default: 12 60)")
-    p.add_argument("--server-repeats", type=int, default=1)
+    p.add_argument("--server-repeats", type=int, default=3, help="in-process / daemon pairs per length")
     p.add_argument("--server-steps", type=int, default=None, help="sampler steps (default: bundle's)")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from server_fixtures import tiny_bundle  # noqa: F401
 from server.bench import bench_server, format_table
 from server.cli import add_bench_arguments, config_from_args, register
@@ -27,4 +29,4 @@ def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
     rows = bench_server(tiny_bundle, (1.5,), steps=2)
     r = rows[0]
     assert r.seconds == 1.5 and 0 < r.inproc_first <= r.inproc_total and 0 < r.daemon_first <= r.daemon_total
-    assert "daemon overhead" in format_table(rows)
+    assert r.pairs == 3 and np.isfinite(r.overhead_pct) and "daemon overhead" in format_table(rows)
