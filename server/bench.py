@@ -4,7 +4,9 @@ For each region length: two given stems (stereo, 44.1 kHz) -> two generated stem
 48 kHz. "In-process" runs the very job code the worker runs (`jobs.run_job`) with an
 in-memory sink; "daemon" sends the same request to a daemon over ZeroMQ on loopback TCP
 (same bundle sessions) and times it at the client. Reported per length: end-to-end
-latency and time to first audio for both, and the daemon's overhead in percent.
+latency and time to first audio for both, and the daemon's overhead in percent; both
+encode the given stems every time (the daemon's encode cache is off). Then a re-roll:
+the same region with a new seed, its given stems' encoding taken from the cache.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from server.daemon import Daemon, DaemonConfig
 from server.jobs import Job, run_job
 from server.requests import Limits, build_request
 from server.runtime import Bundle
+from server.windowing import EncodeCache
 
 IN_RATE, OUT_RATE = 44100, 48000
 
@@ -40,6 +43,7 @@ class BenchRow:
     daemon_first: float
     overhead_pct: float
     pairs: int = 1
+    reroll_total: float = float("nan")  # in-process, same region and new seed, given stems' encoding cached
 
 
 class _TimingSink:
@@ -73,10 +77,11 @@ def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, 
     return h, pcm
 
 
-def _inproc(daemon: Daemon, header: dict[str, Any], pcm: list[np.ndarray]) -> tuple[float, float]:
+def _inproc(daemon: Daemon, header: dict[str, Any], pcm: list[np.ndarray],
+            cache: EncodeCache | None = None) -> tuple[float, float]:
     sink = _TimingSink()
     req = build_request(P.decode(P.encode(header, pcm)), daemon.model, daemon.cfg.limits)
-    fn, *args = run_job(daemon.bundle, Job(b"bench", req, sink))
+    fn, *args = run_job(daemon.bundle, Job(b"bench", req, sink), cache)
     fn(*args)
     return time.perf_counter() - sink.t0, sink.first or 0.0
 
@@ -107,8 +112,8 @@ def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60
     """Time each region length in-process and through a loopback daemon, `repeats` pairs
     (in-process, then daemon), alternating which goes first; medians."""
     bundle = Bundle.load(bundle_dir, providers=providers)
-    cfg = DaemonConfig(bundle=Path(bundle_dir), zmq="tcp://127.0.0.1:0",
-                       limits=Limits(max_region_seconds=max(seconds_list) + 1))
+    cfg = DaemonConfig(bundle=Path(bundle_dir), zmq="tcp://127.0.0.1:0",  # no cache: the same work
+                       limits=Limits(max_region_seconds=max(seconds_list) + 1), encode_cache_mb=0)
     rows = []
     with Daemon(cfg, bundle=bundle) as daemon:
         h, pcm = _request(2.0, steps, "bench-warmup")  # first-call allocations out of the timings
@@ -125,17 +130,21 @@ def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60
                     b = _through_daemon(daemon.endpoint, h, pcm)
                     a = _inproc(daemon, h, pcm)
                 pairs.append((a, b))
+            cache = EncodeCache()
+            _inproc(daemon, h, pcm, cache)
+            reroll = _inproc(daemon, {**h, "seed": 2}, pcm, cache)[0]
             med = statistics.median
             rows.append(BenchRow(seconds, med(a[0] for a, _ in pairs), med(a[1] for a, _ in pairs),
                                  med(b[0] for _, b in pairs), med(b[1] for _, b in pairs),
-                                 med(100.0 * (b[0] - a[0]) / a[0] for a, b in pairs), len(pairs)))
+                                 med(100.0 * (b[0] - a[0]) / a[0] for a, b in pairs), len(pairs), reroll))
     return rows
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     lines = ["| region (s) | in-process total (s) | in-process first audio (s) | daemon total (s) "
-             "| daemon first audio (s) | daemon overhead (median of pairs) | pairs |", "|---|---|---|---|---|---|---|"]
+             "| daemon first audio (s) | daemon overhead (median of pairs) | pairs | re-roll, encoding cached (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.seconds:g} | {r.inproc_total:.3f} | {r.inproc_first:.3f} | {r.daemon_total:.3f} "
-                     f"| {r.daemon_first:.3f} | {r.overhead_pct:+.1f}% | {r.pairs} |")
+                     f"| {r.daemon_first:.3f} | {r.overhead_pct:+.1f}% | {r.pairs} | {r.reroll_total:.3f} |")
     return "\n".join(lines)

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-region-seconds", type=float, default=600.0)
     p.add_argument("--max-message-mb", type=float, default=512.0)
     p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--encode-cache-mb", type=float, default=64.0,
+                   help="memory for the latents of given stems, so a re-roll of the same region "
+                        "skips encoding them (0: off)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run_serve)
 
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace):
         bundle=args.bundle or default_bundle(), zmq=args.zmq, osc=args.osc,
         osc_inputs=tuple(args.osc_input), osc_output=args.osc_output, allow_remote=args.allow_remote,
         curve_secret_key=secret, providers=tuple(args.providers.split(",")) if args.providers else None,
-        threads=args.threads, limits=limits)
+        threads=args.threads, limits=limits, encode_cache_mb=args.encode_cache_mb)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class DaemonConfig:
     threads: int = 0
     heartbeat_s: float = 1.0
     limits: Limits = field(default_factory=Limits)
+    encode_cache_mb: float = 64.0  # latents of given stems kept for re-rolls; 0: off
 
 
 def is_loopback(host: str) -> bool:
@@ -93,7 +94,7 @@ class Daemon:
         d = b.sampler_defaults
         self.model = ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
                                tuple(sampling.SCHEDULES), d.schedule)
-        self.worker = Worker(b, cfg.limits)
+        self.worker = Worker(b, cfg.limits, int(cfg.encode_cache_mb * (1 << 20)))
         self.ctx = zmq.Context()
         self.stop_event = threading.Event()
         self.zmq = ZmqFront(self.ctx, cfg.zmq, self.worker, self.model, self.hello(), cfg.limits,

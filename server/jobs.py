@@ -25,7 +25,7 @@ from plugin_bridge.protocol import ErrorCode, ProtocolError
 from server.audio import StreamResampler
 from server.requests import JobRequest, Limits
 from server.runtime import Bundle
-from server.windowing import Timings, WindowPlan, default_overlap, generate_region
+from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ class Job:
 class Worker:
     """The job queue plus the worker thread. Thread-safe `submit`, `cancel`, `snapshot`."""
 
-    def __init__(self, bundle: Bundle, limits: Limits):
+    def __init__(self, bundle: Bundle, limits: Limits, encode_cache_bytes: int = 64 << 20):
         self.bundle, self.limits = bundle, limits
+        self.cache = EncodeCache(encode_cache_bytes)  # given stems of earlier jobs (re-rolls)
         self.queue: deque[Job] = deque()
         self.running: Job | None = None
         self.cond = threading.Condition()
@@ -170,7 +171,7 @@ class Worker:
                     return
                 job = self.queue.popleft()
                 job.state, self.running = "running", job
-            terminal = run_job(self.bundle, job)
+            terminal = run_job(self.bundle, job, self.cache)
             with self.cond:  # no longer live before its terminal message goes out, so a
                 self.running = None  # cancel that arrives after it gets `unknown_job`
                 self.completed += 1
@@ -188,12 +189,12 @@ def _safe(fn: Any, *args: Any) -> None:
         log.exception("sink call failed")
 
 
-def run_job(bundle: Bundle, job: Job) -> tuple[Any, ...]:
+def run_job(bundle: Bundle, job: Job, cache: EncodeCache | None = None) -> tuple[Any, ...]:
     """Run one job, streaming its progress and chunks; never raises. Returns its terminal
     sink call `(fn, *args)` (done or error), for the caller to make once the job is no
-    longer live."""
+    longer live. `cache`: encoded given windows to reuse (the worker's)."""
     try:
-        return (job.sink.done, job, _generate(bundle, job))
+        return (job.sink.done, job, _generate(bundle, job, cache))
     except Cancelled:
         code = job.cancel_code or ErrorCode.CANCELLED
         return (job.sink.error, job, code, _cancel_message(code))
@@ -204,7 +205,7 @@ def run_job(bundle: Bundle, job: Job) -> tuple[Any, ...]:
         return (job.sink.error, job, ErrorCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
 
 
-def _generate(bundle: Bundle, job: Job) -> dict[str, Any]:
+def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, Any]:
     """Generate and stream one job; returns the `done` info (timings in seconds)."""
     req, t_start = job.request, time.perf_counter()
     job.check()
@@ -219,7 +220,8 @@ def _generate(bundle: Bundle, job: Job) -> dict[str, Any]:
     offsets = {s: 0 for s in req.requested}
     t, t_resample = Timings(), 0.0
     for piece in generate_region(bundle, given, req.requested, n, seed=req.seed, steps=req.steps,
-                                 sampler=req.sampler, schedule=req.schedule, hook=hook, timings=t):
+                                 sampler=req.sampler, schedule=req.schedule, hook=hook, timings=t,
+                                 cache=cache):
         job.check()
         for stem, a in piece.stems.items():
             t0 = time.perf_counter()

@@ -12,7 +12,9 @@ piece by piece as soon as each window is decoded (time to first audio = one wind
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -71,6 +73,43 @@ class Timings:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+class EncodeCache:
+    """Latents of recently encoded given-stem windows, keyed by a digest of their audio.
+
+    A musician auditioning takes sends the same given stems again with a new seed; the
+    encoder is deterministic, so their windows need not be encoded twice. Least recently
+    used entries go first once `max_bytes` is exceeded; `max_bytes` 0 turns it off. One
+    cache belongs to one bundle and one thread (the worker)."""
+
+    def __init__(self, max_bytes: int = 64 << 20):
+        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
+        self.store: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def encode(self, bundle: Bundle, audio: np.ndarray) -> np.ndarray:
+        """`bundle.encode(audio)` for `[G,1,N]`, encoding only the rows not cached."""
+        if self.max_bytes <= 0:
+            self.misses += len(audio)
+            return bundle.encode(audio)
+        keys = [hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16,
+                                person=str(a.shape[-1]).encode()[:16]).digest() for a in audio]
+        todo = [g for g, k in enumerate(keys) if k not in self.store]
+        if todo:
+            z = bundle.encode(audio[todo])
+            for j, g in enumerate(todo):
+                self._put(keys[g], z[j].copy())
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        for k in keys:
+            self.store.move_to_end(k)
+        return np.stack([self.store[k] for k in keys])
+
+    def _put(self, key: bytes, z: np.ndarray) -> None:
+        self.store[key] = z
+        self.bytes += z.nbytes
+        while self.bytes > self.max_bytes and len(self.store) > 1:
+            self.bytes -= self.store.popitem(last=False)[1].nbytes
+
+
 class Crossfader:
     """Joins decoded windows `[W*D]` per stem: linear crossfade over `L = O*D` samples."""
 
@@ -95,10 +134,11 @@ class Crossfader:
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
                     schedule: str | None = None, overlap: int | None = None, hook: StepHook | None = None,
-                    timings: Timings | None = None) -> Iterator[Piece]:
+                    timings: Timings | None = None, cache: EncodeCache | None = None) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
     `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
+    `cache`: reuse the latents of given windows encoded before (same audio, same bundle).
     Yields `Piece`s in order whose lengths add up to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
     F = max(1, -(-n_samples // D))
@@ -115,7 +155,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
         z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
-                           rng, steps, sampler, schedule, i, hook, t)
+                           rng, steps, sampler, schedule, i, hook, t, cache)
         prev = z
         t0 = time.perf_counter()
         out = _decode_stems(bundle, z, requested)
@@ -129,8 +169,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
 def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
                    prev: np.ndarray | None, plan: WindowPlan, rng: np.random.Generator,
                    steps: int | None, sampler: str | None, schedule: str | None, window: int,
-                   hook: StepHook | None,
-                   t: Timings) -> np.ndarray:
+                   hook: StepHook | None, t: Timings, cache: EncodeCache | None) -> np.ndarray:
     """One window's joint latent `[1,K*C,W]`: given stems imposed over all frames, and the
     first O frames of the requested stems imposed from `prev`'s last O frames."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
@@ -138,7 +177,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     mask = bundle.stem_mask(given, W)
     t0 = time.perf_counter()
     if given:
-        z = bundle.encode(audio)  # [G,C,W]
+        z = cache.encode(bundle, audio) if cache is not None else bundle.encode(audio)  # [G,C,W]
         for g, stem in enumerate(given):
             k = bundle.stems.index(stem)
             z_given[0, k * C:(k + 1) * C] = z[g, :, :W]

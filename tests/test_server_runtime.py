@@ -14,7 +14,7 @@ import pytest
 from server_fixtures import C, HOP, SIGMA_DATA, WINDOW, tiny_bundle  # noqa: F401  (fixture)
 from server.audio import StreamResampler, exact_length, resample, to_mono
 from server.runtime import Bundle, BundleError
-from server.windowing import WindowPlan, default_overlap, generate_region
+from server.windowing import EncodeCache, WindowPlan, default_overlap, generate_region
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,6 +128,58 @@ def test_region_continues_across_windows(bundle, monkeypatch):
     lengths = [len(p.stems["drums"]) for p in pieces]
     assert starts == list(np.cumsum([0] + lengths[:-1])) and sum(lengths) == n
     assert [p.last for p in pieces] == [False, False, True]
+
+
+class _CountingBundle:
+    """Stands in for a Bundle's encoder: one latent row per audio row, and a call log."""
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, audio):
+        self.calls.append(len(audio))
+        return np.repeat(audio[:, :, ::4].sum(axis=2, keepdims=True), 3, axis=1)  # [G,3,1]
+
+
+def test_encode_cache_encodes_only_new_rows_in_order_and_evicts_oldest():
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal((1, 1, 64)).astype(np.float32) for _ in range(3))
+    fake, cache = _CountingBundle(), EncodeCache(max_bytes=2 * 3 * 4)  # room for two [3,1] latents
+    ab = cache.encode(fake, np.concatenate([a, b]))
+    np.testing.assert_array_equal(ab, fake.encode(np.concatenate([a, b])))
+    fake.calls.clear()
+    ba = cache.encode(fake, np.concatenate([b, a]))  # both cached, asked in the other order
+    np.testing.assert_array_equal(ba, ab[::-1])
+    assert fake.calls == [] and (cache.hits, cache.misses) == (2, 2)
+    cache.encode(fake, np.concatenate([c, a]))  # c is new: only it is encoded; b is evicted (oldest)
+    assert fake.calls == [1] and len(cache.store) == 2
+    cache.encode(fake, b)
+    assert fake.calls == [1, 1]
+    shorter = np.ascontiguousarray(a[:, :, :32])  # same leading samples, other length: another key
+    cache.encode(fake, shorter)
+    assert fake.calls == [1, 1, 1]
+    off = EncodeCache(max_bytes=0)
+    off.encode(fake, a)
+    off.encode(fake, a)
+    assert fake.calls[-2:] == [1, 1] and not off.store
+
+
+def test_region_with_cache_equals_region_without(bundle):
+    n = int(2.5 * WINDOW * HOP)
+    rng = np.random.default_rng(5)
+    given = {s: (0.1 * rng.standard_normal(n)).astype(np.float32) for s in ("bass", "piano")}
+
+    def run(seed, cache):
+        return np.concatenate([p.stems["drums"] for p in generate_region(
+            bundle, given, ["drums"], n, seed=seed, steps=3, cache=cache)])
+
+    cache = EncodeCache()
+    first = run(1, cache)
+    assert cache.hits == 0 and cache.misses == 2 * 3  # 2 given stems x 3 windows
+    again = run(2, cache)
+    assert cache.hits == 6 and cache.misses == 6
+    np.testing.assert_array_equal(again, run(2, None))
+    assert not np.array_equal(first, again)
 
 
 def test_resampling_lengths_are_exact():

@@ -66,6 +66,18 @@ def test_schedule_is_offered_chosen_and_echoed(client):
     assert not np.allclose(stems["karras"], stems["melody"])  # the schedule reached the sampler
 
 
+def test_reroll_reuses_the_given_stems_encoding(daemon, client):  # noqa: F811
+    cache = daemon.worker.cache
+    given = {"bass": tone(1.0, 44100), "piano": tone(1.0, 44100, 330.0)}
+    h, pcm = gen_header("take-a", given, 44100, ["drums"], seed=1)
+    assert client.run_job(h, pcm).final.type == "done"
+    hits, misses = cache.hits, cache.misses
+    assert misses > 0
+    h, pcm = gen_header("take-b", given, 44100, ["drums"], seed=2)  # the musician asks for another take
+    assert client.run_job(h, pcm).final.type == "done"
+    assert cache.hits - hits == misses and cache.misses == misses
+
+
 def test_two_and_a_half_windows_at_48k(client, tiny_bundle):  # noqa: F811
     """Stems stream window by window, in order, contiguous, of the exact length, and equal
     the same work done in-process."""
