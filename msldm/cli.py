@@ -86,13 +86,15 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="model bundle (default: the bundled one, or $MSLDM_BUNDLE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--schedule", choices=["karras", "melody"], default=None,
+                   help="noise schedule; melody suits few steps (default: the model's)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from msldm.demo import run_demo
 
-    print(run_demo(args.out, args.bundle, args.seed, args.steps))
+    print(run_demo(args.out, args.bundle, args.seed, args.steps, schedule=args.schedule))
     return 0
 
 

@@ -63,7 +63,7 @@ def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: P
         written, _ = sf.read(report.files[name], dtype="float32")
         assert np.abs(original - written).max() < 1e-4
     record = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert record["steps"] == 2 and record["seed"] == 3
+    assert record["steps"] == 2 and record["seed"] == 3 and record["schedule"] == "karras"
     t = record["timings_s"]
     assert 0 < t["first_audio"] <= t["end_to_end"]
 
@@ -73,6 +73,9 @@ def test_demo_same_seed_same_stems(exported_tiny: Path, tmp_path: Path) -> None:
     b = run_demo(tmp_path / "b", bundle=exported_tiny, seed=5, steps=2, progress=False)
     for stem in ("bass", "guitar"):
         assert np.array_equal(sf.read(a.files[stem])[0], sf.read(b.files[stem])[0])
+    c = run_demo(tmp_path / "c", bundle=exported_tiny, seed=5, steps=2, progress=False, schedule="melody")
+    assert json.loads((tmp_path / "c" / "demo.json").read_text())["schedule"] == "melody"
+    assert not np.array_equal(sf.read(a.files["bass"])[0], sf.read(c.files["bass"])[0])
 
 
 def test_demo_without_bundle_says_so(tmp_path: Path) -> None:
