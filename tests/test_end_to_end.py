@@ -73,9 +73,11 @@ def test_demo_same_seed_same_stems(exported_tiny: Path, tmp_path: Path) -> None:
     b = run_demo(tmp_path / "b", bundle=exported_tiny, seed=5, steps=2, progress=False)
     for stem in ("bass", "guitar"):
         assert np.array_equal(sf.read(a.files[stem])[0], sf.read(b.files[stem])[0])
-    c = run_demo(tmp_path / "c", bundle=exported_tiny, seed=5, steps=2, progress=False, schedule="melody")
-    assert json.loads((tmp_path / "c" / "demo.json").read_text())["schedule"] == "melody"
-    assert not np.array_equal(sf.read(a.files["bass"])[0], sf.read(c.files["bass"])[0])
+    # at 2 steps both schedules are [sigma_max, sigma_min, 0]; at 3 they differ
+    k = run_demo(tmp_path / "k", bundle=exported_tiny, seed=5, steps=3, progress=False, schedule="karras")
+    m = run_demo(tmp_path / "m", bundle=exported_tiny, seed=5, steps=3, progress=False, schedule="melody")
+    assert json.loads((tmp_path / "m" / "demo.json").read_text())["schedule"] == "melody"
+    assert not np.array_equal(sf.read(k.files["bass"])[0], sf.read(m.files["bass"])[0])
 
 
 def test_demo_without_bundle_says_so(tmp_path: Path) -> None:
