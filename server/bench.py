@@ -2,28 +2,35 @@
 
 For each region length: two given stems (stereo, 44.1 kHz) -> two generated stems at
 48 kHz. "In-process" runs the very job code the worker runs (`jobs.run_job`) with an
-in-memory sink; "daemon" sends the same request to a daemon over ZeroMQ on loopback TCP
-(same bundle sessions) and times it at the client. Reported per length: end-to-end
-latency and time to first audio for both, and the daemon's overhead in percent; both
-encode the given stems every time (the daemon's encode cache is off). Then a re-roll:
-the same region with a new seed, its given stems' encoding taken from the cache.
+in-memory sink, in this process. "Daemon" is `msldm serve` in a process of its own, as a
+DAW's bridge would find it, sent the same request over ZeroMQ on loopback TCP and timed
+here at the client. Both load the same bundle with the same providers and threads, and
+both encode the given stems every time (the daemon's encode cache is off). Each repeat
+is one pair, in-process and daemon back to back, alternating which goes first. Reported
+per length: medians of end-to-end latency and time to first audio, the median of the
+per-pair overheads, and a re-roll: the same region with a new seed, its given stems'
+encoding taken from an encode cache (in-process).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import zmq
 
 from plugin_bridge import protocol as P
-from server.daemon import Daemon, DaemonConfig
+from server.daemon import model_info
 from server.jobs import Job, run_job
-from server.requests import Limits, build_request
+from server.requests import Limits, ModelInfo, build_request
 from server.runtime import Bundle
 from server.windowing import EncodeCache
 
@@ -77,11 +84,18 @@ def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, 
     return h, pcm
 
 
-def _inproc(daemon: Daemon, header: dict[str, Any], pcm: list[np.ndarray],
+@dataclass
+class _Local:
+    bundle: Bundle
+    model: ModelInfo
+    limits: Limits
+
+
+def _inproc(local: _Local, header: dict[str, Any], pcm: list[np.ndarray],
             cache: EncodeCache | None = None) -> tuple[float, float]:
     sink = _TimingSink()
-    req = build_request(P.decode(P.encode(header, pcm)), daemon.model, daemon.cfg.limits)
-    fn, *args = run_job(daemon.bundle, Job(b"bench", req, sink), cache)
+    req = build_request(P.decode(P.encode(header, pcm)), local.model, local.limits)
+    fn, *args = run_job(local.bundle, Job(b"bench", req, sink), cache)
     fn(*args)
     return time.perf_counter() - sink.t0, sink.first or 0.0
 
@@ -107,32 +121,61 @@ def _through_daemon(endpoint: str, header: dict[str, Any], pcm: list[np.ndarray]
         sock.close(0)
 
 
+@contextlib.contextmanager
+def daemon_process(bundle_dir: str | Path, max_region_seconds: float, providers: Sequence[str] | None,
+                   threads: int) -> Iterator[str]:
+    """`msldm serve` (as `python -m server serve`) on a free loopback port, encode cache off;
+    yields its endpoint once it answers; always stopped."""
+    cmd = [sys.executable, "-m", "server", "serve", "--bundle", str(bundle_dir), "--zmq", "tcp://127.0.0.1:0",
+           "--encode-cache-mb", "0", "--max-region-seconds", str(max_region_seconds),
+           "--threads", str(threads), "--log-level", "WARNING"]
+    if providers:
+        cmd += ["--providers", ",".join(providers)]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("READY "):
+            raise RuntimeError(f"the daemon did not start (exit {proc.poll()}): {line!r}")
+        yield json.loads(line[6:])["zmq"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
 def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60), *, repeats: int = 3,
-                 steps: int | None = None, providers: Sequence[str] | None = None) -> list[BenchRow]:
-    """Time each region length in-process and through a loopback daemon, `repeats` pairs
-    (in-process, then daemon), alternating which goes first; medians."""
-    bundle = Bundle.load(bundle_dir, providers=providers)
-    cfg = DaemonConfig(bundle=Path(bundle_dir), zmq="tcp://127.0.0.1:0",  # no cache: the same work
-                       limits=Limits(max_region_seconds=max(seconds_list) + 1), encode_cache_mb=0)
+                 steps: int | None = None, providers: Sequence[str] | None = None,
+                 threads: int = 0) -> list[BenchRow]:
+    """Time each region length in-process and through a daemon process, `repeats` pairs;
+    medians (see the module docstring)."""
+    bundle = Bundle.load(bundle_dir, providers=providers, threads=threads)
+    limit = max(seconds_list) + 1
+    local = _Local(bundle, model_info(bundle), Limits(max_region_seconds=limit))
     rows = []
-    with Daemon(cfg, bundle=bundle) as daemon:
+    with daemon_process(bundle_dir, limit, providers, threads) as endpoint:
         h, pcm = _request(2.0, steps, "bench-warmup")  # first-call allocations out of the timings
-        _inproc(daemon, h, pcm)
-        _through_daemon(daemon.endpoint, h, pcm)
+        _inproc(local, h, pcm)
+        _through_daemon(endpoint, h, pcm)
         for seconds in seconds_list:
             h, pcm = _request(seconds, steps, f"bench-{seconds}")
             pairs = []
             for r in range(repeats):
                 if r % 2 == 0:
-                    a = _inproc(daemon, h, pcm)
-                    b = _through_daemon(daemon.endpoint, h, pcm)
+                    a = _inproc(local, h, pcm)
+                    b = _through_daemon(endpoint, h, pcm)
                 else:
-                    b = _through_daemon(daemon.endpoint, h, pcm)
-                    a = _inproc(daemon, h, pcm)
+                    b = _through_daemon(endpoint, h, pcm)
+                    a = _inproc(local, h, pcm)
                 pairs.append((a, b))
             cache = EncodeCache()
-            _inproc(daemon, h, pcm, cache)
-            reroll = _inproc(daemon, {**h, "seed": 2}, pcm, cache)[0]
+            _inproc(local, h, pcm, cache)
+            reroll = _inproc(local, {**h, "seed": 2}, pcm, cache)[0]
             med = statistics.median
             rows.append(BenchRow(seconds, med(a[0] for a, _ in pairs), med(a[1] for a, _ in pairs),
                                  med(b[0] for _, b in pairs), med(b[1] for _, b in pairs),

@@ -112,7 +112,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from server.bench import bench_server, format_table
     bundle = getattr(args, "bundle", None) or default_bundle()
     rows = bench_server(bundle, tuple(args.server_seconds), repeats=args.server_repeats,
-                        steps=args.server_steps)
+                        steps=args.server_steps, threads=getattr(args, "threads", None) or 0)
     print(format_table(rows))
     return 0
 

@@ -50,6 +50,13 @@ class DaemonConfig:
     encode_cache_mb: float = 64.0  # latents of given stems kept for re-rolls; 0: off
 
 
+def model_info(b: Bundle) -> ModelInfo:
+    """What request validation needs to know about a loaded bundle."""
+    d = b.sampler_defaults
+    return ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
+                     tuple(sampling.SCHEDULES), d.schedule)
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":
@@ -91,9 +98,7 @@ class Daemon:
         self.cfg = cfg
         self.bundle = bundle or Bundle.load(cfg.bundle, providers=cfg.providers, threads=cfg.threads)
         b = self.bundle
-        d = b.sampler_defaults
-        self.model = ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
-                               tuple(sampling.SCHEDULES), d.schedule)
+        self.model = model_info(b)
         self.worker = Worker(b, cfg.limits, int(cfg.encode_cache_mb * (1 << 20)))
         self.ctx = zmq.Context()
         self.stop_event = threading.Event()
