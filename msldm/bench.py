@@ -15,6 +15,7 @@ This module imports nothing heavy at module level; torch only in the PyTorch wor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os

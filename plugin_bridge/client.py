@@ -356,6 +356,7 @@ class Client:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))  # a send never hangs the DAW
         sock.connect(self.url)
         self._sock = sock
 
@@ -379,7 +380,10 @@ class Client:
     def send(self, header: dict[str, Any], pcm: list[np.ndarray] | tuple = ()) -> None:
         if self._sock is None:
             raise BridgeError("the client is closed")
-        self._sock.send_multipart(P.encode(header, pcm), copy=False)
+        try:
+            self._sock.send_multipart(P.encode(header, pcm), copy=False)
+        except zmq.Again:  # no pipe to a daemon (e.g. a failed handshake) for `timeout` seconds
+            raise DaemonUnavailable(self.url, self.timeout, header.get("type", "message")) from None
 
     def _recv(self, timeout: float) -> P.Message | None:
         assert self._sock is not None

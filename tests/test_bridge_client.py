@@ -158,6 +158,23 @@ def test_daemon_down_gives_the_clear_message_fast():
     assert time.monotonic() - t0 < 3.0
 
 
+def test_a_daemon_that_refuses_the_handshake_never_hangs_the_client(tiny_bundle):  # noqa: F811
+    """A CurveZMQ daemon and a client without keys: the handshake fails and the DEALER may
+    be left with no pipe, where a plain send would block for ever. It must raise instead."""
+    import zmq
+    from server.daemon import Daemon, DaemonConfig
+    _, server_secret = zmq.curve_keypair()
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
+                       curve_secret_key=server_secret)
+    with Daemon(cfg) as d, Client(d.endpoint, timeout=0.5, ping_timeout=0.5, check_on_connect=False) as c:
+        time.sleep(0.3)  # let the handshake fail
+        t0 = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(DaemonUnavailable):
+                c.ping()
+        assert time.monotonic() - t0 < 10.0
+
+
 def test_client_finds_a_daemon_started_or_restarted_later(tiny_bundle):  # noqa: F811
     url = f"tcp://127.0.0.1:{free_port()}"
     with Client(url, ping_timeout=0.3, timeout=3.0, check_on_connect=False) as c:

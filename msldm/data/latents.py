@@ -27,7 +27,6 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from msldm.data.slakh import ActivityFilter, Track, chunk_rms, find_tracks, frame_rms
-from msldm.hashing import sha256_file
 
 FORMAT = "msldm-latents"
 
