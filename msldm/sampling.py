@@ -95,56 +95,75 @@ def _churn_gamma(sigma: float, steps: int, S_churn: float, S_tmin: float, S_tmax
 
 def sample_euler(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
                  S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-                 S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+                 S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
     """Euler sampler with stochastic churn (Algorithm 2 of Karras et al. 2022, first order).
 
     x: the initial noise already scaled to sigmas[0], e.g. `sigma_max * randn`. With
     S_churn > 0 each step first raises the noise level from sigma to
     sigma_hat = sigma * (1 + gamma), gamma = min(S_churn / N, sqrt(2) - 1), by adding fresh
-    noise (needs `randn`). Returns x at sigmas[-1] (0: the sample).
+    noise (needs `randn`). With `resample` = R > 1 every step is taken R times: after each
+    of the first R - 1 takes, the result is noised from sigmas[i+1] back to sigmas[i]
+    (RePaint's resampling, Lugmayr et al. 2022), so that with imputation the generated
+    part keeps adjusting to the given part (R times the denoiser calls). Returns x at
+    sigmas[-1] (0: the sample).
     """
-    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=False)
+    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=False,
+                   resample=resample)
 
 
 def sample_heun(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
                 S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-                S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+                S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
     """Heun's 2nd-order sampler with churn (Algorithm 2 of Karras et al. 2022).
 
     Same arguments as `sample_euler`; each step but the last (to sigma = 0) makes two
     denoiser calls."""
-    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=True)
+    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=True,
+                   resample=resample)
 
 
 def _sample(denoise: Denoise, x: Array, sigmas: Sequence[float], randn: Randn | None,
             S_churn: float, S_tmin: float, S_tmax: float, S_noise: float,
-            callback: StepCallback | None, heun: bool) -> Array:
+            callback: StepCallback | None, heun: bool, resample: int = 1) -> Array:
     n = len(sigmas) - 1
     if S_churn > 0 and randn is None:
         raise ValueError("S_churn > 0 needs a noise source (randn)")
+    if resample < 1:
+        raise ValueError("resample must be >= 1")
+    if resample > 1 and randn is None:
+        raise ValueError("resample > 1 needs a noise source (randn)")
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
-        sigma_hat = sigma * (1.0 + gamma)
-        if gamma > 0:
-            x = x + randn(x) * (S_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2))
-        d = (x - denoise(x, sigma_hat)) * (1.0 / sigma_hat)
-        x_next = x + d * (sigma_next - sigma_hat)
-        if heun and sigma_next > 0:
-            d_next = (x_next - denoise(x_next, sigma_next)) * (1.0 / sigma_next)
-            x_next = x + (d + d_next) * (0.5 * (sigma_next - sigma_hat))
-        x = x_next
+        for r in range(resample):
+            if r > 0:  # back from sigma_next to sigma, then the same step again
+                x = x + randn(x) * math.sqrt(sigma ** 2 - sigma_next ** 2)
+            x = _step(denoise, x, sigma, sigma_next, randn, _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax),
+                      S_noise, heun)
         if callback is not None:
             callback(i + 1, n, sigma_next, x)
     return x
 
 
+def _step(denoise: Denoise, x: Array, sigma: float, sigma_next: float, randn: Randn | None,
+          gamma: float, S_noise: float, heun: bool) -> Array:
+    """One step from `sigma` to `sigma_next`: churn to sigma_hat, then Euler or Heun."""
+    sigma_hat = sigma * (1.0 + gamma)
+    if gamma > 0:
+        x = x + randn(x) * (S_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2))
+    d = (x - denoise(x, sigma_hat)) * (1.0 / sigma_hat)
+    x_next = x + d * (sigma_next - sigma_hat)
+    if heun and sigma_next > 0:
+        d_next = (x_next - denoise(x_next, sigma_next)) * (1.0 / sigma_next)
+        x_next = x + (d + d_next) * (0.5 * (sigma_next - sigma_hat))
+    return x_next
+
+
 SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": sample_heun}
 
 
-def calls_per_run(sampler: str, steps: int) -> int:
+def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:
     """Number of denoiser calls a run of `sampler` with `steps` steps makes."""
-    return steps if sampler == "euler" else 2 * steps - 1
+    return resample * (steps if sampler == "euler" else 2 * steps - 1)
 
 
 # ----------------------------------------------------------------------------- imputation
@@ -184,7 +203,7 @@ class Imputation:
 def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler: str = "euler",
              randn: Randn, given: Array | None = None, mask: Array | None = None,
              S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-             S_noise: float = 1.0, callback: StepCallback | None = None) -> Array:
+             S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -194,8 +213,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     fn = SAMPLERS[sampler]
     x = noise * float(sigmas[0])
-    kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax, S_noise=S_noise,
-                  callback=callback)
+    kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
+                  S_noise=S_noise, resample=resample, callback=callback)
     if mask is None:
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:

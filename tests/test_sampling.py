@@ -26,12 +26,13 @@ def denoiser_matrix(Sigma: np.ndarray, s: float) -> np.ndarray:
 
 
 def exact_law(Sigma: np.ndarray, sigmas: list[float], *, heun: bool, S_churn: float,
-              given_idx: list[int] | None = None, z_given: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              given_idx: list[int] | None = None, z_given: np.ndarray | None = None,
+              resample: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the sampler's output, computed by the exact affine recursion.
 
     State law: x = m + noise with covariance S. With a given block, the denoiser input is
-    Pu x + Pg (z + s eps'), with fresh eps' at every call (Eq. 5)."""
+    Pu x + Pg (z + s eps'), with fresh eps' at every call (Eq. 5). With `resample` R, each
+    step is taken R times, adding variance s^2 - s_next^2 (back to level s) between takes."""
     d = len(Sigma)
     I = np.eye(d)
     Pg = np.zeros((d, d))
@@ -47,8 +48,10 @@ def exact_law(Sigma: np.ndarray, sigmas: list[float], *, heun: bool, S_churn: fl
         M = denoiser_matrix(Sigma, s)
         return M @ Pu, M @ Pg @ z, s * M @ Pg
 
-    for i in range(n):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i in range(n * resample):
+        s, s_next = sigmas[i // resample], sigmas[i // resample + 1]
+        if i % resample:
+            S = S + (s ** 2 - s_next ** 2) * I  # resampling: back to level s
         gamma = min(S_churn / n, math.sqrt(2) - 1) if S_churn > 0 else 0.0
         s_hat = s * (1 + gamma)
         S = S + (s_hat ** 2 - s ** 2) * I  # churn noise
@@ -72,7 +75,7 @@ def exact_law(Sigma: np.ndarray, sigmas: list[float], *, heun: bool, S_churn: fl
 
 def run_sampler(Sigma: np.ndarray, sigmas: list[float], *, sampler: str, S_churn: float,
                 seed: int = 0, given_idx: list[int] | None = None,
-                z_given: np.ndarray | None = None) -> np.ndarray:
+                z_given: np.ndarray | None = None, resample: int = 1) -> np.ndarray:
     """Samples `[N_SAMPLES, d]` from msldm.sampling.generate on numpy arrays."""
     rng = np.random.default_rng(seed)
     d = len(Sigma)
@@ -94,7 +97,7 @@ def run_sampler(Sigma: np.ndarray, sigmas: list[float], *, sampler: str, S_churn
         given = np.zeros((N_SAMPLES, d))
         given[:, given_idx] = z_given[given_idx]
     return sampling.generate(denoise, noise, sigmas, sampler=sampler, randn=randn,
-                             given=given, mask=mask, S_churn=S_churn)
+                             given=given, mask=mask, S_churn=S_churn, resample=resample)
 
 
 def max_z(samples: np.ndarray, m: np.ndarray, S: np.ndarray, idx: list[int]) -> float:
@@ -186,6 +189,56 @@ def test_imputation_bias_shrinks_with_churn() -> None:
     assert 0.5 < paper < 0.7 and heavy > 0.9
     for var in (var_paper, var_heavy):
         assert np.allclose(var, np.diag(true_S), rtol=0.2)
+
+
+@pytest.mark.parametrize("sampler,S_churn,steps,resample", [
+    ("euler", 20.0, 10, 3), ("heun", 0.0, 6, 2)])
+def test_resampled_partial_generation_matches_exact_law(sampler: str, S_churn: float, steps: int,
+                                                        resample: int) -> None:
+    sigmas = sampling.karras_sigmas(steps)
+    m, S = exact_law(SIGMA_4D, sigmas, heun=sampler == "heun", S_churn=S_churn,
+                     given_idx=GIVEN, z_given=Z_GIVEN, resample=resample)
+    m1, _ = exact_law(SIGMA_4D, sigmas, heun=sampler == "heun", S_churn=S_churn,
+                      given_idx=GIVEN, z_given=Z_GIVEN)
+    x = run_sampler(SIGMA_4D, sigmas, sampler=sampler, S_churn=S_churn, given_idx=GIVEN,
+                    z_given=Z_GIVEN, resample=resample)
+    assert max_z(x, m, S, MISSING) < Z_TOL
+    assert not np.allclose(m, m1, atol=0.02)  # resampling changes the law measurably
+    assert np.array_equal(x[:, GIVEN], np.broadcast_to(Z_GIVEN[GIVEN], x[:, GIVEN].shape))
+
+
+def test_resampling_recovers_more_of_the_conditional_at_equal_calls() -> None:
+    """RePaint-style resampling lets the generated block keep adjusting to the given one.
+    At the same number of denoiser calls it recovers more of the true conditional mean
+    shift than more steps do (Euler, churn 20): 150 steps ~0.56 against 50 x 3 ~0.73, and
+    25 steps ~0.40 against 8 x 3 ~0.47 (24 calls)."""
+    true_m, _ = conditional_law(SIGMA_4D, MISSING, GIVEN, Z_GIVEN)
+
+    def recovered(steps: int, resample: int) -> float:
+        m, _ = exact_law(SIGMA_4D, sampling.karras_sigmas(steps), heun=False, S_churn=20.0,
+                         given_idx=GIVEN, z_given=Z_GIVEN, resample=resample)
+        return float(m[MISSING] @ true_m / (true_m @ true_m))
+
+    assert recovered(50, 3) > recovered(150, 1) + 0.1
+    assert recovered(8, 3) > recovered(25, 1) + 0.05
+    assert recovered(25, 1) < recovered(25, 2) < recovered(25, 4)
+    assert sampling.calls_per_run("euler", 8, 3) == 24 and sampling.calls_per_run("heun", 6, 2) == 22
+
+
+def test_resample_counts_steps_once_and_needs_noise() -> None:
+    calls, seen = [], []
+
+    def denoise(x, s):
+        calls.append(s)
+        return x * 0.0
+
+    sampling.generate(denoise, np.zeros((1, 2)), sampling.karras_sigmas(4), randn=np.zeros_like, resample=3,
+                      callback=lambda step, total, sigma, x: seen.append((step, total)))
+    assert len(calls) == 12 and seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(ValueError, match="resample"):
+        sampling.sample_euler(denoise, np.zeros(2), [1.0, 0.0], resample=2)
+    with pytest.raises(ValueError, match="resample"):
+        sampling.sample_euler(denoise, np.zeros(2), [1.0, 0.0], randn=np.zeros_like, resample=0)
 
 
 # ------------------------------------------------------------------ the tests have teeth
