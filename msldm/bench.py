@@ -79,7 +79,7 @@ def time_onnxruntime(spec: dict[str, Any]) -> dict[str, Any]:
     def decode(lat: np.ndarray) -> np.ndarray:
         return b.decode(lat[:, 2 * b.C:].reshape(2, b.C, T))  # generated stems as a batch
 
-    calls = sampling.calls_per_run(b.sampler_defaults.sampler, steps)
+    calls = sampling.calls_per_run(b.sampler_defaults.sampler, steps, b.sampler_defaults.resample)
     res = _median_runs(lambda: _stage_times(lambda: b.encode(audio), sample, decode, calls),
                        spec["repeats"])
     return {**res, "providers": sorted(set(b.providers.values())), "frames": T, "steps": steps}
@@ -112,9 +112,9 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
             return sampling.generate(pipe.denoise, torch.randn(given.shape, generator=gen), sigmas,
                                      sampler=sc.sampler, randn=lambda x: torch.randn(x.shape, generator=gen),
                                      given=given, mask=mask, S_churn=sc.S_churn, S_tmin=sc.S_tmin,
-                                     S_tmax=sc.S_tmax, S_noise=sc.S_noise)
+                                     S_tmax=sc.S_tmax, S_noise=sc.S_noise, resample=sc.resample)
 
-    calls = sampling.calls_per_run(sc.sampler, steps)
+    calls = sampling.calls_per_run(sc.sampler, steps, sc.resample)
     res = _median_runs(lambda: _stage_times(
         lambda: pipe.encode(audio), sample,
         lambda lat: pipe.decode(lat[:, 2 * C:].reshape(2, C, T)), calls), spec["repeats"])

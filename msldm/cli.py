@@ -33,6 +33,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=["euler", "heun"], default=None)
     p.add_argument("--schedule", choices=["karras", "melody"], default=None,
                    help="noise schedule; melody suits few steps (default: the model's)")
+    p.add_argument("--resample", type=int, default=None,
+                   help="takes per step, 1-8: a tighter fit to the given stems (default: the model's)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_run_generate)
@@ -42,7 +44,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from msldm.generate import GenerateRequest, generate_to_folder
 
     req = GenerateRequest.from_cli(args.given, args.make, args.seconds, args.seed, args.steps,
-                                   args.sampler, args.schedule)
+                                   args.sampler, args.schedule, args.resample)
     report = generate_to_folder(args.vae, args.diffusion, req, args.out, device=args.device)
     print(report)
     return 0
@@ -88,13 +90,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--schedule", choices=["karras", "melody"], default=None,
                    help="noise schedule; melody suits few steps (default: the model's)")
+    p.add_argument("--resample", type=int, default=None,
+                   help="takes per step, 1-8: a tighter fit to the given stems (default: the model's)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from msldm.demo import run_demo
 
-    print(run_demo(args.out, args.bundle, args.seed, args.steps, schedule=args.schedule))
+    print(run_demo(args.out, args.bundle, args.seed, args.steps, schedule=args.schedule,
+                   resample=args.resample))
     return 0
 
 

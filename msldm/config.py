@@ -118,6 +118,7 @@ class SamplerConfig:
     sampler: str = "euler"  # one of msldm.sampling.SAMPLERS
     steps: int = 150
     schedule: str = "karras"  # one of msldm.sampling.SCHEDULES ("melody": few-step, after MeLoDy)
+    resample: int = 1  # takes per step for partial generation (RePaint resampling; 1: off)
     sigma_min: float = 0.01
     sigma_max: float = 3.0
     rho: float = 7.0
@@ -127,11 +128,13 @@ class SamplerConfig:
     S_noise: float = 1.0
 
     def __post_init__(self) -> None:
-        from msldm.sampling import SAMPLERS, SCHEDULES  # framework-free, like this module
+        from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULES)}")
+        if not 1 <= self.resample <= MAX_RESAMPLE:
+            raise ValueError(f"resample must be in [1, {MAX_RESAMPLE}], got {self.resample}")
 
     def sigmas(self, sigma_data: float) -> list[float]:
         """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""

@@ -41,7 +41,8 @@ class DemoReport:
 
 
 def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | None = None,
-             example: Path = EXAMPLE_DIR, progress: bool = True, schedule: str | None = None) -> DemoReport:
+             example: Path = EXAMPLE_DIR, progress: bool = True, schedule: str | None = None,
+             resample: int | None = None) -> DemoReport:
     """Generate accompaniment for the example region into `out`; returns what was written."""
     from plugin_bridge import wavio
     from plugin_bridge.cli import ProgressBar
@@ -61,7 +62,7 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
         files = {s: wavio.read_audio(example / f) for s, f in region["given"].items()}
         request = GenerateRequest(
             given=tuple(GivenStem(s, a.audio, a.sample_rate) for s, a in files.items()),
-            generate=tuple(region["make"]), seed=seed, steps=steps, schedule=schedule,
+            generate=tuple(region["make"]), seed=seed, steps=steps, schedule=schedule, resample=resample,
             region={"tempo": region["tempo"], "meter": region["meter"],
                     "start_bar": region["start_bar"]})
         t1 = time.perf_counter()
@@ -110,7 +111,7 @@ def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float
                "daemon_total": float(daemon_t.get("total", 0.0))}
     record = {"region": region, "model": hello.get("model"), "providers": hello.get("providers"),
               "seed": result.done.seed, "steps": result.done.steps,
-              "schedule": result.done.schedule, "timings_s": timings,
+              "schedule": result.done.schedule, "resample": result.done.resample, "timings_s": timings,
               "files": {k: str(v) for k, v in written.items()}}
     wavio.write_json_atomic(out / "demo.json", record)
     return DemoReport(out, written, timings, n / rate, hello.get("providers", {}),

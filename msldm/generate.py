@@ -28,10 +28,12 @@ class GenerateRequest:
     steps: int | None = None
     sampler: str | None = None
     schedule: str | None = None
+    resample: int | None = None
 
     @classmethod
     def from_cli(cls, given: list[str], make: str | None, seconds: float | None, seed: int,
-                 steps: int | None, sampler: str | None, schedule: str | None = None) -> "GenerateRequest":
+                 steps: int | None, sampler: str | None, schedule: str | None = None,
+                 resample: int | None = None) -> "GenerateRequest":
         pairs = {}
         for item in given:
             stem, sep, path = item.partition("=")
@@ -41,7 +43,7 @@ class GenerateRequest:
                 raise ValueError(f"stem {stem!r} given twice")
             pairs[stem] = path
         stems = tuple(s.strip() for s in make.split(",") if s.strip()) if make else None
-        return cls(pairs, stems, seconds, seed, steps, sampler, schedule)
+        return cls(pairs, stems, seconds, seed, steps, sampler, schedule, resample)
 
 
 def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateRequest, out: Path,
@@ -62,6 +64,8 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
         sampler = dataclasses.replace(sampler, sampler=req.sampler)
     if req.schedule is not None:
         sampler = dataclasses.replace(sampler, schedule=req.schedule)
+    if req.resample is not None:
+        sampler = dataclasses.replace(sampler, resample=req.resample)
     res = pipe.generate({s: torch.from_numpy(a) for s, a in given.items()}, make, n,
                         seed=req.seed, sampler=sampler)
     stems = {s: _fit(a, n) for s, a in given.items()}

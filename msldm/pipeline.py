@@ -121,7 +121,7 @@ class TorchPipeline:
         z = sampling.generate(self.denoise, noise, sigmas, sampler=sc.sampler, randn=randn,
                               given=x_given if given else None, mask=mask if given else None,
                               S_churn=sc.S_churn, S_tmin=sc.S_tmin, S_tmax=sc.S_tmax,
-                              S_noise=sc.S_noise, callback=callback)
+                              S_noise=sc.S_noise, resample=sc.resample if given else 1, callback=callback)
         timings["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         idx = [self.stems.index(s) for s in make]

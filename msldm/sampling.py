@@ -159,6 +159,7 @@ def _step(denoise: Denoise, x: Array, sigma: float, sigma_next: float, randn: Ra
 
 
 SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": sample_heun}
+MAX_RESAMPLE = 8  # more takes per step than this cost more than they bring
 
 
 def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
     g.add_argument("--schedule", choices=("karras", "melody"),
                    help="noise schedule; melody suits few steps (default: the model's)")
+    g.add_argument("--resample", type=int, help="takes per step, 1-8: a tighter fit to the given stems "
+                   "for that many times the sampling time (default: the model's)")
     g.add_argument("--sample-rate", type=int, help="rate of the written stems (default: first given stem's)")
     g.add_argument("--bit-depth", choices=sorted(wavio.BIT_DEPTHS),
                    help="16, 24 or 32f (default: the first given stem's, else 24)")
@@ -129,7 +131,7 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
     return GenerateRequest(
         generate=tuple(args.make), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
-        output_sample_rate=args.sample_rate, duration=args.duration, region=region)
+        resample=args.resample, output_sample_rate=args.sample_rate, duration=args.duration, region=region)
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
@@ -141,7 +143,8 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": hello.get("model"), "model_sample_rate": hello.get("sample_rate"),
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
-        "seed": d.seed, "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "region": d.region, "windows": d.windows,
+        "seed": d.seed, "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
+        "region": d.region, "windows": d.windows,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
@@ -159,7 +162,7 @@ def reproduce_command(args: argparse.Namespace, seed: int, steps: int) -> str:
     parts += ["--make", ",".join(args.make), "--out", str(args.out), "--region", args.region,
               "--seed", str(seed), "--steps", str(steps)]
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", args.sampler),
-                        ("--schedule", args.schedule),
+                        ("--schedule", args.schedule), ("--resample", args.resample),
                         ("--sample-rate", args.sample_rate), ("--bit-depth", args.bit_depth),
                         ("--duration", args.duration)):
         if value is not None:

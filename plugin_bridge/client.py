@@ -119,6 +119,7 @@ class Done:
     region: dict[str, Any] | None
     windows: int | None = None
     schedule: str | None = None
+    resample: int | None = None
 
 
 Event = Union[Queued, Progress, Chunk, Heartbeat, Done]
@@ -151,6 +152,7 @@ class GenerateRequest:
     steps: int | None = None
     sampler: str | None = None
     schedule: str | None = None
+    resample: int | None = None
     output_sample_rate: int | None = None
     duration: float | None = None
     region: dict[str, Any] | None = None
@@ -159,7 +161,8 @@ class GenerateRequest:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
-        for name in ("seed", "steps", "sampler", "schedule", "output_sample_rate", "duration", "region"):
+        for name in ("seed", "steps", "sampler", "schedule", "resample", "output_sample_rate", "duration",
+                     "region"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -218,7 +221,7 @@ def _to_event(msg: P.Message) -> Event | None:
     if msg.type == "done":
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
-                    h.get("schedule"))
+                    h.get("schedule"), h.get("resample"))
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

@@ -119,6 +119,7 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("steps", "int", False, "sampler steps, 1..max_steps; default from the bundle"),
         _f("sampler", "str", False, "\"euler\" or \"heun\"; default from the bundle"),
         _f("schedule", "str", False, "noise schedule: \"karras\" or \"melody\" (few steps, after MeLoDy); default from the bundle"),
+        _f("resample", "int", False, "takes per step, 1..max_resample (RePaint resampling: a tighter fit to the given stems for that many times the sampling time; steps x resample <= max_steps); default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start}; echoed back verbatim in `done`"),
@@ -139,6 +140,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("default_steps", "int", True, "steps used when `generate` names none"),
         _f("schedules", "list", True, "noise schedule names accepted in `generate`"),
         _f("default_schedule", "str", True, "schedule used when `generate` names none"),
+        _f("max_resample", "int", True, "largest `resample` accepted"),
+        _f("default_resample", "int", True, "`resample` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
         _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_queue, min_sample_rate, max_sample_rate}"),
     )),
@@ -182,6 +185,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("steps", "int", True, "steps used"),
         _f("sampler", "str", True, "sampler used"),
         _f("schedule", "str", True, "noise schedule used"),
+        _f("resample", "int", True, "takes per step used"),
         _f("windows", "int", True, "number of model windows the region took"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, resample, total"),
         _f("region", "object", False, "the request's `region`, verbatim"),
@@ -295,8 +299,9 @@ def check_fields(h: dict[str, Any], spec: MessageSpec) -> None:
             continue
         if not _KIND_CHECKS[f.kind](h[f.name]):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{f.name!r} must be of type {f.kind}", job_id)
-    if "job_id" in h and not 1 <= len(h["job_id"]) <= MAX_JOB_ID_LEN:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"'job_id' must be 1-{MAX_JOB_ID_LEN} characters")
+    if "job_id" in h and not (isinstance(h["job_id"], str) and 1 <= len(h["job_id"]) <= MAX_JOB_ID_LEN):
+        # also where the message type has no job_id field: a stray non-string one is still refused
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'job_id' must be a string of 1-{MAX_JOB_ID_LEN} characters")
 
 
 @dataclass

@@ -54,7 +54,7 @@ def model_info(b: Bundle) -> ModelInfo:
     """What request validation needs to know about a loaded bundle."""
     d = b.sampler_defaults
     return ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
-                     tuple(sampling.SCHEDULES), d.schedule)
+                     tuple(sampling.SCHEDULES), d.schedule, d.resample)
 
 
 def is_loopback(host: str) -> bool:
@@ -120,6 +120,7 @@ class Daemon:
                 "overlap_seconds": default_overlap(W) * b.D / b.sample_rate,
                 "samplers": sorted(sampling.SAMPLERS), "default_steps": b.sampler_defaults.steps,
                 "schedules": sorted(sampling.SCHEDULES), "default_schedule": b.sampler_defaults.schedule,
+                "max_resample": sampling.MAX_RESAMPLE, "default_resample": b.sampler_defaults.resample,
                 "providers": b.providers, "limits": self.cfg.limits.to_dict()}
 
     @property

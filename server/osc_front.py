@@ -8,7 +8,7 @@ packet's source port):
     /msldm/generate <job_id:s> <reply_port:i> <key=value:s>...
                     keys: <stem>=<wav path> (a given stem; repeat per stem),
                           generate=<stem>[,<stem>...], seed=<int>, steps=<int>,
-                          sampler=<name>, schedule=<name>, sample_rate=<output Hz>, duration=<seconds>
+                          sampler=<name>, schedule=<name>, resample=<int>, sample_rate=<output Hz>, duration=<seconds>
                     -> /msldm/queued <job_id> <position:i>
                        /msldm/progress <job_id> <step:i> <total:i>  (at most 10 per second)
                        /msldm/done <job_id> <path:s>...            (the written stems)
@@ -189,7 +189,7 @@ class OscFront:
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
         casts = {"seed": int, "steps": int, "sample_rate": int, "duration": float, "sampler": str,
-                 "schedule": str}
+                 "schedule": str, "resample": int}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)

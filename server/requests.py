@@ -14,6 +14,7 @@ import numpy as np
 
 from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, check_sample_rate,
                                     given_infos, pcm_from_bytes)
+from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
 
 MAX_SEED = 2 ** 63
@@ -46,6 +47,7 @@ class ModelInfo:
     default_sampler: str
     schedules: tuple[str, ...] = ("karras",)
     default_schedule: str = "karras"
+    default_resample: int = 1
 
 
 @dataclass
@@ -67,6 +69,7 @@ class JobRequest:
     sampler: str
     region: dict[str, Any] | None = None
     schedule: str = "karras"
+    resample: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def model_frames(self, model_rate: int) -> int:
@@ -101,9 +104,9 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
         out_frames = round(duration * out_rate)
     if out_frames < 1:
         raise ProtocolError(ErrorCode.EMPTY_REGION, "region is shorter than one output sample", job_id)
-    seed, steps, sampler, schedule = _sampling_args(h, model, limits, job_id)
+    seed, steps, sampler, schedule, resample = _sampling_args(h, model, limits, job_id)
     return JobRequest(job_id, given, rates, requested, duration, out_rate, out_frames, seed, steps,
-                      sampler, h.get("region"), schedule=schedule)
+                      sampler, h.get("region"), schedule=schedule, resample=resample)
 
 
 def _check_stems(gen: list[Any], infos: list[PcmInfo], model: ModelInfo, job_id: str | None) -> list[str]:
@@ -153,10 +156,11 @@ def _duration(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> tu
 
 
 def _sampling_args(h: dict[str, Any], model: ModelInfo, limits: Limits,
-                   job_id: str | None) -> tuple[int, int, str, str]:
+                   job_id: str | None) -> tuple[int, int, str, str, int]:
     seed, steps = h.get("seed", 0), h.get("steps", model.default_steps)
     sampler = h.get("sampler", model.default_sampler)
     schedule = h.get("schedule", model.default_schedule)
+    resample = h.get("resample", model.default_resample)
     if not 0 <= seed < MAX_SEED:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'seed' must be in [0, 2**63), got {seed}", job_id)
     if not 1 <= steps <= limits.max_steps:
@@ -167,4 +171,9 @@ def _sampling_args(h: dict[str, Any], model: ModelInfo, limits: Limits,
     if schedule not in model.schedules:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown schedule {schedule!r}; choose from "
                             f"{list(model.schedules)}", job_id)
-    return int(seed), int(steps), sampler, schedule
+    if not 1 <= resample <= MAX_RESAMPLE:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'resample' must be in [1, {MAX_RESAMPLE}]", job_id)
+    if steps * resample > limits.max_steps:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'steps' x 'resample' must be at most {limits.max_steps}",
+                            job_id)
+    return int(seed), int(steps), sampler, schedule, int(resample)

@@ -48,6 +48,7 @@ class SamplerDefaults:
     sampler: str
     steps: int
     schedule: str
+    resample: int
     sigma_min: float
     sigma_max: float
     rho: float
@@ -62,8 +63,10 @@ class SamplerDefaults:
         for key, names in (("sampler", sampling.SAMPLERS), ("schedule", sampling.SCHEDULES)):
             if key in d and d[key] not in names:
                 raise BundleError(f"manifest sampler.{key} {d[key]!r} is not one of {sorted(names)}")
+        if not 1 <= int(d.get("resample", 1)) <= sampling.MAX_RESAMPLE:
+            raise BundleError(f"manifest sampler.resample {d['resample']!r} is not in [1, {sampling.MAX_RESAMPLE}]")
         return cls(sampler=str(d.get("sampler", "euler")), steps=int(d.get("steps", 25)),
-                   schedule=str(d.get("schedule", "karras")),
+                   schedule=str(d.get("schedule", "karras")), resample=int(d.get("resample", 1)),
                    sigma_min=float(d.get("sigma_min", 0.01)), sigma_max=float(d.get("sigma_max", 3.0)),
                    rho=float(d.get("rho", 7.0)), S_churn=float(d.get("S_churn", 0.0)),
                    S_tmin=float(d.get("S_tmin", 0.0)),
@@ -185,7 +188,7 @@ class Bundle:
 
     def generate(self, shape: tuple[int, int, int], *, seed: int, steps: int | None = None,
                  sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
-                 mask: np.ndarray | None = None, S_churn: float | None = None,
+                 mask: np.ndarray | None = None, S_churn: float | None = None, resample: int | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
@@ -193,7 +196,8 @@ class Bundle:
         Total generation when `mask` is None; otherwise partial generation by imputation
         (Eq. 4-6 of the MSLDM paper): `mask` (0/1, broadcastable to `shape`) is 1 over the
         given stems' channel blocks and/or given frame spans, `given` holds their latents.
-        Noise comes from `rng` or a numpy Generator seeded with `seed`. `callback(step,
+        Noise comes from `rng` or a numpy Generator seeded with `seed`. `resample`: takes
+        per step with a mask (RePaint resampling; default the manifest's). `callback(step,
         total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -205,7 +209,8 @@ class Bundle:
         return sampling.generate(
             self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
-            S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise, callback=callback)
+            S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
+            resample=(resample or d.resample) if mask is not None else 1, callback=callback)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

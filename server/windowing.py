@@ -133,7 +133,8 @@ class Crossfader:
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
-                    schedule: str | None = None, overlap: int | None = None, hook: StepHook | None = None,
+                    schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
+                    hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
@@ -155,7 +156,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
         z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
-                           rng, steps, sampler, schedule, i, hook, t, cache)
+                           rng, steps, sampler, schedule, resample, i, hook, t, cache)
         prev = z
         t0 = time.perf_counter()
         out = _decode_stems(bundle, z, requested)
@@ -168,7 +169,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
 
 def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
                    prev: np.ndarray | None, plan: WindowPlan, rng: np.random.Generator,
-                   steps: int | None, sampler: str | None, schedule: str | None, window: int,
+                   steps: int | None, sampler: str | None, schedule: str | None, resample: int | None,
+                   window: int,
                    hook: StepHook | None, t: Timings, cache: EncodeCache | None) -> np.ndarray:
     """One window's joint latent `[1,K*C,W]`: given stems imposed over all frames, and the
     first O frames of the requested stems imposed from `prev`'s last O frames."""
@@ -192,7 +194,8 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
         def callback(step: int, total: int, sigma: float, x: np.ndarray) -> None:
             hook(window, step, total)
     t0 = time.perf_counter()
-    out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule, rng=rng,
+    out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
+                          resample=resample, rng=rng,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
     t.sample += time.perf_counter() - t0

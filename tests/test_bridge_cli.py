@@ -62,12 +62,13 @@ def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp
 def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  # noqa: F811
     r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
                 "--make", "bass", "--out", str(tmp_path / "a"), "--sample-rate", "22050", "--bit-depth", "32f",
-                "--schedule", "melody")
+                "--schedule", "melody", "--resample", "2")
     assert r.returncode == 0, r.stderr
     meta = json.loads((tmp_path / "a" / "region.msldm.json").read_text())
     argv = shlex.split(meta["command"])
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
+    assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"
     argv[argv.index("--out") + 1] = str(tmp_path / "b")
     assert _bridge(*argv[1:]).returncode == 0
     a, sr = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")

@@ -59,7 +59,7 @@ def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
         ("euler", "karras"), ("euler", "melody"), ("heun", "karras"), ("heun", "melody")]
     report = (out / "report.md").read_text()
     assert "| Model | B | D | G | P |" in report and "NOT comparable" in report
-    assert "| heun | melody | 2 |" in report
+    assert "| heun | melody | 1 | 2 |" in report
     assert metrics["tasks"]["BDGP"]["fad_stems"]["bass"] == pytest.approx(0.0, abs=1e-6)
 
 

@@ -61,6 +61,7 @@ def test_chunk_direction_checks_one_frame():
     ([b'{"type": "cancel", "v": 1}'], ErrorCode.MISSING_FIELD),
     ([b'{"type": "cancel", "v": 1, "job_id": ""}'], ErrorCode.BAD_FIELD),
     ([b'{"type": "cancel", "v": 1, "job_id": 7}'], ErrorCode.BAD_FIELD),
+    ([b'{"type": "hello", "v": 1, "job_id": 0}'], ErrorCode.BAD_FIELD),  # found by the fuzz test
     ([b" " * (P.MAX_HEADER_BYTES + 1)], ErrorCode.TOO_LARGE),
 ])
 def test_bad_frames_get_stable_codes(frames, code):

@@ -319,9 +319,11 @@ def test_schedule_by_name_and_in_the_config() -> None:
         SamplerConfig(schedule="cosine")
     sc = SamplerConfig(steps=6, schedule="melody")
     assert sc.sigmas(0.4) == sampling.melody_sigmas(6, 0.01, 3.0, 0.4)
-    old = ModelConfig().to_dict()  # a checkpoint written before schedules existed loads as karras
-    del old["sampler"]["schedule"]
-    assert ModelConfig.from_dict(old).sampler.schedule == "karras"
+    with pytest.raises(ValueError, match="resample"):
+        SamplerConfig(resample=0)
+    old = ModelConfig().to_dict()  # a checkpoint written before these fields loads with the old behaviour
+    del old["sampler"]["schedule"], old["sampler"]["resample"]
+    assert (ModelConfig.from_dict(old).sampler.schedule, ModelConfig.from_dict(old).sampler.resample) == ("karras", 1)
 
 
 def test_callback_cancel_and_call_count() -> None:

@@ -71,6 +71,33 @@ def test_manifest_schedule_is_the_default_and_checked(tiny_bundle, tmp_path):  #
     (melody / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="schedule"):
         Bundle.load(melody)
+    m["sampler"]["schedule"] = "karras"
+    m["sampler"]["resample"] = 0
+    (melody / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="resample"):
+        Bundle.load(melody)
+
+
+def test_manifest_resample_applies_to_partial_generation_only(tiny_bundle, tmp_path):  # noqa: F811
+    root = tmp_path / "r"
+    shutil.copytree(tiny_bundle, root)
+    m = json.loads((root / "manifest.json").read_text())
+    m["sampler"]["resample"] = 3
+    (root / "manifest.json").write_text(json.dumps(m))
+    b = Bundle.load(root)
+    calls = []
+    denoise = b.denoise
+    b.denoise = lambda x, s: calls.append(s) or denoise(x, s)
+    T = 8
+    given = np.zeros((1, 4 * C, T), np.float32)
+    b.generate((1, 4 * C, T), seed=0, steps=4, given=given, mask=b.stem_mask(["bass"], T))
+    assert len(calls) == 3 * 4
+    calls.clear()
+    b.generate((1, 4 * C, T), seed=0, steps=4, given=given, mask=b.stem_mask(["bass"], T), resample=1)
+    assert len(calls) == 4
+    calls.clear()
+    b.generate((1, 4 * C, T), seed=0, steps=4)  # total generation: nothing to fit to
+    assert len(calls) == 4
 
 
 def test_graph_shapes_and_padding(bundle):

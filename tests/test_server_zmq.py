@@ -66,6 +66,20 @@ def test_schedule_is_offered_chosen_and_echoed(client):
     assert not np.allclose(stems["karras"], stems["melody"])  # the schedule reached the sampler
 
 
+def test_resample_is_offered_chosen_and_echoed(client):
+    hello = client.request({"type": "hello"}).header
+    assert hello["max_resample"] == 8 and hello["default_resample"] == 1
+    stems = {}
+    for resample in (1, 3):
+        h, pcm = gen_header(f"r{resample}", {"bass": tone(0.5, 22050)}, 22050, ["drums"], seed=5,
+                            resample=resample)
+        res = client.run_job(h, pcm)
+        assert res.final.type == "done" and res.final.header["resample"] == resample
+        assert res.of("progress")[-1].header["total"] == res.final.header["windows"] * 4  # steps, not takes
+        stems[resample] = res.stems()["drums"]
+    assert not np.allclose(stems[1], stems[3])
+
+
 def test_reroll_reuses_the_given_stems_encoding(daemon, client):  # noqa: F811
     cache = daemon.worker.cache
     given = {"bass": tone(1.0, 44100), "piano": tone(1.0, 44100, 330.0)}
@@ -239,6 +253,9 @@ def _bad_inputs():
     yield "bad steps", P.encode(*g("bs", {"bass": ok}, ["drums"], steps=0)), "bad_field"
     yield "bad sampler", P.encode(*g("bsa", {"bass": ok}, ["drums"], sampler="ddim")), "bad_field"
     yield "bad schedule", P.encode(*g("bsc", {"bass": ok}, ["drums"], schedule="cosine")), "bad_field"
+    yield "resample 0", P.encode(*g("rs0", {"bass": ok}, ["drums"], resample=0)), "bad_field"
+    yield "resample 9", P.encode(*g("rs9", {"bass": ok}, ["drums"], resample=9)), "bad_field"
+    yield "steps x resample", P.encode(*g("rsx", {"bass": ok}, ["drums"], steps=1000, resample=3)), "bad_field"
     yield "unknown job", P.encode({"type": "cancel", "job_id": "nope"}), "unknown_job"
 
 

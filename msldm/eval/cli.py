@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schedules", default="karras",
                    help="noise schedules of the sweep (karras, melody: few-step after MeLoDy)")
     p.add_argument("--schedule", default="karras", help="noise schedule of the main run")
+    p.add_argument("--resamples", default="1", help="takes per step of the sweep, e.g. 1,3 (RePaint resampling)")
+    p.add_argument("--resample", type=int, default=1, help="takes per step of the main run")
     p.add_argument("--subsets", default="all", help="all | partial | comma list like B,DG,BDGP")
     p.add_argument("--split", default="test")
     p.add_argument("--sweep-n", type=int, default=8, help="segments per sweep point (0: no sweep)")
@@ -52,8 +54,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """EvalConfig of the parsed arguments."""
     steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
     return EvalConfig(n=args.n, seconds=args.seconds, subsets=tuple(parse_subsets(args.subsets)),
-                      steps=steps[-1], sampler=args.sampler, schedule=args.schedule, sweep_steps=steps,
-                      sweep_samplers=_names(args.samplers), sweep_schedules=_names(args.schedules),
+                      steps=steps[-1], sampler=args.sampler, schedule=args.schedule, resample=args.resample,
+                      sweep_steps=steps, sweep_samplers=_names(args.samplers),
+                      sweep_schedules=_names(args.schedules),
+                      sweep_resamples=tuple(int(r) for r in _names(args.resamples)),
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
                       use_annotation=not args.no_annotation)

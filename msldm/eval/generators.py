@@ -21,13 +21,15 @@ class Generator(Protocol):
     """Partial / total generation of stems (see the module docstring)."""
 
     def __call__(self, given: Mapping[str, np.ndarray], targets: Sequence[str], *, n_samples: int,
-                 seed: int, steps: int, sampler: str, schedule: str = "karras") -> dict[str, np.ndarray]: ...
+                 seed: int, steps: int, sampler: str, schedule: str = "karras",
+                 resample: int = 1) -> dict[str, np.ndarray]: ...
 
 
 class SilenceGenerator:
     """Returns silence for every target (every stem should be flagged empty)."""
 
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras"):  # noqa: D102
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
+                 resample=1):
         return {s: np.zeros(n_samples, np.float32) for s in targets}
 
 
@@ -37,7 +39,8 @@ class NoiseGenerator:
     def __init__(self, level: float = 0.05) -> None:
         self.level = level
 
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras"):  # noqa: D102
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
+                 resample=1):
         rng = np.random.default_rng(seed)
         return {s: (self.level * rng.standard_normal(n_samples)).astype(np.float32) for s in targets}
 
@@ -49,7 +52,8 @@ class OracleGenerator:
     def __init__(self, segments: Sequence, base_seed: int = 0, offset: int = 0) -> None:
         self.segments, self.base_seed, self.offset = segments, base_seed, offset
 
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras"):  # noqa: D102
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
+                 resample=1):
         seg = self.segments[(seed - self.base_seed + self.offset) % len(self.segments)]
         n = n_samples
         return {s: np.pad(seg.stems[s], (0, max(0, n - len(seg.stems[s]))))[:n] for s in targets}
@@ -80,7 +84,8 @@ class BundleGenerator:
         T = -(-n_samples // b.D)
         return -(-T // b.frame_multiple) * b.frame_multiple
 
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras"):  # noqa: D102
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
+                 resample=1):
         b = self.bundle
         T = self._frames(n_samples)
         shape = (1, b.K * b.C, T)
@@ -90,7 +95,7 @@ class BundleGenerator:
             audio = np.pad(np.asarray(a, np.float32)[: T * b.D], (0, max(0, T * b.D - len(a))))
             x_given[:, k * b.C:(k + 1) * b.C] = b.encode(audio[None, None])[:, :, :T]
         mask = b.stem_mask(list(given), T) if given else None
-        z = b.generate(shape, seed=seed, steps=steps, sampler=sampler, schedule=schedule,
+        z = b.generate(shape, seed=seed, steps=steps, sampler=sampler, schedule=schedule, resample=resample,
                        given=x_given if given else None, mask=mask)
         out = {}
         for s in targets:

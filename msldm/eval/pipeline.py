@@ -41,9 +41,11 @@ class EvalConfig:
     steps: int = 20  # sampler steps of the main run
     sampler: str = "euler"
     schedule: str = "karras"
+    resample: int = 1
     sweep_steps: tuple[int, ...] = (5, 10, 20)
     sweep_samplers: tuple[str, ...] = ("euler", "heun")
     sweep_schedules: tuple[str, ...] = ("karras",)
+    sweep_resamples: tuple[int, ...] = (1,)
     sweep_n: int = 8
     recon_n: int = 16
     embedding: str = "stats"
@@ -104,7 +106,7 @@ def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ..
 
 
 def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, steps: int,
-             sampler: str, segment_ids: list[int], schedule: str = "karras") -> dict:
+             sampler: str, segment_ids: list[int], schedule: str = "karras", resample: int = 1) -> dict:
     """Generate `task` for the given segments; per-stem records, mixture embeddings, timing."""
     targets = subset_stems(task)
     given_names = tuple(s for s in STEMS if s not in targets)
@@ -116,7 +118,7 @@ def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, ste
         n = len(seg.stems["bass"])
         t0 = time.perf_counter()
         out = generator(given, list(targets), n_samples=n, seed=cfg.seed + i, steps=steps, sampler=sampler,
-                        schedule=schedule)
+                        schedule=schedule, resample=resample)
         seconds += time.perf_counter() - t0
         out = {s: np.pad(np.asarray(out[s], np.float32).reshape(-1)[:n], (0, max(0, n - len(out[s]))))
                for s in targets}
@@ -154,7 +156,7 @@ def evaluate_tasks(st: RunState, cfg: EvalConfig, generator: Generator, real_mix
     tasks = {}
     ids = list(range(len(st.segments)))
     for task in cfg.subsets:
-        res = run_task(st, cfg, generator, task, cfg.steps, cfg.sampler, ids, cfg.schedule)
+        res = run_task(st, cfg, generator, task, cfg.steps, cfg.sampler, ids, cfg.schedule, cfg.resample)
         entry = {"subfad": _fd(res["mix_emb"], real_mix), "time_per_clip": res["time_per_clip"],
                  "stems": summarise_records(res["records"])}
         if task == TOTAL:
@@ -164,19 +166,20 @@ def evaluate_tasks(st: RunState, cfg: EvalConfig, generator: Generator, real_mix
 
 
 def steps_sweep(st: RunState, cfg: EvalConfig, generator: Generator) -> list[dict]:
-    """Fit, density and time vs (sampler, schedule, steps) on the first `sweep_n` segments,
-    segment i generating stem STEMS[i % 4] given the other three."""
+    """Fit, density and time vs (sampler, schedule, resample, steps) on the first `sweep_n`
+    segments, segment i generating stem STEMS[i % 4] given the other three."""
     rows = []
     ids = list(range(min(cfg.sweep_n, len(st.segments))))
-    points = [(sa, sc, n) for sa in cfg.sweep_samplers for sc in cfg.sweep_schedules for n in cfg.sweep_steps]
-    for sampler, schedule, steps in points:
+    points = [(sa, sc, r, n) for sa in cfg.sweep_samplers for sc in cfg.sweep_schedules
+              for r in cfg.sweep_resamples for n in cfg.sweep_steps]
+    for sampler, schedule, resample, steps in points:
         recs, seconds = [], 0.0
         for i in ids:
             task = "BDGP"[i % 4]
-            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule)
+            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule, resample)
             recs += next(iter(res["records"].values()))
             seconds += res["time_per_clip"]
-        rows.append({"sampler": sampler, "schedule": schedule, "steps": steps,
+        rows.append({"sampler": sampler, "schedule": schedule, "resample": resample, "steps": steps,
                      "time_per_clip": seconds / max(1, len(ids)),
                      **{k: mean_ignore_nan([r[k] for r in recs])
                         for k in ("harmonic_norm", "rhythmic_norm", "audible_fraction", "empty")}})

@@ -69,10 +69,11 @@ def _sweep_section(rows: list[Mapping]) -> list[str]:
     if not rows:
         return []
     lines = ["## Steps sweep", "",
-             "| sampler | schedule | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| sampler | schedule | resample | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r.get('schedule', 'karras')} | {r['steps']} | {_f(r['time_per_clip'], 3)} | "
+        lines.append(f"| {r['sampler']} | {r.get('schedule', 'karras')} | {r.get('resample', 1)} | {r['steps']} | "
+                     f"{_f(r['time_per_clip'], 3)} | "
                      f"{_f(r['harmonic_norm'])} | "
                      f"{_f(r['rhythmic_norm'])} | {_f(r['audible_fraction'])} | {_f(r['empty'])} |")
     return lines + [""]
@@ -96,7 +97,8 @@ def render_report(metrics: Mapping, model_name: str = "model",
     rows = {model_name: {t: e["subfad"] for t, e in tasks.items()}, **(baselines or {})}
     lines = [f"# Evaluation report: {model_name}", "",
              f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
-             f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps; "
+             f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps "
+             f"x {cfg.get('resample', 1)} takes; "
              f"seed {cfg['seed']}.", "",
              EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
              "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
