@@ -57,47 +57,38 @@ def test_hash_mismatch_is_refused(tiny_bundle, tmp_path):  # noqa: F811
         Bundle.load(bad)
 
 
+def _bundle_with_sampler(tiny_bundle: Path, root: Path, **fields) -> Path:
+    """A copy of the tiny bundle whose manifest's sampler block has `fields` set."""
+    if not root.exists():
+        shutil.copytree(tiny_bundle, root)
+    m = json.loads((root / "manifest.json").read_text())
+    m["sampler"].update(fields)
+    (root / "manifest.json").write_text(json.dumps(m))
+    return root
+
+
 def test_manifest_schedule_is_the_default_and_checked(tiny_bundle, tmp_path):  # noqa: F811
     from msldm import sampling
-    melody = tmp_path / "melody"
-    shutil.copytree(tiny_bundle, melody)
-    m = json.loads((melody / "manifest.json").read_text())
-    m["sampler"]["schedule"] = "melody"
-    (melody / "manifest.json").write_text(json.dumps(m))
-    b = Bundle.load(melody)
+    b = Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "b", schedule="melody"))
     assert b.sigmas(6) == sampling.melody_sigmas(6, 0.01, 3.0, SIGMA_DATA)
     assert b.sigmas(6, "karras") == sampling.karras_sigmas(6, 0.01, 3.0, 7.0)
-    m["sampler"]["schedule"] = "cosine"
-    (melody / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="schedule"):
-        Bundle.load(melody)
-    m["sampler"]["schedule"] = "karras"
-    m["sampler"]["resample"] = 0
-    (melody / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="resample"):
-        Bundle.load(melody)
+    for bad in ({"schedule": "cosine"}, {"schedule": "karras", "resample": 0}):
+        with pytest.raises(BundleError, match="resample" if "resample" in bad else "schedule"):
+            Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "b", **bad))
 
 
 def test_manifest_resample_applies_to_partial_generation_only(tiny_bundle, tmp_path):  # noqa: F811
-    root = tmp_path / "r"
-    shutil.copytree(tiny_bundle, root)
-    m = json.loads((root / "manifest.json").read_text())
-    m["sampler"]["resample"] = 3
-    (root / "manifest.json").write_text(json.dumps(m))
-    b = Bundle.load(root)
+    b = Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "r", resample=3))
     calls = []
     denoise = b.denoise
     b.denoise = lambda x, s: calls.append(s) or denoise(x, s)
     T = 8
-    given = np.zeros((1, 4 * C, T), np.float32)
-    b.generate((1, 4 * C, T), seed=0, steps=4, given=given, mask=b.stem_mask(["bass"], T))
-    assert len(calls) == 3 * 4
-    calls.clear()
-    b.generate((1, 4 * C, T), seed=0, steps=4, given=given, mask=b.stem_mask(["bass"], T), resample=1)
-    assert len(calls) == 4
-    calls.clear()
-    b.generate((1, 4 * C, T), seed=0, steps=4)  # total generation: nothing to fit to
-    assert len(calls) == 4
+    given, mask = np.zeros((1, 4 * C, T), np.float32), b.stem_mask(["bass"], T)
+    for kwargs, n in (({"given": given, "mask": mask}, 3 * 4), ({"given": given, "mask": mask, "resample": 1}, 4),
+                      ({}, 4)):  # the last: total generation, nothing to fit to
+        calls.clear()
+        b.generate((1, 4 * C, T), seed=0, steps=4, **kwargs)
+        assert len(calls) == n, kwargs
 
 
 def test_graph_shapes_and_padding(bundle):
