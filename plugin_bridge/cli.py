@@ -23,7 +23,7 @@ from typing import Any, Sequence, TextIO
 from plugin_bridge import protocol as P
 from plugin_bridge import wavio
 from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, DaemonError, DaemonUnavailable, Event,
-                                  GenerateRequest, GivenStem, JobCancelled, Progress, Queued, Result)
+                                  GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
 
 EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given piano=keys.wav "
            "--make bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="16, 24 or 32f (default: the first given stem's, else 24)")
     g.add_argument("--duration", type=float, help="seconds to generate when no stem is given")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--retries", type=int, default=1,
+                   help="times to resubmit the job if the daemon dies or restarts mid-job (same seed, "
+                        "so the same stems); 0: give up at once")
+    g.add_argument("--retry-wait", type=float, default=10.0,
+                   help="seconds to wait for a daemon to answer again before each resubmission")
     sub.add_parser("status", help="show the daemon's model, limits and queue")
     return ap
 
@@ -189,6 +194,39 @@ def _run_job(client: Client, request: GenerateRequest, bar: ProgressBar | None) 
         raise JobCancelled(P.ErrorCode.CANCELLED.value, "cancelled by Ctrl-C", job_id)
 
 
+def _run_with_retries(client: Client, request: GenerateRequest, bar: ProgressBar | None, retries: int,
+                      wait: float) -> tuple[Result, dict[str, Any]]:
+    """`_run_job`, resubmitted up to `retries` times when the job is lost (the daemon died or
+    restarted): waits up to `wait` s for a daemon to answer at the same address. The request
+    carries its seed, so a resubmitted job makes the same stems. Returns the result and the
+    `hello` of the daemon that made it."""
+    for attempt in range(retries + 1):
+        try:
+            return _run_job(client, request, bar), client.hello()
+        except JobLost as e:
+            if attempt == retries:
+                raise
+            print(f"\nmsldm-bridge: {e}; waiting up to {wait:g} s for a daemon at {client.url} to "
+                  "resubmit the job (same seed, same stems)", file=sys.stderr)
+            _wait_for_daemon(client, wait)
+            print("msldm-bridge: resubmitted", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _wait_for_daemon(client: Client, wait: float) -> None:
+    """Return once a daemon answers `ping` at `client.url`; DaemonUnavailable after `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        client.reconnect()
+        try:
+            client.ping()
+            return
+        except DaemonUnavailable:
+            if time.monotonic() >= deadline:
+                raise DaemonUnavailable(client.url, wait, "ping after the job was lost") from None
+            time.sleep(0.2)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     files = [(stem, wavio.read_audio(path)) for stem, path in args.given]
     if not files and args.duration is None:
@@ -198,10 +236,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     bit_depth = args.bit_depth or (files[0][1].bit_depth if files else wavio.DEFAULT_BIT_DEPTH)
     t0 = time.monotonic()
     bar = None if args.quiet else ProgressBar()
-    with Client(args.server, timeout=args.timeout) as client:
-        hello = client.hello()
+    # the daemon sends a heartbeat every second: 5 s of silence means it is gone
+    with Client(args.server, timeout=args.timeout, silence_timeout=5.0) as client:
+        client.hello()
         try:
-            result = _run_job(client, make_request(args, files), bar)
+            result, hello = _run_with_retries(client, make_request(args, files), bar, args.retries,
+                                              args.retry_wait)
         finally:
             if bar is not None:
                 bar.close()

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from plugin_bridge import cli
 from server_fixtures import tiny_bundle  # noqa: F401  (fixture)
-from test_bridge_client import free_port, live_daemon, tone  # noqa: F401  (fixture)
+from test_bridge_client import daemon_subprocess, free_port, live_daemon, tone  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 BRIDGE = [sys.executable, "-m", "plugin_bridge.cli"]
@@ -113,6 +113,34 @@ def test_ctrl_c_cancels_the_job_and_writes_nothing(live_daemon, tmp_path):  # no
         proc.kill()
     assert proc.returncode == 130 and "cancelled" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_daemon_killed_mid_job_and_restarted_loses_nothing(tiny_bundle, tmp_path):  # noqa: F811
+    """The daemon dies mid-job and comes back at the same address (say a supervisor restarts
+    it): the bridge resubmits with the same seed and writes the same stems as an
+    undisturbed run."""
+    sf.write(str(tmp_path / "d.wav"), tone(100, 8.0, 22050), 22050)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    args = ["--server", url, "generate", "--given", f"drums={tmp_path / 'd.wav'}", "--make", "bass",
+            "--steps", "60", "--seed", "4", "--retry-wait", "30"]
+    with daemon_subprocess(tiny_bundle, url) as (first, _):
+        proc = subprocess.Popen([*BRIDGE, *args, "--out", str(tmp_path / "a")], cwd=ROOT, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert "step" in proc.stderr.readline()  # the job runs
+            first.kill()
+            first.wait(10)
+            with daemon_subprocess(tiny_bundle, url):
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+                assert "resubmitted" in err
+                ref = _bridge(*args, "--out", str(tmp_path / "b"))
+                assert ref.returncode == 0, ref.stderr
+        finally:
+            proc.kill()
+    a, _ = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
+    b, _ = sf.read(str(tmp_path / "b" / "region.bass.wav"), dtype="float32")
+    np.testing.assert_array_equal(a, b)
 
 
 def test_bad_arguments_are_refused():
