@@ -119,7 +119,9 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("steps", "int", False, "sampler steps, 1..max_steps; default from the bundle"),
         _f("sampler", "str", False, "\"euler\" or \"heun\"; default from the bundle"),
         _f("schedule", "str", False, "noise schedule: \"karras\" or \"melody\" (few steps, after MeLoDy); default from the bundle"),
-        _f("resample", "int", False, "takes per step, 1..max_resample (RePaint resampling: a tighter fit to the given stems for that many times the sampling time; steps x resample <= max_steps); default from the bundle"),
+        _f("resample", "int", False, "takes per step, 1..max_resample (RePaint resampling: a tighter fit "
+           "to the given stems, that many times the sampling time; steps x resample <= max_steps); "
+           "default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start}; echoed back verbatim in `done`"),

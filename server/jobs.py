@@ -221,8 +221,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     t, t_resample = Timings(), 0.0
     for piece in generate_region(bundle, given, req.requested, n, seed=req.seed, steps=req.steps,
                                  sampler=req.sampler, schedule=req.schedule, resample=req.resample,
-                                 hook=hook, timings=t,
-                                 cache=cache):
+                                 hook=hook, timings=t, cache=cache):
         job.check()
         for stem, a in piece.stems.items():
             t0 = time.perf_counter()
@@ -235,8 +234,8 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                "sample": t.sample, "decode": t.decode, "resample": t_resample,
                "total": time.perf_counter() - job.submitted}
     return {"stems": list(req.requested), "frames": req.out_frames, "sample_rate": req.out_rate,
-            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule, "resample": req.resample,
-            "windows": windows,
+            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
+            "resample": req.resample, "windows": windows,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
 
 

@@ -92,18 +92,24 @@ class EncodeCache:
             return bundle.encode(audio)
         keys = [hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16,
                                 person=str(a.shape[-1]).encode()[:16]).digest() for a in audio]
-        todo = [g for g, k in enumerate(keys) if k not in self.store]
+        out: list[np.ndarray | None] = [self.store.get(k) for k in keys]
+        for k in keys:
+            if k in self.store:
+                self.store.move_to_end(k)
+        todo = [g for g, z in enumerate(out) if z is None]
         if todo:
             z = bundle.encode(audio[todo])
             for j, g in enumerate(todo):
-                self._put(keys[g], z[j].copy())
+                out[g] = z[j].copy()
+                self._put(keys[g], out[g])
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
-        for k in keys:
-            self.store.move_to_end(k)
-        return np.stack([self.store[k] for k in keys])
+        return np.stack(out)
 
     def _put(self, key: bytes, z: np.ndarray) -> None:
+        old = self.store.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes
         self.store[key] = z
         self.bytes += z.nbytes
         while self.bytes > self.max_bytes and len(self.store) > 1:

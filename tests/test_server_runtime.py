@@ -176,6 +176,10 @@ def test_encode_cache_encodes_only_new_rows_in_order_and_evicts_oldest():
     shorter = np.ascontiguousarray(a[:, :, :32])  # same leading samples, other length: another key
     cache.encode(fake, shorter)
     assert fake.calls == [1, 1, 1]
+    tight = EncodeCache(max_bytes=3 * 4)  # room for one latent, asked for three (two the same)
+    rows = np.concatenate([a, b, a])
+    np.testing.assert_array_equal(tight.encode(fake, rows), fake.encode(rows))
+    assert len(tight.store) == 1 and tight.bytes == 3 * 4
     off = EncodeCache(max_bytes=0)
     off.encode(fake, a)
     off.encode(fake, a)
