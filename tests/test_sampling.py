@@ -172,7 +172,7 @@ def test_partial_generation_matches_exact_law(sampler: str, S_churn: float, step
 def test_imputation_bias_shrinks_with_churn() -> None:
     """Imputation (Eq. 4) is an approximation. On this Gaussian the exact law of the sampler
     moves toward the true conditional mean, only part of the way with the deterministic ODE,
-    further with the paper's churn (Euler, S_churn 20, 150 steps: ~58% of the shift), and
+    further with the paper's churn (Euler, S_churn 20, 150 steps: ~56% of the shift), and
     nearly all the way with heavy churn, while the variances stay close to the conditional's."""
     true_m, true_S = conditional_law(SIGMA_4D, MISSING, GIVEN, Z_GIVEN)
 
