@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from corpus_fixtures import SR, write_corpus
 from msldm.checkpoint import save_checkpoint
 from msldm.config import STEMS, get_preset
 from msldm.data.cli_latents import add_latents_parser
@@ -19,33 +18,14 @@ from msldm.data.latents import LatentChunks, encode_track, extract_latents, late
 from msldm.data.slakh import ActivityFilter, Track
 
 torch.set_num_threads(1)  # the test machine is shared: threads only contend
-SR = 22050
-
-
-def write_corpus(root: Path, splits: dict[str, int], seconds: float = 0.8, seed: int = 0) -> None:
-    """Paper-layout toy tracks: tones for bass/guitar/piano, noise bursts for drums; the
-    last train track has a silent piano (no file)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    for split, n in splits.items():
-        for i in range(n):
-            track = root / split / f"Track{i + 1:05d}"
-            track.mkdir(parents=True)
-            for stem, f0 in zip(STEMS, (55.0, 0.0, 196.0, 392.0)):
-                if split == "train" and i == n - 1 and stem == "piano":
-                    continue
-                if stem == "drums":
-                    x = rng.normal(0, 0.2, t.size) * (np.sin(2 * np.pi * 4 * t) > 0.7)
-                else:
-                    x = 0.3 * np.sin(2 * np.pi * f0 * rng.uniform(1, 1.5) * t)
-                sf.write(str(track / f"{stem}.wav"), x.astype(np.float32), SR, subtype="FLOAT")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.manual_seed(0)
     base = tmp_path_factory.mktemp("latents")
-    write_corpus(base / "data", {"train": 2, "validation": 1})
+    write_corpus(base / "data", {"train": 2, "validation": 1}, seconds=0.8, burst_threshold=0.7,
+                 silent_piano_in_last_train=True)
     config = get_preset("tiny")
     from msldm.vae import SourceVAE
     vae = SourceVAE(config.vae).eval()

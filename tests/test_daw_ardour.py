@@ -21,6 +21,7 @@ from plugin_bridge.adapters.ardour import LUA_SCRIPT
 from plugin_bridge.adapters.ardour.render import RegionRef, render_track
 from plugin_bridge.adapters.ardour.session_xml import ArdourSession, SessionEditError, place_files, Placement
 from server_fixtures import tiny_bundle  # noqa: F401  (fixture)
+from test_bridge_client import live_daemon  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARDOUR = shutil.which("ardour7-lua")
@@ -90,16 +91,6 @@ def _tone(path: Path, freq: float, seconds: float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def daemon(tiny_bundle):  # noqa: F811
-    from server.daemon import Daemon, DaemonConfig
-    d = Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0")).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture(scope="module")
 def base_session(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
     """Built once: a saved session with tracks Drums and Keys holding 3 s tones from sample 24000."""
     tmp = tmp_path_factory.mktemp("ardour")
@@ -122,11 +113,11 @@ def session(tmp_path, base_session) -> tuple[Path, str, dict[str, np.ndarray]]:
 
 @needs_ardour
 @pytest.mark.slow
-def test_generate_script_adds_tracks_at_range_start(tmp_path, session, daemon):
+def test_generate_script_adds_tracks_at_range_start(tmp_path, session, live_daemon):  # noqa: F811
     sdir, name, tones = session
     start, end = 48000, 120000
     r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano",
-                "make=bass,guitar", f"start={start}", f"end={end}", f"server={daemon.endpoint}", "seed=3",
+                "make=bass,guitar", f"start={start}", f"end={end}", f"server={live_daemon.endpoint}", "seed=3",
                 f"bridge={sys.executable} -m plugin_bridge.cli", f"python={sys.executable}", "region=take1",
                 timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from plugin_bridge.adapters.reaper import logic
 from server_fixtures import tiny_bundle  # noqa: F401  (fixture)
+from test_bridge_client import live_daemon  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 48000
@@ -164,22 +165,12 @@ def fake(tmp_path) -> FakeReaper:
     return FakeReaper(tracks, tmp_path / "project", (1.0, 2.5))
 
 
-@pytest.fixture(scope="module")
-def daemon(tiny_bundle):  # noqa: F811
-    from server.daemon import Daemon, DaemonConfig
-    d = Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0")).start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
 RUNNER = functools.partial(subprocess.run, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 BRIDGE = (sys.executable, "-m", "plugin_bridge.cli")
 
 
-def test_generate_inserts_stems_below_selection_at_its_start(fake, daemon):
-    settings = logic.Settings(make=("bass", "guitar"), server=daemon.endpoint, bridge=BRIDGE, seed=1)
+def test_generate_inserts_stems_below_selection_at_its_start(fake, live_daemon):  # noqa: F811
+    settings = logic.Settings(make=("bass", "guitar"), server=live_daemon.endpoint, bridge=BRIDGE, seed=1)
     stems = logic.generate(fake, settings, runner=RUNNER)
     assert [t.name for t in fake.tracks] == ["Drums", "Keys", "MSLDM bass", "MSLDM guitar", "Vox"]
     for track, stem in zip(fake.tracks[2:4], ("bass", "guitar")):
@@ -198,13 +189,13 @@ def test_generate_inserts_stems_below_selection_at_its_start(fake, daemon):
     assert '"tempo": 96.0' in sidecar and '"start_bar": 1' in sidecar  # 1.0 s at 96 BPM in 3/4: bar 1
 
 
-def test_default_make_is_every_stem_not_given(fake, daemon):
-    stems = logic.generate(fake, logic.Settings(server=daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
+def test_default_make_is_every_stem_not_given(fake, live_daemon):  # noqa: F811
+    stems = logic.generate(fake, logic.Settings(server=live_daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
     assert sorted(stems) == ["bass", "guitar"]  # drums and keys (piano) are given
 
 
-def test_main_asks_and_reports_errors_in_a_message_box(fake, daemon):
-    fake.ext[("MSLDM", "server")] = daemon.endpoint
+def test_main_asks_and_reports_errors_in_a_message_box(fake, live_daemon):  # noqa: F811
+    fake.ext[("MSLDM", "server")] = live_daemon.endpoint
     fake.ext[("MSLDM", "bridge")] = shlex.join(BRIDGE)
     fake.sel = (0.0, 0.0)
     logic.main(fake)

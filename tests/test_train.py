@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
+from corpus_fixtures import SR, write_corpus
 from msldm.checkpoint import load_diffusion, load_vae, save_checkpoint
 from msldm.config import STEMS, ModelConfig, get_preset
 from msldm.data.latents import extract_latents
@@ -26,7 +26,6 @@ from msldm.train.runs import diffusion_datasets, train_diffusion, train_vae, vae
 from msldm.train.tasks import DiffusionTask, VAETask
 
 torch.set_num_threads(1)  # the test machine is shared: threads only contend
-SR = 22050
 SECONDS = 8 * 320 / SR  # VAE segments of 8 latent frames
 
 
@@ -37,20 +36,6 @@ def tiny_config(window_frames: int = 16) -> ModelConfig:
                                periods=(2, 3), stft_ffts=(256,))
     return dataclasses.replace(c, vae_loss=loss,
                                diffusion=dataclasses.replace(c.diffusion, window_frames=window_frames))
-
-
-def write_corpus(root: Path, splits: dict[str, int], seconds: float = 1.0, seed: int = 0) -> None:
-    """Paper-layout toy tracks: a tone per tonal stem, noise bursts for drums."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    for split, n in splits.items():
-        for i in range(n):
-            track = root / split / f"Track{i + 1:05d}"
-            track.mkdir(parents=True)
-            for stem, f0 in zip(STEMS, (55.0, 0.0, 196.0, 392.0)):
-                x = (rng.normal(0, 0.2, t.size) * (np.sin(2 * np.pi * 4 * t) > 0.5)
-                     if stem == "drums" else 0.3 * np.sin(2 * np.pi * f0 * rng.uniform(1, 1.5) * t))
-                sf.write(str(track / f"{stem}.wav"), x.astype(np.float32), SR, subtype="FLOAT")
 
 
 @pytest.fixture(scope="module")
