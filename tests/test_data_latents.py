@@ -90,6 +90,17 @@ def test_resume_skips_written_tracks_and_rejects_another_vae(setup: dict) -> Non
         extract_latents(setup["vae"], setup["data"], out, **{**kw, "meta": {"vae_sha256": "b"}})
 
 
+def test_extracting_another_split_keeps_the_earlier_ones_listed(setup: dict) -> None:
+    out = setup["base"] / "lat-splits"
+    kw = dict(stems=STEMS, batch=4, window_frames=32, progress=False)
+    extract_latents(setup["vae"], setup["data"], out, splits=("train",), **kw)
+    index = extract_latents(setup["vae"], setup["data"], out, splits=("validation",), **kw)
+    assert set(index["splits"]) == {"train", "validation"}
+    assert set(json.loads((out / "index.json").read_text())["splits"]) == {"train", "validation"}
+    assert len(LatentChunks(out, "train", window_frames=8, hop_frames=8,
+                            activity=ActivityFilter(threshold=0.0))) > 0
+
+
 def test_latent_chunks_windows_stems_and_activity(setup: dict) -> None:
     out = setup["base"] / "lat"  # written by the CLI test
     if not (out / "index.json").is_file():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from msldm.eval.cli import config_from_args, register
 from msldm.eval.data import load_segments, pick_mismatched
@@ -61,6 +62,20 @@ def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
     assert "| Model | B | D | G | P |" in report and "NOT comparable" in report
     assert "| heun | melody | 1 | 2 |" in report
     assert metrics["tasks"]["BDGP"]["fad_stems"]["bass"] == pytest.approx(0.0, abs=1e-6)
+
+
+class _StepsLevel:
+    """Every target is a constant at steps / 100: tells the main run's audio from the sweep's."""
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras", resample=1):
+        return {s: np.full(n_samples, steps / 100, np.float32) for s in targets}
+
+
+def test_sweep_does_not_overwrite_the_main_runs_examples(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    write_report(_StepsLevel(), corpus, out, _cfg(steps=4, sweep_steps=(2,), sweep_samplers=("euler",)), "levels")
+    audio, _ = sf.read(str(out / "audio" / "B" / "000_bass.wav"), dtype="float32")  # sweep segment 0 makes B too
+    assert np.allclose(audio, 0.04, atol=1e-3)
 
 
 def test_report_flags_silence(corpus: Path, tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ def extract_latents(vae: torch.nn.Module, data_root: str | Path, out_dir: str | 
     header = {"format": FORMAT, "version": 1, "stems": list(stems), "hop": vae.hop,
               "latent_dim": vae.latent_dim, "sample_rate": sample_rate, **(meta or {})}
     _check_header(out_dir, header)
-    index = dict(header, splits={})
+    old = out_dir / "index.json"  # splits extracted by an earlier call stay listed
+    index = dict(header, splits=json.loads(old.read_text()).get("splits", {}) if old.is_file() else {})
     for split in splits:
         if not (Path(data_root) / split).is_dir():
             continue

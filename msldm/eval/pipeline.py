@@ -106,8 +106,11 @@ def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ..
 
 
 def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, steps: int,
-             sampler: str, segment_ids: list[int], schedule: str = "karras", resample: int = 1) -> dict:
-    """Generate `task` for the given segments; per-stem records, mixture embeddings, timing."""
+             sampler: str, segment_ids: list[int], schedule: str = "karras", resample: int = 1,
+             for_report: bool = True) -> dict:
+    """Generate `task` for the given segments; per-stem records, mixture embeddings, timing.
+    `for_report` False (the steps sweep): no embeddings and no example audio, so the main
+    run's examples are not overwritten."""
     targets = subset_stems(task)
     given_names = tuple(s for s in STEMS if s not in targets)
     records: dict[str, list[dict]] = {s: [] for s in targets}
@@ -124,6 +127,8 @@ def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, ste
                for s in targets}
         for s in targets:
             records[s].append(score_stem(st, cfg, i, given_names, s, out[s]))
+        if not for_report:
+            continue
         mix = np.sum([out[s] for s in targets] + [given[s] for s in given_names], axis=0)
         mix_emb.append(st.embedding(mix, cfg.sample_rate))
         if task == TOTAL:
@@ -176,7 +181,7 @@ def steps_sweep(st: RunState, cfg: EvalConfig, generator: Generator) -> list[dic
         recs, seconds = [], 0.0
         for i in ids:
             task = "BDGP"[i % 4]
-            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule, resample)
+            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule, resample, for_report=False)
             recs += next(iter(res["records"].values()))
             seconds += res["time_per_clip"]
         rows.append({"sampler": sampler, "schedule": schedule, "resample": resample, "steps": steps,
