@@ -70,9 +70,8 @@ def _torch_generate(pipe: TorchPipeline, given: torch.Tensor, mask: torch.Tensor
         return torch.from_numpy(rng.standard_normal(tuple(like.shape), dtype=np.float32))
 
     noise = torch.from_numpy(rng.standard_normal(tuple(given.shape), dtype=np.float32))
-    return sampling.generate(pipe.denoise, noise, sigmas, sampler=sc.sampler, randn=randn,
-                             given=given, mask=mask, S_churn=sc.S_churn, S_tmin=sc.S_tmin,
-                             S_tmax=sc.S_tmax, S_noise=sc.S_noise)
+    return sampling.generate(pipe.denoise, noise, sigmas, randn=randn, given=given, mask=mask,
+                             **sc.sampling_kwargs())
 
 
 @torch.no_grad()

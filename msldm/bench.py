@@ -110,9 +110,8 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
         given[:, : 2 * C] = z_given.reshape(1, 2 * C, T)
         with torch.no_grad():
             return sampling.generate(pipe.denoise, torch.randn(given.shape, generator=gen), sigmas,
-                                     sampler=sc.sampler, randn=lambda x: torch.randn(x.shape, generator=gen),
-                                     given=given, mask=mask, S_churn=sc.S_churn, S_tmin=sc.S_tmin,
-                                     S_tmax=sc.S_tmax, S_noise=sc.S_noise, resample=sc.resample)
+                                     randn=lambda x: torch.randn(x.shape, generator=gen),
+                                     given=given, mask=mask, **sc.sampling_kwargs())
 
     calls = sampling.calls_per_run(sc.sampler, steps, sc.resample)
     res = _median_runs(lambda: _stage_times(

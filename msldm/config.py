@@ -136,6 +136,11 @@ class SamplerConfig:
         if not 1 <= self.resample <= MAX_RESAMPLE:
             raise ValueError(f"resample must be in [1, {MAX_RESAMPLE}], got {self.resample}")
 
+    def sampling_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `msldm.sampling.generate` this config sets."""
+        return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
+                "S_noise": self.S_noise, "resample": self.resample}
+
     def sigmas(self, sigma_data: float) -> list[float]:
         """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""
         from msldm.sampling import schedule_sigmas

@@ -118,10 +118,8 @@ class TorchPipeline:
         t0 = time.perf_counter()
         noise = randn(x_given) if noise is None else noise.to(self.device)
         sigmas = sc.sigmas(self.config.diffusion.sigma_data)
-        z = sampling.generate(self.denoise, noise, sigmas, sampler=sc.sampler, randn=randn,
-                              given=x_given if given else None, mask=mask if given else None,
-                              S_churn=sc.S_churn, S_tmin=sc.S_tmin, S_tmax=sc.S_tmax,
-                              S_noise=sc.S_noise, resample=sc.resample if given else 1, callback=callback)
+        z = sampling.generate(self.denoise, noise, sigmas, randn=randn, given=x_given if given else None,
+                              mask=mask if given else None, callback=callback, **sc.sampling_kwargs())
         timings["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         idx = [self.stems.index(s) for s in make]

@@ -134,11 +134,12 @@ def _sample(denoise: Denoise, x: Array, sigmas: Sequence[float], randn: Randn | 
         raise ValueError("resample > 1 needs a noise source (randn)")
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
+        back = math.sqrt(sigma ** 2 - sigma_next ** 2) if resample > 1 else 0.0
         for r in range(resample):
             if r > 0:  # back from sigma_next to sigma, then the same step again
-                x = x + randn(x) * math.sqrt(sigma ** 2 - sigma_next ** 2)
-            x = _step(denoise, x, sigma, sigma_next, randn, _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax),
-                      S_noise, heun)
+                x = x + randn(x) * back
+            x = _step(denoise, x, sigma, sigma_next, randn, gamma, S_noise, heun)
         if callback is not None:
             callback(i + 1, n, sigma_next, x)
     return x
@@ -208,14 +209,16 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
-    Returns the sampled latent; where `mask` is 1 it equals `given` exactly.
+    `resample` applies to partial generation only: with nothing given there is nothing for
+    the extra takes to fit. Returns the sampled latent; where `mask` is 1 it equals `given`
+    exactly.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     fn = SAMPLERS[sampler]
     x = noise * float(sigmas[0])
     kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
-                  S_noise=S_noise, resample=resample, callback=callback)
+                  S_noise=S_noise, resample=resample if mask is not None else 1, callback=callback)
     if mask is None:
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:

@@ -210,7 +210,7 @@ class Bundle:
             self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
-            resample=(resample or d.resample) if mask is not None else 1, callback=callback)
+            resample=resample or d.resample, callback=callback)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

@@ -232,9 +232,13 @@ def test_resample_counts_steps_once_and_needs_noise() -> None:
         calls.append(s)
         return x * 0.0
 
+    partial = {"given": np.zeros((1, 2)), "mask": np.array([[1.0, 0.0]])}
     sampling.generate(denoise, np.zeros((1, 2)), sampling.karras_sigmas(4), randn=np.zeros_like, resample=3,
-                      callback=lambda step, total, sigma, x: seen.append((step, total)))
+                      callback=lambda step, total, sigma, x: seen.append((step, total)), **partial)
     assert len(calls) == 12 and seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()  # total generation: nothing to fit, one take per step
+    sampling.generate(denoise, np.zeros((1, 2)), sampling.karras_sigmas(4), randn=np.zeros_like, resample=3)
+    assert len(calls) == 4
     with pytest.raises(ValueError, match="resample"):
         sampling.sample_euler(denoise, np.zeros(2), [1.0, 0.0], resample=2)
     with pytest.raises(ValueError, match="resample"):

@@ -222,8 +222,7 @@ def generate_latents(model: nn.Module, config: ModelConfig, batch: int,
 
     noise = randn(torch.empty(batch, d.unet.in_channels, d.window_frames)).to(device)
     sigmas = s.sigmas(d.sigma_data)
-    return sampling.generate(denoise, noise, sigmas, sampler=s.sampler, randn=randn,
-                             S_churn=s.S_churn, S_tmin=s.S_tmin, S_tmax=s.S_tmax, S_noise=s.S_noise)
+    return sampling.generate(denoise, noise, sigmas, randn=randn, **s.sampling_kwargs())
 
 
 def _to_image(x: torch.Tensor) -> torch.Tensor:
