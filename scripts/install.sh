@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 pkgs=(libfluidsynth3 fluid-soundfont-gm)
 [ "${1:-}" = "--test" ] && pkgs+=(timgm6mb-soundfont liblo-tools ardour)
+command -v "$PY" >/dev/null || pkgs+=(python3)
+"$PY" -c "import ensurepip, venv" 2>/dev/null || pkgs+=(python3-venv)  # Debian's python3 lacks it
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
