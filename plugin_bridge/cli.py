@@ -22,7 +22,7 @@ from typing import Any, Sequence, TextIO
 
 from plugin_bridge import protocol as P
 from plugin_bridge import wavio
-from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, DaemonError, DaemonUnavailable, Event,
+from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, DaemonError, DaemonUnavailable, Done, Event,
                                   GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
 
 EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given piano=keys.wav "
@@ -90,6 +90,12 @@ def _stems(text: str) -> list[str]:
     return stems
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="msldm-bridge", description=__doc__.split("\n")[0],
                                  epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="16, 24 or 32f (default: the first given stem's, else 24)")
     g.add_argument("--duration", type=float, help="seconds to generate when no stem is given")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--retries", type=int, default=1,
+    g.add_argument("--retries", type=_count, default=1,
                    help="times to resubmit the job if the daemon dies or restarts mid-job (same seed, "
                         "so the same stems); 0: give up at once")
     g.add_argument("--retry-wait", type=float, default=10.0,
@@ -155,19 +161,20 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
         "stems": {s: {"file": p.name, "frames": d.frames, "sample_rate": d.sample_rate, "bit_depth": bit_depth}
                   for s, p in written.items()},
-        "command": reproduce_command(args, d.seed, d.steps),
+        "command": reproduce_command(args, d),
     }
 
 
-def reproduce_command(args: argparse.Namespace, seed: int, steps: int) -> str:
-    """A `msldm-bridge generate` line that asks for the same result again."""
+def reproduce_command(args: argparse.Namespace, done: Done) -> str:
+    """A `msldm-bridge generate` line that asks for the same result again, from any folder:
+    absolute paths, and the sampler settings the daemon used (not just those asked for)."""
     parts = ["msldm-bridge", "--server", args.server, "generate"]
     for stem, path in args.given:
         parts += ["--given", f"{stem}={path.resolve()}"]
-    parts += ["--make", ",".join(args.make), "--out", str(args.out), "--region", args.region,
-              "--seed", str(seed), "--steps", str(steps)]
-    for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", args.sampler),
-                        ("--schedule", args.schedule), ("--resample", args.resample),
+    parts += ["--make", ",".join(args.make), "--out", str(args.out.resolve()), "--region", args.region,
+              "--seed", str(done.seed), "--steps", str(done.steps)]
+    for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
+                        ("--schedule", done.schedule), ("--resample", done.resample),
                         ("--sample-rate", args.sample_rate), ("--bit-depth", args.bit_depth),
                         ("--duration", args.duration)):
         if value is not None:
@@ -188,9 +195,12 @@ def _run_job(client: Client, request: GenerateRequest, bar: ProgressBar | None) 
             raise
         job.cancel()
         deadline = time.monotonic() + 5.0
-        for _ in job:  # drain until the daemon confirms (JobCancelled) or the job ends
-            if time.monotonic() > deadline:
-                break
+        try:
+            for _ in job:  # drain until the daemon confirms (JobCancelled) or the job ends
+                if time.monotonic() > deadline:
+                    break
+        except BridgeError:  # confirmed, or the daemon went away meanwhile: cancelled either way
+            pass           # (a lost job must not be resubmitted after Ctrl-C)
         raise JobCancelled(P.ErrorCode.CANCELLED.value, "cancelled by Ctrl-C", job_id)
 
 

@@ -69,6 +69,7 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
     assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"
+    assert Path(argv[argv.index("--out") + 1]).is_absolute() and argv[argv.index("--sampler") + 1] == "euler"
     argv[argv.index("--out") + 1] = str(tmp_path / "b")
     assert _bridge(*argv[1:]).returncode == 0
     a, sr = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
@@ -148,4 +149,6 @@ def test_bad_arguments_are_refused():
         cli.main(["generate", "--given", "drums", "--make", "bass", "--out", "x"])
     with pytest.raises(SystemExit):
         cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--meter", "4-4"])
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--retries", "-1"])
     assert cli.main(["generate", "--given", "drums=/nonexistent.wav", "--make", "bass", "--out", "x"]) == 1
