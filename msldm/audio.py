@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,3 @@ def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> Path:
-    """Write `[N]` or `[N, ch]` audio atomically: a temporary name in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
-    os.replace(tmp, path)
-    return path

@@ -85,9 +85,16 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu"):
     from msldm.vae import SourceVAE
 
     config, state, _, meta = read_checkpoint(path, "vae")
-    vae = SourceVAE(config.vae)
-    vae.load_state_dict(state)
+    vae = _with_state(SourceVAE(config.vae), state, path)
     return vae.to(device).eval(), config, meta
+
+
+def _with_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> torch.nn.Module:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes: {e}") from None
+    return module
 
 
 def identity_stats(C: int) -> dict[str, torch.Tensor]:
@@ -104,8 +111,7 @@ def load_diffusion(path: str | Path, device: str | torch.device = "cpu"):
     from msldm.edm import EDMDenoiser
 
     config, state, extra, meta = read_checkpoint(path, "diffusion")
-    model = EDMDenoiser(config.diffusion)
-    model.load_state_dict(state)
+    model = _with_state(EDMDenoiser(config.diffusion), state, path)
     stats = identity_stats(config.diffusion.latent_dim)
     stats.update({k: v.float() for k, v in extra.items() if k in stats})
     return model.to(device).eval(), config, meta, stats
@@ -153,16 +159,18 @@ def join_shards(shards: list[str | Path], path: str | Path) -> Path:
     shards = sorted(Path(s) for s in shards)
     tensors: dict[str, torch.Tensor] = {}
     metadata: dict[str, str] = {}
+    seen: set[str] = set()
     for s in shards:
         with safe_open(str(s), framework="pt") as f:
             metadata = dict(f.metadata() or {})
+            seen.add(metadata.get("shard", "?"))
             half = metadata.get("stored_half") == "True"
             for k in f.keys():
                 t = f.get_tensor(k)
                 tensors[k] = t.float() if half and t.dtype == torch.float16 else t
     total = int(metadata.get("shard", "0/0").split("/")[1])
-    if total != len(shards):
-        raise CheckpointError(f"{len(shards)} shard(s) given, the set has {total}")
+    if seen != {f"{i}/{total}" for i in range(1, total + 1)}:
+        raise CheckpointError(f"the shards given ({', '.join(sorted(seen))}) are not one whole set of {total}")
     for key in ("shard", "stored_half"):
         metadata.pop(key, None)
     path = Path(path)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
-from msldm.audio import load_mono, write_wav
+from msldm.audio import load_mono
 from msldm.checkpoint import identity_stats, save_checkpoint
 from msldm.config import PRESETS, ModelConfig, get_preset
 from msldm.edm import EDMDenoiser
 from msldm.pipeline import TorchPipeline, validate_request
 from msldm.vae import SourceVAE
+from plugin_bridge import wavio
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
     """Run one generation and write `<stem>.wav` for every stem (given ones copied at the model
     rate) plus `mixture.wav` and `generation.json` into `out`. Returns a short report."""
     t_start = time.perf_counter()
+    for stem, path in req.given.items():  # before the minutes of loading, a clear message
+        try:
+            sf.info(str(path))
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"--given {stem}: cannot read {path}: {e}") from None
     pipe = TorchPipeline.from_checkpoints(vae_path, diffusion_path, device)
     sr = pipe.config.vae.sample_rate
     make = list(req.make) if req.make else [s for s in pipe.stems if s not in req.given]
@@ -72,13 +78,13 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
     stems.update({s: a.cpu().numpy() for s, a in res.stems.items()})
     out.mkdir(parents=True, exist_ok=True)
     for s, a in stems.items():
-        write_wav(out / f"{s}.wav", a, sr)
-    write_wav(out / "mixture.wav", np.sum(list(stems.values()), axis=0).astype(np.float32), sr)
+        wavio.write_wav_atomic(out / f"{s}.wav", a, sr, "32f")
+    wavio.write_wav_atomic(out / "mixture.wav", np.sum(list(stems.values()), axis=0).astype(np.float32), sr, "32f")
     total = time.perf_counter() - t_start
     meta = {"given": req.given, "made": make, "seconds": n / sr, "seed": req.seed,
             "sampler": _json_safe(dataclasses.asdict(sampler)), "model": pipe.config.name,
             "timings_s": {**res.timings, "total": total}}
-    (out / "generation.json").write_text(json.dumps(meta, indent=2))
+    wavio.write_json_atomic(out / "generation.json", meta)
     times = ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings_s"].items())
     return (f"wrote {', '.join(sorted(stems))} and mixture ({n / sr:.2f} s at {sr} Hz) to {out}\n"
             f"{times}; real-time factor {total / (n / sr):.2f}")

@@ -177,6 +177,18 @@ def test_generate_cli_writes_stems(tmp_path: Path, tiny_ckpt) -> None:
     bad = subprocess.run(cmd[:-2] + ["--make", "drums", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "both given and requested" in bad.stderr
+    missing = [a.replace(str(tmp_path / "drums.wav"), str(tmp_path / "nope.wav")) for a in cmd]
+    bad = subprocess.run(missing[:-1] + [str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--given drums: cannot read" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out2").exists()
+
+
+def test_weights_that_do_not_fit_their_config_are_a_checkpoint_error(tmp_path: Path) -> None:
+    from msldm.checkpoint import load_vae
+    from msldm.vae import SourceVAE
+    path = save_checkpoint(tmp_path / "v.safetensors", "vae", get_preset("tiny"), SourceVAE(get_preset("preview").vae))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_vae(path)
 
 
 def test_checkpoint_shards_round_trip(tmp_path: Path, tiny_ckpt) -> None:
@@ -190,3 +202,6 @@ def test_checkpoint_shards_round_trip(tmp_path: Path, tiny_ckpt) -> None:
         assert torch.allclose(x, y, atol=2e-3 * x.abs().max().item() + 1e-6), k
     with pytest.raises(CheckpointError, match="shard"):
         join_shards(shards[:-1], tmp_path / "partial.safetensors")
+    with pytest.raises(CheckpointError, match="not one whole set"):
+        join_shards([shards[0]] * len(shards), tmp_path / "repeated.safetensors")
+    assert not (tmp_path / "repeated.safetensors").exists()
