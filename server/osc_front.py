@@ -98,12 +98,24 @@ class OscSink:
         self.files[stem].write(audio)
 
     def done(self, job: Job, info: dict[str, Any]) -> None:
-        paths = [str(self.files[s].commit()) for s in job.request.requested]
+        paths = []
+        try:
+            for s in job.request.requested:
+                paths.append(str(self.files[s].commit()))
+                del self.files[s]  # committed: no longer ours to abort
+        except Exception as e:  # disk full, folder gone: the client must still hear an answer
+            log.exception("job %s: writing the stems failed", job.job_id)
+            self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.folder}: {e}")
+            return
         self.front.send(self.reply_to, "/msldm/done", job.job_id, *paths)
 
     def error(self, job: Job, code: ErrorCode, message: str) -> None:
         for f in self.files.values():
-            f.abort()
+            try:
+                f.abort()
+            except Exception:  # noqa: BLE001 (best effort: the reply below matters more)
+                log.exception("job %s: removing a temporary stem failed", job.job_id)
+        self.files.clear()
         self.front.send(self.reply_to, "/msldm/error", job.job_id, code.value, message)
 
 

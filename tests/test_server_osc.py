@@ -180,3 +180,24 @@ def test_sigterm_mid_job_leaves_no_partial_file(tiny_bundle, folders):  # noqa: 
             proc.kill()
             proc.wait()
     assert list((out / "take").iterdir()) == []
+
+
+def test_a_stem_that_cannot_be_written_is_an_error_reply_and_leaves_no_part_file(tmp_path):
+    """The final rename fails (here: a folder stands at a stem's name): the client hears
+    `/msldm/error` instead of nothing, and no temporary stem is left behind."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from server.osc_front import OscSink
+
+    sent = []
+    front = SimpleNamespace(send=lambda to, address, *args: sent.append((address, *args)))
+    job = SimpleNamespace(job_id="j1", request=SimpleNamespace(requested=["bass", "drums"], out_rate=22050))
+    sink = OscSink(front, ("127.0.0.1", 9), tmp_path)
+    for stem in ("bass", "drums"):
+        sink.chunk(job, stem, 0, np.zeros(100, np.float32), 0, True)
+    (tmp_path / "drums.wav").mkdir()
+    sink.done(job, {})
+    assert sent[-1][:3] == ("/msldm/error", "j1", "bad_path") and "could not write" in sent[-1][3]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
