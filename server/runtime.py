@@ -37,7 +37,7 @@ SUPPORTED_FORMAT = 1
 log = logging.getLogger(__name__)
 
 
-class BundleError(Exception):
+class BundleError(ValueError):
     """A bundle that is missing, inconsistent or corrupt."""
 
 
@@ -234,8 +234,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
             raise BundleError(f"manifest lacks {key!r}")
     for g in GRAPHS:
         entry = m["files"].get(g)
-        if not entry:
-            raise BundleError(f"manifest lacks files.{g}")
+        if not entry or "path" not in entry:
+            raise BundleError(f"manifest lacks files.{g}.path")
         f = root / entry["path"]
         if not f.is_file():
             raise BundleError(f"missing {f}")

@@ -30,3 +30,10 @@ def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
     r = rows[0]
     assert r.seconds == 1.5 and 0 < r.inproc_first <= r.inproc_total and 0 < r.daemon_first <= r.daemon_total
     assert r.pairs == 3 and np.isfinite(r.overhead_pct) and "daemon overhead" in format_table(rows)
+
+
+def test_serve_on_a_broken_bundle_says_why_and_exits_2(tmp_path, capsys):
+    from server.cli import main
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["serve", "--bundle", str(tmp_path)]) == 2
+    assert "format_version" in capsys.readouterr().err
