@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STEMS: tuple[str, ...] = ("bass", "drums", "guitar", "piano")
+MIX = "mix"
+"""Pseudo stem name: the sum of the K stems (MixLDM baseline, Sec. 4.1 of the MSLDM paper)."""
 """Stem order of the paper's code and data; channel block k of the joint latent is stem k."""
 
 

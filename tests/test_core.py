@@ -205,3 +205,22 @@ def test_checkpoint_shards_round_trip(tmp_path: Path, tiny_ckpt) -> None:
     with pytest.raises(CheckpointError, match="not one whole set"):
         join_shards([shards[0]] * len(shards), tmp_path / "repeated.safetensors")
     assert not (tmp_path / "repeated.safetensors").exists()
+
+
+def test_the_cli_starts_without_torch() -> None:
+    """`msldm --help`, `msldm demo` and `msldm serve` build the whole parser: the areas that
+    need torch or scipy import them in their handlers, not at start-up."""
+    code = ("import sys, msldm.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_train_stem_is_checked_before_any_work(tmp_path: Path) -> None:
+    from msldm.train.cli import main
+    common = ["train", "diffusion", "--preset", "tiny", "--latents", str(tmp_path), "--out", str(tmp_path / "o"),
+              "--steps", "1"]
+    with pytest.raises(SystemExit, match="--baseline isldm"):
+        main(common + ["--stem", "bass"])
+    with pytest.raises(SystemExit, match="not one of the model's stems"):
+        main(common + ["--baseline", "isldm", "--stem", "kazoo"])

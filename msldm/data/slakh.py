@@ -33,14 +33,12 @@ import soxr
 import torch
 from torch.utils.data import Dataset
 
-from msldm.config import STEMS
+from msldm.config import MIX, STEMS
 
 CLASS_TO_STEM: dict[str, str] = {"Bass": "bass", "Drums": "drums", "Guitar": "guitar",
                                  "Piano": "piano"}
 """Slakh `inst_class` -> stem; classes not listed are ignored (not part of any stem)."""
 
-MIX = "mix"
-"""Pseudo stem name: the sum of the K stems (MixLDM baseline, Sec. 4.1 of the MSLDM paper)."""
 
 _CONTEXT_S = 0.05  # resampler context read around a chunk of the original layout, seconds
 

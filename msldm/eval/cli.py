@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from msldm.eval.pipeline import EvalConfig
+from typing import TYPE_CHECKING
+
 from msldm.eval.tables import parse_subsets
+
+if TYPE_CHECKING:  # imported by the handlers: scipy and the metrics stay out of `msldm`'s start-up
+    from msldm.eval.pipeline import EvalConfig
 
 EXAMPLE = ("example: msldm eval --bundle bundles/small --data data/synth --out reports/small "
            "--n 200 --steps 5,10,20 --seconds 12 --subsets all")
@@ -52,6 +56,8 @@ def register(subparsers: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """EvalConfig of the parsed arguments."""
+    from msldm.eval.pipeline import EvalConfig
+
     steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
     return EvalConfig(n=args.n, seconds=args.seconds, subsets=tuple(parse_subsets(args.subsets)),
                       steps=steps[-1], sampler=args.sampler, schedule=args.schedule, resample=args.resample,

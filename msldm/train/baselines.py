@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from msldm.config import ModelConfig
-from msldm.data.slakh import MIX
+from msldm.config import MIX, ModelConfig
 
 
 def _msldm(base: ModelConfig) -> list[ModelConfig]:

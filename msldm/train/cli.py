@@ -17,10 +17,12 @@ import dataclasses
 from pathlib import Path
 
 from msldm.config import get_preset
-from msldm.data.slakh import ActivityFilter
+from typing import TYPE_CHECKING
+
 from msldm.train.baselines import BASELINES, baseline_configs
-from msldm.train.distributed import cleanup, init_distributed
-from msldm.train.loop import TrainConfig
+
+if TYPE_CHECKING:  # the modules with torch are imported by the handlers, so `msldm --help`,
+    from msldm.train.loop import TrainConfig  # `msldm demo` and `msldm serve` start without it
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +52,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    from msldm.train.loop import TrainConfig
+
     return TrainConfig(out=str(out), steps=args.steps, batch=args.batch, log_every=args.log_every,
                        val_every=args.val_every, val_batches=args.val_batches,
                        media_every=args.media_every, ckpt_every=args.ckpt_every,
@@ -58,6 +62,8 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
 
 
 def _run_vae(args: argparse.Namespace) -> None:
+    from msldm.data.slakh import ActivityFilter
+    from msldm.train.distributed import cleanup, init_distributed
     from msldm.train.runs import train_vae
 
     if args.baseline == "isldm":
@@ -74,11 +80,17 @@ def _run_vae(args: argparse.Namespace) -> None:
 
 
 def _run_diffusion(args: argparse.Namespace) -> None:
+    from msldm.data.slakh import ActivityFilter
+    from msldm.train.distributed import cleanup, init_distributed
     from msldm.train.runs import train_diffusion
 
     configs = baseline_configs(get_preset(args.preset), args.baseline)
-    if args.baseline == "isldm" and args.stem:
+    if args.stem:
+        if args.baseline != "isldm":
+            raise SystemExit("--stem picks one of ISLDM's per-stem models: use it with --baseline isldm")
         configs = [c for c in configs if c.diffusion.stems == (args.stem,)]
+        if not configs:
+            raise SystemExit(f"--stem {args.stem!r} is not one of the model's stems")
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active)
     info = init_distributed(args.device)
     try:
@@ -113,7 +125,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--latents", required=True, help="folder made by `msldm data latents`")
     diff.add_argument("--vae", default=None, help="VAE checkpoint to decode logged samples")
     diff.add_argument("--stem", default=None, help="ISLDM: train only this stem's model")
-    diff.add_argument("--data", default=None, help=argparse.SUPPRESS)
     diff.set_defaults(func=_run_diffusion)
 
 
