@@ -22,7 +22,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -245,4 +245,3 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return m
 
 
-Callback = Callable[[int, int, float, np.ndarray], None]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -70,7 +70,6 @@ class Timings:
     encode: float = 0.0
     sample: float = 0.0
     decode: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class EncodeCache:
@@ -195,10 +194,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
             k = bundle.stems.index(stem)
             z_given[0, k * C:(k + 1) * C, :O] = prev[0, k * C:(k + 1) * C, W - O:]
             mask[0, k * C:(k + 1) * C, :O] = 1.0
-    callback = None
-    if hook is not None:
-        def callback(step: int, total: int, sigma: float, x: np.ndarray) -> None:
-            hook(window, step, total)
+    callback = None if hook is None else (lambda step, total, sigma, x: hook(window, step, total))
     t0 = time.perf_counter()
     out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, rng=rng,

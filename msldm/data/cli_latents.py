@@ -52,9 +52,3 @@ def add_latents_parser(data_subparsers: argparse._SubParsersAction) -> argparse.
     p.set_defaults(func=_run)
     return p
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Stand-alone wiring: a `data` group holding only `latents` (the lead's CLI uses
-    `add_latents_parser` on the shared `data` group instead)."""
-    data = subparsers.add_parser("data", help="data sets and latent caches")
-    add_latents_parser(data.add_subparsers(dest="data_command", required=True))

@@ -33,18 +33,6 @@ class SilenceGenerator:
         return {s: np.zeros(n_samples, np.float32) for s in targets}
 
 
-class NoiseGenerator:
-    """White noise at `level` RMS for every target."""
-
-    def __init__(self, level: float = 0.05) -> None:
-        self.level = level
-
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
-                 resample=1):
-        rng = np.random.default_rng(seed)
-        return {s: (self.level * rng.standard_normal(n_samples)).astype(np.float32) for s in targets}
-
-
 class OracleGenerator:
     """Returns the real stems of the segment (seed - base_seed indexes `segments`): an upper
     bound; optionally from segment `index + offset` instead (offset != 0: a mismatched one)."""

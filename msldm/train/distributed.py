@@ -78,11 +78,6 @@ def wrap(module: nn.Module, info: DistInfo, find_unused: bool = False) -> nn.Mod
     return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The bare module inside a DDP wrapper."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Average scalar logs over all processes (identity when not distributed)."""
     if not info.distributed or not values:

@@ -35,11 +35,6 @@ class Style:
     progressions: tuple[str, ...]
     programs: dict[str, tuple[int, ...]]
 
-    @property
-    def steps_per_bar(self) -> int:
-        """Returns the number of grid steps in one 4/4 bar."""
-        return 4 * self.subdiv
-
 
 def _programs(bass: tuple[int, ...], drums: tuple[int, ...], guitar: tuple[int, ...],
               piano: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
