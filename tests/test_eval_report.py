@@ -42,6 +42,14 @@ def test_segments_and_mismatch(corpus: Path) -> None:
         assert segs[j].track != s.track and segs[j].key_pc != s.key_pc and segs[j].tempo != s.tempo
 
 
+def test_a_track_without_stem_files_is_an_error_not_silence(tmp_path: Path) -> None:
+    track = tmp_path / "test" / "Track00001" / "stems"  # the original Slakh release's layout
+    track.mkdir(parents=True)
+    sf.write(str(track / "S00.flac"), np.zeros(22050, np.float32), 22050)
+    with pytest.raises(ValueError, match="paper's layout"):
+        load_segments(tmp_path, 1, 0.5)
+
+
 def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
     segs = load_segments(corpus, 4, SECONDS)
     out = tmp_path / "report"

@@ -73,6 +73,9 @@ def _read_track(track_dir: Path, sr: int) -> tuple[dict[str, np.ndarray], dict |
         if path.is_file():
             audio, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
             stems[s] = resample(audio.mean(axis=1), file_sr, sr).astype(np.float32)
+    if not stems:  # e.g. the original Slakh release (stems/SNN.flac): scoring silence would mislead
+        raise ValueError(f"{track_dir} has none of {', '.join(f'{s}.wav' for s in STEMS)}; msldm eval reads "
+                         "the paper's layout <split>/TrackNNNNN/<stem>.wav (a missing stem is silence)")
     n = max((len(a) for a in stems.values()), default=0)
     stems = {s: np.pad(stems.get(s, np.zeros(0, np.float32)), (0, n - len(stems.get(s, [])))) for s in STEMS}
     ann_path = track_dir / "annotation.json"
