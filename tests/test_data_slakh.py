@@ -135,3 +135,10 @@ def test_rms_helpers_and_track_discovery(roots: tuple[Path, Path]) -> None:
     assert [p.name for p in find_tracks(roots[0], "train")] == list(TRACKS)
     with pytest.raises(FileNotFoundError):
         find_tracks(roots[0], "validation")
+
+
+def test_find_tracks_skips_half_written_dot_folders(tmp_path: Path) -> None:
+    for name in ("Track00001", ".Track00002.partial"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        sf.write(str(tmp_path / "train" / name / "bass.wav"), np.zeros(100, np.float32), 22050)
+    assert [p.name for p in find_tracks(tmp_path, "train")] == ["Track00001"]

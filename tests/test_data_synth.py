@@ -171,6 +171,7 @@ def _tracks(root: Path) -> list[Path]:
 def test_layout_and_exact_mixture(corpus: tuple[Path, Path, int]) -> None:
     tracks = _tracks(corpus[0])
     assert [t.name for t in tracks] == ["Track00001", "Track00002", "Track00003"]
+    assert not list(corpus[0].rglob(".*.partial"))  # every track was renamed into place whole
     for track in tracks:
         stems = {}
         for stem in STEMS:

@@ -71,7 +71,8 @@ def find_tracks(root: str | Path, split: str | None = None) -> list[Path]:
     base = Path(root) / split if split else Path(root)
     if not base.is_dir():
         raise FileNotFoundError(f"no data folder {base}")
-    return sorted(p for p in base.iterdir() if p.is_dir() and _layout(p) is not None)
+    return sorted(p for p in base.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and _layout(p) is not None)
 
 
 def _layout(track: Path) -> str | None:

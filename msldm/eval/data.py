@@ -113,7 +113,7 @@ def load_segments(data_dir: str | Path, n: int, seconds: float, sr: int = 22050,
     seeded random order, non-overlapping offsets). With `require_all`, only segments where
     none of the four stems is empty (as the paper's sub-FAD set: "all the segments contain
     four instruments"); if too few qualify, the others fill up."""
-    tracks = sorted(p for p in split_dir(data_dir, split).iterdir() if p.is_dir())
+    tracks = sorted(p for p in split_dir(data_dir, split).iterdir() if p.is_dir() and not p.name.startswith("."))
     rng = np.random.default_rng(seed)
     rng.shuffle(tracks)
     loaded = {t: _read_track(t, sr) for t in tracks}

@@ -10,8 +10,10 @@ to a split by `i % 10`: 0-7 train, 8 validation, 9 test.
 from __future__ import annotations
 
 import json
-import struct
 import multiprocessing
+import os
+import shutil
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -114,8 +116,10 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: 
         scale = np.float32(PEAK_LIMIT / peak)
         stems = {k: v * scale for k, v in stems.items()}
     name, split = track_name(index), split_of(index)
-    folder = Path(out) / split / name
-    folder.mkdir(parents=True, exist_ok=True)
+    final = Path(out) / split / name
+    folder = final.with_name(f".{name}.partial")  # renamed when whole: a killed run leaves no TrackNNNNN
+    shutil.rmtree(folder, ignore_errors=True)   # half-written (loaders skip dot-folders)
+    folder.mkdir(parents=True)
     for stem, audio in stems.items():
         write_float_wav(folder / f"{stem}.wav", audio, sample_rate)
     write_float_wav(folder / "mixture.wav", mix(stems), sample_rate)
@@ -124,6 +128,8 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: 
     annotation = song.annotation(name, sample_rate)
     annotation.update({"seed": seed, "index": index})
     (folder / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(folder, final)
     return TrackResult(index, name, split, seconds, time.perf_counter() - start,
                        time.process_time() - cpu_start)
 
