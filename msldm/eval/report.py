@@ -13,6 +13,7 @@ from msldm.eval.dsp import mel_spectrogram
 from msldm.eval.generators import Generator
 from msldm.eval.pipeline import EvalConfig, RunState, run_evaluation
 from msldm.eval.tables import STEMS, TOTAL, subfad_table, subset_stems
+from plugin_bridge import wavio
 
 EMBEDDING_NOTE = {
     "stats": ("Frechet distances use the built-in `stats` embedding (log-mel, chroma, spectral "
@@ -124,15 +125,14 @@ def save_example(out_dir: Path, st: RunState, cfg: EvalConfig, task: str, i: int
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import soundfile as sf
 
     seg, sr = st.segments[i], cfg.sample_rate
     adir = out_dir / "audio" / task
     adir.mkdir(parents=True, exist_ok=True)
     mix = np.sum([generated.get(s, seg.stems[s]) for s in STEMS], axis=0)
     for s, a in generated.items():
-        sf.write(adir / f"{i:03d}_{s}.wav", np.clip(a, -1, 1), sr, subtype="PCM_16")
-    sf.write(adir / f"{i:03d}_mixture.wav", np.clip(mix, -1, 1), sr, subtype="PCM_16")
+        wavio.write_wav_atomic(adir / f"{i:03d}_{s}.wav", a, sr, "16")
+    wavio.write_wav_atomic(adir / f"{i:03d}_mixture.wav", mix, sr, "16")
     targets = list(subset_stems(task))
     fig, axes = plt.subplots(len(targets), 2, figsize=(10, 2.2 * len(targets)), squeeze=False)
     for row, s in enumerate(targets):
@@ -145,7 +145,7 @@ def save_example(out_dir: Path, st: RunState, cfg: EvalConfig, task: str, i: int
     fdir = out_dir / "figures"
     fdir.mkdir(exist_ok=True)
     png = fdir / f"{task}_{i:03d}.png"
-    fig.savefig(png, dpi=80)
+    wavio.atomic_write(png, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
     return str(png.relative_to(out_dir))
 
@@ -159,8 +159,9 @@ def write_report(generator: Generator, data_dir: str | Path, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     metrics, st = run_evaluation(generator, data_dir, cfg)
     figures = [save_example(out, st, cfg, task, i, gen) for (task, i), gen in sorted(st.examples.items())]
-    (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1))
-    (out / "report.md").write_text(render_report(metrics, model_name, baselines, figures))
+    wavio.write_json_atomic(out / "metrics.json", _clean(metrics))  # type: ignore[arg-type]
+    text = render_report(metrics, model_name, baselines, figures)
+    wavio.atomic_write(out / "report.md", lambda f: f.write(text.encode("utf-8")))
     return metrics
 
 
