@@ -90,7 +90,7 @@ class UNetConfig:
 
     @property
     def total_factor(self) -> int:
-        """The latent length must be a multiple of this (the U-Net pads otherwise)."""
+        """The latent length must be a multiple of this (callers pad to it: the U-Net does not)."""
         return math.prod(self.factors)
 
 

@@ -150,6 +150,12 @@ class Daemon:
             return
         self.worker.stop(timeout)
         self.stop_event.set()
+        if not self.threads:  # never started: nothing serves; close what __init__ opened
+            self.zmq.close()
+            if self.osc is not None:
+                self.osc.shutdown(running=False)
+            self.ctx.term()
+            return
         if self.osc is not None:
             self.osc.shutdown()
         for t in self.threads:

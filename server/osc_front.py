@@ -139,8 +139,11 @@ class OscFront:
     def run(self) -> None:
         self.server.serve_forever(poll_interval=0.05)
 
-    def shutdown(self) -> None:
-        self.server.shutdown()
+    def shutdown(self, running: bool = True) -> None:
+        """Stop serving and close. `running`: whether a thread was started on `run` (without
+        one, socketserver's shutdown() would wait for ever)."""
+        if running:
+            self.server.shutdown()
         self.server.server_close()
 
     def send(self, addr: tuple[str, int], path: str, *args: Any) -> None:

@@ -201,3 +201,12 @@ def test_a_stem_that_cannot_be_written_is_an_error_reply_and_leaves_no_part_file
     sink.done(job, {})
     assert sent[-1][:3] == ("/msldm/error", "j1", "bad_path") and "could not write" in sent[-1][3]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_daemon_stopped_before_it_started_does_not_hang(tiny_bundle, folders):  # noqa: F811
+    inp, out, _ = folders
+    d = Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", osc="127.0.0.1:0",
+                            osc_inputs=(inp,), osc_output=out))
+    t0 = time.monotonic()
+    d.stop()
+    assert time.monotonic() - t0 < 10

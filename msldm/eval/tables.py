@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-STEMS: tuple[str, ...] = ("bass", "drums", "guitar", "piano")
+from msldm.config import STEMS
+
 LETTERS: dict[str, str] = {"bass": "B", "drums": "D", "guitar": "G", "piano": "P"}
 TOTAL = "BDGP"
 

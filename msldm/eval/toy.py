@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from msldm.config import STEMS
+
 MAJOR_PROG = ((0, "maj"), (7, "maj"), (9, "min"), (5, "maj"))  # I V vi IV
 MINOR_PROG = ((0, "min"), (8, "maj"), (3, "maj"), (10, "maj"))  # i VI III VII
 QUALITY = {"maj": (0, 4, 7), "min": (0, 3, 7)}
 NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-STEMS = ("bass", "drums", "guitar", "piano")
 
 
 def _tone(midi: float, dur: float, sr: int, partials: int, decay: float, amp: float) -> np.ndarray:
