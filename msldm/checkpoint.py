@@ -82,10 +82,10 @@ def read_checkpoint(path: str | Path, kind: str | None = None
 
 def load_vae(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the SourceVAE of a checkpoint. Returns (SourceVAE in eval mode, config, meta)."""
-    from msldm.vae import SourceVAE
+    from msldm.vae_models import build_vae
 
     config, state, _, meta = read_checkpoint(path, "vae")
-    vae = _with_state(SourceVAE(config.vae), state, path)
+    vae = _with_state(build_vae(config.vae), state, path)
     return vae.to(device).eval(), config, meta
 
 

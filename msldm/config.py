@@ -28,7 +28,14 @@ MIX = "mix"
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """DAC-style SourceVAE (no quantizer, Gaussian posterior). Hop D = prod(encoder_rates)."""
+    """The SourceVAE (Gaussian posterior, no quantizer). Hop D = prod(encoder_rates).
+
+    `kind` picks the model (`msldm.vae_models.build_vae`): ``dac`` is the DAC-style waveform
+    VAE of the paper (`msldm.vae`; widths `encoder_dim` / `decoder_dim`, strided blocks);
+    ``spectral`` is the frame-rate spectral VAE (`msldm.spectral_vae`; `encoder_dim` /
+    `decoder_dim` are its ConvNeXt widths, with `encoder_blocks` / `decoder_blocks` blocks,
+    an STFT of `n_fft` and the decoder phase `phase`). Checkpoints without `kind` are ``dac``.
+    """
 
     sample_rate: int = 22050
     encoder_dim: int = 64
@@ -37,6 +44,11 @@ class VAEConfig:
     decoder_rates: tuple[int, ...] = (8, 5, 4, 2)
     latent_dim: int = 80  # C
     dilations: tuple[int, ...] = (1, 3, 9)
+    kind: str = "dac"
+    n_fft: int = 1280
+    encoder_blocks: int = 3
+    decoder_blocks: int = 6
+    phase: str = "if_lock"
 
     @property
     def hop(self) -> int:
@@ -59,6 +71,15 @@ class VAELossConfig:
     stft_bands: tuple[tuple[float, float], ...] = (
         (0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
     discriminator_channels: int = 32
+    # Spectral SourceVAE (kind "spectral", `msldm.spectral_losses`): per-bin log magnitude and
+    # phase terms at the model's own STFT, multi-resolution STFT on the audio, mel, KL.
+    lambda_logmag: float = 1.0
+    lambda_phase: float = 1.0
+    lambda_stft: float = 1.0
+    stft_windows: tuple[int, ...] = (256, 1024, 4096)
+    stft_mel_bands: tuple[int, ...] = (40, 80, 160)
+    lambda_spectral_mel: float = 1.0
+    lambda_spectral_kl: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -267,7 +288,27 @@ def _paper_large() -> ModelConfig:
     return _model("paper_large", VAEConfig(), unet, window_frames=1024, sampler=SamplerConfig())
 
 
-PRESETS = {"tiny": _tiny, "preview": _preview, "small": _small, "paper": _paper, "paper_large": _paper_large}
+def _spectral_vae(**kw: object) -> VAEConfig:
+    return VAEConfig(kind="spectral", encoder_dim=256, decoder_dim=320, encoder_blocks=3,
+                     decoder_blocks=6, n_fft=1280, phase="if_lock", latent_dim=80, **kw)
+
+
+def _tiny_spectral() -> ModelConfig:
+    # tiny's U-Net with a toy spectral VAE: shapes and plumbing of the spectral path in tests.
+    base = _tiny()
+    vae = VAEConfig(kind="spectral", encoder_dim=16, decoder_dim=16, encoder_blocks=1,
+                    decoder_blocks=1, n_fft=640, phase="if_lock", latent_dim=80)
+    return dataclasses.replace(base, name="tiny_spectral", vae=vae)
+
+
+def _spectral() -> ModelConfig:
+    # The CPU default: the spectral SourceVAE (trainable on 2 cores, keeps pitch) and
+    # preview's U-Net until the denoiser is sized by measurement.
+    return dataclasses.replace(_preview(), name="spectral", vae=_spectral_vae())
+
+
+PRESETS = {"tiny": _tiny, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral,
+           "small": _small, "paper": _paper, "paper_large": _paper_large}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -16,7 +16,7 @@ from msldm.checkpoint import identity_stats, save_checkpoint
 from msldm.config import PRESETS, ModelConfig, get_preset
 from msldm.edm import EDMDenoiser
 from msldm.pipeline import TorchPipeline, validate_request
-from msldm.vae import SourceVAE
+from msldm.vae_models import build_vae
 from plugin_bridge import wavio
 
 
@@ -115,7 +115,7 @@ def init_random_checkpoints(preset: str, out: Path, seed: int = 0) -> list[Path]
     cfg = get_preset(preset)
     torch.manual_seed(seed)
     meta = {"provenance": "random initialisation (untrained)", "seed": seed}
-    vae = SourceVAE(cfg.vae)
+    vae = build_vae(cfg.vae)
     den = EDMDenoiser(cfg.diffusion)
     return [save_checkpoint(out / "vae.safetensors", "vae", cfg, vae, meta=meta),
             save_checkpoint(out / "diffusion.safetensors", "diffusion", cfg, den,
@@ -125,7 +125,7 @@ def init_random_checkpoints(preset: str, out: Path, seed: int = 0) -> list[Path]
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts (built on the meta device: no memory for the big presets)."""
     with torch.device("meta"):
-        vae, den = SourceVAE(cfg.vae), EDMDenoiser(cfg.diffusion)
+        vae, den = build_vae(cfg.vae), EDMDenoiser(cfg.diffusion)
     count = (lambda m: sum(p.numel() for p in m.parameters()))
     return {"vae_encoder": count(vae.encoder), "vae_decoder": count(vae.decoder),
             "unet": count(den), "total": count(vae) + count(den)}

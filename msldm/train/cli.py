@@ -69,6 +69,10 @@ def _run_vae(args: argparse.Namespace) -> None:
     if args.baseline == "isldm":
         raise SystemExit("ISLDM shares MSLDM's SourceVAE: train it with --baseline msldm")
     config = baseline_configs(get_preset(args.preset), args.baseline)[0]
+    if args.vae_phase:
+        if config.vae.kind != "spectral":
+            raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
+        config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
     info = init_distributed(args.device)
     try:
@@ -116,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(vae)
     vae.add_argument("--data", required=True, help="Slakh root with train/ (and validation/)")
     vae.add_argument("--seconds", type=float, default=1.0, help="segment length (paper: 1 s)")
+    vae.add_argument("--vae-phase", default=None, choices=("if", "if_lock", "free"),
+                     help="decoder phase of a spectral SourceVAE (default: the preset's)")
     vae.add_argument("--adversarial-start", type=int, default=0,
                      help="steps of mel+KL warm-up before the discriminator joins")
     vae.set_defaults(func=_run_vae)

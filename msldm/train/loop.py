@@ -12,7 +12,11 @@ the same loss as an uninterrupted run.
 from __future__ import annotations
 
 import copy
+import json
 import random
+import signal
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +103,16 @@ class _Loop:
             for name, opt in self.task.optimizers.items():
                 self.writer.add_scalar(f"lr/{name}", opt.param_groups[0]["lr"], step)
         pbar.set_postfix({k: f"{v:.4g}" for k, v in means.items() if k in ("loss", "mel")})
+        self.append_log({"step": step, "train": means})
         return means
+
+    def append_log(self, record: dict[str, Any]) -> None:
+        """One JSON line per log / validation in `<out>/log.jsonl` (rank 0): the run's curve."""
+        if self.info.is_main:
+            record = {"time": round(time.time(), 1), "cpu_s": round(time.process_time(), 1), **record}
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def validate(self, val_set: Dataset, step: int) -> dict[str, float]:
         """Mean validation terms over this rank's share of the first val batches."""
@@ -112,6 +125,7 @@ class _Loop:
         if self.writer:
             for k, v in means.items():
                 self.writer.add_scalar(f"val/{k}", v, step)
+        self.append_log({"step": step, "val": means})
         return means
 
     def save(self, step: int) -> None:
@@ -138,18 +152,45 @@ def train(task: TrainTask, train_set: Dataset, cfg: TrainConfig, info: DistInfo 
     pbar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and info.is_main),
                 desc=f"train {task.kind}", unit="step")
     batches = iter(loader)
-    for step in range(start, cfg.steps):
-        logs = task.train_step(next(batches), step)
-        loop.ema.update(task.modules[task.ema_name])
-        history.append(logs)
-        loop.pending.append(logs)
-        done = step + 1
-        pbar.update(1)
-        _periodic(loop, done, pbar, val_set)
+    with _StopRequest() as stop:
+        for step in range(start, cfg.steps):
+            logs = task.train_step(next(batches), step)
+            loop.ema.update(task.modules[task.ema_name])
+            history.append(logs)
+            loop.pending.append(logs)
+            done = step + 1
+            pbar.update(1)
+            _periodic(loop, done, pbar, val_set)
+            if stop.requested and done < cfg.steps:  # SIGTERM / SIGINT: finish the step, save, end
+                loop.save(done)
+                loop.append_log({"step": done, "stopped": stop.requested})
+                break
     pbar.close()
     if loop.writer:
         loop.writer.close()
     return history
+
+
+class _StopRequest:
+    """Turns SIGTERM and SIGINT into a flag the loop reads after each step (main thread only),
+    so a stopped run ends on a checkpoint and resumes exactly. Handlers are restored on exit."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def _periodic(loop: _Loop, done: int, pbar: tqdm, val_set: Dataset | None) -> None:

@@ -20,7 +20,7 @@ from msldm.data.latents import LatentChunks, load_stats
 from msldm.data.slakh import MIX, ActivityFilter, ChunkSpec, SlakhChunks
 from msldm.train.distributed import DistInfo
 from msldm.train.loop import TrainConfig, seed_everything, train
-from msldm.train.tasks import DiffusionTask, VAETask
+from msldm.train.tasks import DiffusionTask, SpectralVAETask, VAETask
 
 
 def vae_chunk_spec(config: ModelConfig, seconds: float = 1.0) -> ChunkSpec:
@@ -55,7 +55,10 @@ def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: Dis
     """Train the SourceVAE of `config` on `data`; writes `<out>/vae.safetensors`."""
     seed_everything(cfg.seed)
     train_set, val_set = vae_datasets(config, data, seconds, activity)
-    task = VAETask(config, info, lr=lr, amp=amp, adversarial_start=adversarial_start)
+    if config.vae.kind == "spectral":
+        task: VAETask = SpectralVAETask(config, info, lr=lr)
+    else:
+        task = VAETask(config, info, lr=lr, amp=amp, adversarial_start=adversarial_start)
     cfg = dataclasses.replace(cfg, meta={"data": str(data), **cfg.meta})
     return train(task, train_set, cfg, info, val_set)
 

@@ -8,6 +8,7 @@ log. `msldm.train.loop.train` runs any task.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +71,10 @@ class VAETask(TrainTask):
                  amp: bool = True, adversarial_start: int = 0, min_rms: float = 1e-3):
         from msldm.discriminators import Discriminator
         from msldm.losses import VAEOptimConfig, vae_optimizers
-        from msldm.vae import SourceVAE
+        from msldm.vae_models import build_vae
 
         self.config, self.info = config, info
-        vae = SourceVAE(config.vae).to(info.device)
+        vae = build_vae(config.vae).to(info.device)
         disc = Discriminator(config.vae_loss).to(info.device)
         self.optim_cfg = VAEOptimConfig(lr=lr) if lr else VAEOptimConfig()
         self.opts = vae_optimizers(vae, disc, self.optim_cfg)
@@ -127,6 +128,56 @@ class VAETask(TrainTask):
         sr = self.config.vae.sample_rate
         log_audio(writer, "vae/input", x[0, 0], sr, step)
         log_audio(writer, "vae/reconstruction", recon[0, 0], sr, step)
+
+
+class SpectralVAETask(VAETask):
+    """The spectral SourceVAE (`msldm.spectral_vae`): regression losses only, no discriminator.
+
+    Same batches as `VAETask` (`[B, K, N]` -> one example per active stem row). AdamW (lr 6e-4
+    by default, betas (0.9, 0.99), weight decay 0.01) with a linear warm-up over `warmup`
+    steps, gradient norm clipped at `grad_clip`.
+    """
+
+    def __init__(self, config: ModelConfig, info: DistInfo, lr: float | None = None,
+                 min_rms: float = 1e-3, warmup: int = 300, grad_clip: float = 10.0):
+        from msldm.vae_models import build_vae
+
+        self.config, self.info = config, info
+        vae = build_vae(config.vae).to(info.device)
+        opt = torch.optim.AdamW(vae.parameters(), lr=lr or 6e-4, betas=(0.9, 0.99), weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_warmup, steps=warmup))
+        self.modules, self.optimizers, self.schedulers = {"vae": vae}, {"vae": opt}, {"vae": sched}
+        self.generators = {}
+        self.ema_name = "vae"
+        self.vae = wrap(vae, info)
+        self.min_rms, self.grad_clip = min_rms, grad_clip
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        from msldm.spectral_losses import spectral_vae_loss
+
+        opt = self.optimizers["vae"]
+        vae = self.modules["vae"].train()
+        terms = spectral_vae_loss(vae, self.prepare(batch), self.config.vae_loss)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), self.grad_clip)
+        opt.step()
+        self.schedulers["vae"].step()
+        return {**{k: float(v.detach()) for k, v in terms.items()}, "grad_norm": float(norm)}
+
+    @torch.no_grad()
+    def val_step(self, batch: torch.Tensor) -> dict[str, float]:
+        from msldm.spectral_losses import spectral_vae_loss
+
+        vae = self.modules["vae"].eval()
+        terms = spectral_vae_loss(vae, self.prepare(batch), self.config.vae_loss, sample_posterior=False)
+        vae.train()
+        return {k: float(v) for k, v in terms.items()}
+
+
+def _warmup(step: int, steps: int) -> float:
+    """LambdaLR factor: linear from 1/steps to 1 over `steps` steps, then 1."""
+    return min(1.0, (step + 1) / max(1, steps))
 
 
 class DiffusionTask(TrainTask):

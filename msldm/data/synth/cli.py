@@ -11,7 +11,11 @@ import argparse
 import json
 import sys
 
-SYNTH_EXAMPLE = "example: msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2 --seconds 15"
+SYNTH_EXAMPLE = """examples:
+  msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2 --seconds 15
+  msldm data synth --out data/multi --tracks 2880 --seed 1 --workers 2 --augment \\
+      --soundfonts /usr/share/sounds/sf2/FluidR3_GM.sf2,/usr/share/sounds/sf2/FluidR3_GS.sf2,/usr/share/sounds/sf3/FluidR3Mono_GM.sf3 \\
+      --holdout-soundfont /usr/share/sounds/sf2/TimGM6mb.sf2"""
 
 
 def _run_synth(args: argparse.Namespace) -> None:
@@ -20,7 +24,8 @@ def _run_synth(args: argparse.Namespace) -> None:
 
     summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
                             soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
-                            progress=not args.quiet)
+                            progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
+                            holdout_soundfont=args.holdout_soundfont, augment=args.augment)
     print(f"wrote {summary.tracks} tracks to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
           f"({summary.realtime_per_core:.1f}x real time per core)")
 
@@ -56,6 +61,13 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--sample-rate", type=int, default=22050)
     synth.add_argument("--soundfont", default=None,
                        help="GM .sf2 (default FluidR3_GM.sf2, else TimGM6mb.sf2)")
+    synth.add_argument("--soundfonts", type=lambda t: [x for x in t.split(",") if x], default=None,
+                       metavar="SF2,SF2,...",
+                       help="training tracks draw each stem's soundfont from these (overrides --soundfont)")
+    synth.add_argument("--holdout-soundfont", default=None, metavar="SF2",
+                       help="validation and test tracks are rendered with this soundfont only")
+    synth.add_argument("--augment", action="store_true",
+                       help="effects (EQ, compression, drive, chorus, reverb) and a random gain per stem")
     synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     synth.add_argument("--seconds", type=float, default=15.0, help="length of each track")
     synth.add_argument("--quiet", action="store_true", help="no progress lines")

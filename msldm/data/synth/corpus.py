@@ -84,14 +84,41 @@ def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     Path(path).write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks) + len(data)) + b"WAVE" + chunks + data)
 
 
-def render_song(song: Song, sample_rate: int, soundfont: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Renders and gates every stem of `song`. Returns ({stem: float32 [N]}, {stem: program used})."""
+@dataclass(frozen=True)
+class RenderPlan:
+    """How a corpus is rendered: soundfonts per split, and whether stems are augmented.
+
+    Each stem of a training track draws its soundfont from `soundfonts`; validation and test
+    tracks use `holdout` when it is given (a soundfont never heard in training), else they
+    draw from `soundfonts` like training tracks. With `augment`, every stem goes through
+    `augment.augment_stem` (effects and gain; its loudness policy). All draws come from
+    `default_rng([seed, index, RENDER_STREAM])`, apart from the composition's own stream.
+    """
+
+    soundfonts: tuple[str, ...]
+    holdout: str | None = None
+    augment: bool = False
+
+    def fonts_for(self, split: str) -> tuple[str, ...]:
+        """The soundfonts tracks of `split` draw from."""
+        if split != "train" and self.holdout:
+            return (self.holdout,)
+        return self.soundfonts
+
+
+RENDER_STREAM = 7919
+"""Third seed word of the rendering generator (soundfont and effect draws)."""
+
+
+def render_song(song: Song, sample_rate: int, fonts: dict[str, Path]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Renders and gates every stem of `song`, stem `s` with soundfont `fonts[s]`.
+    Returns ({stem: float32 [N]}, {stem: program used})."""
     n_samples = int(round(song.duration * sample_rate))
     stems: dict[str, np.ndarray] = {}
     programs: dict[str, int] = {}
     for stem in STEMS:
         audio, programs[stem] = render_notes(song.notes[stem], song.programs[stem], CHANNELS[stem],
-                                             n_samples, sample_rate, soundfont)
+                                             n_samples, sample_rate, fonts[stem])
         stems[stem] = gate_inactive(audio, song.active_bars[stem], song.bar_times(), song.duration,
                                     sample_rate, RELEASE_ALLOWANCE)
     return stems, programs
@@ -105,17 +132,27 @@ def mix(stems: dict[str, np.ndarray]) -> np.ndarray:
     return total
 
 
-def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: Path,
+def render_track(out: Path, index: int, seed: int, sample_rate: int, plan: RenderPlan,
                  seconds: float) -> TrackResult:
     """Composes, renders and writes track `index`. Returns its TrackResult."""
     start, cpu_start = time.perf_counter(), time.process_time()
     song = compose_song(seed, index, seconds)
-    stems, programs = render_song(song, sample_rate, soundfont)
+    split = split_of(index)
+    rng = np.random.default_rng([seed, index, RENDER_STREAM])
+    choices = plan.fonts_for(split)
+    fonts = {stem: Path(choices[int(rng.integers(len(choices)))]) for stem in STEMS}
+    stems, programs = render_song(song, sample_rate, fonts)
+    render: dict[str, dict] = {stem: {"soundfont": fonts[stem].name} for stem in STEMS}
+    if plan.augment:
+        from .augment import augment_stem
+        for stem in STEMS:
+            stems[stem], record = augment_stem(stems[stem], stem, sample_rate, rng)
+            render[stem].update(record)
     peak = float(np.max(np.abs(mix(stems)))) if stems else 0.0
     if peak > PEAK_LIMIT:
         scale = np.float32(PEAK_LIMIT / peak)
         stems = {k: v * scale for k, v in stems.items()}
-    name, split = track_name(index), split_of(index)
+    name = track_name(index)
     final = Path(out) / split / name
     folder = final.with_name(f".{name}.partial")  # renamed when whole: a killed run leaves no TrackNNNNN
     shutil.rmtree(folder, ignore_errors=True)   # half-written (loaders skip dot-folders)
@@ -126,7 +163,7 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: 
     song.programs = programs
     write_midi(song, folder / "all_src.mid", programs)
     annotation = song.annotation(name, sample_rate)
-    annotation.update({"seed": seed, "index": index})
+    annotation.update({"seed": seed, "index": index, "render": render})
     (folder / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(folder, final)
@@ -134,10 +171,10 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, soundfont: 
                        time.process_time() - cpu_start)
 
 
-def _render_job(job: tuple[str, int, int, int, str, float]) -> TrackResult:
+def _render_job(job: tuple[str, int, int, int, RenderPlan, float]) -> TrackResult:
     """Pool entry point (module level, so it pickles under spawn)."""
-    out, index, seed, sample_rate, soundfont, seconds = job
-    return render_track(Path(out), index, seed, sample_rate, Path(soundfont), seconds)
+    out, index, seed, sample_rate, plan, seconds = job
+    return render_track(Path(out), index, seed, sample_rate, plan, seconds)
 
 
 def _report(done: int, total: int, wall: float, audio: float, stream: object) -> None:
@@ -149,18 +186,25 @@ def _report(done: int, total: int, wall: float, audio: float, stream: object) ->
 
 def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
                   soundfont: str | Path | None = None, workers: int = 1, seconds: float = 15.0,
-                  progress: bool = True) -> CorpusSummary:
+                  progress: bool = True, soundfonts: tuple[str | Path, ...] = (),
+                  holdout_soundfont: str | Path | None = None, augment: bool = False) -> CorpusSummary:
     """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
 
-    Output depends on (seed, track index, sample_rate, soundfont, seconds) only, never on
+    Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
+    validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`). Output
+    depends on (seed, track index, sample_rate, soundfonts, seconds, augment) only, never on
     `workers`. Workers use the spawn start method.
     """
     if tracks < 0 or workers < 1 or seconds <= 0:
         raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
-    font = find_soundfont(soundfont)
+    fonts = tuple(str(find_soundfont(f)) for f in soundfonts) or (str(find_soundfont(soundfont)),)
+    holdout = str(find_soundfont(holdout_soundfont)) if holdout_soundfont else None
+    if holdout and holdout in fonts:
+        raise ValueError(f"the held-out soundfont {holdout} is also a training soundfont")
+    plan = RenderPlan(fonts, holdout, augment)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), i, seed, sample_rate, str(font), float(seconds)) for i in range(tracks)]
+    jobs = [(str(out), i, seed, sample_rate, plan, float(seconds)) for i in range(tracks)]
     summary = CorpusSummary(out, tracks, {s: 0 for s in SPLITS})
     start = time.perf_counter()
     every = max(1, tracks // 20)

@@ -1,0 +1,121 @@
+"""Losses of the spectral SourceVAE (`msldm.spectral_vae`): no discriminator, all regression.
+
+Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
+- ``logmag``: L1 between predicted and true log(|X| + LOG_EPS) at the model's own STFT;
+- ``phase``: magnitude-weighted anti-wrapping phase terms (APNet, Ai & Ling 2023). For the
+  ``if`` / ``if_lock`` decoders: 1 - cos(predicted - true instantaneous-frequency deviation),
+  the direct target of the decoder's phase head. For ``free``: instantaneous phase, group
+  delay (difference across bins) and instantaneous frequency (difference across frames);
+- ``stft``: multi-resolution STFT of the audio (log-magnitude L1 + spectral convergence,
+  windows `stft_windows`, hop = window / 4);
+- ``mel``: multi-scale log10-mel L1 on the same STFTs (`stft_mel_bands` bands per window);
+- ``kl``: KL of the posterior to N(0, I), averaged over elements.
+
+For the ``if`` decoders the audio terms see the synthesis phase detached: the phase head is
+trained by its direct target only (gradients through the running phase sum reach every
+earlier frame and made harmonics glide in a prototype), the magnitudes by everything.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from msldm.config import VAELossConfig
+from msldm.losses import kl_divergence
+
+__all__ = ["spectral_vae_loss", "multires_stft_loss", "phase_loss"]
+
+
+def _weights(logmag: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-bin weights `[B, F, T]` from the true log magnitude: |X| normalised per example."""
+    mag = (torch.exp(logmag) - eps).clamp_min(0.0)
+    return mag / mag.sum(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+
+
+def _anti_wrap(cos_a: torch.Tensor, sin_a: torch.Tensor, cos_b: torch.Tensor, sin_b: torch.Tensor
+               ) -> torch.Tensor:
+    """1 - cos(a - b) from the unit phasors of a and b (0 when equal, 2 when opposite)."""
+    return 1.0 - (cos_a * cos_b + sin_a * sin_b)
+
+
+def _diff(c: torch.Tensor, s: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phasor of the phase difference to the previous element along `dim` (first dropped)."""
+    n = c.shape[dim]
+    c1, s1 = c.narrow(dim, 1, n - 1), s.narrow(dim, 1, n - 1)
+    c0, s0 = c.narrow(dim, 0, n - 1), s.narrow(dim, 0, n - 1)
+    return c1 * c0 + s1 * s0, s1 * c0 - c1 * s0
+
+
+def phase_loss(spec: dict[str, torch.Tensor], target: dict[str, torch.Tensor], phase: str,
+               eps: float) -> torch.Tensor:
+    """The magnitude-weighted phase term (module docstring). Shapes `[B, F, T]`."""
+    w = _weights(target["logmag"], eps)
+    if phase != "free":
+        w = w[..., 1:]  # frame 0 has no deviation
+        err = _anti_wrap(torch.cos(spec["dev"]), torch.sin(spec["dev"]),
+                         target["cos_dev"], target["sin_dev"])[..., 1:]
+        return (w * err).sum(dim=(1, 2)).mean()
+    c, s, tc, ts = spec["cos"], spec["sin"], target["cos"], target["sin"]
+    ip = (w * _anti_wrap(c, s, tc, ts)).sum(dim=(1, 2))
+    gd = (w[:, 1:] * _anti_wrap(*_diff(c, s, 1), *_diff(tc, ts, 1))).sum(dim=(1, 2))
+    iaf = (w[..., 1:] * _anti_wrap(*_diff(c, s, 2), *_diff(tc, ts, 2))).sum(dim=(1, 2))
+    return (ip + gd + iaf).mean()
+
+
+def multires_stft_loss(recon: torch.Tensor, audio: torch.Tensor, windows: tuple[int, ...],
+                       mel_bands: tuple[int, ...], sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-resolution STFT and mel terms from one STFT per window (hop = window / 4).
+
+    Returns (sum over windows of log-magnitude L1 + spectral convergence, sum over windows of
+    the log10 mel L1 with `mel_bands[i]` bands at window i). `[B, 1, N]` -> two scalars."""
+    from msldm.losses import MEL_CLAMP_EPS, _mel_basis
+
+    stft_total, mel_total = recon.new_zeros(()), recon.new_zeros(())
+    both = torch.cat([recon, audio], dim=0).squeeze(1)  # [2B, N]: one STFT per resolution
+    for n_fft, n_mels in zip(windows, mel_bands):
+        fb, window = _mel_basis(sample_rate, n_fft, n_mels, audio.device)
+        spec = torch.stft(both, n_fft, n_fft // 4, window=window, center=True, pad_mode="constant",
+                          return_complex=True).abs()  # [2B, bins, frames]
+        x, y = spec.chunk(2, dim=0)
+        log_l1 = F.l1_loss(torch.log(x + 1e-5), torch.log(y + 1e-5))
+        sc = (torch.linalg.norm(y - x, dim=(1, 2)) / torch.linalg.norm(y, dim=(1, 2)).clamp_min(1e-5)).mean()
+        stft_total = stft_total + log_l1 + sc
+        mel_x, mel_y = torch.matmul(fb, x), torch.matmul(fb, y)
+        mel_total = mel_total + F.l1_loss(mel_x.clamp(min=MEL_CLAMP_EPS).log10(),
+                                          mel_y.clamp(min=MEL_CLAMP_EPS).log10())
+    return stft_total, mel_total
+
+
+def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossConfig, *,
+                      sample_posterior: bool = True) -> dict[str, torch.Tensor]:
+    """Run the spectral VAE on `audio [B, 1, N]` (N a multiple of D). Returns the scalar terms
+    {"loss", "logmag", "phase", "stft", "mel", "kl"}."""
+    from msldm.spectral_vae import LOG_EPS
+
+    mean, logvar = vae.encode(audio)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if sample_posterior else mean
+    spec = vae.decode_spectrum(z)
+    with torch.no_grad():
+        logmag, cos_dev, sin_dev = vae.features(audio)
+        re, im = vae.stft(audio)
+        norm = torch.sqrt(re * re + im * im + 1e-12)
+        target = {"logmag": logmag, "cos_dev": cos_dev, "sin_dev": sin_dev,
+                  "cos": re / norm, "sin": im / norm}
+    phase = vae.cfg.phase
+    synth = dict(spec)
+    if phase != "free":
+        synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
+    recon = vae.synthesize(synth)[..., : audio.shape[-1]]
+    stft, mel = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands, vae.cfg.sample_rate)
+    terms = {
+        "logmag": F.l1_loss(spec["logmag"], logmag),
+        "phase": phase_loss(spec, target, phase, LOG_EPS),
+        "stft": stft,
+        "mel": mel,
+        "kl": kl_divergence(mean, logvar),
+    }
+    terms["loss"] = (cfg.lambda_logmag * terms["logmag"] + cfg.lambda_phase * terms["phase"]
+                     + cfg.lambda_stft * terms["stft"] + cfg.lambda_spectral_mel * terms["mel"]
+                     + cfg.lambda_spectral_kl * terms["kl"])
+    return terms
