@@ -13,6 +13,7 @@ import sys
 
 SYNTH_EXAMPLE = """examples:
   msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2 --seconds 15
+  msldm data synth --composer heldout --out data/heldout --tracks 100 --seed 7 --workers 2 --seconds 15
   msldm data synth --out data/multi --tracks 2880 --seed 1 --workers 2 --augment \\
       --soundfonts /usr/share/sounds/sf2/FluidR3_GM.sf2,/usr/share/sounds/sf2/FluidR3_GS.sf2,/usr/share/sounds/sf3/FluidR3Mono_GM.sf3 \\
       --holdout-soundfont /usr/share/sounds/sf2/TimGM6mb.sf2"""
@@ -25,7 +26,8 @@ def _run_synth(args: argparse.Namespace) -> None:
     summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
                             soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
                             progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
-                            holdout_soundfont=args.holdout_soundfont, augment=args.augment)
+                            holdout_soundfont=args.holdout_soundfont, augment=args.augment,
+                            composer=args.composer)
     print(f"wrote {summary.tracks} tracks to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
           f"({summary.realtime_per_core:.1f}x real time per core)")
 
@@ -52,6 +54,8 @@ def _non_negative(text: str) -> int:
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Add `synth` and `stats` to an existing `data` subcommand group."""
+    from .corpus import COMPOSERS
+
     synth = sub.add_parser("synth", help="render the synthetic multi-track corpus with FluidSynth",
                            description=__doc__, epilog=SYNTH_EXAMPLE,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +72,9 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                        help="validation and test tracks are rendered with this soundfont only")
     synth.add_argument("--augment", action="store_true",
                        help="effects (EQ, compression, drive, chorus, reverb) and a random gain per stem")
+    synth.add_argument("--composer", choices=sorted(COMPOSERS), default="synth",
+                       help="synth: the training corpus's music; heldout: differently composed music "
+                            "(jazz 7th chords, swing, bossa, 6/8, slow blues) for held-out evaluation")
     synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     synth.add_argument("--seconds", type=float, default=15.0, help="length of each track")
     synth.add_argument("--quiet", action="store_true", help="no progress lines")

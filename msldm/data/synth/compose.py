@@ -55,11 +55,13 @@ class Song:
     progression: str
     n_bars: int
     duration: float
-    chords: list[Chord]                      # one per beat, n_bars * BEATS_PER_BAR
+    chords: list[Chord]                      # one per beat, n_bars * beats_per_bar
     programs: dict[str, int]                 # GM program per stem (drum kit for "drums")
     parts: dict[str, str]                    # part family per stem
     active_bars: dict[str, list[bool]]
     notes: dict[str, list[TimedNote]] = field(default_factory=dict)
+    beats_per_bar: int = BEATS_PER_BAR       # annotated beats per bar (6 for 6/8: eighth-note beats)
+    meter: tuple[int, int] = (BEATS_PER_BAR, 4)  # time signature; `tempo` counts beats of 1/meter[1]
 
     @property
     def beat_seconds(self) -> float:
@@ -68,7 +70,7 @@ class Song:
 
     def bar_times(self) -> list[float]:
         """Returns the start time of every bar (all < duration)."""
-        return [b * BEATS_PER_BAR * self.beat_seconds for b in range(self.n_bars)]
+        return [b * self.beats_per_bar * self.beat_seconds for b in range(self.n_bars)]
 
     def annotation(self, track: str, sample_rate: int) -> dict:
         """Returns the annotation.json dictionary (schema in contracts.md)."""
@@ -76,7 +78,7 @@ class Song:
         keep = [t for t in beat_times if t < self.duration - 1e-9]
         return {
             "track": track, "sample_rate": sample_rate, "duration": self.duration,
-            "style": self.style, "tempo": self.tempo, "meter": [BEATS_PER_BAR, 4],
+            "style": self.style, "tempo": self.tempo, "meter": list(self.meter),
             "key": self.key.to_dict(), "progression": self.progression,
             "beats": [round(t, 6) for t in keep],
             "downbeats": [round(t, 6) for t in self.bar_times()],
@@ -106,18 +108,19 @@ def _write_part(factory: PartFactory, rng: np.random.Generator, style: Style,
 
 
 def humanise(notes: list[Note], beat_s: float, active: list[bool], duration: float,
-             rng: np.random.Generator, jitter: float) -> list[TimedNote]:
+             rng: np.random.Generator, jitter: float, beats_per_bar: int = BEATS_PER_BAR) -> list[TimedNote]:
     """Returns notes in seconds with seeded timing/velocity jitter, cut to the active bars.
 
     Notes starting in inactive bars are dropped; a note is cut at the start of the next
     inactive bar and at `duration`; repeated pitches never overlap (the earlier is shortened).
+    Bars are `beats_per_bar` beats of `beat_s` seconds.
     """
-    bar_s = BEATS_PER_BAR * beat_s
+    bar_s = beats_per_bar * beat_s
     out: list[TimedNote] = []
     for note in notes:
         shift = float(np.clip(rng.normal(0.0, jitter), -MAX_JITTER, MAX_JITTER))
         vel = int(np.clip(round(note.vel + rng.normal(0.0, VELOCITY_JITTER)), 1, 127))
-        bar = int(math.floor(note.start / BEATS_PER_BAR + 1e-9))
+        bar = int(math.floor(note.start / beats_per_bar + 1e-9))
         if bar >= len(active) or not active[bar]:
             continue
         limit = next((b * bar_s for b in range(bar + 1, len(active)) if not active[b]), duration)

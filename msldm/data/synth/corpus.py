@@ -18,16 +18,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...config import STEMS
 from .compose import RELEASE_ALLOWANCE, Song, compose_song
+from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
 from .render import find_soundfont, gate_inactive, render_notes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PEAK_LIMIT = 0.95  # the mixture is scaled down (all stems alike) when it would peak above this
+
+#: Registry of composers (name -> compose(seed, index, seconds) -> Song). "synth" writes the
+#: training corpus; "heldout" writes differently composed music (see `heldout`) in the same layout.
+COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {"synth": compose_song, "heldout": compose_heldout}
 
 
 @dataclass(frozen=True)
@@ -86,18 +92,20 @@ def write_float_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 @dataclass(frozen=True)
 class RenderPlan:
-    """How a corpus is rendered: soundfonts per split, and whether stems are augmented.
+    """How a corpus is rendered: composer, soundfonts per split, and whether stems are augmented.
 
     Each stem of a training track draws its soundfont from `soundfonts`; validation and test
     tracks use `holdout` when it is given (a soundfont never heard in training), else they
     draw from `soundfonts` like training tracks. With `augment`, every stem goes through
     `augment.augment_stem` (effects and gain; its loudness policy). All draws come from
     `default_rng([seed, index, RENDER_STREAM])`, apart from the composition's own stream.
+    `composer` names the entry of `COMPOSERS` that writes the music.
     """
 
     soundfonts: tuple[str, ...]
     holdout: str | None = None
     augment: bool = False
+    composer: str = "synth"
 
     def fonts_for(self, split: str) -> tuple[str, ...]:
         """The soundfonts tracks of `split` draw from."""
@@ -136,7 +144,7 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, plan: Rende
                  seconds: float) -> TrackResult:
     """Composes, renders and writes track `index`. Returns its TrackResult."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    song = compose_song(seed, index, seconds)
+    song = COMPOSERS[plan.composer](seed, index, seconds)
     split = split_of(index)
     rng = np.random.default_rng([seed, index, RENDER_STREAM])
     choices = plan.fonts_for(split)
@@ -187,21 +195,25 @@ def _report(done: int, total: int, wall: float, audio: float, stream: object) ->
 def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
                   soundfont: str | Path | None = None, workers: int = 1, seconds: float = 15.0,
                   progress: bool = True, soundfonts: tuple[str | Path, ...] = (),
-                  holdout_soundfont: str | Path | None = None, augment: bool = False) -> CorpusSummary:
+                  holdout_soundfont: str | Path | None = None, augment: bool = False,
+                  composer: str = "synth") -> CorpusSummary:
     """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
 
     Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
-    validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`). Output
-    depends on (seed, track index, sample_rate, soundfonts, seconds, augment) only, never on
-    `workers`. Workers use the spawn start method.
+    validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`).
+    `composer` picks the music from `COMPOSERS` ("synth", the training corpus, or "heldout").
+    Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
+    only, never on `workers`. Workers use the spawn start method.
     """
     if tracks < 0 or workers < 1 or seconds <= 0:
         raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
+    if composer not in COMPOSERS:
+        raise ValueError(f"unknown composer {composer!r}; known: {', '.join(sorted(COMPOSERS))}")
     fonts = tuple(str(find_soundfont(f)) for f in soundfonts) or (str(find_soundfont(soundfont)),)
     holdout = str(find_soundfont(holdout_soundfont)) if holdout_soundfont else None
     if holdout and holdout in fonts:
         raise ValueError(f"the held-out soundfont {holdout} is also a training soundfont")
-    plan = RenderPlan(fonts, holdout, augment)
+    plan = RenderPlan(fonts, holdout, augment, composer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), i, seed, sample_rate, plan, float(seconds)) for i in range(tracks)]

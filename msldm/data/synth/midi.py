@@ -7,7 +7,7 @@ from pathlib import Path
 import mido
 
 from ...config import STEMS
-from .compose import BEATS_PER_BAR, Song, TimedNote
+from .compose import Song, TimedNote
 
 TICKS_PER_BEAT = 480
 #: Stem -> MIDI channel (0-based; 9 is the GM percussion channel 10).
@@ -34,15 +34,18 @@ def song_to_midi(song: Song, programs: dict[str, int] | None = None) -> mido.Mid
     """Returns the song as a MidiFile: a conductor track, then one track per stem.
 
     Timing uses the rounded MIDI tempo, so ticks reproduce the rendered seconds to < 1 tick.
+    The time signature is `song.meter`; the MIDI tempo is in quarter notes (`song.tempo`
+    counts beats of 1/meter[1], e.g. eighth notes in 6/8).
     """
     programs = programs or song.programs
-    tempo_us = mido.bpm2tempo(song.tempo)
+    numerator, denominator = song.meter
+    tempo_us = mido.bpm2tempo(song.tempo * 4 / denominator)  # MIDI tempo counts quarter notes
     ticks_per_second = TICKS_PER_BEAT * 1e6 / tempo_us
     midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
     conductor = mido.MidiTrack([
         mido.MetaMessage("track_name", name=f"Track{song.index + 1:05d}", time=0),
         mido.MetaMessage("set_tempo", tempo=tempo_us, time=0),
-        mido.MetaMessage("time_signature", numerator=BEATS_PER_BAR, denominator=4, time=0),
+        mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator, time=0),
         mido.MetaMessage("key_signature", key=song.key.midi_name, time=0),
         mido.MetaMessage("end_of_track", time=0),
     ])

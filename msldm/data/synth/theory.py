@@ -3,7 +3,8 @@
 Pure Python (no numpy, no torch). A progression family is a list of bars written in roman
 numerals relative to the tonic (major-scale reference, `b` lowers a degree by a semitone;
 upper case = major triad, lower case = minor triad, suffix `7` = dominant / minor seventh,
-`maj7`, `o` = diminished). A bar may hold two chords separated by a space (half a bar each).
+`maj7`, `o` = diminished, `ø7` = half-diminished seventh, quality "m7b5"). A bar may hold
+two chords separated by a space (half a bar each).
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ QUALITIES: dict[str, tuple[int, ...]] = {
     "7": (0, 4, 7, 10),
     "maj7": (0, 4, 7, 11),
     "min7": (0, 3, 7, 10),
+    "m7b5": (0, 3, 6, 10),
 }
-_SUFFIX: dict[str, str] = {"maj": "", "min": "m", "dim": "dim", "7": "7", "maj7": "maj7", "min7": "m7"}
+_SUFFIX: dict[str, str] = {"maj": "", "min": "m", "dim": "dim", "7": "7", "maj7": "maj7", "min7": "m7",
+                           "m7b5": "m7b5"}
+#: (numeral suffix, upper-case numeral) -> chord quality.
+_NUMERAL_QUALITY: dict[tuple[str, bool], str] = {
+    ("", True): "maj", ("", False): "min", ("o", True): "dim", ("o", False): "dim",
+    ("7", True): "7", ("7", False): "min7", ("maj7", True): "maj7", ("maj7", False): "maj7",
+    ("ø7", True): "m7b5", ("ø7", False): "m7b5",
+}
 
 SCALES: dict[str, tuple[int, ...]] = {
     "major": (0, 2, 4, 5, 7, 9, 11),
@@ -136,15 +145,8 @@ def parse_numeral(numeral: str, tonic_pc: int) -> Chord:
     suffix = text[len(letters):]
     upper = letters.isupper()
     offset = _DEGREES[letters.upper()] - (1 if flat else 0)
-    if suffix == "o":
-        quality = "dim"
-    elif suffix == "maj7":
-        quality = "maj7"
-    elif suffix == "7":
-        quality = "7" if upper else "min7"
-    elif suffix == "":
-        quality = "maj" if upper else "min"
-    else:
+    quality = _NUMERAL_QUALITY.get((suffix, upper))
+    if quality is None:
         raise ValueError(f"unknown chord suffix in {numeral!r}")
     return Chord((tonic_pc + offset) % 12, quality)
 
