@@ -8,13 +8,20 @@ import numpy as np
 import soundfile as sf
 
 
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """The project's one resampler (soxr, HQ): `x [N]` (or `[N, channels]`) from sr_in to sr_out Hz."""
+    x = np.asarray(x, dtype=np.float32)
+    if sr_in == sr_out:
+        return x
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+
+
 def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read a sound file, mix it down to mono and resample to `sample_rate`. Returns `[N]` float32."""
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [N, channels]
     mono = data.mean(axis=1)
-    if sr != sample_rate:
-        import soxr
-
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ")
+    mono = resample(mono, sr, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
 

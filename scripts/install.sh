@@ -22,4 +22,7 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q "torch==2.13.0"
 .venv/bin/pip install -q -e ".[all]"
+# Basic Pitch's note-transcription model (nmp.onnx) for the evaluation: the wheel alone, since its
+# declared dependencies pin tensorflow; what our code uses of it is in the `eval` extra.
+.venv/bin/pip install -q --no-deps "basic-pitch==0.4.0"
 echo "installed: $(.venv/bin/python -c 'import msldm, torch; print("msldm", msldm.__version__, "torch", torch.__version__)')"

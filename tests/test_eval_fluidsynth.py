@@ -46,7 +46,9 @@ def test_real_beats_mismatched_on_rendered_corpus(tmp_path: Path) -> None:
             gaps.append((real["harmonic"] - mism["harmonic"], real["rhythmic"] - mism["rhythmic"]))
     gaps = np.asarray(gaps, dtype=np.float64)
     print("harmonic / rhythmic gaps (real - mismatched):", np.round(gaps, 2).tolist())
-    assert np.nanmean(gaps[:, 0]) > 0.2 and np.nanmean(gaps[:, 1]) > 0.1
+    # Transcription-based harmony separates by ~0.8 here (0.6-0.7 on 24 segments of the test
+    # splits, `msldm fit-check`); rhythm by ~0.4.
+    assert np.nanmean(gaps[:, 0]) > 0.5 and np.nanmean(gaps[:, 1]) > 0.25
 
 
 def test_tritone_and_eighth_shift_lose_fit_on_rendered_corpus(tmp_path: Path) -> None:
@@ -66,4 +68,4 @@ def test_tritone_and_eighth_shift_lose_fit_on_rendered_corpus(tmp_path: Path) ->
             rhyth.append(real["rhythmic"] - late["rhythmic"])
     print("harmonic loss (tritone):", np.round(harm, 2).tolist())
     print("rhythmic loss (8th):", np.round(rhyth, 2).tolist())
-    assert np.nanmean(harm) > 0.2 and np.nanmean(rhyth) > 0.05
+    assert np.nanmean(harm) > 0.5 and np.nanmean(rhyth) > 0.05

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import Dataset
 
+from msldm.audio import resample
 from msldm.config import MIX, STEMS
 
 CLASS_TO_STEM: dict[str, str] = {"Bass": "bass", "Drums": "drums", "Guitar": "guitar",
@@ -88,9 +88,7 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    if sr_in == sr_out:
-        return x.astype(np.float32, copy=False)
-    return soxr.resample(x.astype(np.float32, copy=False), sr_in, sr_out, quality="HQ")
+    return resample(x, sr_in, sr_out)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""`msldm eval`: evaluate a model bundle on a data set and write a report.
+"""`msldm eval`: evaluate a model bundle on a data set and write a report; `msldm compare`:
+every measure of two or more runs side by side.
 
-Example:
+Examples:
     msldm eval --bundle bundles/small --data data/synth --out reports/small \\
         --n 200 --steps 5,10,20 --seconds 12 --subsets all
+    msldm compare preview=reports/preview/metrics.json new=reports/new/metrics.json
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model bundle (FAD, fit, density, sweep)",
                               description=__doc__, epilog=EXAMPLE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True, help="model bundle folder (manifest.json + ONNX files)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bundle", help="model bundle folder (manifest.json + ONNX files)")
+    which.add_argument("--vae", help="a SourceVAE checkpoint: only the reconstruction section (torch)")
+    p.add_argument("--recon-n", type=int, default=16, help="segments of the reconstruction section")
     p.add_argument("--data", required=True, help="data root (with test/) or a folder of TrackNNNNN")
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--n", type=int, default=200, help="number of segments (paper: 200)")
@@ -52,6 +57,66 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", default=None, help="model name in the report (default: bundle folder)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run)
+    c = subparsers.add_parser("compare", help="every measure of two or more eval runs in one table",
+                              description=__doc__, epilog=COMPARE_EXAMPLE,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="runs to put side by side")
+    c.add_argument("--out", default=None, help="also write the table to this markdown file")
+    c.set_defaults(func=_compare)
+    _register_fit_check(subparsers)
+
+
+def _register_fit_check(subparsers: Any) -> None:
+    p = subparsers.add_parser("fit-check", help="do the fit measures separate real from mismatched stems?",
+                              description=(
+                                  "Scores real stems, mismatched ones (another track, key and tempo), a "
+                                  "tritone transposition and an 8th-note delay in the context of the other "
+                                  "stems, and prints the separation per stem. No model is involved."),
+                              epilog=FIT_CHECK_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="data root (with the split) or a folder of TrackNNNNN")
+    p.add_argument("--n", type=int, default=24, help="segments")
+    p.add_argument("--seconds", type=float, default=12.0, help="segment length")
+    p.add_argument("--split", default="test")
+    p.add_argument("--no-annotation", action="store_true", help="estimate chords and beats from the audio")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_fit_check)
+
+
+FIT_CHECK_EXAMPLE = "example: msldm fit-check --data data/multi --n 24 --split test"
+
+
+def _fit_check(args: argparse.Namespace) -> int:
+    from msldm.eval.ruler import fit_check, format_fit_check
+
+    result = fit_check(args.data, args.n, args.seconds, args.split, use_annotation=not args.no_annotation,
+                       seed=args.seed)
+    print(format_fit_check(result, f"{args.data} ({args.split})"))
+    return 0
+
+
+COMPARE_EXAMPLE = "example: msldm compare preview=reports/preview/metrics.json new=reports/new/metrics.json"
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from msldm.eval.report import compare_table
+
+    runs = {}
+    for spec in args.runs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"expected NAME=METRICS_JSON, got {spec!r}")
+        try:
+            runs[name] = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a metrics.json ({exc})") from None
+    table = compare_table(runs)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
@@ -66,7 +131,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       sweep_resamples=tuple(int(r) for r in _names(args.resamples)),
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
-                      use_annotation=not args.no_annotation)
+                      use_annotation=not args.no_annotation, recon_n=args.recon_n)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -80,13 +145,31 @@ def _run(args: argparse.Namespace) -> int:
     from msldm.eval.report import load_baseline, write_report
 
     cfg = config_from_args(args)
+    if args.vae:
+        from msldm.eval.generators import TorchVAEReconstructor
+        from msldm.eval.report import write_reconstruction_report
+
+        rec = TorchVAEReconstructor(args.vae)
+        write_reconstruction_report(rec.reconstruct, args.data, args.out, cfg, args.name or Path(args.vae).stem)
+        print(f"wrote {Path(args.out) / 'report.md'}")
+        return 0
     baselines = {}
     for spec in args.baseline:
         name, _, path = spec.partition("=")
         baselines[name] = load_baseline(path)
     generator = BundleGenerator(args.bundle)
-    write_report(generator, args.data, args.out, cfg, args.name or Path(args.bundle).name, baselines)
+    name = args.name or Path(args.bundle).name
+    metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
     print(f"wrote {Path(args.out) / 'report.md'}")
+    if args.baseline:  # every measure side by side with the baselines' runs
+        import json
+
+        from msldm.eval.report import _clean, compare_table
+        runs = {name: _clean(metrics)}
+        for spec in args.baseline:
+            other, _, path = spec.partition("=")
+            runs[other] = json.loads(Path(path).read_text())
+        print(compare_table(runs))
     return 0
 
 

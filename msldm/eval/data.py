@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from msldm.audio import resample
 from msldm.eval.density import is_empty
-from msldm.eval.dsp import chroma_from_peaks, spectral_peaks
-from msldm.eval.embeddings import resample
 from msldm.eval.harmony import PITCHED_STEMS
 from msldm.eval.rhythm import estimate_grid
 from msldm.eval.tables import STEMS
@@ -64,7 +63,53 @@ def split_dir(data_dir: str | Path, split: str = "test") -> Path:
     return d / split if (d / split).is_dir() else d
 
 
-def _read_track(track_dir: Path, sr: int) -> tuple[dict[str, np.ndarray], dict | None]:
+class AnnotationError(ValueError):
+    """An annotation.json that cannot be read as the contract's schema (the message names the
+    file and the field)."""
+
+
+def _field_error(path: Path, field: str, want: str) -> AnnotationError:
+    return AnnotationError(f"{path}: field {field!r} must be {want} (schema: docs/data.md); "
+                           "use --no-annotation to estimate chords and beats from the audio instead")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def read_annotation(path: Path) -> dict:
+    """The annotation of a track, checked against the fields the evaluation reads (tempo,
+    key.tonic_pc / key.mode, beats, downbeats, meter, chords[].time / pitch_classes).
+    Raises `AnnotationError` naming the file and the first bad field."""
+    try:
+        ann = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AnnotationError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(ann, dict):
+        raise _field_error(path, "(top level)", "an object")
+    if not _is_number(ann.get("tempo")) or ann["tempo"] <= 0:
+        raise _field_error(path, "tempo", "a positive number (bpm)")
+    key = ann.get("key")
+    if not isinstance(key, dict) or not isinstance(key.get("tonic_pc"), int) or \
+            key.get("mode", "major") not in ("major", "minor"):
+        raise _field_error(path, "key", 'an object {"tonic_pc": 0-11, "mode": "major"|"minor"}')
+    for name in ("beats", "downbeats"):
+        if not isinstance(ann.get(name, []), list) or not all(_is_number(t) for t in ann.get(name, [])):
+            raise _field_error(path, name, "a list of times in seconds")
+    meter = ann.get("meter", [4, 4])
+    if not (isinstance(meter, list) and len(meter) == 2 and all(isinstance(m, int) and m > 0 for m in meter)):
+        raise _field_error(path, "meter", "[beats per bar, beat unit]")
+    chords = ann.get("chords", [])
+    if not isinstance(chords, list):
+        raise _field_error(path, "chords", "a list of chord objects")
+    for i, c in enumerate(chords):
+        if not (isinstance(c, dict) and _is_number(c.get("time")) and isinstance(c.get("pitch_classes"), list)
+                and all(isinstance(p, int) for p in c["pitch_classes"])):
+            raise _field_error(path, f"chords[{i}]", 'an object {"time": s, "pitch_classes": [0-11, ...]}')
+    return ann
+
+
+def _read_track(track_dir: Path, sr: int, use_annotation: bool = True) -> tuple[dict[str, np.ndarray], dict | None]:
     import soundfile as sf
 
     stems = {}
@@ -79,18 +124,20 @@ def _read_track(track_dir: Path, sr: int) -> tuple[dict[str, np.ndarray], dict |
     n = max((len(a) for a in stems.values()), default=0)
     stems = {s: np.pad(stems.get(s, np.zeros(0, np.float32)), (0, n - len(stems.get(s, [])))) for s in STEMS}
     ann_path = track_dir / "annotation.json"
-    return stems, (json.loads(ann_path.read_text()) if ann_path.is_file() else None)
+    return stems, (read_annotation(ann_path) if use_annotation and ann_path.is_file() else None)
 
 
 def estimate_key_pc(stems: dict[str, np.ndarray], sr: int) -> int:
-    """Tonic pitch class of the (relative) major key: the pitched stems' chroma (1 s chunks)
-    correlated with the rotated Krumhansl-Kessler major profile."""
+    """Tonic pitch class of the (relative) major key: the pitched stems' summed chroma
+    (`librosa.feature.chroma_stft`) correlated with the rotated Krumhansl-Kessler major profile."""
+    import librosa
+
     chroma = np.zeros(12)
     for s in PITCHED_STEMS:
-        x = stems[s]
-        for i in range(0, max(1, len(x) - sr // 2), sr):
-            chroma += chroma_from_peaks(*spectral_peaks(x[i:i + sr], sr, 50.0, 2000.0))
-    if chroma.sum() <= 0:
+        x = np.asarray(stems[s], np.float32)
+        if np.any(x):
+            chroma += librosa.feature.chroma_stft(y=x, sr=sr, n_fft=4096, hop_length=1024).sum(axis=1)
+    if chroma.sum() <= 0 or np.std(chroma) == 0:
         return -1
     return int(np.argmax([np.corrcoef(chroma, np.roll(MAJOR_PROFILE, k))[0, 1] for k in range(12)]))
 
@@ -108,15 +155,16 @@ def _make_segment(track: Path, stems: dict, ann: dict | None, offset: float, sec
 
 
 def load_segments(data_dir: str | Path, n: int, seconds: float, sr: int = 22050, split: str = "test",
-                  seed: int = 0, require_all: bool = True) -> list[Segment]:
+                  seed: int = 0, require_all: bool = True, use_annotation: bool = True) -> list[Segment]:
     """Up to `n` segments of `seconds`, spread over the tracks (round robin over tracks in a
     seeded random order, non-overlapping offsets). With `require_all`, only segments where
     none of the four stems is empty (as the paper's sub-FAD set: "all the segments contain
-    four instruments"); if too few qualify, the others fill up."""
+    four instruments"); if too few qualify, the others fill up. Without `use_annotation`
+    no annotation.json is read (key and tempo are then estimated from the audio)."""
     tracks = sorted(p for p in split_dir(data_dir, split).iterdir() if p.is_dir() and not p.name.startswith("."))
     rng = np.random.default_rng(seed)
     rng.shuffle(tracks)
-    loaded = {t: _read_track(t, sr) for t in tracks}
+    loaded = {t: _read_track(t, sr, use_annotation) for t in tracks}
     cands: list[tuple[int, Path, float]] = []
     for t, (stems, _) in loaded.items():
         dur = len(stems["bass"]) / sr

@@ -14,13 +14,12 @@ all vectors of a set.
 
 from __future__ import annotations
 
-from math import gcd
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
-from scipy.signal import resample_poly
 
+from msldm.audio import resample as audio_resample
 from msldm.eval.dsp import EPS, as_mono, frames, mel_filterbank, stft_mag
 
 
@@ -34,11 +33,8 @@ class Embedding(Protocol):
 
 
 def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Polyphase resampling of `x [N]` from sr to target Hz."""
-    if sr == target:
-        return as_mono(x)
-    g = gcd(sr, target)
-    return resample_poly(as_mono(x), target // g, sr // g)
+    """`x` mixed to mono and resampled from sr to target Hz (soxr, `msldm.audio.resample`)."""
+    return audio_resample(as_mono(x), sr, target)
 
 
 class StatsEmbedding:

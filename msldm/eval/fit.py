@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from msldm.eval.harmony import PITCHED_STEMS, estimate_chords, harmonic_fit
-from msldm.eval.rhythm import Grid, context_profile, estimate_grid, grid_from_annotation, rhythmic_fit
+from msldm.eval.rhythm import (Grid, choose_subdivision, context_profile, estimate_grid, grid_from_annotation,
+                               rhythmic_fit)
 
 MIN_GAP = 0.05
 FIT_KEYS: tuple[str, ...] = ("harmonic", "rhythmic")
@@ -50,6 +51,8 @@ def build_context(given: Mapping[str, np.ndarray], sr: int, annotation: Mapping 
     if annotation is not None and len(annotation.get("beats", [])) > 1:
         grid = grid_from_annotation(annotation["beats"], annotation.get("downbeats", []),
                                     annotation.get("meter", (4, 4)))
+        if given:
+            grid = choose_subdivision(grid, given, sr)
         chords = list(annotation.get("chords", [])) or None
         source = "annotation"
     elif given:
@@ -68,9 +71,9 @@ def fit_scores(audio: np.ndarray, sr: int, stem: str, ctx: Context) -> dict[str,
     (harmonic only for pitched stems; NaN where the context lacks chords or a grid)."""
     out = {"harmonic": float("nan"), "rhythmic": float("nan")}
     if stem in PITCHED_STEMS and ctx.chords:
-        out["harmonic"] = harmonic_fit(audio, sr, ctx.beats, ctx.chords, stem).score
+        out["harmonic"] = harmonic_fit(audio, sr, ctx.chords).score
     if ctx.grid is not None:
-        out["rhythmic"] = rhythmic_fit(audio, sr, ctx.grid, ctx.profile).score
+        out["rhythmic"] = rhythmic_fit(audio, sr, ctx.grid, ctx.profile, stem=stem).score
     return out
 
 

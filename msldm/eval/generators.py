@@ -95,3 +95,27 @@ class BundleGenerator:
         """decode(encode(audio)) through the bundle's ONNX encoder and decoder."""
         x = np.asarray(audio, np.float32)[None, None]
         return self.bundle.decode(self.bundle.encode(x))[0, 0, : len(audio)].astype(np.float32)
+
+
+class TorchVAEReconstructor:
+    """A SourceVAE checkpoint (torch) as the round trip `reconstruct(audio) -> audio` of the
+    evaluation's reconstruction section (`msldm eval --vae`), before any bundle is exported."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import torch
+
+        from msldm.checkpoint import load_vae
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.vae, self.config, self.meta = load_vae(path)
+        self.sample_rate = self.config.vae.sample_rate
+
+    def reconstruct(self, audio: np.ndarray) -> np.ndarray:
+        """decode(posterior mean of encode(audio)) `[N]` -> `[N]`."""
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(audio, np.float32))[None, None]
+            mean, _ = self.vae.encode(x)
+            return self.vae.decode(mean)[0, 0, : len(audio)].numpy().astype(np.float32)

@@ -23,9 +23,12 @@ from msldm.eval.embeddings import Embedding, build_embedding
 from msldm.eval.fit import Context, build_context, fit_scores, mean_ignore_nan, normalised_fit
 from msldm.eval.frechet import frechet_from_embeddings, noise_floor
 from msldm.eval.generators import Generator
+from msldm.eval.harmony import PITCHED_STEMS, stem_notes
+from msldm.eval.transcribe import pitch_diagnostics
 from msldm.eval.reconstruction import reconstruction_metrics
 from msldm.eval.tables import STEMS, TOTAL, parse_subsets, subset_stems
 
+PITCH_FIELDS = ("notes_per_s", "pitch_low", "pitch_high", "comb_share")
 FIT_FIELDS = ("harmonic", "harmonic_norm", "harmonic_real", "harmonic_mismatched",
               "rhythmic", "rhythmic_norm", "rhythmic_real", "rhythmic_mismatched")
 
@@ -54,6 +57,7 @@ class EvalConfig:
     split: str = "test"
     save_examples: int = 2  # segments per task whose audio and spectrograms are written
     use_annotation: bool = True
+    frame_rate_hz: float = 22050 / 320  # latent frame rate (sample_rate / hop): a decoder comb's pitch
 
 
 @dataclass
@@ -94,6 +98,9 @@ def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ..
                audio: np.ndarray) -> dict[str, float]:
     """Density, emptiness and fit (raw / normalised / references) of one generated stem."""
     rec = {"audible_fraction": audible_fraction(audio), "empty": float(is_empty(audio))}
+    if stem in PITCHED_STEMS:  # what a transcription hears: notes, range, the frame-rate comb
+        rec.update(pitch_diagnostics(stem_notes(audio, cfg.sample_rate), len(audio) / cfg.sample_rate,
+                                     cfg.frame_rate_hz))
     if given_names:
         ctx = _context(st, cfg, i, given_names)
         refs = _references(st, cfg, i, given_names, stem)
@@ -196,7 +203,8 @@ def reconstruction(st: RunState, cfg: EvalConfig, reconstruct: Callable[[np.ndar
     stem is audible (against silence, spectral convergence and SI-SDR mean nothing)."""
     out = {}
     for s in STEMS:
-        recs = [reconstruction_metrics(seg.stems[s], reconstruct(seg.stems[s]), cfg.sample_rate)
+        recs = [reconstruction_metrics(seg.stems[s], reconstruct(seg.stems[s]), cfg.sample_rate, s,
+                                       cfg.frame_rate_hz)
                 for seg in st.segments[: cfg.recon_n] if not is_empty(seg.stems[s])]
         out[s] = {k: mean_ignore_nan([r[k] for r in recs]) for k in recs[0]} if recs else {}
     return out
@@ -204,7 +212,8 @@ def reconstruction(st: RunState, cfg: EvalConfig, reconstruct: Callable[[np.ndar
 
 def run_evaluation(generator: Generator, data_dir: str | Path, cfg: EvalConfig) -> tuple[dict, RunState]:
     """The whole evaluation; returns (metrics dict as written to metrics.json, run state)."""
-    segments = load_segments(data_dir, cfg.n, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed)
+    segments = load_segments(data_dir, cfg.n, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
+                             use_annotation=cfg.use_annotation)
     if len(segments) < 2:
         raise ValueError(f"need at least 2 segments in {data_dir} ({cfg.split}), found {len(segments)}")
     kwargs = {"weights": cfg.embedding_weights} if cfg.embedding_weights else {}
@@ -224,3 +233,15 @@ def run_evaluation(generator: Generator, data_dir: str | Path, cfg: EvalConfig) 
     rec = getattr(generator, "reconstruct", None)
     metrics["reconstruction"] = reconstruction(st, cfg, rec) if callable(rec) else None
     return metrics, st
+
+
+def run_reconstruction(reconstruct: Callable[[np.ndarray], np.ndarray], data_dir: str | Path,
+                       cfg: EvalConfig) -> dict:
+    """The reconstruction section alone (a VAE before any denoiser): metrics over the first
+    `recon_n` segments in which each stem is audible."""
+    segments = load_segments(data_dir, cfg.recon_n, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
+                             use_annotation=cfg.use_annotation)
+    st = RunState(segments, [], build_embedding("stats"))
+    return {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+            "segments": [{"track": s.track, "offset": s.offset} for s in segments],
+            "reconstruction": reconstruction(st, cfg, reconstruct)}

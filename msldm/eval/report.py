@@ -42,14 +42,17 @@ def _f(v: object, digits: int = 2) -> str:
 
 def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
     lines = ["| Task | Stem | harmonic (raw / real / mism) | harmonic norm | rhythmic (raw / real / mism) "
-             "| rhythmic norm | audible | empty rate |", "|---|---|---|---|---|---|---|---|"]
+             "| rhythmic norm | audible | empty rate | notes / s | pitch range | comb share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, entry in tasks.items():
         for stem, m in entry["stems"].items():
             harm = f"{_f(m.get('harmonic'))} / {_f(m.get('harmonic_real'))} / {_f(m.get('harmonic_mismatched'))}"
             rhy = f"{_f(m.get('rhythmic'))} / {_f(m.get('rhythmic_real'))} / {_f(m.get('rhythmic_mismatched'))}"
+            rng = f"{_f(m.get('pitch_low'), 0)}-{_f(m.get('pitch_high'), 0)}" if "pitch_low" in m else "-"
             lines.append(f"| {task} | {stem} | {harm} | {_f(m.get('harmonic_norm'))} | {rhy} | "
                          f"{_f(m.get('rhythmic_norm'))} | {_f(m.get('audible_fraction'))} | "
-                         f"{_f(m.get('empty_rate'))} |")
+                         f"{_f(m.get('empty_rate'))} | {_f(m.get('notes_per_s'), 1)} | {rng} | "
+                         f"{_f(m.get('comb_share'))} |")
     return lines
 
 
@@ -83,8 +86,13 @@ def _sweep_section(rows: list[Mapping]) -> list[str]:
 def _recon_section(recon: Mapping | None) -> list[str]:
     if not recon:
         return []
-    keys = ("logmel_l1", "stft_sc", "stft_logmag", "si_sdr")
-    lines = ["## VAE reconstruction (encode -> decode)", "", "| stem | " + " | ".join(keys) + " |",
+    keys = ("note_f1", "chroma_cos", "onset_f1", "comb_share", "comb_share_ref", "logmel_l1", "stft_sc",
+            "stft_logmag", "si_sdr")
+    lines = ["## VAE reconstruction (encode -> decode)", "",
+             "note F1: Basic Pitch transcriptions of original and reconstruction (onset only, 50 ms); "
+             "onset F1 for drums; comb share: share of note time at the latent frame-rate pitch "
+             "(reconstruction, and the original's as `comb_share_ref`).", "",
+             "| stem | " + " | ".join(keys) + " |",
              "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {s} | " + " | ".join(_f(m.get(k)) for k in keys) + " |" for s, m in recon.items()]
     return lines + [""]
@@ -165,7 +173,57 @@ def write_report(generator: Generator, data_dir: str | Path, out_dir: str | Path
     return metrics
 
 
+def write_reconstruction_report(reconstruct, data_dir: str | Path, out_dir: str | Path, cfg: EvalConfig,
+                                model_name: str = "vae") -> dict:
+    """`run_reconstruction` written as report.md + metrics.json under `out_dir`. Returns metrics."""
+    from msldm.eval.pipeline import run_reconstruction
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = run_reconstruction(reconstruct, data_dir, cfg)
+    wavio.write_json_atomic(out / "metrics.json", _clean(metrics))  # type: ignore[arg-type]
+    text = "\n".join([f"# Reconstruction report: {model_name}", "",
+                      f"{len(metrics['segments'])} segments of {cfg.seconds} s from split `{cfg.split}`.", ""]
+                     + _recon_section(metrics["reconstruction"]))
+    wavio.atomic_write(out / "report.md", lambda f: f.write(text.encode("utf-8")))
+    return metrics
+
+
 def load_baseline(path: str | Path) -> dict[str, float]:
     """{task: sub-FAD} from another run's metrics.json (a baseline row of Table 2)."""
     tasks = json.loads(Path(path).read_text())["tasks"]
     return {t: (float("nan") if e["subfad"] is None else e["subfad"]) for t, e in tasks.items()}
+
+
+COMPARE_STEM_KEYS = ("harmonic_norm", "rhythmic_norm", "harmonic", "rhythmic", "audible_fraction",
+                     "empty_rate", "notes_per_s", "comb_share")
+COMPARE_RECON_KEYS = ("note_f1", "chroma_cos", "onset_f1", "comb_share", "logmel_l1", "stft_sc", "si_sdr")
+
+
+def flatten_metrics(metrics: Mapping) -> dict[str, float]:
+    """Every comparable number of a metrics.json as {"section / row / measure": value}."""
+    flat: dict[str, float] = {}
+    for task, entry in metrics.get("tasks", {}).items():
+        flat[f"{task} / sub-FAD"] = entry.get("subfad")
+        flat[f"{task} / s per clip"] = entry.get("time_per_clip")
+        for stem, m in entry.get("stems", {}).items():
+            for k in COMPARE_STEM_KEYS:
+                if k in m:
+                    flat[f"{task} / {stem} / {k}"] = m[k]
+    for stem, m in (metrics.get("reconstruction") or {}).items():
+        for k in COMPARE_RECON_KEYS:
+            if k in m:
+                flat[f"reconstruction / {stem} / {k}"] = m[k]
+    return flat
+
+
+def compare_table(runs: Mapping[str, Mapping]) -> str:
+    """Markdown table, one row per measure and one column per run (`{name: metrics}`); a measure
+    missing from a run is "-"."""
+    flats = {name: flatten_metrics(m) for name, m in runs.items()}
+    keys: list[str] = []
+    for f in flats.values():
+        keys += [k for k in f if k not in keys]
+    lines = ["| measure | " + " | ".join(flats) + " |", "|---" * (len(flats) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(_f(f.get(k), 3) for f in flats.values()) + " |" for k in keys]
+    return "\n".join(lines)
