@@ -6,6 +6,9 @@
   preconditioning (Table 1 of Karras et al. 2022) inside.
 - `DecoderGraph`: normalised latent `[B, C, T]` -> audio `[B, 1, T*D]`.
 
+Both VAE graphs call the VAE's own `encode` / `decode`, so either kind (`msldm.vae_models`)
+exports: the spectral VAE's STFT and inverse STFT are convolutions with fixed bases.
+
 Weight norm is folded into plain weights (`fold_weight_norm`) before the wrappers are built.
 """
 
@@ -17,36 +20,34 @@ import torch
 from torch import nn
 
 from msldm.edm import EDMDenoiser
-from msldm.vae import SourceVAE
+
 
 
 class EncoderGraph(nn.Module):
     """`audio [B, 1, N] -> latent [B, C, N/D]` (posterior mean, normalised)."""
 
-    def __init__(self, vae: SourceVAE, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, vae: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        self.encoder = vae.encoder
-        self.C = vae.latent_dim
+        self.vae = vae
         self.register_buffer("scale", (1.0 / std.float()).reshape(1, -1, 1))  # [1, C, 1]
         self.register_buffer("offset", (-mean.float() / std.float()).reshape(1, -1, 1))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        moments = self.encoder(audio)  # [B, 2C, T]
-        mu = moments[:, : self.C]  # [B, C, T]; the log-variance half is not needed
+        mu, _ = self.vae.encode(audio)  # [B, C, T]; the log-variance is not needed
         return mu * self.scale + self.offset
 
 
 class DecoderGraph(nn.Module):
     """`latent [B, C, T] -> audio [B, 1, T*D]` (de-normalises first)."""
 
-    def __init__(self, vae: SourceVAE, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def __init__(self, vae: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        self.decoder = vae.decoder
+        self.vae = vae
         self.register_buffer("std", std.float().reshape(1, -1, 1))  # [1, C, 1]
         self.register_buffer("mean", mean.float().reshape(1, -1, 1))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latent * self.std + self.mean)
+        return self.vae.decode(latent * self.std + self.mean)
 
 
 class DenoiserGraph(nn.Module):
@@ -68,12 +69,12 @@ class GraphModules:
     encoder: EncoderGraph
     denoiser: DenoiserGraph
     decoder: DecoderGraph
-    vae: SourceVAE
+    vae: nn.Module  # a SourceVAE of either kind
     edm: EDMDenoiser
     stats: dict[str, torch.Tensor]
 
 
-def build_graph_modules(vae: SourceVAE, denoiser: EDMDenoiser,
+def build_graph_modules(vae: nn.Module, denoiser: EDMDenoiser,
                         stats: dict[str, torch.Tensor]) -> GraphModules:
     """Fold weight norm (in place: `vae` is consumed; a deep copy would share the
     parametrized class with the original, and folding deletes the property from it) and wrap."""

@@ -104,6 +104,8 @@ class SpectralVAE(nn.Module):
         sign = torch.ones(self.bins)
         sign[1::2] = -1.0  # (-1)^k: a Hann main lobe alternates sign across bins (frame-start phase)
         self.register_buffer("lobe_sign", sign[None, :, None], persistent=False)  # [1, F, 1]
+        lobe = (torch.arange(self.bins) % 2).float() * math.pi  # pi*k mod 2*pi
+        self.register_buffer("lobe_phase", lobe[None, :, None], persistent=False)  # [1, F, 1]
 
     # ------------------------------------------------------------------ analysis
     def features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,12 +145,22 @@ class SpectralVAE(nn.Module):
             out.update(cos=p / norm, sin=q / norm)
             return out
         dev = math.pi * torch.tanh(p)
-        phase = torch.cumsum(self.advance + dev, dim=-1)  # [B, F, T], phase of frame t
-        cos, sin = torch.cos(phase), torch.sin(phase)
-        if self.cfg.phase == "if_lock":
-            cos, sin = self._lock(cos, sin, torch.exp(out["logmag"]))
+        cos, sin = self.phase_from_deviation(dev, out["logmag"])
         out.update(dev=dev, cos=cos, sin=sin)
         return out
+
+    def phase_from_deviation(self, dev: torch.Tensor, logmag: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthesis phasors (cos, sin) `[B, F, T]` of the ``if`` phases: frame 0 starts at pi*k
+        (the phases of a Hann main lobe alternate by pi across bins with frame-start phase),
+        then the running sum over frames of (bin-centre advance + `dev`); phase-locked across
+        bins for ``if_lock``."""
+        steps = torch.cat([self.lobe_phase.expand_as(dev[..., :1]), (self.advance + dev)[..., 1:]], dim=-1)
+        phase = torch.cumsum(steps, dim=-1)  # [B, F, T], phase of frame t
+        cos, sin = torch.cos(phase), torch.sin(phase)
+        if self.cfg.phase == "if_lock":
+            cos, sin = self._lock(cos, sin, torch.exp(logmag))
+        return cos, sin
 
     def _lock(self, cos: torch.Tensor, sin: torch.Tensor, mag: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,5 +86,4 @@ class ConvISTFT(nn.Module):
         ones = torch.ones_like(real[:1, :1, :])  # [1, 1, T]: the envelope follows T in the graph
         envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop)
         audio = audio / envelope.clamp_min(1e-8)
-        end = audio.shape[-1] - self.pad
-        return audio[..., self.pad:end]
+        return audio[..., self.pad:-self.pad] if self.pad else audio  # static slice: any T in ONNX

@@ -146,7 +146,7 @@ def train(task: TrainTask, train_set: Dataset, cfg: TrainConfig, info: DistInfo 
     sampler = StreamSampler(len(train_set), cfg.batch, cfg.seed, info.rank, info.world_size,
                             start_batch=start)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed),
+                        generator=torch.Generator().manual_seed(cfg.seed), worker_init_fn=_ignore_stop_signals,
                         pin_memory=info.device.type == "cuda")
     history: list[dict[str, float]] = []
     pbar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and info.is_main),
@@ -169,6 +169,13 @@ def train(task: TrainTask, train_set: Dataset, cfg: TrainConfig, info: DistInfo 
     if loop.writer:
         loop.writer.close()
     return history
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT / SIGTERM: a Ctrl-C (sent to the whole process group)
+    or a `kill` of the group must reach the main process, which saves and then ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _StopRequest:

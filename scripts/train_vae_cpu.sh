@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Train (or continue) the spectral SourceVAE on this machine's CPU, in the background, under nice.
+# Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
+# command resumes it exactly. Stop it cleanly with:  kill -TERM $(cat $RUN.pid)
+#   bash scripts/train_vae_cpu.sh            # data in ~/.cache/msldm/data/multi (render it first:
+#                                            #   see docs/model-card.md, "Training data")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-$HOME/.cache/msldm/data/multi}
+RUN=${RUN:-$HOME/.cache/msldm/runs/vae-if_lock}
+THREADS=${THREADS:-2}
+mkdir -p "$(dirname "$RUN")"
+RESUME=""; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
+OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train vae \
+    --preset spectral --vae-phase if_lock --data "$DATA" --out "$RUN" --steps 200000 --batch 5 \
+    --seconds 1.0 --log-every 25 --val-every 250 --val-batches 4 --ckpt-every 250 --ema-decay 0.995 \
+    --workers 1 --no-progress $RESUME >> "$RUN.out" 2>&1 &
+echo $! > "$RUN.pid"
+echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"
