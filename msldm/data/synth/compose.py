@@ -73,7 +73,7 @@ class Song:
         return [b * self.beats_per_bar * self.beat_seconds for b in range(self.n_bars)]
 
     def annotation(self, track: str, sample_rate: int) -> dict:
-        """Returns the annotation.json dictionary (schema in contracts.md)."""
+        """Returns the annotation.json dictionary (schema in docs/data.md)."""
         beat_times = [i * self.beat_seconds for i in range(len(self.chords))]
         keep = [t for t in beat_times if t < self.duration - 1e-9]
         return {

@@ -1,6 +1,6 @@
 """Render the synthetic Slakh-like corpus: layout, splits, workers and progress.
 
-Layout (contracts.md): `<out>/{train,validation,test}/TrackNNNNN/{bass,drums,guitar,piano}.wav`,
+Layout (docs/data.md): `<out>/{train,validation,test}/TrackNNNNN/{bass,drums,guitar,piano}.wav`,
 `mixture.wav`, `all_src.mid`, `annotation.json`. WAVs are mono float32 (IEEE float WAV, soundfile subtype FLOAT)
 and the mixture is the float32 sum of the stems in STEMS order, so it equals the stems' sum
 exactly. Track `i` (0-based) is named `Track{i+1:05d}`, derives from (seed, i) only, and goes
