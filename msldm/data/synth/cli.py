@@ -44,6 +44,10 @@ def _run_stats(args: argparse.Namespace) -> None:
         print(format_statistics(stats))
 
 
+COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth")
+"""The keys of `corpus.COMPOSERS`, spelled out here so building the parser imports no composer."""
+
+
 def _non_negative(text: str) -> int:
     """argparse type: an integer >= 0."""
     value = int(text)
@@ -53,9 +57,8 @@ def _non_negative(text: str) -> int:
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
-    """Add `synth` and `stats` to an existing `data` subcommand group."""
-    from .corpus import COMPOSERS
-
+    """Add `synth` and `stats` to an existing `data` subcommand group (imports nothing of the
+    renderer: `msldm --help` must work on installs without mido or soundfile)."""
     synth = sub.add_parser("synth", help="render the synthetic multi-track corpus with FluidSynth",
                            description=__doc__, epilog=SYNTH_EXAMPLE,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +75,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
                        help="validation and test tracks are rendered with this soundfont only")
     synth.add_argument("--augment", action="store_true",
                        help="effects (EQ, compression, drive, chorus, reverb) and a random gain per stem")
-    synth.add_argument("--composer", choices=sorted(COMPOSERS), default="synth",
+    synth.add_argument("--composer", choices=COMPOSER_NAMES, default="synth",
                        help="synth: the training corpus's music; heldout: differently composed music "
                             "(jazz 7th chords, swing, bossa, 6/8, slow blues) for held-out evaluation")
     synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
