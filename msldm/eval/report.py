@@ -182,11 +182,56 @@ def write_reconstruction_report(reconstruct, data_dir: str | Path, out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     metrics = run_reconstruction(reconstruct, data_dir, cfg)
     wavio.write_json_atomic(out / "metrics.json", _clean(metrics))  # type: ignore[arg-type]
+    figures = []
+    for stem in ("bass", "piano"):
+        figures += _reconstruction_example(out, stem, data_dir, cfg, reconstruct)
     text = "\n".join([f"# Reconstruction report: {model_name}", "",
                       f"{len(metrics['segments'])} segments of {cfg.seconds} s from split `{cfg.split}`.", ""]
-                     + _recon_section(metrics["reconstruction"]))
+                     + _recon_section(metrics["reconstruction"])
+                     + ["## Spectrograms (0-3 kHz; a decoder comb shows as lines every 69 Hz)", ""]
+                     + [f"![{Path(f).stem}]({f})" for f in figures] + [""])
     wavio.atomic_write(out / "report.md", lambda f: f.write(text.encode("utf-8")))
     return metrics
+
+
+def _reconstruction_example(out_dir: Path, stem: str, data_dir: str | Path, cfg: EvalConfig,
+                            reconstruct) -> list[str]:
+    """Original and reconstruction of the first segment where `stem` is audible: two WAVs and a
+    PNG of their linear-frequency log spectrograms. Returns the PNG path (relative), or []."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from msldm.eval.data import load_segments
+    from msldm.eval.density import is_empty
+    from msldm.eval.dsp import stft_mag
+
+    segs = load_segments(data_dir, 4, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
+                         use_annotation=cfg.use_annotation)
+    seg = next((g for g in segs if not is_empty(g.stems[stem])), None)
+    if seg is None:
+        return []
+    sr, original = cfg.sample_rate, seg.stems[stem]
+    pair = (("original", original), ("reconstruction", reconstruct(original)))
+    adir = out_dir / "audio"
+    adir.mkdir(exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), squeeze=False)
+    for col, (label, a) in enumerate(pair):
+        wavio.write_wav_atomic(adir / f"{stem}_{label}.wav", a, sr, "16")
+        mag = 20 * np.log10(stft_mag(a, 4096, 512) + 1e-7)
+        top = int(3000 / (sr / 4096))
+        axes[0, col].imshow(mag[:top], origin="lower", aspect="auto", vmin=mag.max() - 80, vmax=mag.max(),
+                            extent=(0, len(a) / sr, 0, 3000))
+        axes[0, col].set_title(f"{stem} {label} ({seg.track})", fontsize=9)
+        axes[0, col].set_ylabel("Hz")
+    fig.tight_layout()
+    fdir = out_dir / "figures"
+    fdir.mkdir(exist_ok=True)
+    png = fdir / f"reconstruction_{stem}.png"
+    wavio.atomic_write(png, lambda f: fig.savefig(f, dpi=80, format="png"))
+    plt.close(fig)
+    return [str(png.relative_to(out_dir))]
 
 
 def load_baseline(path: str | Path) -> dict[str, float]:
