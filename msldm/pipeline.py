@@ -94,7 +94,7 @@ class TorchPipeline:
     def generate(self, given: dict[str, torch.Tensor], make: list[str], n_samples: int, *,
                  seed: int = 0, sampler: SamplerConfig | None = None,
                  noise: torch.Tensor | None = None,
-                 callback: Callable[[int, int, float, torch.Tensor], None] | None = None
+                 callback: Callable[[int, int, float, torch.Tensor, torch.Tensor], None] | None = None
                  ) -> GenerationResult:
         """Partial generation (Eq. 4-6) of the stems in `make` given mono stems `{name: [N]}`
         at the model rate; total generation when `given` is empty. Returns `n_samples` per stem."""

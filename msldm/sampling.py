@@ -1,4 +1,8 @@
-"""The one sampler: Karras schedules, Euler / Heun with churn, and imputation (partial generation).
+"""The one sampler: schedules, solvers (Euler, Heun) with churn, and imputation (partial generation).
+
+Registries drive dispatch (`SCHEDULES`, `SAMPLERS`, `CALLS`); a solver is one function
+`(denoise, x, sigma_hat, sigma_next) -> (x_next, denoised)`, so a third method is one
+function and one registry entry each.
 
 Framework-free on purpose: this module imports neither torch nor numpy. Arrays are
 whatever the caller uses (numpy `ndarray` or `torch.Tensor`); the code only needs
@@ -23,7 +27,11 @@ Randn = Callable[[Array], Array]
 
 
 class StepCallback(Protocol):
-    def __call__(self, step: int, total: int, sigma: float, x: Array) -> None: ...
+    """Called after every step with the state `x` at `sigma` (the next level) and `denoised`,
+    the denoiser's estimate of the clean latent at this step: what a DAW can play as a
+    preview while sampling runs (k-diffusion hands its callback the same)."""
+
+    def __call__(self, step: int, total: int, sigma: float, x: Array, denoised: Array) -> None: ...
 
 
 class Cancelled(Exception):
@@ -76,13 +84,15 @@ SCHEDULES: dict[str, Callable[..., list[float]]] = {"karras": karras_sigmas, "me
 
 def schedule_sigmas(schedule: str, steps: int, *, sigma_min: float = 0.01, sigma_max: float = 3.0,
                     rho: float = 7.0, sigma_data: float = 0.4) -> list[float]:
-    """The noise levels of the named schedule: "karras" (uses `rho`) or "melody" (few-step,
-    uses `sigma_data`). Returns `steps + 1` floats ending with 0."""
-    if schedule == "karras":
-        return karras_sigmas(steps, sigma_min, sigma_max, rho)
-    if schedule == "melody":
-        return melody_sigmas(steps, sigma_min, sigma_max, sigma_data)
-    raise ValueError(f"unknown schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
+    """The noise levels of the named schedule of `SCHEDULES` ("karras" uses `rho`, "melody"
+    `sigma_data`; each takes the keywords it names). Returns `steps + 1` floats ending with 0."""
+    try:
+        fn = SCHEDULES[schedule]
+    except KeyError:
+        raise ValueError(f"unknown schedule {schedule!r}; choose from {sorted(SCHEDULES)}") from None
+    options = {"sigma_min": sigma_min, "sigma_max": sigma_max, "rho": rho, "sigma_data": sigma_data}
+    names = fn.__code__.co_varnames[1:fn.__code__.co_argcount]
+    return fn(steps, **{k: v for k, v in options.items() if k in names})
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -93,10 +103,32 @@ def _churn_gamma(sigma: float, steps: int, S_churn: float, S_tmin: float, S_tmax
     return min(S_churn / steps, math.sqrt(2.0) - 1.0)
 
 
-def sample_euler(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
-                 S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-                 S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
-    """Euler sampler with stochastic churn (Algorithm 2 of Karras et al. 2022, first order).
+Solver = Callable[[Denoise, Array, float, float], tuple[Array, Array]]
+"""`solver(denoise, x, sigma_hat, sigma_next) -> (x at sigma_next, denoised at sigma_hat)`."""
+
+
+def euler_step(denoise: Denoise, x: Array, sigma_hat: float, sigma_next: float) -> tuple[Array, Array]:
+    """First-order step of the probability-flow ODE from sigma_hat to sigma_next (one call)."""
+    denoised = denoise(x, sigma_hat)
+    d = (x - denoised) * (1.0 / sigma_hat)
+    return x + d * (sigma_next - sigma_hat), denoised
+
+
+def heun_step(denoise: Denoise, x: Array, sigma_hat: float, sigma_next: float) -> tuple[Array, Array]:
+    """Heun's second-order correction of the Euler step (Algorithm 2 of Karras et al. 2022):
+    two calls, one when stepping to sigma = 0."""
+    x_next, denoised = euler_step(denoise, x, sigma_hat, sigma_next)
+    if sigma_next > 0:
+        d = (x - denoised) * (1.0 / sigma_hat)
+        d_next = (x_next - denoise(x_next, sigma_next)) * (1.0 / sigma_next)
+        x_next = x + (d + d_next) * (0.5 * (sigma_next - sigma_hat))
+    return x_next, denoised
+
+
+def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, *, randn: Randn | None = None,
+           S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
+           S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
+    """Any `solver` with stochastic churn and RePaint resampling (Algorithm 2 of Karras et al.).
 
     x: the initial noise already scaled to sigmas[0], e.g. `sigma_max * randn`. With
     S_churn > 0 each step first raises the noise level from sigma to
@@ -104,27 +136,10 @@ def sample_euler(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: 
     noise (needs `randn`). With `resample` = R > 1 every step is taken R times: after each
     of the first R - 1 takes, the result is noised from sigmas[i+1] back to sigmas[i]
     (RePaint's resampling, Lugmayr et al. 2022), so that with imputation the generated
-    part keeps adjusting to the given part (R times the denoiser calls). Returns x at
-    sigmas[-1] (0: the sample).
+    part keeps adjusting to the given part (R times the denoiser calls). `callback` gets
+    the state and the last denoised estimate after every step. Returns x at sigmas[-1]
+    (0: the sample).
     """
-    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=False,
-                   resample=resample)
-
-
-def sample_heun(denoise: Denoise, x: Array, sigmas: Sequence[float], *, randn: Randn | None = None,
-                S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-                S_noise: float = 1.0, resample: int = 1, callback: StepCallback | None = None) -> Array:
-    """Heun's 2nd-order sampler with churn (Algorithm 2 of Karras et al. 2022).
-
-    Same arguments as `sample_euler`; each step but the last (to sigma = 0) makes two
-    denoiser calls."""
-    return _sample(denoise, x, sigmas, randn, S_churn, S_tmin, S_tmax, S_noise, callback, heun=True,
-                   resample=resample)
-
-
-def _sample(denoise: Denoise, x: Array, sigmas: Sequence[float], randn: Randn | None,
-            S_churn: float, S_tmin: float, S_tmax: float, S_noise: float,
-            callback: StepCallback | None, heun: bool, resample: int = 1) -> Array:
     n = len(sigmas) - 1
     if S_churn > 0 and randn is None:
         raise ValueError("S_churn > 0 needs a noise source (randn)")
@@ -135,37 +150,39 @@ def _sample(denoise: Denoise, x: Array, sigmas: Sequence[float], randn: Randn | 
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
+        sigma_hat = sigma * (1.0 + gamma)
         back = math.sqrt(sigma ** 2 - sigma_next ** 2) if resample > 1 else 0.0
         for r in range(resample):
             if r > 0:  # back from sigma_next to sigma, then the same step again
                 x = x + randn(x) * back
-            x = _step(denoise, x, sigma, sigma_next, randn, gamma, S_noise, heun)
+            if gamma > 0:
+                x = x + randn(x) * (S_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2))
+            x, denoised = solver(denoise, x, sigma_hat, sigma_next)
         if callback is not None:
-            callback(i + 1, n, sigma_next, x)
+            callback(i + 1, n, sigma_next, x, denoised)
     return x
 
 
-def _step(denoise: Denoise, x: Array, sigma: float, sigma_next: float, randn: Randn | None,
-          gamma: float, S_noise: float, heun: bool) -> Array:
-    """One step from `sigma` to `sigma_next`: churn to sigma_hat, then Euler or Heun."""
-    sigma_hat = sigma * (1.0 + gamma)
-    if gamma > 0:
-        x = x + randn(x) * (S_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2))
-    d = (x - denoise(x, sigma_hat)) * (1.0 / sigma_hat)
-    x_next = x + d * (sigma_next - sigma_hat)
-    if heun and sigma_next > 0:
-        d_next = (x_next - denoise(x_next, sigma_next)) * (1.0 / sigma_next)
-        x_next = x + (d + d_next) * (0.5 * (sigma_next - sigma_hat))
-    return x_next
+def sample_euler(denoise: Denoise, x: Array, sigmas: Sequence[float], **kwargs: Any) -> Array:
+    """`sample` with `euler_step` (one denoiser call per step and take)."""
+    return sample(denoise, x, sigmas, euler_step, **kwargs)
+
+
+def sample_heun(denoise: Denoise, x: Array, sigmas: Sequence[float], **kwargs: Any) -> Array:
+    """`sample` with `heun_step` (two calls per step but the last, to sigma = 0)."""
+    return sample(denoise, x, sigmas, heun_step, **kwargs)
 
 
 SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": sample_heun}
+"""The registry `generate` dispatches on: one function per sampler, all with `sample`'s keywords."""
+CALLS: dict[str, Callable[[int], int]] = {"euler": lambda steps: steps, "heun": lambda steps: 2 * steps - 1}
+"""Denoiser calls of one take of `steps` steps, per sampler (a new sampler adds its entry)."""
 MAX_RESAMPLE = 8  # more takes per step than this cost more than they bring
 
 
 def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:
     """Number of denoiser calls a run of `sampler` with `steps` steps makes."""
-    return resample * (steps if sampler == "euler" else 2 * steps - 1)
+    return resample * CALLS[sampler](steps)
 
 
 # ----------------------------------------------------------------------------- imputation

@@ -194,7 +194,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
             k = bundle.stems.index(stem)
             z_given[0, k * C:(k + 1) * C, :O] = prev[0, k * C:(k + 1) * C, W - O:]
             mask[0, k * C:(k + 1) * C, :O] = 1.0
-    callback = None if hook is None else (lambda step, total, sigma, x: hook(window, step, total))
+    callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
     out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, rng=rng,

@@ -234,7 +234,7 @@ def test_resample_counts_steps_once_and_needs_noise() -> None:
 
     partial = {"given": np.zeros((1, 2)), "mask": np.array([[1.0, 0.0]])}
     sampling.generate(denoise, np.zeros((1, 2)), sampling.karras_sigmas(4), randn=np.zeros_like, resample=3,
-                      callback=lambda step, total, sigma, x: seen.append((step, total)), **partial)
+                      callback=lambda step, total, sigma, x, denoised: seen.append((step, total)), **partial)
     assert len(calls) == 12 and seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     calls.clear()  # total generation: nothing to fit, one take per step
     sampling.generate(denoise, np.zeros((1, 2)), sampling.karras_sigmas(4), randn=np.zeros_like, resample=3)
@@ -338,7 +338,7 @@ def test_callback_cancel_and_call_count() -> None:
         calls.append(s)
         return x * 0.5
 
-    def stop(step, total, sigma, x):
+    def stop(step, total, sigma, x, denoised):
         if step == 3:
             raise sampling.Cancelled()
 
@@ -350,6 +350,41 @@ def test_callback_cancel_and_call_count() -> None:
     sampling.generate(denoise, x0, sampling.karras_sigmas(10), sampler="heun",
                       randn=np.zeros_like)
     assert len(calls) == sampling.calls_per_run("heun", 10)
+
+
+@pytest.mark.parametrize("sampler", sorted(sampling.SAMPLERS))
+def test_callback_receives_the_denoised_estimate(sampler: str) -> None:
+    # The callback's `denoised` is the denoiser's output at the step's first call (sigma_hat),
+    # what a DAW can play as a preview; the registry drives dispatch and call counts.
+    outputs, seen = [], []
+
+    def denoise(x, s):
+        out = x * (0.4 ** 2 / (0.4 ** 2 + s ** 2)) + 0.1  # the exact denoiser of N(0.1, 0.4^2)
+        outputs.append((s, out))
+        return out
+
+    sigmas = sampling.karras_sigmas(5)
+    sampling.generate(denoise, np.ones((1, 3)), sigmas, sampler=sampler, randn=np.zeros_like,
+                      callback=lambda step, total, sigma, x, denoised: seen.append((sigma, denoised)))
+    assert len(seen) == 5 and len(outputs) == sampling.calls_per_run(sampler, 5)
+    per_step = 1 if sampler == "euler" else 2  # Heun's second call is at the next level
+    for i, (sigma_next, denoised) in enumerate(seen):
+        s, expected = outputs[per_step * i]
+        assert s == pytest.approx(float(sigmas[i])) and sigma_next == pytest.approx(float(sigmas[i + 1]))
+        np.testing.assert_array_equal(denoised, expected)
+
+
+def test_a_new_sampler_is_one_function_and_a_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    def midpoint(denoise, x, sigma_hat, sigma_next):
+        denoised = denoise(x, sigma_hat)
+        return x + (x - denoised) * ((sigma_next - sigma_hat) / sigma_hat), denoised
+
+    monkeypatch.setitem(sampling.SAMPLERS, "mine", lambda d, x, s, **k: sampling.sample(d, x, s, midpoint, **k))
+    monkeypatch.setitem(sampling.CALLS, "mine", lambda steps: steps)
+    calls = []
+    out = sampling.generate(lambda x, s: calls.append(s) or x * 0.0, np.ones(2), sampling.karras_sigmas(4),
+                            sampler="mine", randn=np.zeros_like)
+    assert len(calls) == sampling.calls_per_run("mine", 4) == 4 and np.allclose(out, 0.0)
 
 
 def test_sampler_module_is_framework_free() -> None:
