@@ -10,6 +10,20 @@ import argparse
 import sys
 from pathlib import Path
 
+DESCRIPTION = """msldm: accompaniment stems for your DAW (multi-source latent diffusion).
+
+Give it some stems of a region (say drums and piano) and it generates the missing ones
+(bass, guitar) to fit. Start with `msldm demo`; a DAW talks to `msldm serve` through
+`msldm-bridge` (docs/daw.md)."""
+
+TOP_EXAMPLES = """examples:
+  msldm demo --out demo-out                       # the bundled example region through the daemon
+  msldm serve                                     # the daemon a DAW's bridge talks to
+  msldm eval --bundle msldm/assets/bundle --data corpus/ --out report/ --n 24
+  msldm data synth --out corpus/ --tracks 200 --workers 2
+  msldm presets                                   # model sizes
+Every subcommand has --help with its defaults and an example."""
+
 EXAMPLES = """examples:
   msldm init --preset tiny --out ckpt/            # random-weight checkpoints (plumbing only)
   msldm generate --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors \\
@@ -134,12 +148,30 @@ def _run_ckpt(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples as written, and each option's default in its help (unless the
+    help already says it, or there is none to say: None, False, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults; subcommand parsers are of this class too."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msldm", description=__doc__.splitlines()[0],
-                                     epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_generate, _add_init, _add_presets, _add_data, _add_ckpt, _add_demo):
+    parser = Parser(prog="msldm", description=DESCRIPTION, epilog=TOP_EXAMPLES)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_generate, _add_init, _add_presets, _add_data, _add_ckpt):
         add(sub)
     for register in _registries():
         register(sub)
