@@ -258,3 +258,34 @@ def test_cli_registers_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert "wrote 1 tracks" in out and "tracks: 1" in out
     stats = corpus_statistics(tmp_path)
     assert stats["tracks"] == 1 and sum(stats["styles"].values()) == 1
+
+
+GM_FONT, HELD_OUT_FONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+
+
+@pytest.mark.fluidsynth
+@pytest.mark.skipif(not (GM_FONT.is_file() and HELD_OUT_FONT.is_file()), reason="needs FluidR3_GM and TimGM6mb")
+def test_held_out_soundfont_and_augmentation(tmp_path: Path) -> None:
+    # Training tracks use only the training soundfonts, validation and test only the held-out
+    # one; augmentation is recorded, keeps silence silent and is byte-deterministic.
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        render_corpus(out, 10, 4, seconds=3.0, progress=False, soundfonts=(GM_FONT,),
+                      holdout_soundfont=HELD_OUT_FONT, augment=True)
+    gains = []
+    for track in sorted(a.glob("*/Track*")):
+        ann = json.loads((track / "annotation.json").read_text())
+        fonts = {ann["render"][s]["soundfont"] for s in STEMS}
+        assert fonts == ({GM_FONT.name} if track.parent.name == "train" else {HELD_OUT_FONT.name}), track
+        for s in STEMS:
+            audio, _ = sf.read(track / f"{s}.wav", dtype="float32")
+            rec = ann["render"][s]
+            if not np.any(audio):
+                assert rec["effects"] == [] and rec["gain_db"] == 0.0
+            else:
+                assert -6.0 <= rec["gain_db"] <= 6.0
+                gains.append(rec["gain_db"])
+        assert (track / "mixture.wav").read_bytes() == (b / track.parent.name / track.name / "mixture.wav").read_bytes()
+    assert len(set(gains)) > 5  # drawn, not constant
+    with pytest.raises(ValueError, match="held-out soundfont"):
+        render_corpus(tmp_path / "c", 1, 0, soundfonts=(HELD_OUT_FONT,), holdout_soundfont=HELD_OUT_FONT)
