@@ -3,6 +3,8 @@
     msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --make bass,guitar \\
         --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7
     msldm-bridge status
+    msldm-bridge --server tcp://studio:5555 --curve-server-key server.key \\
+        --curve-client-key laptop.key_secret status          # a remote daemon (CurveZMQ)
 
 Progress goes to stderr as plain text; stdout gets one `stem<TAB>path` line per written
 file (then `sidecar<TAB>path`), so DAW scripts can read it. Exit codes: 0 ok, 1 the
@@ -22,8 +24,8 @@ from typing import Any, Sequence, TextIO
 
 from plugin_bridge import protocol as P
 from plugin_bridge import wavio
-from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, DaemonError, DaemonUnavailable, Done, Event,
-                                  GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
+from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, CurveKeys, DaemonError, DaemonUnavailable, Done,
+                                  Event, GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
 
 EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given piano=keys.wav "
            "--make bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
@@ -101,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", default=DEFAULT_URL, help=f"daemon address (default {DEFAULT_URL})")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for replies")
+    ap.add_argument("--curve-server-key", type=Path, metavar="FILE",
+                    help="CurveZMQ: the daemon's public key file (server.key from `msldm keys`)")
+    ap.add_argument("--curve-client-key", type=Path, metavar="FILE",
+                    help="CurveZMQ: this client's secret key file (NAME.key_secret from `msldm keys`; "
+                         "its NAME.key must be in the daemon's --curve-clients folder)")
     sub = ap.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate stems into a folder", epilog=EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,7 +175,11 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
 def reproduce_command(args: argparse.Namespace, done: Done) -> str:
     """A `msldm-bridge generate` line that asks for the same result again, from any folder:
     absolute paths, and the sampler settings the daemon used (not just those asked for)."""
-    parts = ["msldm-bridge", "--server", args.server, "generate"]
+    parts = ["msldm-bridge", "--server", args.server]
+    for flag, key in (("--curve-server-key", args.curve_server_key), ("--curve-client-key", args.curve_client_key)):
+        if key is not None:
+            parts += [flag, str(key.resolve())]
+    parts.append("generate")
     for stem, path in args.given:
         parts += ["--given", f"{stem}={path.resolve()}"]
     parts += ["--make", ",".join(args.make), "--out", str(args.out.resolve()), "--region", args.region,
@@ -237,6 +248,16 @@ def _wait_for_daemon(client: Client, wait: float) -> None:
             time.sleep(0.2)
 
 
+def curve_keys(args: argparse.Namespace) -> CurveKeys | None:
+    """The CurveZMQ keys named by `--curve-server-key` / `--curve-client-key` (both or neither)."""
+    server, client = args.curve_server_key, args.curve_client_key
+    if server is None and client is None:
+        return None
+    if server is None or client is None:
+        raise BridgeError("CurveZMQ needs both --curve-server-key and --curve-client-key")
+    return CurveKeys.from_files(server, client)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     files = [(stem, wavio.read_audio(path)) for stem, path in args.given]
     if not files and args.duration is None:
@@ -247,7 +268,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     bar = None if args.quiet else ProgressBar()
     # the daemon sends a heartbeat every second: 5 s of silence means it is gone
-    with Client(args.server, timeout=args.timeout, silence_timeout=5.0) as client:
+    with Client(args.server, timeout=args.timeout, silence_timeout=5.0, curve=curve_keys(args)) as client:
         client.hello()
         try:
             result, hello = _run_with_retries(client, make_request(args, files), bar, args.retries,
@@ -271,7 +292,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with Client(args.server, timeout=args.timeout) as client:
+    with Client(args.server, timeout=args.timeout, curve=curve_keys(args)) as client:
         rtt = client.ping()
         hello, status = client.hello(), client.status()
     limits = hello.get("limits", {})

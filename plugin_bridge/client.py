@@ -64,6 +64,29 @@ class JobLost(BridgeError):
     """The daemon went away or forgot the job while it ran."""
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ keys of a client (z85): the daemon's public key and this client's pair."""
+
+    server_public: bytes
+    client_public: bytes
+    client_secret: bytes
+
+    @classmethod
+    def from_files(cls, server_key: str, client_key: str) -> "CurveKeys":
+        """From certificate files as `msldm keys` writes them: the daemon's `.key` (public)
+        and this client's `.key_secret`. Raises BridgeError."""
+        import zmq.auth
+        try:
+            server_public, _ = zmq.auth.load_certificate(str(server_key))
+            client_public, client_secret = zmq.auth.load_certificate(str(client_key))
+        except (OSError, ValueError) as e:
+            raise BridgeError(f"cannot read a CurveZMQ key file: {e}") from None
+        if client_secret is None:
+            raise BridgeError(f"{client_key} holds no secret key (use this client's '.key_secret' file)")
+        return cls(server_public, client_public, client_secret)
+
+
 # ----------------------------------------------------------------------------- events
 
 @dataclass(frozen=True)
@@ -331,13 +354,15 @@ class Job:
 class Client:
     """Connection to one daemon. `timeout`: seconds to wait for replies (hello, status);
     `ping_timeout`: seconds a liveness ping may take; `silence_timeout`: seconds without
-    any message during a job before the client pings the daemon."""
+    any message during a job before the client pings the daemon; `curve`: CurveZMQ keys
+    for a daemon that requires them (a remote one)."""
 
     url: str = DEFAULT_URL
     timeout: float = 10.0
     ping_timeout: float = 1.5
     silence_timeout: float = 15.0
     check_on_connect: bool = True
+    curve: CurveKeys | None = None
     jobs: dict[str, Job] = field(default_factory=dict, init=False)
     owner_thread: int = field(default_factory=threading.get_ident, init=False)
 
@@ -360,6 +385,11 @@ class Client:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))  # a send never hangs the DAW
+        sock.setsockopt(zmq.IPV6, int(self.url.startswith("tcp://[")))  # tcp://[::1]:5555
+        if self.curve is not None:
+            sock.curve_serverkey = self.curve.server_public
+            sock.curve_publickey = self.curve.client_public
+            sock.curve_secretkey = self.curve.client_secret
         sock.connect(self.url)
         self._sock = sock
 

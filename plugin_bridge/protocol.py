@@ -35,6 +35,8 @@ MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 MAX_JOB_ID_LEN = 128
 MAX_HEADER_BYTES = 64 * 1024
+MIN_INT, MAX_INT = -(2 ** 63), 2 ** 64 - 1
+"""Every integer in a header must fit in 64 bits (signed or unsigned)."""
 
 
 class ErrorCode(str, Enum):
@@ -145,7 +147,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("max_resample", "int", True, "largest `resample` accepted"),
         _f("default_resample", "int", True, "`resample` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
-        _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_queue, min_sample_rate, max_sample_rate}"),
+        _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_queue (waiting jobs, all "
+           "clients), max_queue_per_client (waiting jobs of one client), min_sample_rate, max_sample_rate}"),
     )),
     MessageSpec("pong", "s2c", "Reply to `ping`.", (
         _f("token", "any", False, "the ping's token"),
@@ -158,7 +161,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("uptime", "number", True, "seconds since the daemon started"),
     )),
     MessageSpec("queued", "s2c", "A `generate` was accepted.", (
-        _JOB, _f("position", "int", True, "jobs ahead of this one"),
+        _JOB, _f("position", "int", True, "jobs ahead of this one, the running job included (0: it starts now)"),
     )),
     MessageSpec("progress", "s2c", "After every sampler step.", (
         _JOB,
@@ -284,16 +287,56 @@ def parse_header(raw: bytes | memoryview) -> dict[str, Any]:
     if h["v"] > PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                             f"protocol version {h['v']} is newer than {PROTOCOL_VERSION}")
+    check_numbers(h)
     return h
+
+
+def check_numbers(h: dict[str, Any]) -> None:
+    """Every number anywhere in `h` must be a finite double or a 64-bit integer (JSON text
+    such as `1e400` or `2**70` parses, but cannot be used or sent back). Raises BAD_FIELD
+    naming the field's path (`region.start.seconds`, `given[0].frames`)."""
+    bad = _first_bad_number(h)
+    if bad is not None:
+        path, value = bad
+        job_id = valid_job_id(h)
+        what = "is not a finite number" if isinstance(value, float) else "does not fit in 64 bits"
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{path!r} {what} (integers must lie in "
+                            f"[-2**63, 2**64), other numbers must be finite doubles)", job_id)
+
+
+def _first_bad_number(h: dict[str, Any]) -> tuple[str, Any] | None:
+    """`(path, value)` of the first non-finite float or out-of-range int in `h`, else None.
+    Iterative, so a deeply nested header cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [(k, v) for k, v in reversed(h.items())]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            return path, v
+        if isinstance(v, int) and not MIN_INT <= v <= MAX_INT:
+            return path, v
+        if isinstance(v, dict):
+            stack.extend((f"{path}.{k}", x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def valid_job_id(h: dict[str, Any]) -> str | None:
+    """`h["job_id"]` when it is a valid job id (a string of 1-MAX_JOB_ID_LEN characters),
+    else None: an error about a message with an invalid job id carries none."""
+    j = h.get("job_id")
+    return j if isinstance(j, str) and 1 <= len(j) <= MAX_JOB_ID_LEN else None
+
+
 def check_fields(h: dict[str, Any], spec: MessageSpec) -> None:
     """Presence and JSON types of `spec`'s fields in `h`; raises ProtocolError."""
-    job_id = h.get("job_id") if isinstance(h.get("job_id"), str) else None
+    job_id = valid_job_id(h)
     for f in spec.fields:
         if f.name not in h:
             if f.required:
@@ -301,23 +344,24 @@ def check_fields(h: dict[str, Any], spec: MessageSpec) -> None:
             continue
         if not _KIND_CHECKS[f.kind](h[f.name]):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{f.name!r} must be of type {f.kind}", job_id)
-    if "job_id" in h and not (isinstance(h["job_id"], str) and 1 <= len(h["job_id"]) <= MAX_JOB_ID_LEN):
+    if "job_id" in h and valid_job_id(h) is None:
         # also where the message type has no job_id field: a stray non-string one is still refused
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'job_id' must be a string of 1-{MAX_JOB_ID_LEN} characters")
 
 
 @dataclass
 class Message:
-    """A decoded message: `header` (validated) and its raw PCM `frames`."""
+    """A decoded message: `header` (validated) and its raw PCM `frames` (the buffers as
+    received, not copied: bytes or memoryviews)."""
 
     type: str
     header: dict[str, Any]
-    pcm: list[bytes] = field(default_factory=list)
+    pcm: list[bytes | memoryview] = field(default_factory=list)
 
     @property
     def job_id(self) -> str | None:
-        j = self.header.get("job_id")
-        return j if isinstance(j, str) else None
+        """The header's job id, if valid (else None)."""
+        return valid_job_id(self.header)
 
 
 def decode(frames: Sequence[bytes | memoryview], *, incoming: str = "c2s") -> Message:
@@ -333,19 +377,19 @@ def decode(frames: Sequence[bytes | memoryview], *, incoming: str = "c2s") -> Me
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {h['type']!r}; "
                             f"expected one of {sorted(specs)}")
     check_fields(h, spec)
-    pcm = [bytes(f) for f in frames[1:]]
+    pcm = [f if isinstance(f, (bytes, memoryview)) else bytes(f) for f in frames[1:]]  # no copy
     if spec.pcm == "given":
         infos = given_infos(h)
-        _check_pcm(pcm, [i.nbytes for i in infos], h.get("job_id"))
+        _check_pcm(pcm, [i.nbytes for i in infos], valid_job_id(h))
     elif spec.pcm == "one":
         nbytes = h["frames"] * h["channels"] * PCM_DTYPE.itemsize
-        _check_pcm(pcm, [nbytes], h.get("job_id"))
+        _check_pcm(pcm, [nbytes], valid_job_id(h))
     elif pcm:
         raise ProtocolError(ErrorCode.PCM_FRAME_COUNT, f"'{spec.type}' carries no PCM frames, got {len(pcm)}")
     return Message(h["type"], h, pcm)
 
 
-def _check_pcm(pcm: list[bytes], sizes: list[int], job_id: str | None) -> None:
+def _check_pcm(pcm: list[bytes | memoryview], sizes: list[int], job_id: str | None) -> None:
     if len(pcm) != len(sizes):
         raise ProtocolError(ErrorCode.PCM_FRAME_COUNT,
                             f"expected {len(sizes)} PCM frames, got {len(pcm)}", job_id)
@@ -357,7 +401,7 @@ def _check_pcm(pcm: list[bytes], sizes: list[int], job_id: str | None) -> None:
 
 def given_infos(h: dict[str, Any]) -> list[PcmInfo]:
     """The `given` list of a `generate` header as PcmInfo, with types and rates checked."""
-    job_id = h.get("job_id")
+    job_id = valid_job_id(h)
     out = []
     for i, g in enumerate(h["given"]):
         if not isinstance(g, dict):
@@ -417,12 +461,14 @@ def spec_markdown() -> str:
 
 
 _ERROR_DOCS: dict[ErrorCode, str] = {
-    ErrorCode.MALFORMED: "empty multipart message, no header frame",
+    ErrorCode.MALFORMED: "empty multipart message, no header frame; OSC: a packet that is not OSC",
     ErrorCode.BAD_JSON: "header frame is not UTF-8 JSON or not an object (NaN/Infinity are not JSON)",
     ErrorCode.UNSUPPORTED_VERSION: "header `v` is newer than the daemon's protocol version",
     ErrorCode.UNKNOWN_TYPE: "`type` is not a client message type",
     ErrorCode.MISSING_FIELD: "a required field is absent",
-    ErrorCode.BAD_FIELD: "a field has the wrong JSON type or an invalid value",
+    ErrorCode.BAD_FIELD: "a field has the wrong JSON type or an invalid value, or a number anywhere in the "
+                         "header is not a finite double or a 64-bit integer (`1e400`, `2**70`); the message "
+                         "names the field",
     ErrorCode.TOO_LARGE: "message (all frames) over `limits.max_message_bytes`, or header over 64 KiB",
     ErrorCode.PCM_FRAME_COUNT: "number of PCM frames differs from the header's PCM list",
     ErrorCode.PCM_SIZE: "a PCM frame's byte length differs from frames * channels * 4",
@@ -436,9 +482,10 @@ _ERROR_DOCS: dict[ErrorCode, str] = {
     ErrorCode.BAD_SAMPLE_RATE: "a sample rate outside 8000-192000 Hz",
     ErrorCode.DUPLICATE_JOB: "this client already has a live job with that id",
     ErrorCode.UNKNOWN_JOB: "no live job with that id for this client",
-    ErrorCode.QUEUE_FULL: "`limits.max_queue` jobs are waiting; retry later",
+    ErrorCode.QUEUE_FULL: "`limits.max_queue` jobs are waiting (all clients), or this client already has "
+                          "`limits.max_queue_per_client` waiting; retry later",
     ErrorCode.CANCELLED: "the job was cancelled by its client (terminal message of the job)",
     ErrorCode.SHUTTING_DOWN: "the daemon is stopping; the job was cancelled or not accepted",
     ErrorCode.BAD_PATH: "OSC: a path outside the configured folders, a symlink out, or unreadable",
-    ErrorCode.INTERNAL: "a daemon bug; logged, the daemon stays up",
+    ErrorCode.INTERNAL: "a daemon bug; logged with its traceback, the daemon stays up; a job it hits still ends",
 }

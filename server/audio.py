@@ -5,8 +5,6 @@ Everything here is numpy on `[N]` mono or `[N, ch]` interleaved float32 audio.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -90,33 +88,3 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """`(audio [N] or [N, ch] float32, sample_rate)` of a sound file."""
     audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
     return audio, int(rate)
-
-
-class AtomicWav:
-    """A mono float WAV written in pieces to a temporary name in the target folder and
-    renamed onto `path` by `commit()`; `abort()` deletes it. A crash never leaves a
-    half-written file under the final name."""
-
-    def __init__(self, path: Path, sample_rate: int):
-        self.path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.file = sf.SoundFile(str(self.tmp), "w", samplerate=sample_rate, channels=1,
-                                 format="WAV", subtype="FLOAT")
-
-    def write(self, audio: np.ndarray) -> None:
-        self.file.write(np.asarray(audio, dtype=np.float32))
-
-    def commit(self) -> Path:
-        self.file.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)

@@ -1,9 +1,9 @@
-"""Thin CLI of the daemon: `msldm serve` and the `--server` part of `msldm bench`.
+"""Thin CLI of the daemon: `msldm serve`, `msldm keys` and the `--server` part of `msldm bench`.
 
-Wiring (done by `msldm/cli.py`): `server.cli.register(subparsers)` adds `serve`;
+Wiring (done by `msldm/cli.py`): `server.cli.register(subparsers)` adds `serve` and `keys`;
 `server.cli.add_bench_arguments(bench_parser)` adds the `--server` options to `msldm bench`
 and `server.cli.run_bench(args)` runs it when `args.server` is set. `python -m server`
-runs the same `serve` without the core CLI.
+runs the same `serve` (and `keys`) without the core CLI.
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ from pathlib import Path
 SERVE_EXAMPLE = """example:
   msldm serve --bundle bundles/small --zmq tcp://127.0.0.1:5555 \\
       --osc 127.0.0.1:9000 --osc-input ~/Music/session --osc-output ~/Music/session/msldm
+remote, with CurveZMQ (keys from `msldm keys`):
+  msldm serve --zmq tcp://0.0.0.0:5555 --allow-remote \\
+      --curve-secret-key keys/server.key_secret --curve-clients keys/clients
+"""
+
+KEYS_EXAMPLE = """example (server key pair, one client's, and the folder of allowed clients):
+  msldm keys --dir keys --name server
+  msldm keys --dir keys --name studio-laptop
+  mkdir -p keys/clients && cp keys/studio-laptop.key keys/clients/
+  (give the client keys/server.key and keys/studio-laptop.key_secret)
 """
 
 
@@ -41,38 +51,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder OSC requests may read WAVs from (repeatable)")
     p.add_argument("--osc-output", type=Path, default=None, help="folder OSC jobs write stems to")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback bind (needs --curve-secret-key)")
+                   help="allow a non-loopback bind (needs --curve-secret-key and --curve-clients)")
     p.add_argument("--curve-secret-key", type=Path, default=None,
-                   help="CurveZMQ server certificate (zmq.auth.create_certificates '.key_secret' file)")
+                   help="CurveZMQ server certificate: the '.key_secret' file `msldm keys` writes")
+    p.add_argument("--curve-clients", type=Path, default=None, metavar="DIR",
+                   help="folder of the public keys ('.key' files) of the clients allowed in; "
+                        "any other client key is refused")
     p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers to try")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
     p.add_argument("--max-region-seconds", type=float, default=600.0)
     p.add_argument("--max-message-mb", type=float, default=512.0)
-    p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--max-queue", type=int, default=64, help="waiting jobs, all clients together")
+    p.add_argument("--max-queue-per-client", type=int, default=None,
+                   help="waiting jobs of one client (default: max-queue / 4, at least 1)")
     p.add_argument("--encode-cache-mb", type=float, default=64.0,
                    help="memory for the latents of given stems, so a re-roll of the same region "
                         "skips encoding them (0: off)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run_serve)
+    k = subparsers.add_parser("keys", help="make a CurveZMQ key pair (for the daemon or a client)",
+                              epilog=KEYS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("--dir", type=Path, default=Path("."), help="folder to write the key files to")
+    k.add_argument("--name", default="server", help="file name stem: NAME.key (public), NAME.key_secret")
+    k.set_defaults(func=run_keys)
 
 
 def config_from_args(args: argparse.Namespace):
-    """argparse namespace -> DaemonConfig."""
+    """argparse namespace -> DaemonConfig. Raises ValueError for unreadable key files."""
     from server.daemon import DaemonConfig
     from server.requests import Limits
     secret = None
     if args.curve_secret_key is not None:
-        import zmq.auth
-        _, secret = zmq.auth.load_certificate(str(args.curve_secret_key))
-        if secret is None:
-            raise SystemExit(f"{args.curve_secret_key} holds no secret key")
+        from server.curve import load_secret_key
+        secret = load_secret_key(args.curve_secret_key)
     limits = Limits(max_message_bytes=int(args.max_message_mb * 1024 * 1024),
-                    max_region_seconds=args.max_region_seconds, max_queue=args.max_queue)
+                    max_region_seconds=args.max_region_seconds, max_queue=args.max_queue,
+                    max_queue_per_client=args.max_queue_per_client)
     return DaemonConfig(
         bundle=args.bundle or default_bundle(), zmq=args.zmq, osc=args.osc,
         osc_inputs=tuple(args.osc_input), osc_output=args.osc_output, allow_remote=args.allow_remote,
-        curve_secret_key=secret, providers=tuple(args.providers.split(",")) if args.providers else None,
+        curve_secret_key=secret, curve_clients=args.curve_clients,
+        providers=tuple(args.providers.split(",")) if args.providers else None,
         threads=args.threads, limits=limits, encode_cache_mb=args.encode_cache_mb)
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """`msldm keys`: write NAME.key and NAME.key_secret; prints both paths."""
+    from server.curve import make_keys
+    try:
+        public, secret = make_keys(args.dir, args.name)
+    except ValueError as e:
+        print(f"msldm keys: {e}", file=sys.stderr)
+        return 2
+    print(f"public\t{public}\nsecret\t{secret}")
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:

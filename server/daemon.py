@@ -5,6 +5,10 @@ poller thread and (if configured) the OSC server thread; `stop()` refuses new jo
 cancels queued and running ones (each ends with `error` code `shutting_down`, and OSC
 jobs delete their temporary files), flushes the last messages and closes the sockets.
 `serve(config)` does that around SIGINT / SIGTERM; it is what `msldm serve` runs.
+
+Security: loopback only unless `allow_remote`; then CurveZMQ is required, with a ZAP
+authenticator (`server.curve`) that admits only the client keys in `curve_clients`.
+An address that cannot be bound is a ValueError with the reason (no traceback).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from msldm import sampling
 from plugin_bridge import protocol as P
+from server.curve import check_client_folder, start_authenticator
 from server.jobs import Worker
 from server.osc_front import OscFront
 from server.requests import Limits, ModelInfo
@@ -43,6 +49,7 @@ class DaemonConfig:
     osc_output: Path | None = None
     allow_remote: bool = False
     curve_secret_key: bytes | None = None  # z85 server secret key (CurveZMQ)
+    curve_clients: Path | None = None  # folder of allowed client public keys (*.key); needed with Curve
     providers: tuple[str, ...] | None = None
     threads: int = 0
     heartbeat_s: float = 1.0
@@ -58,6 +65,7 @@ def model_info(b: Bundle) -> ModelInfo:
 
 
 def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (`127.x`, `::1`, `[::1]`)."""
     host = host.strip("[]")
     if host == "localhost":
         return True
@@ -76,11 +84,16 @@ def check_security(cfg: DaemonConfig) -> None:
         if not is_loopback(host):
             if not cfg.allow_remote:
                 raise ValueError(f"{cfg.zmq} is not loopback: binding elsewhere needs --allow-remote "
-                                 "and CurveZMQ keys (--curve-secret-key)")
+                                 "and CurveZMQ keys (--curve-secret-key, --curve-clients)")
             if cfg.curve_secret_key is None:
-                raise ValueError("--allow-remote needs CurveZMQ keys (--curve-secret-key)")
+                raise ValueError("--allow-remote needs CurveZMQ keys (--curve-secret-key and --curve-clients)")
     else:
         raise ValueError(f"unsupported ZeroMQ endpoint {cfg.zmq!r} (use tcp://host:port or ipc://path)")
+    if cfg.curve_secret_key is not None:
+        if cfg.curve_clients is None:
+            raise ValueError("CurveZMQ needs --curve-clients DIR: the public keys (*.key) of the clients "
+                             "allowed in; without it any client key would be served")
+        check_client_folder(cfg.curve_clients)
     if cfg.osc is not None:
         host = cfg.osc.rsplit(":", 1)[0]
         if not is_loopback(host) and not cfg.allow_remote:
@@ -102,14 +115,28 @@ class Daemon:
         self.worker = Worker(b, cfg.limits, int(cfg.encode_cache_mb * (1 << 20)))
         self.ctx = zmq.Context()
         self.stop_event = threading.Event()
+        self.auth: ThreadAuthenticator | None = None
+        self.zmq: ZmqFront | None = None
+        self.osc: OscFront | None = None
+        self.threads: list[threading.Thread] = []
+        try:
+            self._open_fronts()
+        except BaseException:
+            self._close_unstarted()
+            raise
+
+    def _open_fronts(self) -> None:
+        """Start the authenticator (CurveZMQ), bind ZeroMQ and OSC. Raises ValueError when an
+        address cannot be bound."""
+        cfg = self.cfg
+        if cfg.curve_secret_key is not None:
+            self.auth = start_authenticator(self.ctx, cfg.curve_clients)  # type: ignore[arg-type]
         self.zmq = ZmqFront(self.ctx, cfg.zmq, self.worker, self.model, self.hello(), cfg.limits,
                             cfg.heartbeat_s, cfg.curve_secret_key)
-        self.osc: OscFront | None = None
         if cfg.osc is not None:
             host, port = cfg.osc.rsplit(":", 1)
-            self.osc = OscFront(host, int(port), self.worker, self.model, cfg.limits,
+            self.osc = OscFront(host.strip("[]"), int(port), self.worker, self.model, cfg.limits,
                                 cfg.osc_inputs, cfg.osc_output)  # type: ignore[arg-type]
-        self.threads: list[threading.Thread] = []
 
     def hello(self) -> dict[str, Any]:
         """Body of the `hello` reply (capabilities)."""
@@ -125,6 +152,8 @@ class Daemon:
 
     @property
     def endpoint(self) -> str:
+        """The bound ZeroMQ endpoint (the real port when 0 was asked for)."""
+        assert self.zmq is not None
         return self.zmq.endpoint
 
     def start(self) -> "Daemon":
@@ -139,6 +168,7 @@ class Daemon:
         return self
 
     def _run_zmq(self) -> None:
+        assert self.zmq is not None
         try:
             self.zmq.run(self.stop_event)
         finally:
@@ -151,10 +181,7 @@ class Daemon:
         self.worker.stop(timeout)
         self.stop_event.set()
         if not self.threads:  # never started: nothing serves; close what __init__ opened
-            self.zmq.close()
-            if self.osc is not None:
-                self.osc.shutdown(running=False)
-            self.ctx.term()
+            self._close_unstarted()
             return
         if self.osc is not None:
             self.osc.shutdown()
@@ -163,7 +190,22 @@ class Daemon:
         if any(t.is_alive() for t in self.threads):
             log.warning("a front-end thread did not stop in %.0f s; not waiting for it", timeout)
         else:
+            self._stop_auth()
             self.ctx.term()
+
+    def _close_unstarted(self) -> None:
+        """Close whatever `__init__` opened, when no front-end thread runs."""
+        if self.zmq is not None:
+            self.zmq.close()
+        if self.osc is not None:
+            self.osc.shutdown(running=False)
+        self._stop_auth()
+        self.ctx.term()
+
+    def _stop_auth(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
 
     def __enter__(self) -> "Daemon":
         return self.start()

@@ -92,12 +92,21 @@ class Worker:
                 raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down", job.job_id)
             if self._find(job.client, job.job_id) is not None:
                 raise ProtocolError(ErrorCode.DUPLICATE_JOB, f"job {job.job_id!r} is already live", job.job_id)
-            if len(self.queue) >= self.limits.max_queue:
-                raise ProtocolError(ErrorCode.QUEUE_FULL, f"{len(self.queue)} jobs are waiting; retry later",
-                                    job.job_id)
+            self._check_room(job)
             self.queue.append(job)
             self.cond.notify_all()
             return len(self.queue) - 1 + (self.running is not None)
+
+    def _check_room(self, job: Job) -> None:
+        """Raise QUEUE_FULL when the queue (all clients) or this client's share of it is full."""
+        if len(self.queue) >= self.limits.max_queue:
+            raise ProtocolError(ErrorCode.QUEUE_FULL, f"{len(self.queue)} jobs are waiting, the most the "
+                                "daemon queues (max_queue, all clients); retry later", job.job_id)
+        mine = sum(1 for j in self.queue if j.client == job.client)
+        if mine >= self.limits.per_client:
+            raise ProtocolError(ErrorCode.QUEUE_FULL, f"this client already has {mine} jobs waiting, the "
+                                "most per client (max_queue_per_client); retry when one has started",
+                                job.job_id)
 
     def cancel(self, client: Hashable, job_id: str, code: ErrorCode = ErrorCode.CANCELLED) -> bool:
         """Cancel one live job of `client`; False if it has none by that id."""
@@ -175,11 +184,27 @@ class Worker:
             with self.cond:  # no longer live before its terminal message goes out, so a
                 self.running = None  # cancel that arrives after it gets `unknown_job`
                 self.completed += 1
-            _safe(*terminal)
+            _end(job, terminal)
 
 
 def _cancel_message(code: ErrorCode) -> str:
     return "cancelled by the daemon shutting down" if code is ErrorCode.SHUTTING_DOWN else "cancelled by the client"
+
+
+def _end(job: Job, terminal: tuple[Any, ...]) -> None:
+    """Make the job's terminal sink call; if that fails (a result that cannot be sent),
+    the job still ends: with `error` code `internal`, the failure logged with its traceback."""
+    fn, *args = terminal
+    try:
+        fn(*args)
+        return
+    except Exception as e:  # noqa: BLE001 (a bug; the client must still hear the job end)
+        log.exception("job %s: its terminal message could not be sent", job.job_id)
+        if fn == job.sink.error and args[1] is ErrorCode.INTERNAL:
+            return  # the fallback below is what just failed
+        failure = f"{type(e).__name__}: {e}"
+    _safe(job.sink.error, job, ErrorCode.INTERNAL, f"internal error: the job's result could not be sent "
+          f"({failure})")
 
 
 def _safe(fn: Any, *args: Any) -> None:

@@ -17,17 +17,21 @@ packet's source port):
 
 Paths are read only from the configured input folders (relative to one of them, or
 absolute inside one; no `..`, and symlinks are resolved and must stay inside). Stems are
-written to `<output folder>/<job_id>/<stem>.wav`, each first to a hidden temporary name
-in that folder and renamed when the job is done, so a crash or cancel never leaves a
-half-written stem under its final name.
+written to `<output folder>/<job_id>/<stem>.wav` through `server.outputs.JobOutput`: a
+hidden temporary folder renamed once the job is done, so a job's stems appear all at once
+or not at all; what a killed daemon left is swept at the next start.
+
+Every error reply carries the request's job id (the string argument given, even when it
+is not a valid job id; "" when there is none). Packets are read whole up to the UDP
+maximum; one that is not OSC is answered `/msldm/error "" malformed_message ...`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -36,16 +40,18 @@ from typing import Any, Sequence
 import numpy as np
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from plugin_bridge import protocol as P
 from plugin_bridge.protocol import ErrorCode, ProtocolError
-from server.audio import AtomicWav, read_wav, to_mono
+from server.audio import read_wav, to_mono
 from server.jobs import Job, Worker
+from server.outputs import JobOutput, check_job_id, sweep
 from server.requests import Limits, ModelInfo, build_request
 
 log = logging.getLogger(__name__)
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PACKET = 65536  # larger than any UDP datagram: nothing is ever cut
 
 
 def resolve_inside(path: str, folders: Sequence[Path]) -> Path:
@@ -61,29 +67,13 @@ def resolve_inside(path: str, folders: Sequence[Path]) -> Path:
     raise ProtocolError(ErrorCode.BAD_PATH, f"{path!r} is not a file inside the input folders")
 
 
-def job_folder(out_root: Path, job_id: str) -> Path:
-    """`out_root/job_id`, created; must really lie inside `out_root` (no symlink out)."""
-    if not JOB_ID_RE.match(job_id):
-        raise ProtocolError(ErrorCode.BAD_FIELD, "OSC job ids are 1-64 of [A-Za-z0-9_.-], not starting "
-                            "with '.', '-' or '_'", job_id)
-    root = os.path.realpath(out_root)
-    folder = Path(root) / job_id
-    if folder.is_symlink():
-        raise ProtocolError(ErrorCode.BAD_PATH, f"output folder {job_id!r} is a symlink", job_id)
-    folder.mkdir(exist_ok=True)
-    if os.path.commonpath([root, os.path.realpath(folder)]) != root:
-        raise ProtocolError(ErrorCode.BAD_PATH, "output folder escapes the output root", job_id)
-    return folder
-
-
 class OscSink:
-    """Writes a job's stems atomically and answers over OSC."""
+    """Writes a job's stems (all published at once) and answers over OSC."""
 
     PROGRESS_INTERVAL = 0.1  # seconds; UDP replies are throttled so they cannot flood the receiver
 
-    def __init__(self, front: "OscFront", reply_to: tuple[str, int], folder: Path):
-        self.front, self.reply_to, self.folder = front, reply_to, folder
-        self.files: dict[str, AtomicWav] = {}
+    def __init__(self, front: "OscFront", reply_to: tuple[str, int], output: JobOutput):
+        self.front, self.reply_to, self.output = front, reply_to, output
         self.last_progress = 0.0
 
     def progress(self, job: Job, step: int, total: int, window: int, windows: int, eta: float) -> None:
@@ -93,30 +83,44 @@ class OscSink:
             self.front.send(self.reply_to, "/msldm/progress", job.job_id, step, total)
 
     def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
-        if stem not in self.files:
-            self.files[stem] = AtomicWav(self.folder / f"{stem}.wav", job.request.out_rate)
-        self.files[stem].write(audio)
+        self.output.write(stem, audio, job.request.out_rate)
 
     def done(self, job: Job, info: dict[str, Any]) -> None:
-        paths = []
         try:
-            for s in job.request.requested:
-                paths.append(str(self.files[s].commit()))
-                del self.files[s]  # committed: no longer ours to abort
-        except Exception as e:  # disk full, folder gone: the client must still hear an answer
+            paths = self.output.commit(job.request.requested)
+        except Exception as e:  # disk full, a file at the folder's name: the client must still hear
             log.exception("job %s: writing the stems failed", job.job_id)
-            self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.folder}: {e}")
+            self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.output.final}: {e}")
             return
-        self.front.send(self.reply_to, "/msldm/done", job.job_id, *paths)
+        self.front.send(self.reply_to, "/msldm/done", job.job_id, *map(str, paths))
 
     def error(self, job: Job, code: ErrorCode, message: str) -> None:
-        for f in self.files.values():
-            try:
-                f.abort()
-            except Exception:  # noqa: BLE001 (best effort: the reply below matters more)
-                log.exception("job %s: removing a temporary stem failed", job.job_id)
-        self.files.clear()
+        try:
+            self.output.abort()
+        except Exception:  # noqa: BLE001 (best effort: the reply below matters more)
+            log.exception("job %s: removing the temporary stems failed", job.job_id)
         self.front.send(self.reply_to, "/msldm/error", job.job_id, code.value, message)
+
+
+class _UdpServer(BlockingOSCUDPServer):
+    """python-osc's server reading whole datagrams (its default buffer cuts at 8 KiB) and
+    answering packets that are not OSC, instead of dropping them silently."""
+
+    max_packet_size = MAX_PACKET
+
+    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, front: "OscFront"):
+        self.front = front
+        super().__init__(address, dispatcher)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        data = request[0]
+        try:
+            OscPacket(data)
+        except ParseError as e:
+            self.front.send(client_address, "/msldm/error", "", ErrorCode.MALFORMED.value,
+                            f"not an OSC packet ({len(data)} bytes): {e}")
+            return False
+        return True
 
 
 class OscFront:
@@ -131,9 +135,13 @@ class OscFront:
                          ("generate", self._on_generate), ("cancel", self._on_cancel)):
             disp.map(f"/msldm/{name}", self._guard(fn), needs_reply_address=True)
         disp.set_default_handler(self._on_unknown, needs_reply_address=True)
-        self.server = BlockingOSCUDPServer((host, port), disp)
-        self.port: int = self.server.server_address[1]
         self.lock = threading.Lock()
+        try:
+            self.server = _UdpServer((host, port), disp, self)
+        except OSError as e:
+            raise ValueError(f"cannot serve OSC on {host}:{port}: {e.strerror or e}") from None
+        self.port: int = self.server.server_address[1]
+        sweep(self.output_dir)
         self.t0 = time.time()
 
     def run(self) -> None:
@@ -165,10 +173,11 @@ class OscFront:
                 reply_to = _reply_addr(client, fn, args)
                 fn(reply_to, *args)
             except ProtocolError as e:
-                self.send(reply_to, "/msldm/error", e.job_id or "", e.code.value, e.message)
+                self.send(reply_to, "/msldm/error", e.job_id or _job_id_arg(fn, args), e.code.value, e.message)
             except Exception as e:
                 log.exception("internal error handling %s", address)
-                self.send(reply_to, "/msldm/error", "", ErrorCode.INTERNAL.value, type(e).__name__)
+                self.send(reply_to, "/msldm/error", _job_id_arg(fn, args), ErrorCode.INTERNAL.value,
+                          f"internal error: {type(e).__name__}")
         return handler
 
     def _on_unknown(self, client: tuple[str, int], address: str, *args: Any) -> None:
@@ -192,18 +201,23 @@ class OscFront:
                      *options: Any) -> None:
         if not isinstance(job_id, str):
             raise ProtocolError(ErrorCode.MISSING_FIELD, "/msldm/generate needs <job_id:s> <reply_port:i> ...")
+        check_job_id(job_id)
         header, pcm = self._request(job_id, options)
         req = build_request(P.decode(P.encode(header, pcm)), self.model, self.limits)
-        folder = job_folder(self.output_dir, job_id)
-        job = Job(("osc", reply_to[0]), req, OscSink(self, reply_to, folder))
-        position = self.worker.submit(job)
+        output = JobOutput(self.output_dir, job_id)
+        job = Job(("osc", reply_to[0]), req, OscSink(self, reply_to, output))
+        try:
+            position = self.worker.submit(job)
+        except BaseException:
+            output.abort()
+            raise
         self.send(reply_to, "/msldm/queued", job_id, position)
 
     def _request(self, job_id: str, options: Sequence[Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
         """`key=value` options -> a protocol `generate` header and its PCM frames."""
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
-        casts = {"seed": int, "steps": int, "sample_rate": int, "duration": float, "sampler": str,
+        casts = {"seed": int, "steps": int, "sample_rate": int, "duration": _finite_float, "sampler": str,
                  "schedule": str, "resample": int}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
@@ -233,6 +247,21 @@ class OscFront:
             raise ProtocolError(ErrorCode.BAD_PATH, f"cannot read {path!r}: {e}", job_id) from None
         P.check_sample_rate(rate, f"sample rate of {path!r}", job_id)
         return to_mono(audio), rate
+
+
+def _finite_float(text: str) -> float:
+    """`float(text)`, refusing NaN and +-Inf (ValueError): they cannot go into a header."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text!r} is not a finite number")
+    return v
+
+
+def _job_id_arg(fn: Any, args: Sequence[Any]) -> str:
+    """The job id argument of a generate / cancel request, as sent ("" if none or not a string)."""
+    if fn.__name__ in ("_on_generate", "_on_cancel") and args and isinstance(args[0], str):
+        return args[0]
+    return ""
 
 
 def _reply_addr(client: tuple[str, int], fn: Any, args: Sequence[Any]) -> tuple[str, int]:

@@ -27,12 +27,22 @@ class Limits:
     max_message_bytes: int = 512 * 1024 * 1024
     max_region_seconds: float = 600.0
     max_steps: int = 1000
-    max_queue: int = 64
+    max_queue: int = 64  # waiting jobs, all clients together
+    max_queue_per_client: int | None = None  # waiting jobs of one client; None: max_queue // 4
+
+    @property
+    def per_client(self) -> int:
+        """Waiting jobs one client may hold: `max_queue_per_client`, else max(1, max_queue // 4)."""
+        if self.max_queue_per_client is not None:
+            return self.max_queue_per_client
+        return max(1, self.max_queue // 4)
 
     def to_dict(self) -> dict[str, Any]:
+        """The `limits` object of `hello`."""
         from plugin_bridge import protocol
         return {"max_message_bytes": self.max_message_bytes, "max_region_seconds": self.max_region_seconds,
                 "max_steps": self.max_steps, "max_queue": self.max_queue,
+                "max_queue_per_client": self.per_client,
                 "min_sample_rate": protocol.MIN_SAMPLE_RATE, "max_sample_rate": protocol.MAX_SAMPLE_RATE}
 
 
@@ -127,7 +137,7 @@ def _check_stems(gen: list[Any], infos: list[PcmInfo], model: ModelInfo, job_id:
     return [s for s in model.stems if s in gen]  # model order
 
 
-def _given_audio(infos: list[PcmInfo], pcm: list[bytes], job_id: str | None
+def _given_audio(infos: list[PcmInfo], pcm: list[bytes | memoryview], job_id: str | None
                  ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     given, rates = {}, {}
     for info, buf in zip(infos, pcm):

@@ -25,11 +25,25 @@ import zmq
 
 from plugin_bridge import protocol as P
 from plugin_bridge.protocol import ErrorCode, ProtocolError
+from server.curve import ZAP_DOMAIN
 from server.jobs import Job, Worker
 from server.requests import Limits, ModelInfo, build_request
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind `sock` to `endpoint` (port 0: a free one; `tcp://[::1]:port`: IPv6); returns the
+    bound endpoint. Raises ValueError with the reason when it cannot bind (the socket is closed)."""
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+    try:
+        sock.bind(endpoint[:-2] + ":*" if endpoint.endswith(":0") else endpoint)
+    except zmq.ZMQError as e:
+        sock.close(0)
+        raise ValueError(f"cannot bind {endpoint}: {e.strerror}") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 class Outbox:
@@ -92,12 +106,12 @@ class ZmqFront:
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, 2 * limits.max_message_bytes + P.MAX_HEADER_BYTES)
-        if curve_secret_key is not None:
+        if curve_secret_key is not None:  # clients are checked by the daemon's ZAP authenticator
+            self.router.zap_domain = ZAP_DOMAIN.encode()
             self.router.curve_server = True
             self.router.curve_secretkey = curve_secret_key
             self.router.curve_publickey = zmq.curve_public(curve_secret_key)
-        self.router.bind(endpoint.replace(":0", ":*") if endpoint.endswith(":0") else endpoint)
-        self.endpoint: str = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint: str = bind(self.router, endpoint)
         self.inproc = f"inproc://msldm-outbox-{id(self)}-{next(_ids)}"
         self.pull = ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)

@@ -105,11 +105,13 @@ def tiny_bundle(tmp_path_factory) -> Path:
 class Client:
     """A minimal DEALER client for tests (the real one is plugin_bridge.client)."""
 
-    def __init__(self, endpoint: str, ctx=None, curve: tuple[bytes, bytes, bytes] | None = None):
+    def __init__(self, endpoint: str, ctx=None, curve: tuple[bytes, bytes, bytes] | None = None,
+                 ipv6: bool = False):
         import zmq
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IPV6, int(ipv6))
         if curve is not None:  # (server public, client public, client secret)
             self.sock.curve_serverkey, self.sock.curve_publickey, self.sock.curve_secretkey = curve
         self.sock.connect(endpoint)

@@ -152,3 +152,32 @@ def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
         cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--retries", "-1"])
     assert cli.main(["generate", "--given", "drums=/nonexistent.wav", "--make", "bass", "--out", "x"]) == 1
+
+
+def test_bridge_reaches_a_curve_daemon_with_keys_from_msldm_keys(tiny_bundle, given, tmp_path):  # noqa: F811
+    """Fault 4 of issue 14: `--allow-remote` could not be used from msldm-bridge. Keys made
+    by `python -m server keys` (= `msldm keys`); only the allowed client is served."""
+    from server.curve import load_secret_key
+    from server.daemon import Daemon, DaemonConfig
+    keys, allowed = tmp_path / "keys", tmp_path / "keys" / "clients"
+    for name in ("server", "laptop", "stranger"):
+        r = subprocess.run([sys.executable, "-m", "server", "keys", "--dir", str(keys), "--name", name],
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    allowed.mkdir()
+    (allowed / "laptop.key").write_bytes((keys / "laptop.key").read_bytes())
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
+                       curve_secret_key=load_secret_key(keys / "server.key_secret"), curve_clients=allowed)
+    with Daemon(cfg) as d:
+        curve = ["--curve-server-key", str(keys / "server.key")]
+        ok = _bridge("--server", d.endpoint, *curve, "--curve-client-key", str(keys / "laptop.key_secret"),
+                     "generate", "--given", f"drums={given['drums']}", "--make", "bass", "--steps", "2",
+                     "--out", str(tmp_path / "o"))
+        assert ok.returncode == 0, ok.stderr
+        meta = json.loads((tmp_path / "o" / "region.msldm.json").read_text())
+        assert "--curve-client-key" in meta["command"]
+        refused = _bridge("--server", d.endpoint, "--timeout", "1", *curve, "--curve-client-key",
+                          str(keys / "stranger.key_secret"), "status")
+        assert refused.returncode == 2 and "no MSLDM daemon answers" in refused.stderr
+        plain = _bridge("--server", d.endpoint, "--timeout", "1", "status")
+        assert plain.returncode == 2

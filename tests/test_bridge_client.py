@@ -158,14 +158,16 @@ def test_daemon_down_gives_the_clear_message_fast():
     assert time.monotonic() - t0 < 3.0
 
 
-def test_a_daemon_that_refuses_the_handshake_never_hangs_the_client(tiny_bundle):  # noqa: F811
+def test_a_daemon_that_refuses_the_handshake_never_hangs_the_client(tiny_bundle, tmp_path):  # noqa: F811
     """A CurveZMQ daemon and a client without keys: the handshake fails and the DEALER may
     be left with no pipe, where a plain send would block for ever. It must raise instead."""
     import zmq
+    import zmq.auth
     from server.daemon import Daemon, DaemonConfig
     _, server_secret = zmq.curve_keypair()
+    zmq.auth.create_certificates(str(tmp_path), "someone-else")
     cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
-                       curve_secret_key=server_secret)
+                       curve_secret_key=server_secret, curve_clients=tmp_path)
     with Daemon(cfg) as d, Client(d.endpoint, timeout=0.5, ping_timeout=0.5, check_on_connect=False) as c:
         time.sleep(0.3)  # let the handshake fail
         t0 = time.monotonic()

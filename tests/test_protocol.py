@@ -127,3 +127,50 @@ def test_fuzz_decode_raises_only_protocol_errors(h, raw, n_pcm, use_raw):
         assert isinstance(e.code, ErrorCode) and e.message
     else:
         assert msg.type in P.CLIENT_SPECS and msg.header["v"] <= P.PROTOCOL_VERSION
+
+
+# ----------------------------------------------------------------------------- numbers (issue 14)
+
+def _raw(header_text: str) -> list[bytes]:
+    """One header frame from literal JSON text (so overflowing literals reach the parser)."""
+    return [header_text.encode()]
+
+
+@pytest.mark.parametrize("text, field", [
+    ('{"type": "ping", "v": 1, "token": 1e400}', "token"),
+    ('{"type": "ping", "v": 1, "token": [0, -1e400]}', "token[1]"),
+    ('{"type": "generate", "v": 1, "job_id": "a", "given": [], "generate": ["bass"], "duration": 1e400}',
+     "duration"),
+    ('{"type": "generate", "v": 1, "job_id": "a", "given": [], "generate": ["bass"], "duration": 1,'
+     ' "region": {"start": {"seconds": 1e400}}}', "region.start.seconds"),
+    ('{"type": "generate", "v": 1, "job_id": "a", "given": [], "generate": ["bass"], "duration": %d}' % 2 ** 70,
+     "duration"),
+    ('{"type": "generate", "v": 1, "job_id": "a", "given": [{"stem": "bass", "sample_rate": 8000,'
+     ' "channels": 1, "frames": %d}], "generate": ["drums"]}' % 2 ** 64, "given[0].frames"),
+    ('{"type": "generate", "v": 1, "job_id": "a", "given": [], "generate": ["bass"], "seed": -%d}' % 2 ** 64,
+     "seed"),
+])
+def test_overflowing_numbers_are_bad_field_naming_the_field(text, field):
+    """Valid JSON text whose numbers do not fit a double / 64-bit integer: bad_field, with
+    the field's path in the message and the job id kept (fault 2 of issue 14)."""
+    with pytest.raises(ProtocolError) as e:
+        P.decode(_raw(text))
+    assert e.value.code is ErrorCode.BAD_FIELD, e.value.message
+    assert repr(field) in e.value.message
+    if '"job_id"' in text:
+        assert e.value.job_id == "a"
+
+
+def test_numbers_that_fit_64_bits_still_pass():
+    """Backward compatible: the largest unsigned 64-bit token and finite floats are accepted."""
+    msg = P.decode(_raw('{"type": "ping", "v": 1, "token": [%d, -%d, 1.5e308]}' % (2 ** 64 - 1, 2 ** 63)))
+    assert msg.header["token"] == [2 ** 64 - 1, -(2 ** 63), 1.5e308]
+
+
+def test_deeply_nested_header_is_refused_not_a_crash():
+    with pytest.raises(ProtocolError) as e:  # too deep for the JSON parser
+        P.decode(_raw('{"type": "ping", "v": 1, "token": ' + "[" * 10_000 + "]" * 10_000 + "}"))
+    assert e.value.code is ErrorCode.BAD_JSON
+    with pytest.raises(ProtocolError) as e:  # deep but parseable: the number walk is not recursive
+        P.decode(_raw('{"type": "ping", "v": 1, "token": ' + "[" * 500 + "1e400" + "]" * 500 + "}"))
+    assert e.value.code is ErrorCode.BAD_FIELD

@@ -37,3 +37,32 @@ def test_serve_on_a_broken_bundle_says_why_and_exits_2(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text("{}")
     assert main(["serve", "--bundle", str(tmp_path)]) == 2
     assert "format_version" in capsys.readouterr().err
+
+
+def test_keys_writes_a_loadable_pair_and_never_overwrites(tmp_path, capsys):
+    """`msldm keys` (here `python -m server keys`): the pair `msldm serve --curve-secret-key`
+    and `msldm-bridge --curve-*-key` read (fault 4 of issue 14)."""
+    from server.cli import main
+    from server.curve import load_public_key, load_secret_key
+    assert main(["keys", "--dir", str(tmp_path), "--name", "studio"]) == 0
+    out = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert out == {"public": str(tmp_path / "studio.key"), "secret": str(tmp_path / "studio.key_secret")}
+    assert len(load_secret_key(tmp_path / "studio.key_secret")) == 40
+    assert load_public_key(tmp_path / "studio.key") == load_public_key(tmp_path / "studio.key_secret")
+    assert (tmp_path / "studio.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keys", "--dir", str(tmp_path), "--name", "studio"]) == 2
+    assert "not overwriting" in capsys.readouterr().err
+
+
+def test_serve_curve_and_queue_share_arguments(tiny_bundle, tmp_path):  # noqa: F811
+    from server.cli import main
+    from server.curve import make_keys
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    _, secret = make_keys(tmp_path, "server")
+    args = parser.parse_args(["serve", "--bundle", str(tiny_bundle), "--curve-secret-key", str(secret),
+                              "--curve-clients", str(tmp_path / "clients"), "--max-queue-per-client", "3"])
+    cfg = config_from_args(args)
+    assert cfg.curve_clients == tmp_path / "clients" and cfg.limits.per_client == 3
+    assert cfg.curve_secret_key is not None and len(cfg.curve_secret_key) == 40
+    assert main(["serve", "--bundle", str(tiny_bundle), "--curve-secret-key", str(tmp_path / "server.key")]) == 2

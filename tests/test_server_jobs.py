@@ -39,7 +39,7 @@ class RecordingSink:
 @pytest.fixture(scope="module")
 def worker(tiny_bundle):  # noqa: F811
     b = Bundle.load(tiny_bundle)
-    w = Worker(b, Limits(max_queue=2))
+    w = Worker(b, Limits(max_queue=2, max_queue_per_client=2))
     w.start()
     yield w
     w.stop()
@@ -83,3 +83,33 @@ def test_queue_limits_duplicates_and_queued_cancel(worker):
     gate.set()
     assert first.finished.wait(10) and queued[0].finished.wait(10)
     assert first.final[0] is ErrorCode.CANCELLED and queued[0].final[0] is ErrorCode.CANCELLED
+
+
+class UnsendableDoneSink(RecordingSink):
+    """A sink whose `done` fails the way an unserialisable result did (fault 1 of issue 14)."""
+
+    def done(self, job, info):
+        raise ValueError("Out of range float values are not JSON compliant")
+
+
+def test_a_job_whose_done_cannot_be_sent_still_ends_with_an_error(worker, caplog):
+    sink = UnsendableDoneSink()
+    worker.submit(_job(worker, "unsendable", sink, duration=0.1, steps=1))
+    assert sink.finished.wait(10), "the job never got a terminal message"
+    code, message = sink.final
+    assert code is ErrorCode.INTERNAL and "ValueError" in message
+    assert any(r.exc_info for r in caplog.records), "the bug was not logged with its traceback"
+
+
+def test_a_client_gets_a_share_of_the_queue(tiny_bundle):  # noqa: F811
+    """Fault 6 of issue 14: waiting jobs per client are capped (default max_queue // 4)."""
+    assert Limits(max_queue=64).per_client == 16 and Limits(max_queue=2).per_client == 1
+    assert Limits(max_queue=8, max_queue_per_client=5).per_client == 5
+    w = Worker(Bundle.load(tiny_bundle), Limits(max_queue=8))  # not started: every job waits
+    for i in range(2):
+        w.submit(_job(w, f"a{i}", RecordingSink(), client="a"))
+    with pytest.raises(P.ProtocolError) as e:
+        w.submit(_job(w, "a2", RecordingSink(), client="a"))
+    assert e.value.code is ErrorCode.QUEUE_FULL and "per client" in e.value.message
+    assert w.submit(_job(w, "b0", RecordingSink(), client="b")) == 2
+    w.stop()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from server_fixtures import tiny_bundle, tone  # noqa: F401
@@ -151,7 +152,7 @@ def test_osc_bad_job_id_and_cancel(osc_daemon, folders):
         assert r.wait("/msldm/pong")[0] == "/msldm/pong"
     finally:
         r.close()
-    assert list((out / "slow").iterdir()) == []  # no stem, no temporary file
+    assert not (out / "slow").exists() and _temporaries(out) == []  # no stem, no temporary file
 
 
 def test_sigterm_mid_job_leaves_no_partial_file(tiny_bundle, folders):  # noqa: F811
@@ -168,9 +169,9 @@ def test_sigterm_mid_job_leaves_no_partial_file(tiny_bundle, folders):  # noqa: 
                                            "steps=400"])
         assert r.wait("/msldm/queued")[0] == "/msldm/queued"
         end = time.monotonic() + 20
-        while not list((out / "take").glob(".*.part")) and time.monotonic() < end:
-            time.sleep(0.01)  # first window written to the temporary file
-        assert list((out / "take").glob(".*.part")), "no window was written before SIGTERM"
+        while not list(out.glob(".take.*.tmp/*.wav")) and time.monotonic() < end:
+            time.sleep(0.01)  # first window written to the temporary folder
+        assert list(out.glob(".take.*.tmp/*.wav")), "no window was written before SIGTERM"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, proc.stderr.read()
         assert r.wait("/msldm/done")[2] == "shutting_down"
@@ -179,28 +180,29 @@ def test_sigterm_mid_job_leaves_no_partial_file(tiny_bundle, folders):  # noqa: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert list((out / "take").iterdir()) == []
+    assert not (out / "take").exists() and _temporaries(out) == []
 
 
-def test_a_stem_that_cannot_be_written_is_an_error_reply_and_leaves_no_part_file(tmp_path):
-    """The final rename fails (here: a folder stands at a stem's name): the client hears
-    `/msldm/error` instead of nothing, and no temporary stem is left behind."""
+def test_stems_that_cannot_be_published_are_an_error_reply_and_leave_nothing(tmp_path):
+    """The final rename fails (here: a file stands at the job's folder name): the client
+    hears `/msldm/error` instead of nothing, no stem is published and no temporary is left."""
     from types import SimpleNamespace
 
     import numpy as np
 
     from server.osc_front import OscSink
+    from server.outputs import JobOutput
 
     sent = []
     front = SimpleNamespace(send=lambda to, address, *args: sent.append((address, *args)))
     job = SimpleNamespace(job_id="j1", request=SimpleNamespace(requested=["bass", "drums"], out_rate=22050))
-    sink = OscSink(front, ("127.0.0.1", 9), tmp_path)
+    sink = OscSink(front, ("127.0.0.1", 9), JobOutput(tmp_path, "j1"))
     for stem in ("bass", "drums"):
         sink.chunk(job, stem, 0, np.zeros(100, np.float32), 0, True)
-    (tmp_path / "drums.wav").mkdir()
+    (tmp_path / "j1").write_text("in the way")
     sink.done(job, {})
     assert sent[-1][:3] == ("/msldm/error", "j1", "bad_path") and "could not write" in sent[-1][3]
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j1"] and (tmp_path / "j1").is_file()
 
 
 def test_a_daemon_stopped_before_it_started_does_not_hang(tiny_bundle, folders):  # noqa: F811
@@ -210,3 +212,141 @@ def test_a_daemon_stopped_before_it_started_does_not_hang(tiny_bundle, folders):
     t0 = time.monotonic()
     d.stop()
     assert time.monotonic() - t0 < 10
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+def _send(daemon, args_address: str, args: list) -> None:
+    SimpleUDPClient("127.0.0.1", daemon.osc.port).send_message(args_address, args)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_osc_non_finite_duration_is_bad_field(osc_daemon, value):
+    """Fault 2: these were `internal` errors with an empty job id."""
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["nf", r.port, "generate=drums", f"duration={value}"])
+        reply = r.wait("/msldm/queued")
+    finally:
+        r.close()
+    assert reply[:3] == ["/msldm/error", "nf", "bad_field"], reply
+
+
+def test_osc_errors_carry_the_requests_job_id(osc_daemon, monkeypatch):
+    """Fault 8: `bad_path` and `internal` errors came with an empty job id."""
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["withpath", r.port, "bass=nope.wav", "generate=drums"])
+        assert r.wait("/msldm/queued")[:3] == ["/msldm/error", "withpath", "bad_path"]
+
+        def broken(job):
+            raise RuntimeError("a bug")
+        monkeypatch.setattr(osc_daemon.worker, "submit", broken)
+        _send(osc_daemon, "/msldm/generate", ["buggy", r.port, "generate=drums", "duration=1"])
+        assert r.wait("/msldm/queued")[:3] == ["/msldm/error", "buggy", "internal"]
+    finally:
+        r.close()
+
+
+def test_osc_packets_over_8_kib_are_answered(osc_daemon):
+    """Fault 8: packets over 8,192 bytes were cut by the receive buffer and dropped with
+    no reply. A big packet is read whole; one that is not OSC gets `malformed_message`."""
+    r = Replies()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        _send(osc_daemon, "/msldm/generate", ["big", r.port, "generate=drums", "duration=1",
+                                              "steps=2", "x" * 20_000])
+        assert r.wait("/msldm/queued")[:3] == ["/msldm/error", "big", "bad_field"]
+        sock.sendto(b"/msldm/generate\x00garbage" + b"\xff" * 10_000, ("127.0.0.1", osc_daemon.osc.port))
+        sock.settimeout(5)
+        data, _ = sock.recvfrom(65536)
+        m = OscMessage(data)
+        assert m.address == "/msldm/error" and m.params[:2] == ["", "malformed_message"], m.params
+    finally:
+        sock.close()
+        r.close()
+
+
+@needs_liblo
+def test_the_documented_osc_example_works_as_written(osc_daemon, folders):
+    """Fault 8: the document's `oscsend` line (type string `sis` for four arguments) made
+    the daemon answer `nothing_requested`. Run the line from docs/protocol.md itself."""
+    inp, out, _ = folders
+    (inp / "take1").mkdir()
+    shutil.copy(inp / "bass.wav", inp / "take1" / "bass.wav")
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    line = next(ln.strip() for ln in doc.splitlines() if ln.strip().startswith("oscsend "))
+    argv = line.split()
+    r = Replies()
+    try:
+        argv = [str(osc_daemon.osc.port) if a == "9000" else str(r.port) if a == "9001" else a for a in argv]
+        subprocess.run(argv, check=True)
+        assert r.wait("/msldm/queued")[:2] == ["/msldm/queued", "take1"]
+        done = r.wait("/msldm/done", 30)
+    finally:
+        r.close()
+    assert done[:2] == ["/msldm/done", "take1"], done
+    assert sorted(p.name for p in (out / "take1").iterdir()) == ["drums.wav", "piano.wav"]
+
+
+def _serve_osc(bundle, inp, out) -> tuple[subprocess.Popen, int]:
+    cmd = [sys.executable, "-m", "server", "serve", "--bundle", str(bundle), "--zmq",
+           "tcp://127.0.0.1:0", "--osc", "127.0.0.1:0", "--osc-input", str(inp), "--osc-output", str(out),
+           "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, json.loads(proc.stdout.readline().split(" ", 1)[1])["osc_port"]
+
+
+def test_sigkill_mid_job_leaves_no_stem_and_a_restart_sweeps_the_temporaries(tiny_bundle, folders):  # noqa: F811
+    """Fault 5: after a SIGKILL, `.part` files stayed for ever, and a job's stems could be
+    half published. Now the final folder holds all of a job's stems or does not exist,
+    and the next start removes what the killed daemon left."""
+    inp, out, _ = folders
+    proc, port = _serve_osc(tiny_bundle, inp, out)
+    r = Replies()
+    try:
+        SimpleUDPClient("127.0.0.1", port).send_message(
+            "/msldm/generate", ["take", r.port, "bass=bass.wav", "generate=drums,guitar", "steps=400"])
+        assert r.wait("/msldm/queued")[0] == "/msldm/queued"
+        end = time.monotonic() + 20
+        while not _temporaries(out) and time.monotonic() < end:
+            time.sleep(0.01)
+        assert _temporaries(out), "no window was written before SIGKILL"
+        proc.kill()
+        proc.wait(10)
+        assert not (out / "take").exists() or sorted(p.name for p in (out / "take").iterdir()) in (
+            [], ["drums.wav", "guitar.wav"])
+        proc, port = _serve_osc(tiny_bundle, inp, out)
+        assert _temporaries(out) == []
+    finally:
+        r.close()
+        proc.kill()
+        proc.wait(10)
+
+
+def _temporaries(out: Path) -> list[Path]:
+    """Hidden temporary files or folders anywhere under `out`."""
+    return sorted(p for p in out.rglob(".*"))
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this host")
+def test_osc_on_ipv6_loopback(tiny_bundle, folders):  # noqa: F811
+    """Fault 7: `[::1]` (here for OSC) used to fail at start-up."""
+    inp, out, _ = folders
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://[::1]:0", osc="[::1]:0", osc_inputs=(inp,), osc_output=out)
+    with Daemon(cfg) as d, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        s.settimeout(5)
+        b = OscMessageBuilder("/msldm/ping")
+        s.sendto(b.build().dgram, ("::1", d.osc.port))
+        assert OscMessage(s.recvfrom(65536)[0]).address == "/msldm/pong"

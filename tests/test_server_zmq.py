@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -248,6 +249,9 @@ def _bad_inputs():
     yield "input rate high", P.encode(*gen_header("rh", {"bass": ok}, 192001, ["drums"])), "bad_sample_rate"
     yield "output rate", P.encode(*g("ro", {"bass": ok}, ["drums"], output_sample_rate=250000)), "bad_sample_rate"
     yield "over size limit", P.encode(*g("big", {"bass": np.ones(2_300_000, np.float32)}, ["drums"])), "too_large"
+    third = np.ones(800_000, np.float32)  # 3.2 MB each: every frame under the 8 MiB limit, the sum over it
+    yield "over size limit in three frames", P.encode(*g("big3", {"bass": third, "piano": third, "guitar": third},
+                                                          ["drums"])), "too_large"
     yield "unknown type", P.encode({"type": "teleport"}), "unknown_type"
     yield "newer version", [b'{"type": "ping", "v": 99}'], "unsupported_version"
     yield "bad steps", P.encode(*g("bs", {"bass": ok}, ["drums"], steps=0)), "bad_field"
@@ -299,11 +303,10 @@ def test_remote_bind_needs_allow_remote_and_curve(tiny_bundle):  # noqa: F811
         Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://0.0.0.0:0", allow_remote=True))
 
 
-def test_curve_encrypted_daemon(tiny_bundle):  # noqa: F811
-    server_pub, server_sec = zmq.curve_keypair()
-    client_pub, client_sec = zmq.curve_keypair()
+def test_curve_encrypted_daemon(tiny_bundle, tmp_path):  # noqa: F811
+    allowed, server_pub, server_sec, client_pub, client_sec = _curve_folders(tmp_path)
     cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
-                       curve_secret_key=server_sec)
+                       curve_secret_key=server_sec, curve_clients=allowed)
     with Daemon(cfg) as d:
         good = Client(d.endpoint, curve=(server_pub, client_pub, client_sec))
         plain = Client(d.endpoint)
@@ -320,3 +323,156 @@ def test_curve_encrypted_daemon(tiny_bundle):  # noqa: F811
         finally:
             good.close()
             plain.close()
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+def _generate_text(job_id: str, extra: str) -> list[bytes]:
+    """A `generate` header written as JSON text, so literals like 1e400 reach the daemon."""
+    return [('{"type": "generate", "v": 1, "job_id": "%s", "given": [], "generate": ["bass"], '
+             '"duration": 0.3, "steps": 2%s}' % (job_id, extra)).encode()]
+
+
+def test_a_region_holding_1e400_ends_with_an_error(client):
+    """Fault 1: the job used to be queued and stream chunks, then never end (its `done`
+    could not be serialised). Now it is refused at once, naming the field, and the
+    client gets exactly one terminal message for the job id."""
+    client.send_raw(_generate_text("inf-region", ', "region": {"tempo": 1e400}'))
+    m = client.recv(10)
+    assert m.type == "error" and m.job_id == "inf-region", m.header
+    assert m.header["code"] == "bad_field" and "region.tempo" in m.header["message"]
+    assert client.request({"type": "ping"}).type == "pong"
+
+
+@pytest.mark.parametrize("frames, field", [
+    ([b'{"type": "ping", "v": 1, "token": 1e400}'], "token"),
+    (_generate_text("huge", ', "duration": %d' % 2 ** 70), "duration"),
+    (_generate_text("huge-seed", ', "seed": %d' % 2 ** 70), "seed"),
+    (_generate_text("huge-steps", ', "steps": %d' % 2 ** 70), "steps"),
+])
+def test_overflowing_numbers_are_bad_field_not_internal(client, frames, field):
+    """Fault 2: these were `internal` errors."""
+    client.send_raw(frames)
+    m = client.recv(10)
+    assert m.type == "error" and m.header["code"] == "bad_field", m.header
+    assert field in m.header["message"]
+
+
+def test_one_client_cannot_fill_the_queue(tiny_bundle):  # noqa: F811
+    """Fault 6: a client may hold at most `max_queue_per_client` waiting jobs (default
+    max_queue // 4), so another client still gets in."""
+    from server.requests import Limits
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", heartbeat_s=0.2,
+                       limits=Limits(max_queue=8, max_steps=2000))
+    with Daemon(cfg) as d:
+        greedy, polite = Client(d.endpoint), Client(d.endpoint)
+        try:
+            replies = []
+            for i in range(9):  # 1 runs, then up to 8 would wait
+                h, pcm = gen_header(f"g{i}", {}, 22050, ["bass"], **LONG)
+                greedy.send(h, pcm)
+                replies.append(_answer(greedy, f"g{i}"))
+            codes = [m.type if m.type == "queued" else m.header["code"] for m in replies]
+            assert codes == ["queued"] * 3 + ["queue_full"] * 6, codes
+            assert "per client" in replies[-1].header["message"]
+            h, pcm = gen_header("p0", {}, 22050, ["bass"], **LONG)
+            polite.send(h, pcm)
+            m = _answer(polite, "p0")
+            assert m.type == "queued" and m.header["position"] == 3, m.header
+        finally:
+            greedy.close()
+            polite.close()
+
+
+def _answer(client: Client, job_id: str) -> P.Message:
+    """The `queued` or `error` answer to a `generate` (progress of earlier jobs skipped)."""
+    while True:
+        m = client.recv(10)
+        if m.type in ("queued", "error") and m.job_id == job_id:
+            return m
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_ipv6_loopback_is_served(tiny_bundle):  # noqa: F811
+    """Fault 7: `tcp://[::1]:port` crashed at start-up with a traceback."""
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://[::1]:0")
+    with Daemon(cfg) as d:
+        assert d.endpoint.startswith("tcp://[::1]:")
+        c = Client(d.endpoint, ipv6=True)
+        try:
+            assert c.request({"type": "ping", "token": 6}).header["token"] == 6
+        finally:
+            c.close()
+
+
+def test_an_endpoint_that_cannot_be_bound_is_a_clear_value_error(tiny_bundle):  # noqa: F811
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match="cannot bind"):
+            Daemon(DaemonConfig(bundle=tiny_bundle, zmq=f"tcp://127.0.0.1:{port}"))
+
+
+def _curve_folders(tmp_path):
+    """A server certificate and one allowed client certificate, as `msldm keys` writes them."""
+    import zmq.auth
+    allowed = tmp_path / "clients"
+    allowed.mkdir()
+    server_pub_file, server_sec_file = zmq.auth.create_certificates(str(tmp_path), "server")
+    client_pub_file, client_sec_file = zmq.auth.create_certificates(str(tmp_path), "client")
+    import shutil
+    shutil.copy(client_pub_file, allowed)
+    server_pub, server_sec = zmq.auth.load_certificate(server_sec_file)
+    client_pub, client_sec = zmq.auth.load_certificate(client_sec_file)
+    return allowed, server_pub, server_sec, client_pub, client_sec
+
+
+def test_curve_serves_only_allowed_client_keys(tiny_bundle, tmp_path):  # noqa: F811
+    """Fault 4: a never-seen client keypair used to be served."""
+    allowed, server_pub, server_sec, client_pub, client_sec = _curve_folders(tmp_path)
+    cfg = DaemonConfig(bundle=tiny_bundle, zmq="tcp://127.0.0.1:0", allow_remote=True,
+                       curve_secret_key=server_sec, curve_clients=allowed)
+    stranger_pub, stranger_sec = zmq.curve_keypair()
+    with Daemon(cfg) as d:
+        good = Client(d.endpoint, curve=(server_pub, client_pub, client_sec))
+        stranger = Client(d.endpoint, curve=(server_pub, stranger_pub, stranger_sec))
+        try:
+            assert good.request({"type": "ping"}).type == "pong"
+            try:
+                stranger.sock.send_multipart(P.encode({"type": "ping"}), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            with pytest.raises(TimeoutError):
+                stranger.recv(1.0)
+            assert good.request({"type": "ping"}).type == "pong"
+        finally:
+            good.close()
+            stranger.close()
+
+
+def test_curve_without_a_client_key_folder_is_refused(tiny_bundle):  # noqa: F811
+    _, server_sec = zmq.curve_keypair()
+    with pytest.raises(ValueError, match="curve-clients"):
+        Daemon(DaemonConfig(bundle=tiny_bundle, zmq="tcp://0.0.0.0:0", allow_remote=True,
+                            curve_secret_key=server_sec))
+
+
+@pytest.mark.parametrize("job_id", ["", "x" * 129, 7])
+def test_an_error_about_an_invalid_job_id_carries_none(client, job_id):
+    """Found by the fuzz run of issue 14: errors echoed an empty or over-long job id, so a
+    strict client could not even decode the reply."""
+    client.send_raw([json.dumps({"type": "generate", "v": 1, "job_id": job_id}).encode()])
+    m = client.recv(10)  # decoded strictly, as a client written from the document would
+    assert m.type == "error" and "job_id" not in m.header and m.header["code"] in ("missing_field", "bad_field")
