@@ -10,7 +10,8 @@ DATA=${DATA:-$HOME/.cache/msldm/data/multi}
 RUN=${RUN:-$HOME/.cache/msldm/runs/vae-if_lock}
 THREADS=${THREADS:-2}
 mkdir -p "$(dirname "$RUN")"
-RESUME=""; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
+# Resume the run exactly; if its state is gone, warm-start from the committed weights.
+RESUME="--init msldm/assets/vae-spectral/vae.safetensors"; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train vae \
     --preset spectral --vae-phase if_lock --data "$DATA" --out "$RUN" --steps 200000 --batch 5 \
     --seconds 1.0 --log-every 25 --val-every 250 --val-batches 4 --ckpt-every 250 --ema-decay 0.995 \

@@ -373,12 +373,15 @@ def test_one_client_cannot_fill_the_queue(tiny_bundle):  # noqa: F811
                 greedy.send(h, pcm)
                 replies.append(_answer(greedy, f"g{i}"))
             codes = [m.type if m.type == "queued" else m.header["code"] for m in replies]
-            assert codes == ["queued"] * 3 + ["queue_full"] * 6, codes
-            assert "per client" in replies[-1].header["message"]
+            # 1 running + 2 waiting, then refusals (a job that ends meanwhile frees one place:
+            # on an idle machine the tiny model may finish one before all nine are sent).
+            assert codes[:4] == ["queued"] * 3 + ["queue_full"], codes
+            assert codes.count("queue_full") >= 4 and codes.count("queued") <= 5, codes
+            assert all("per client" in m.header["message"] for m in replies if m.type == "error")
             h, pcm = gen_header("p0", {}, 22050, ["bass"], **LONG)
             polite.send(h, pcm)
             m = _answer(polite, "p0")
-            assert m.type == "queued" and m.header["position"] == 3, m.header
+            assert m.type == "queued" and 1 <= m.header["position"] <= 3, m.header
         finally:
             greedy.close()
             polite.close()

@@ -78,7 +78,7 @@ def _run_vae(args: argparse.Namespace) -> None:
     try:
         train_vae(config, args.data, _train_config(args, Path(args.out)), info, lr=args.lr,
                   amp=not args.no_amp, adversarial_start=args.adversarial_start,
-                  seconds=args.seconds, activity=activity)
+                  seconds=args.seconds, activity=activity, init=args.init)
     finally:
         cleanup()
 
@@ -120,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(vae)
     vae.add_argument("--data", required=True, help="Slakh root with train/ (and validation/)")
     vae.add_argument("--seconds", type=float, default=1.0, help="segment length (paper: 1 s)")
+    vae.add_argument("--init", default=None, metavar="CKPT",
+                     help="start from these VAE weights when there is no run state to resume")
     vae.add_argument("--vae-phase", default=None, choices=("if", "if_lock", "free"),
                      help="decoder phase of a spectral SourceVAE (default: the preset's)")
     vae.add_argument("--adversarial-start", type=int, default=0,

@@ -20,6 +20,7 @@ from msldm.data.latents import LatentChunks, load_stats
 from msldm.data.slakh import MIX, ActivityFilter, ChunkSpec, SlakhChunks
 from msldm.train.distributed import DistInfo
 from msldm.train.loop import TrainConfig, seed_everything, train
+from msldm.train.state import has_train_state
 from msldm.train.tasks import DiffusionTask, SpectralVAETask, VAETask
 
 
@@ -50,15 +51,20 @@ def vae_datasets(config: ModelConfig, data: str | Path, seconds: float = 1.0,
 
 def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: DistInfo, *,
               lr: float | None = None, amp: bool = True, adversarial_start: int = 0,
-              seconds: float = 1.0, activity: ActivityFilter = ActivityFilter(min_active=1)
-              ) -> list[dict[str, float]]:
-    """Train the SourceVAE of `config` on `data`; writes `<out>/vae.safetensors`."""
+              seconds: float = 1.0, activity: ActivityFilter = ActivityFilter(min_active=1),
+              init: str | Path | None = None) -> list[dict[str, float]]:
+    """Train the SourceVAE of `config` on `data`; writes `<out>/vae.safetensors`. `init`: a VAE
+    checkpoint of the same config to start from (a warm start when the run state is gone;
+    ignored when the run resumes)."""
     seed_everything(cfg.seed)
     train_set, val_set = vae_datasets(config, data, seconds, activity)
     if config.vae.kind == "spectral":
         task: VAETask = SpectralVAETask(config, info, lr=lr)
     else:
         task = VAETask(config, info, lr=lr, amp=amp, adversarial_start=adversarial_start)
+    if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
+        from msldm.checkpoint import load_vae
+        task.modules["vae"].load_state_dict(load_vae(init)[0].state_dict())
     cfg = dataclasses.replace(cfg, meta={"data": str(data), **cfg.meta})
     return train(task, train_set, cfg, info, val_set)
 
