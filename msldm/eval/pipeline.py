@@ -236,12 +236,13 @@ def run_evaluation(generator: Generator, data_dir: str | Path, cfg: EvalConfig) 
 
 
 def run_reconstruction(reconstruct: Callable[[np.ndarray], np.ndarray], data_dir: str | Path,
-                       cfg: EvalConfig) -> dict:
+                       cfg: EvalConfig) -> tuple[dict, list[Segment]]:
     """The reconstruction section alone (a VAE before any denoiser): metrics over the first
-    `recon_n` segments in which each stem is audible."""
+    `recon_n` segments in which each stem is audible. Returns (metrics, the segments)."""
     segments = load_segments(data_dir, cfg.recon_n, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
                              use_annotation=cfg.use_annotation)
     st = RunState(segments, [], build_embedding("stats"))
-    return {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
-            "segments": [{"track": s.track, "offset": s.offset} for s in segments],
-            "reconstruction": reconstruction(st, cfg, reconstruct)}
+    metrics = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+               "segments": [{"track": s.track, "offset": s.offset} for s in segments],
+               "reconstruction": reconstruction(st, cfg, reconstruct)}
+    return metrics, segments

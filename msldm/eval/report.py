@@ -180,11 +180,11 @@ def write_reconstruction_report(reconstruct, data_dir: str | Path, out_dir: str 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = run_reconstruction(reconstruct, data_dir, cfg)
+    metrics, segments = run_reconstruction(reconstruct, data_dir, cfg)
     wavio.write_json_atomic(out / "metrics.json", _clean(metrics))  # type: ignore[arg-type]
     figures = []
     for stem in ("bass", "piano"):
-        figures += _reconstruction_example(out, stem, data_dir, cfg, reconstruct)
+        figures += _reconstruction_example(out, stem, segments, cfg, reconstruct)
     text = "\n".join([f"# Reconstruction report: {model_name}", "",
                       f"{len(metrics['segments'])} segments of {cfg.seconds} s from split `{cfg.split}`.", ""]
                      + _recon_section(metrics["reconstruction"])
@@ -194,7 +194,7 @@ def write_reconstruction_report(reconstruct, data_dir: str | Path, out_dir: str 
     return metrics
 
 
-def _reconstruction_example(out_dir: Path, stem: str, data_dir: str | Path, cfg: EvalConfig,
+def _reconstruction_example(out_dir: Path, stem: str, segments: list, cfg: EvalConfig,
                             reconstruct) -> list[str]:
     """Original and reconstruction of the first segment where `stem` is audible: two WAVs and a
     PNG of their linear-frequency log spectrograms. Returns the PNG path (relative), or []."""
@@ -203,13 +203,10 @@ def _reconstruction_example(out_dir: Path, stem: str, data_dir: str | Path, cfg:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from msldm.eval.data import load_segments
     from msldm.eval.density import is_empty
     from msldm.eval.dsp import stft_mag
 
-    segs = load_segments(data_dir, 4, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
-                         use_annotation=cfg.use_annotation)
-    seg = next((g for g in segs if not is_empty(g.stems[stem])), None)
+    seg = next((g for g in segments if not is_empty(g.stems[stem])), None)
     if seg is None:
         return []
     sr, original = cfg.sample_rate, seg.stems[stem]
