@@ -4,7 +4,9 @@
   `(mu_z - latent_mean) / latent_std` `[B, C, N/D]`.
 - `DenoiserGraph`: `x [B, K*C, T]`, `sigma [B]` -> D(x; sigma) `[B, K*C, T]`, the EDM
   preconditioning (Table 1 of Karras et al. 2022) inside.
-- `DecoderGraph`: normalised latent `[B, C, T]` -> audio `[B, 1, T*D]`.
+- `DecoderGraph`: normalised latent `[B, C, T]` -> audio `[B, 1, T*D]`; for a spectral VAE
+  with an instantaneous-frequency phase, `CarryDecoderGraph` also takes the phase offset of
+  frame 0 and returns every frame's, so overlapping windows decode in phase.
 
 Both VAE graphs call the VAE's own `encode` / `decode`, so either kind (`msldm.vae_models`)
 exports: the spectral VAE's STFT and inverse STFT are convolutions with fixed bases.
@@ -50,6 +52,16 @@ class DecoderGraph(nn.Module):
         return self.vae.decode(latent * self.std + self.mean)
 
 
+class CarryDecoderGraph(DecoderGraph):
+    """`latent [B, C, T], phase_offset [B, F] -> audio [B, 1, T*D], phase_offsets [B, F, T]`:
+    the decoder of a SourceVAE whose phase carries across windows (`carries_phase`): frame 0
+    starts at `phase_offset`, and frame t's offset is returned, so the decode of a later,
+    overlapping window continues this one in phase (a zero offset is the plain decode)."""
+
+    def forward(self, latent: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vae.decode_carry(latent * self.std + self.mean, offset)
+
+
 class DenoiserGraph(nn.Module):
     """`x [B, K*C, T], sigma [B] -> denoised [B, K*C, T]`: `EDMDenoiser` as is."""
 
@@ -68,7 +80,7 @@ class GraphModules:
 
     encoder: EncoderGraph
     denoiser: DenoiserGraph
-    decoder: DecoderGraph
+    decoder: DecoderGraph  # a CarryDecoderGraph when the VAE carries phase
     vae: nn.Module  # a SourceVAE of either kind
     edm: EDMDenoiser
     stats: dict[str, torch.Tensor]
@@ -82,8 +94,9 @@ def build_graph_modules(vae: nn.Module, denoiser: EDMDenoiser,
     vae.fold_weight_norm()
     den = denoiser.float().eval()
     mean, std = stats["latent_mean"], stats["latent_std"]
+    decoder = (CarryDecoderGraph if getattr(vae, "carries_phase", False) else DecoderGraph)(vae, mean, std)
     return GraphModules(EncoderGraph(vae, mean, std).eval(), DenoiserGraph(den).eval(),
-                        DecoderGraph(vae, mean, std).eval(), vae, den,
+                        decoder.eval(), vae, den,
                         {"latent_mean": mean.float(), "latent_std": std.float()})
 
 

@@ -20,7 +20,13 @@ GRAPHS = ("encoder", "denoiser", "decoder")
 IO = {"encoder": {"input": "audio", "output": "latent"},
       "denoiser": {"inputs": ["x", "sigma"], "output": "denoised"},
       "decoder": {"input": "latent", "output": "audio"}}
-"""Graph input / output names (the contract)."""
+"""Graph input / output names (the contract); a phase-carrying decoder's are `decoder_io`."""
+
+
+def decoder_io(bins: int) -> dict[str, Any]:
+    """The io entry of a decoder that carries phase across windows (`CarryDecoderGraph`):
+    `phase_offset [B, bins]` in, `phase_offsets [B, bins, T]` out (radians, in [0, 2 pi))."""
+    return {"inputs": ["latent", "phase_offset"], "outputs": ["audio", "phase_offsets"], "phase_bins": bins}
 
 
 class ManifestError(ValueError):
@@ -44,8 +50,10 @@ def _json_safe(obj: Any) -> Any:
 
 
 def build_manifest(root: Path, config: ModelConfig, *, opset: int, precision: str,
-                   provenance: dict[str, Any], weights_storage: str = "fp32") -> dict[str, Any]:
-    """The manifest of the bundle in `root` (the three .onnx files must already be there)."""
+                   provenance: dict[str, Any], weights_storage: str = "fp32",
+                   phase_bins: int | None = None) -> dict[str, Any]:
+    """The manifest of the bundle in `root` (the three .onnx files must already be there);
+    `phase_bins`: the decoder carries phase (`decoder_io`)."""
     diff = config.diffusion
     files = {g: {"path": f"{g}.onnx", "sha256": sha256_file(root / f"{g}.onnx"),
                  "bytes": (root / f"{g}.onnx").stat().st_size} for g in GRAPHS}
@@ -55,7 +63,8 @@ def build_manifest(root: Path, config: ModelConfig, *, opset: int, precision: st
         "latent_dim": diff.latent_dim, "stems": list(diff.stems), "sigma_data": diff.sigma_data,
         "window_frames": diff.window_frames, "frame_multiple": diff.unet.total_factor,
         "opset": opset, "precision": precision, "weights_storage": weights_storage,
-        "sampler": sampler_block(config), "files": files, "io": IO,
+        "sampler": sampler_block(config), "files": files,
+        "io": dict(IO, decoder=decoder_io(phase_bins)) if phase_bins else IO,
         "provenance": {"config": _json_safe(config.to_dict()), **provenance},
     }
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from export import fp16 as fp16_mod
-from export.graphs import GraphModules, build_graph_modules, round_weights_to_half
-from export.manifest import GRAPHS, build_manifest, write_manifest
+from export.graphs import CarryDecoderGraph, GraphModules, build_graph_modules, round_weights_to_half
+from export.manifest import GRAPHS, build_manifest, decoder_io, write_manifest
 from msldm.hashing import sha256_file
 from export.ops import check_tensorrt_ops
 
@@ -80,9 +80,20 @@ def _graph_specs(modules: GraphModules, K: int, C: int, D: int, T: int) -> dict[
         "denoiser": (modules.denoiser, (torch.randn(1, K * C, T), torch.ones(1)),
                      ["x", "sigma"], ["denoised"],
                      {"x": {0: "B", 2: "T"}, "sigma": {0: "B"}, "denoised": {0: "B", 2: "T"}}),
-        "decoder": (modules.decoder, (torch.randn(1, C, T),), ["latent"], ["audio"],
-                    {"latent": {0: "B", 2: "T"}, "audio": {0: "B", 2: "N"}}),
+        "decoder": _decoder_spec(modules, C, T),
     }
+
+
+def _decoder_spec(modules: GraphModules, C: int, T: int) -> tuple:
+    if isinstance(modules.decoder, CarryDecoderGraph):
+        io = decoder_io(modules.vae.bins)
+        lat, off = io["inputs"]
+        audio, offs = io["outputs"]
+        return (modules.decoder, (torch.randn(1, C, T), torch.zeros(1, modules.vae.bins)), [lat, off],
+                [audio, offs], {lat: {0: "B", 2: "T"}, off: {0: "B"}, audio: {0: "B", 2: "N"},
+                                offs: {0: "B", 2: "T"}})
+    return (modules.decoder, (torch.randn(1, C, T),), ["latent"], ["audio"],
+            {"latent": {0: "B", 2: "T"}, "audio": {0: "B", 2: "N"}})
 
 
 def export_graph(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str],
@@ -171,7 +182,8 @@ def export_bundle(vae_path: str | Path, diffusion_path: str | Path, out: str | P
     manifest = build_manifest(out, cfg, opset=opts.opset, precision=precision,
                               provenance=_provenance(vae_path, diffusion_path, meta,
                                                      opts.training_data),
-                              weights_storage=storage)
+                              weights_storage=storage,
+                              phase_bins=modules.vae.bins if isinstance(modules.decoder, CarryDecoderGraph) else None)
     write_manifest(out, manifest)
     report = ExportReport(out, precision, storage, operators,
                           {g: (out / f"{g}.onnx").stat().st_size for g in GRAPHS})

@@ -21,6 +21,8 @@ from msldm.config import ModelConfig
 from msldm.pipeline import TorchPipeline
 
 PARITY_SIGMAS = (0.02, 0.5, 3.0)
+TOL_PHASE = 1e-2
+"""Radians: the largest difference allowed between the phase offsets of the two decoders."""
 
 
 class ParityError(AssertionError):
@@ -57,6 +59,14 @@ def graph_errors(bundle, pipe: TorchPipeline, frames: tuple[int, ...], seed: int
         z = rng.standard_normal((2, C, T)).astype(np.float32)
         ref = pipe.decode(torch.from_numpy(z)).numpy()
         err["decoder"] = max(err["decoder"], float(np.abs(bundle.decode(z) - ref).max()))
+        if bundle.phase_bins:  # a carried phase offset: the audio and the offsets it returns
+            off = rng.uniform(0, 2 * np.pi, (2, bundle.phase_bins)).astype(np.float32)
+            zt = torch.from_numpy(z) * pipe.std + pipe.mean
+            ref_audio, ref_off = (t.numpy() for t in pipe.vae.decode_carry(zt, torch.from_numpy(off)))
+            audio, offsets = bundle.decode_carry(z, off)
+            err["decoder"] = max(err["decoder"], float(np.abs(audio - ref_audio).max()))
+            wrapped = np.abs(np.angle(np.exp(1j * (offsets - ref_off))))  # offsets wrap at 2 pi
+            err["decoder_phase"] = max(err.get("decoder_phase", 0.0), float(wrapped.max()))
     return err
 
 
@@ -137,6 +147,8 @@ def _enforce(res: dict[str, Any], opts) -> None:
            if not res[f"{g}_max_abs"] <= opts.tol_graph}
     if bad:
         raise ParityError(f"graph max abs error above {opts.tol_graph}: {bad}")
+    if not res.get("decoder_phase_max_abs", 0.0) <= TOL_PHASE:
+        raise ParityError(f"decoder phase offsets differ by {res['decoder_phase_max_abs']:.3g} rad > {TOL_PHASE}")
     worst = max(res["generation_latent_rel_l2"], res["generation_audio_rel_l2"])
     if not worst <= opts.tol_generation:
         raise ParityError(f"partial generation rel L2 {worst:.3g} > {opts.tol_generation}")

@@ -40,6 +40,7 @@ __all__ = ["SpectralVAE", "ConvNeXtBlock", "PHASES", "LOG_EPS"]
 PHASES = ("if", "if_lock", "free")
 LOG_EPS = 1e-2
 """Magnitudes are compared and predicted as log(|X| + LOG_EPS)."""
+TWO_PI = 2.0 * math.pi
 LOGMAG_MAX = 9.0  # exp(9) ~ 8100, above any bin of a full-scale signal with n_fft 1280
 
 
@@ -132,9 +133,11 @@ class SpectralVAE(nn.Module):
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     # ------------------------------------------------------------------ synthesis
-    def decode_spectrum(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode_spectrum(self, z: torch.Tensor, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`z [B, C, T]` -> {"logmag": [B, F, T], "cos", "sin": [B, F, T] (the synthesis phase),
-        "dev": [B, F, T] (``if`` phases: the predicted deviation)}."""
+        "dev": [B, F, T] and "offset": [B, F, T] (``if`` phases: the predicted deviation, and
+        each frame's phase offset, see `phase_from_deviation`)}. `offset [B, F]` starts frame 0
+        there (``if`` phases; default zeros)."""
         head = self.decoder(z)  # [B, 2F, T] (free: [B, 3F, T])
         F_ = self.bins
         out = {"logmag": head[:, :F_].clamp(max=LOGMAG_MAX)}
@@ -145,22 +148,37 @@ class SpectralVAE(nn.Module):
             out.update(cos=p / norm, sin=q / norm)
             return out
         dev = math.pi * torch.tanh(p)
-        cos, sin = self.phase_from_deviation(dev, out["logmag"])
-        out.update(dev=dev, cos=cos, sin=sin)
+        cos, sin, track = self.phase_from_deviation(dev, out["logmag"], offset, with_offsets=True)
+        out.update(dev=dev, cos=cos, sin=sin, offset=track)
         return out
 
-    def phase_from_deviation(self, dev: torch.Tensor, logmag: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def carries_phase(self) -> bool:
+        """Whether decodes of consecutive windows can continue one another's phase (``if`` phases)."""
+        return self.cfg.phase != "free"
+
+    def phase_from_deviation(self, dev: torch.Tensor, logmag: torch.Tensor,
+                             offset: torch.Tensor | None = None, with_offsets: bool = False):
         """Synthesis phasors (cos, sin) `[B, F, T]` of the ``if`` phases: frame 0 starts at pi*k
-        (the phases of a Hann main lobe alternate by pi across bins with frame-start phase),
-        then the running sum over frames of (bin-centre advance + `dev`); phase-locked across
-        bins for ``if_lock``."""
-        steps = torch.cat([self.lobe_phase.expand_as(dev[..., :1]), (self.advance + dev)[..., 1:]], dim=-1)
+        (the phases of a Hann main lobe alternate by pi across bins with frame-start phase)
+        plus `offset [B, F]` (default 0), then the running sum over frames of (bin-centre
+        advance + `dev`); phase-locked across bins for ``if_lock``.
+
+        With `with_offsets`, also returns each frame's offset `[B, F, T]` in [0, 2 pi): its raw
+        phase less pi*k, so a decode that starts at frame t with that offset continues this one
+        (the server decodes overlapping windows so, and their crossfades stay in phase)."""
+        first = self.lobe_phase.expand_as(dev[..., :1])
+        if offset is not None:
+            first = first + offset[..., None]
+        steps = torch.cat([first, (self.advance + dev)[..., 1:]], dim=-1)
         phase = torch.cumsum(steps, dim=-1)  # [B, F, T], phase of frame t
         cos, sin = torch.cos(phase), torch.sin(phase)
         if self.cfg.phase == "if_lock":
             cos, sin = self._lock(cos, sin, torch.exp(logmag))
-        return cos, sin
+        if not with_offsets:
+            return cos, sin
+        rel = phase - self.lobe_phase
+        return cos, sin, rel - TWO_PI * torch.floor(rel / TWO_PI)
 
     def _lock(self, cos: torch.Tensor, sin: torch.Tensor, mag: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,6 +197,15 @@ class SpectralVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """`z [B, C, T] -> audio [B, 1, T*D]`."""
         return self.synthesize(self.decode_spectrum(z))
+
+    def decode_carry(self, z: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`z [B, C, T]`, `offset [B, F]` -> (audio `[B, 1, T*D]`, offsets `[B, F, T]`): a decode
+        whose frame 0 continues the frame of an earlier decode that returned `offset` there
+        (``if`` phases only, see `carries_phase`)."""
+        if not self.carries_phase:
+            raise ValueError("phase carry needs an 'if' or 'if_lock' decoder phase")
+        spec = self.decode_spectrum(z, offset)
+        return self.synthesize(spec), spec["offset"]
 
     def forward(self, audio: torch.Tensor, sample_posterior: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

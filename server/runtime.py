@@ -174,10 +174,29 @@ class Bundle:
         feeds = {io["inputs"][0]: np.asarray(x, dtype=np.float32), io["inputs"][1]: s}
         return self.sessions["denoiser"].run([io["output"]], feeds)[0]
 
+    @property
+    def phase_bins(self) -> int:
+        """Bins of the decoder's phase offset (0: the decoder carries no phase across windows)."""
+        return int(self.io["decoder"].get("phase_bins", 0))
+
     def decode(self, z: np.ndarray) -> np.ndarray:
-        """Normalised latent `[B,C,T]` -> audio `[B,1,T*D]`."""
+        """Normalised latent `[B,C,T]` -> audio `[B,1,T*D]` (a phase-carrying decoder starts at
+        a zero offset)."""
+        if self.phase_bins:
+            return self.decode_carry(z, np.zeros((z.shape[0], self.phase_bins), np.float32))[0]
         io = self.io["decoder"]
         return self.sessions["decoder"].run([io["output"]], {io["input"]: np.asarray(z, np.float32)})[0]
+
+    def decode_carry(self, z: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A phase-carrying decoder (`phase_bins` > 0): `z [B,C,T]`, `offset [B,F]` -> (audio
+        `[B,1,T*D]`, offsets `[B,F,T]`). Frame 0 starts at `offset`; frame t's offset, passed to
+        the decode of a window starting at t, continues this decode in phase."""
+        if not self.phase_bins:
+            raise BundleError("this bundle's decoder carries no phase (no phase_offset input)")
+        io = self.io["decoder"]
+        feeds = {io["inputs"][0]: np.asarray(z, np.float32), io["inputs"][1]: np.asarray(offset, np.float32)}
+        audio, offsets = self.sessions["decoder"].run(list(io["outputs"]), feeds)
+        return audio, offsets
 
     # ------------------------------------------------------------------ generation
 

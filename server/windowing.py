@@ -6,7 +6,9 @@ Window 0 is sampled with the given stems imposed (imputation across stems). Ever
 window is sampled with the given stems imposed *and* its first O frames of the generated
 stems imposed from the previous window's last O generated frames (imputation in time),
 so the stems continue. The decoded windows are crossfaded linearly over the O*D overlap
-samples and the result is cut to exactly N samples. `generate_region` yields the stems
+samples and the result is cut to exactly N samples. A decoder that carries phase (the
+spectral SourceVAE's) starts each window at the phase the previous window's decode had
+there, so the crossfades join two signals in phase. `generate_region` yields the stems
 piece by piece as soon as each window is decoded (time to first audio = one window).
 """
 
@@ -157,14 +159,14 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     t = timings or Timings()
     rng = np.random.default_rng(seed)
     fader = Crossfader(plan.overlap * D, plan.hop * D)
-    prev, emitted = None, 0
+    prev, emitted, phase = None, 0, None
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
         z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
                            rng, steps, sampler, schedule, resample, i, hook, t, cache)
         prev = z
         t0 = time.perf_counter()
-        out = _decode_stems(bundle, z, requested)
+        out, phase = _decode_stems(bundle, z, requested, phase, plan.hop)
         t.decode += time.perf_counter() - t0
         stems = {r: fader.join(r, out[r], last) for r in requested}
         n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
@@ -204,9 +206,20 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     return out
 
 
-def _decode_stems(bundle: Bundle, z: np.ndarray, requested: Sequence[str]) -> dict[str, np.ndarray]:
-    """Decode the requested stems' blocks of a joint latent `[1,K*C,W]` -> stem -> `[W*D]`."""
+def _decode_stems(bundle: Bundle, z: np.ndarray, requested: Sequence[str], phase: np.ndarray | None,
+                  hop: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Decode the requested stems' blocks of a joint latent `[1,K*C,W]` -> (stem -> `[W*D]`,
+    the phase offsets `[R,F]` at frame `hop`, where the next window starts, or None).
+
+    A phase-carrying decoder starts each window at the offsets the previous window's decode
+    had at this window's first frame (`phase`), so the overlapping ends crossfade in phase
+    rather than partly cancelling."""
     C = bundle.C
-    blocks = [z[0, bundle.stems.index(r) * C:(bundle.stems.index(r) + 1) * C] for r in requested]
-    audio = bundle.decode(np.stack(blocks))  # [R,1,W*D]
-    return {r: audio[j, 0] for j, r in enumerate(requested)}
+    blocks = np.stack([z[0, bundle.stems.index(r) * C:(bundle.stems.index(r) + 1) * C] for r in requested])
+    if not bundle.phase_bins:
+        audio = bundle.decode(blocks)  # [R,1,W*D]
+        return {r: audio[j, 0] for j, r in enumerate(requested)}, None
+    start = np.zeros((len(requested), bundle.phase_bins), np.float32) if phase is None else phase
+    audio, offsets = bundle.decode_carry(blocks, start)  # [R,1,W*D], [R,F,W]
+    nxt = offsets[:, :, hop] if hop < offsets.shape[-1] else None
+    return {r: audio[j, 0] for j, r in enumerate(requested)}, nxt

@@ -106,21 +106,91 @@ def test_silence_decodes_quietly() -> None:
     assert float(y.abs().max()) < 1e-6
 
 
-def test_spectral_bundle_exports_with_plain_operators(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def spectral_bundle(tmp_path_factory) -> tuple:
+    """A tiny_spectral bundle (random weights) and its export report."""
     from export.onnx_export import ExportOptions, export_bundle
-    from export.ops import TENSORRT_OPS, check_tensorrt_ops
     from msldm.checkpoint import save_checkpoint
     from msldm.edm import EDMDenoiser
 
+    tmp = tmp_path_factory.mktemp("spectral")
     cfg = get_preset("tiny_spectral")
     torch.manual_seed(0)
-    vae = save_checkpoint(tmp_path / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
-    den = save_checkpoint(tmp_path / "diffusion.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
+    vae = save_checkpoint(tmp / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
+    den = save_checkpoint(tmp / "diffusion.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
                           extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
-    report = export_bundle(vae, den, tmp_path / "bundle", ExportOptions())
+    return tmp / "bundle", export_bundle(vae, den, tmp / "bundle", ExportOptions())
+
+
+def test_spectral_bundle_exports_with_plain_operators(spectral_bundle) -> None:
+    from export.ops import TENSORRT_OPS, check_tensorrt_ops
+
+    root, report = spectral_bundle
     for g in ("encoder", "decoder"):
-        ops = check_tensorrt_ops(tmp_path / "bundle" / f"{g}.onnx", g)
+        ops = check_tensorrt_ops(root / f"{g}.onnx", g)
         assert set(ops) <= TENSORRT_OPS
         assert not {"DFT", "STFT", "Col2Im"} & set(ops)
     assert "ConvTranspose" in report.operators["decoder"] and "CumSum" in report.operators["decoder"]
     assert report.parity["encoder_max_abs"] < 1e-4 and report.parity["decoder_max_abs"] < 1e-4
+    assert report.parity["decoder_phase_max_abs"] < 1e-2
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_windowed_decode_joins_in_phase(spectral_bundle, carry: bool) -> None:
+    # The daemon's window chain (decode each overlapping window, crossfade) against one decode
+    # of the whole latent: with the carried phase the crossfades match it; restarting every
+    # window's phase (the old way) leaves the overlaps partly cancelled.
+    from server.runtime import Bundle
+    from server.windowing import Crossfader, WindowPlan, _decode_stems
+
+    b = Bundle.load(spectral_bundle[0], providers=["CPUExecutionProvider"])
+    plan = WindowPlan(frames=160, window=64, overlap=16)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((1, b.K * b.C, plan.padded_frames)).astype(np.float32)
+    whole = b.decode(z[:, :b.C])[0, 0]  # stem 0 ("bass") decoded at once
+    fader, phase, parts = Crossfader(plan.overlap * b.D, plan.hop * b.D), None, []
+    for i, s in enumerate(plan.starts):
+        out, phase = _decode_stems(b, z[:, :, s:s + plan.window], ["bass"], phase, plan.hop)
+        if not carry:
+            phase = None
+        parts.append(fader.join("bass", out["bass"], i == len(plan.starts) - 1))
+    joined = np.concatenate(parts)
+    seams = [(s * b.D, (s + plan.overlap) * b.D) for s in plan.starts[1:]]
+    err = max(float(np.linalg.norm(joined[a:c] - whole[a:c]) / np.linalg.norm(whole[a:c])) for a, c in seams)
+    assert (err < 0.15) if carry else (err > 0.3)
+
+
+@pytest.mark.parametrize("phase", ["if", "if_lock"])
+def test_phase_offsets_continue_a_decode_exactly(phase: str) -> None:
+    # The phase path started at frame s with the offset an earlier run returned at s gives that
+    # run's phasors from s on, exactly; started at 0 it does not.
+    vae = _vae(phase)
+    g = torch.Generator().manual_seed(3)
+    dev = math.pi * (2 * torch.rand(2, vae.bins, 50, generator=g) - 1)
+    logmag = torch.randn(2, vae.bins, 50, generator=g)
+    cos, sin, offsets = vae.phase_from_deviation(dev, logmag, with_offsets=True)
+    assert float(offsets.min()) >= 0.0 and float(offsets.max()) < 2 * math.pi
+    s = 17
+    c2, s2 = vae.phase_from_deviation(dev[..., s:], logmag[..., s:], offsets[..., s])
+    assert float((c2 - cos[..., s:]).abs().max()) < 1e-4 and float((s2 - sin[..., s:]).abs().max()) < 1e-4
+    c0, _ = vae.phase_from_deviation(dev[..., s:], logmag[..., s:])
+    assert float((c0 - cos[..., s:]).abs().max()) > 0.5
+
+
+def test_decode_carry_makes_overlapping_windows_agree() -> None:
+    # A decoder (random weights) run on a later window with the carried offset agrees with the
+    # whole decode once past its receptive field; with no carry the two are out of phase.
+    torch.manual_seed(0)
+    vae = SpectralVAE(get_preset("tiny_spectral").vae).eval()
+    z = torch.randn(1, 80, 120)
+    with torch.no_grad():
+        whole, offsets = vae.decode_carry(z, torch.zeros(1, vae.bins))
+        s, margin = 40, 20
+        part, _ = vae.decode_carry(z[..., s:], offsets[..., s])
+        fresh = vae.decode(z[..., s:])
+    D = vae.hop
+    ref = whole[0, 0, (s + margin) * D:100 * D]
+    err_carry = float((part[0, 0, margin * D:(100 - s) * D] - ref).norm() / ref.norm())
+    err_fresh = float((fresh[0, 0, margin * D:(100 - s) * D] - ref).norm() / ref.norm())
+    assert err_carry < 1e-2 < 0.3 < err_fresh
+    assert torch.equal(vae.decode(z), whole)  # a zero offset is the plain decode

@@ -52,14 +52,10 @@ class OracleGenerator:
 
 
 class BundleGenerator:
-    """The server's ONNX bundle runtime (`server.runtime.Bundle`) as a `Generator`.
-
-    Given stems are encoded (`Bundle.encode`, normalised latents `[1, C, T]`) into their
-    channel blocks of the joint latent `[1, K*C, T]`; `Bundle.generate` samples with
-    imputation over `Bundle.stem_mask(given)` (total generation without a mask); each
-    target block is decoded (`Bundle.decode` -> `[1, 1, T*D]`) and cut to `n_samples`.
-    T = ceil(n_samples / D) rounded up to the bundle's frame multiple.
-    """
+    """The server's ONNX bundle runtime (`server.runtime.Bundle`) as a `Generator`, generating
+    exactly as the daemon does (`server.windowing.generate_region`): windows of the bundle's
+    length, continuation by imputation in time, crossfades in phase; given stems imposed by
+    imputation (total generation: none given)."""
 
     def __init__(self, bundle_dir: str | Path) -> None:
         from server.runtime import Bundle  # onnxruntime only, no torch
@@ -67,29 +63,17 @@ class BundleGenerator:
         self.bundle = Bundle.load(bundle_dir)
         self.sample_rate = self.bundle.sample_rate
 
-    def _frames(self, n_samples: int) -> int:
-        b = self.bundle
-        T = -(-n_samples // b.D)
-        return -(-T // b.frame_multiple) * b.frame_multiple
-
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
                  resample=1):
-        b = self.bundle
-        T = self._frames(n_samples)
-        shape = (1, b.K * b.C, T)
-        x_given = np.zeros(shape, np.float32)
-        for s, a in given.items():
-            k = b.stems.index(s)
-            audio = np.pad(np.asarray(a, np.float32)[: T * b.D], (0, max(0, T * b.D - len(a))))
-            x_given[:, k * b.C:(k + 1) * b.C] = b.encode(audio[None, None])[:, :, :T]
-        mask = b.stem_mask(list(given), T) if given else None
-        z = b.generate(shape, seed=seed, steps=steps, sampler=sampler, schedule=schedule, resample=resample,
-                       given=x_given if given else None, mask=mask)
-        out = {}
-        for s in targets:
-            k = b.stems.index(s)
-            out[s] = b.decode(z[:, k * b.C:(k + 1) * b.C])[0, 0, :n_samples].astype(np.float32)
-        return out
+        from server.windowing import generate_region
+
+        given = {s: np.asarray(a, np.float32) for s, a in given.items()}
+        out = {s: [] for s in targets}
+        for piece in generate_region(self.bundle, given, list(targets), n_samples, seed=seed, steps=steps,
+                                     sampler=sampler, schedule=schedule, resample=resample):
+            for s in targets:
+                out[s].append(piece.stems[s])
+        return {s: np.concatenate(parts).astype(np.float32) for s, parts in out.items()}
 
     def reconstruct(self, audio: np.ndarray) -> np.ndarray:
         """decode(encode(audio)) through the bundle's ONNX encoder and decoder."""

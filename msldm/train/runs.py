@@ -85,14 +85,21 @@ def diffusion_config(base: ModelConfig, latents: str | Path) -> ModelConfig:
     return base
 
 
+CHUNK_HOP_FRAMES = 64
+"""Most frames between the starts of two training windows of the denoiser (0.93 s)."""
+
+
 def diffusion_datasets(config: ModelConfig, latents: str | Path,
                        activity: ActivityFilter = ActivityFilter()
                        ) -> tuple[Dataset, Dataset | None]:
-    """(train, validation) latent windows `[K, C, window_frames]`, hop = half a window."""
+    """(train, validation) latent windows `[K, C, window_frames]`, starting every half window
+    or every `CHUNK_HOP_FRAMES`, whichever is less (a long window over short tracks would
+    otherwise always start at a track's first frame)."""
     W = config.diffusion.window_frames
+    hop = max(1, min(W // 2, CHUNK_HOP_FRAMES))
 
     def make(split: str) -> Dataset:
-        return LatentChunks(latents, split, W, max(1, W // 2), config.diffusion.stems, activity)
+        return LatentChunks(latents, split, W, hop, config.diffusion.stems, activity)
 
     header = json.loads((Path(latents) / "index.json").read_text())
     val = make("validation") if "validation" in header["splits"] else None
