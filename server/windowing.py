@@ -141,7 +141,7 @@ class Crossfader:
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
                     schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
-                    hook: StepHook | None = None,
+                    churn: float | None = None, hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
@@ -163,7 +163,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
         z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
-                           rng, steps, sampler, schedule, resample, i, hook, t, cache)
+                           rng, steps, sampler, schedule, resample, i, hook, t, cache, churn)
         prev = z
         t0 = time.perf_counter()
         out, phase = _decode_stems(bundle, z, requested, phase, plan.hop)
@@ -178,7 +178,8 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    prev: np.ndarray | None, plan: WindowPlan, rng: np.random.Generator,
                    steps: int | None, sampler: str | None, schedule: str | None, resample: int | None,
                    window: int,
-                   hook: StepHook | None, t: Timings, cache: EncodeCache | None) -> np.ndarray:
+                   hook: StepHook | None, t: Timings, cache: EncodeCache | None,
+                   churn: float | None = None) -> np.ndarray:
     """One window's joint latent `[1,K*C,W]`: given stems imposed over all frames, and the
     first O frames of the requested stems imposed from `prev`'s last O frames."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
@@ -199,7 +200,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
     out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
-                          resample=resample, rng=rng,
+                          resample=resample, rng=rng, S_churn=churn,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
     t.sample += time.perf_counter() - t0

@@ -68,14 +68,14 @@ def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
         ("euler", "karras"), ("euler", "melody"), ("heun", "karras"), ("heun", "melody")]
     report = (out / "report.md").read_text()
     assert "| Model | B | D | G | P |" in report and "NOT comparable" in report
-    assert "| heun | melody | 1 | 2 |" in report
+    assert "| heun | melody | 1 | bundle's | 2 |" in report
     assert metrics["tasks"]["BDGP"]["fad_stems"]["bass"] == pytest.approx(0.0, abs=1e-6)
 
 
 class _StepsLevel:
     """Every target is a constant at steps / 100: tells the main run's audio from the sweep's."""
 
-    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras", resample=1):
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras", resample=1, churn=None):
         return {s: np.full(n_samples, steps / 100, np.float32) for s in targets}
 
 
@@ -104,3 +104,28 @@ def test_cli_parses(tmp_path: Path) -> None:
     cfg = config_from_args(args)
     assert cfg.steps == 20 and cfg.sweep_steps == (5, 10, 20) and cfg.subsets == ("B", "DG") and cfg.n == 8
     assert args.func is not None
+
+
+class _ChurnLevel:
+    """Every target is a constant at churn / 100 (the bundle's default, None, as 0.5)."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras", resample=1, churn=None):
+        self.seen.append(churn)
+        return {s: np.full(n_samples, 0.5 if churn is None else churn / 100, np.float32) for s in targets}
+
+
+def test_churn_reaches_the_generator_in_the_main_run_and_the_sweep(corpus: Path, tmp_path: Path) -> None:
+    args = argparse.ArgumentParser(prog="msldm")
+    register(args.add_subparsers(dest="command"))
+    cfg = config_from_args(args.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path),
+                                            "--n", "2", "--steps", "2", "--churn", "5", "--churns", "0,bundle,40",
+                                            "--samplers", "euler", "--subsets", "B", "--sweep-n", "1"]))
+    assert cfg.churn == 5.0 and cfg.sweep_churns == (0.0, None, 40.0)
+    gen = _ChurnLevel()
+    metrics = write_report(gen, corpus, tmp_path / "r", _cfg(**{k: getattr(cfg, k) for k in (
+        "churn", "sweep_churns", "subsets", "sweep_n", "steps", "sweep_steps", "sweep_samplers")}), "churn")
+    assert [r["churn"] for r in metrics["sweep"]] == [0.0, None, 40.0]
+    assert set(gen.seen[:-3]) == {5.0} and gen.seen[-3:] == [0.0, None, 40.0]  # main run, then sweep

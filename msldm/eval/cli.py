@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schedule", default="karras", help="noise schedule of the main run")
     p.add_argument("--resamples", default="1", help="takes per step of the sweep, e.g. 1,3 (RePaint resampling)")
     p.add_argument("--resample", type=int, default=1, help="takes per step of the main run")
+    p.add_argument("--churns", default="bundle",
+                   help="S_churn values of the sweep, e.g. 0,10,20 ('bundle': the bundle's)")
+    p.add_argument("--churn", default="bundle", help="S_churn of the main run ('bundle': the bundle's)")
     p.add_argument("--subsets", default="all", help="all | partial | comma list like B,DG,BDGP")
     p.add_argument("--split", default="test")
     p.add_argument("--sweep-n", type=int, default=8, help="segments per sweep point (0: no sweep)")
@@ -129,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       sweep_steps=steps, sweep_samplers=_names(args.samplers),
                       sweep_schedules=_names(args.schedules),
                       sweep_resamples=tuple(int(r) for r in _names(args.resamples)),
+                      churn=_churn(args.churn), sweep_churns=tuple(_churn(c) for c in _names(args.churns)),
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n)
@@ -136,6 +140,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _churn(text: str) -> float | None:
+    """An S_churn value, or None for 'bundle' (the bundle's default)."""
+    return None if text.strip() == "bundle" else float(text)
 
 
 def _run(args: argparse.Namespace) -> int:

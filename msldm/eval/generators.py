@@ -22,14 +22,14 @@ class Generator(Protocol):
 
     def __call__(self, given: Mapping[str, np.ndarray], targets: Sequence[str], *, n_samples: int,
                  seed: int, steps: int, sampler: str, schedule: str = "karras",
-                 resample: int = 1) -> dict[str, np.ndarray]: ...
+                 resample: int = 1, churn: float | None = None) -> dict[str, np.ndarray]: ...
 
 
 class SilenceGenerator:
     """Returns silence for every target (every stem should be flagged empty)."""
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
-                 resample=1):
+                 resample=1, churn=None):
         return {s: np.zeros(n_samples, np.float32) for s in targets}
 
 
@@ -41,7 +41,7 @@ class OracleGenerator:
         self.segments, self.base_seed, self.offset = segments, base_seed, offset
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
-                 resample=1):
+                 resample=1, churn=None):
         seg = self.segments[(seed - self.base_seed + self.offset) % len(self.segments)]
         n = n_samples
         return {s: np.pad(seg.stems[s], (0, max(0, n - len(seg.stems[s]))))[:n] for s in targets}
@@ -64,13 +64,13 @@ class BundleGenerator:
         self.sample_rate = self.bundle.sample_rate
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
-                 resample=1):
+                 resample=1, churn=None):
         from server.windowing import generate_region
 
         given = {s: np.asarray(a, np.float32) for s, a in given.items()}
         out = {s: [] for s in targets}
         for piece in generate_region(self.bundle, given, list(targets), n_samples, seed=seed, steps=steps,
-                                     sampler=sampler, schedule=schedule, resample=resample):
+                                     sampler=sampler, schedule=schedule, resample=resample, churn=churn):
             for s in targets:
                 out[s].append(piece.stems[s])
         return {s: np.concatenate(parts).astype(np.float32) for s, parts in out.items()}

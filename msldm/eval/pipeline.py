@@ -45,10 +45,12 @@ class EvalConfig:
     sampler: str = "euler"
     schedule: str = "karras"
     resample: int = 1
+    churn: float | None = None  # S_churn of the main run (None: the bundle's)
     sweep_steps: tuple[int, ...] = (5, 10, 20)
     sweep_samplers: tuple[str, ...] = ("euler", "heun")
     sweep_schedules: tuple[str, ...] = ("karras",)
     sweep_resamples: tuple[int, ...] = (1,)
+    sweep_churns: tuple[float | None, ...] = (None,)
     sweep_n: int = 8
     recon_n: int = 16
     embedding: str = "stats"
@@ -114,7 +116,7 @@ def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ..
 
 def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, steps: int,
              sampler: str, segment_ids: list[int], schedule: str = "karras", resample: int = 1,
-             for_report: bool = True) -> dict:
+             for_report: bool = True, churn: float | None = None) -> dict:
     """Generate `task` for the given segments; per-stem records, mixture embeddings, timing.
     `for_report` False (the steps sweep): no embeddings and no example audio, so the main
     run's examples are not overwritten."""
@@ -128,7 +130,7 @@ def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, ste
         n = len(seg.stems["bass"])
         t0 = time.perf_counter()
         out = generator(given, list(targets), n_samples=n, seed=cfg.seed + i, steps=steps, sampler=sampler,
-                        schedule=schedule, resample=resample)
+                        schedule=schedule, resample=resample, churn=churn)
         seconds += time.perf_counter() - t0
         out = {s: np.pad(np.asarray(out[s], np.float32).reshape(-1)[:n], (0, max(0, n - len(out[s]))))
                for s in targets}
@@ -168,7 +170,8 @@ def evaluate_tasks(st: RunState, cfg: EvalConfig, generator: Generator, real_mix
     tasks = {}
     ids = list(range(len(st.segments)))
     for task in cfg.subsets:
-        res = run_task(st, cfg, generator, task, cfg.steps, cfg.sampler, ids, cfg.schedule, cfg.resample)
+        res = run_task(st, cfg, generator, task, cfg.steps, cfg.sampler, ids, cfg.schedule, cfg.resample,
+                       churn=cfg.churn)
         entry = {"subfad": _fd(res["mix_emb"], real_mix), "time_per_clip": res["time_per_clip"],
                  "stems": summarise_records(res["records"])}
         if task == TOTAL:
@@ -178,20 +181,21 @@ def evaluate_tasks(st: RunState, cfg: EvalConfig, generator: Generator, real_mix
 
 
 def steps_sweep(st: RunState, cfg: EvalConfig, generator: Generator) -> list[dict]:
-    """Fit, density and time vs (sampler, schedule, resample, steps) on the first `sweep_n`
+    """Fit, density and time vs (sampler, schedule, resample, churn, steps) on the first `sweep_n`
     segments, segment i generating stem STEMS[i % 4] given the other three."""
     rows = []
     ids = list(range(min(cfg.sweep_n, len(st.segments))))
-    points = [(sa, sc, r, n) for sa in cfg.sweep_samplers for sc in cfg.sweep_schedules
-              for r in cfg.sweep_resamples for n in cfg.sweep_steps]
-    for sampler, schedule, resample, steps in points:
+    points = [(sa, sc, r, c, n) for sa in cfg.sweep_samplers for sc in cfg.sweep_schedules
+              for r in cfg.sweep_resamples for c in cfg.sweep_churns for n in cfg.sweep_steps]
+    for sampler, schedule, resample, churn, steps in points:
         recs, seconds = [], 0.0
         for i in ids:
             task = "BDGP"[i % 4]
-            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule, resample, for_report=False)
+            res = run_task(st, cfg, generator, task, steps, sampler, [i], schedule, resample, for_report=False,
+                           churn=churn)
             recs += next(iter(res["records"].values()))
             seconds += res["time_per_clip"]
-        rows.append({"sampler": sampler, "schedule": schedule, "resample": resample, "steps": steps,
+        rows.append({"sampler": sampler, "schedule": schedule, "resample": resample, "churn": churn, "steps": steps,
                      "time_per_clip": seconds / max(1, len(ids)),
                      **{k: mean_ignore_nan([r[k] for r in recs])
                         for k in ("harmonic_norm", "rhythmic_norm", "audible_fraction", "empty")}})

@@ -104,7 +104,7 @@ def _run_diffusion(args: argparse.Namespace) -> None:
                 out = out / config.diffusion.stems[0]  # one independent model per stem
             cfg = dataclasses.replace(_train_config(args, out), meta={"baseline": args.baseline})
             train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
-                            vae_path=args.vae, activity=activity)
+                            vae_path=args.vae, activity=activity, init=args.init)
     finally:
         cleanup()
 
@@ -133,6 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--latents", required=True, help="folder made by `msldm data latents`")
     diff.add_argument("--vae", default=None, help="VAE checkpoint to decode logged samples")
     diff.add_argument("--stem", default=None, help="ISLDM: train only this stem's model")
+    diff.add_argument("--init", default=None, metavar="CKPT",
+                      help="start from these denoiser weights when there is no run state to resume")
     diff.set_defaults(func=_run_diffusion)
 
 

@@ -108,9 +108,12 @@ def diffusion_datasets(config: ModelConfig, latents: str | Path,
 
 def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, info: DistInfo,
                     *, lr: float | None = None, amp: bool = True, vae_path: str | None = None,
-                    activity: ActivityFilter = ActivityFilter()) -> list[dict[str, float]]:
+                    activity: ActivityFilter = ActivityFilter(),
+                    init: str | Path | None = None) -> list[dict[str, float]]:
     """Train the denoiser of `config` on `latents`; writes `<out>/diffusion.safetensors` with
-    the latents' per-channel statistics (`latent_mean`, `latent_std`)."""
+    the latents' per-channel statistics (`latent_mean`, `latent_std`). `init`: a diffusion
+    checkpoint of the same U-Net to start from (a warm start when the run state is gone;
+    ignored when the run resumes)."""
     config = diffusion_config(config, latents)
     seed_everything(cfg.seed)
     train_set, val_set = diffusion_datasets(config, latents, activity)
@@ -119,6 +122,9 @@ def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, 
         from msldm.checkpoint import load_vae
         vae = load_vae(vae_path, info.device)[0]
     task = DiffusionTask(config, info, load_stats(latents), lr=lr, amp=amp, seed=cfg.seed, vae=vae)
+    if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
+        from msldm.checkpoint import load_diffusion
+        task.modules["denoiser"].load_state_dict(load_diffusion(init)[0].state_dict())
     meta = {"latents": str(latents), "vae_checkpoint": vae_path, **cfg.meta}
     return train(task, train_set, dataclasses.replace(cfg, meta=meta), info, val_set)
 

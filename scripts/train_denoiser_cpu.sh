@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Train (or continue) the CPU default's multi-source denoiser on this machine's CPU, in the
+# background, under nice, on latents of the 10-hour corpus made by the bundled SourceVAE:
+#   .venv/bin/msldm data latents --vae msldm/assets/vae-spectral/vae.safetensors \
+#       --data ~/.cache/msldm/data/multi --out ~/.cache/msldm/data/multi-latents --splits train validation
+#   bash scripts/train_denoiser_cpu.sh
+# Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
+# command resumes it exactly; if the state is gone it warm-starts from the committed weights.
+# Stop it cleanly with:  kill -TERM $(cat $RUN.pid)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LATENTS=${LATENTS:-$HOME/.cache/msldm/data/multi-latents}
+RUN=${RUN:-$HOME/.cache/msldm/runs/denoiser-cpu}
+PRESET=${PRESET:-cpu}
+THREADS=${THREADS:-2}
+INIT=${INIT:-msldm/assets/cpu/diffusion.safetensors}
+mkdir -p "$(dirname "$RUN")"
+RESUME=""; [ -f "$INIT" ] && RESUME="--init $INIT"; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
+export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
+OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train diffusion \
+    --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch 8 --lr 5e-4 \
+    --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
+    --workers 1 --no-progress $RESUME >> "$RUN.out" 2>&1 &
+echo $! > "$RUN.pid"
+echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"
