@@ -1,7 +1,7 @@
 """The bundle manifest (`manifest.json`): writing it, and checking a bundle against it.
 
-Fields follow the "Model bundle" contract (/work/contracts.md); the runtime
-(`server.runtime.read_manifest`) reads the same file.
+Fields follow the bundle contract (`docs/bundle.md`); the runtime's `server.runtime.read_manifest`
+is the one check of it, and `verify_bundle` calls it.
 """
 
 from __future__ import annotations
@@ -77,22 +77,13 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
 
 
 def verify_bundle(root: str | Path) -> dict[str, Any]:
-    """Check format version, required fields and every file's sha256; returns the manifest."""
-    root = Path(root)
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise ManifestError(f"{root}: no manifest.json")
-    m = json.loads(path.read_text())
-    if m.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(f"format_version {m.get('format_version')} is not {FORMAT_VERSION}")
-    required = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "window_frames",
-                "frame_multiple", "opset", "precision", "sampler", "files", "io", "provenance")
-    missing = [k for k in required if k not in m]
-    if missing:
-        raise ManifestError(f"manifest lacks {missing}")
-    for g in GRAPHS:
-        entry = m["files"][g]
-        digest = sha256_file(root / entry["path"])
-        if digest != entry["sha256"]:
-            raise ManifestError(f"{entry['path']}: sha256 {digest} does not match the manifest")
+    """Check a bundle exactly as the runtime will (`server.runtime.read_manifest`: format
+    version, required fields, the sampler block, every file's sha256); returns the manifest."""
+    from server.runtime import BundleError, read_manifest, sampler_defaults
+
+    try:
+        m = read_manifest(Path(root))
+        sampler_defaults(m["sampler"])
+    except BundleError as e:
+        raise ManifestError(str(e)) from None
     return m

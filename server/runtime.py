@@ -1,6 +1,6 @@
 """The torch-free bundle runtime: three onnxruntime sessions and the shared sampler.
 
-A model bundle (see /work/contracts.md, "Model bundle") is a folder with `encoder.onnx`,
+A model bundle (`docs/bundle.md`) is a folder with `encoder.onnx`,
 `denoiser.onnx`, `decoder.onnx` and `manifest.json`. `Bundle.load(dir)` checks the
 manifest and the files' sha256, opens one session per graph on the best provider that
 really works, warms them up, and exposes
@@ -10,7 +10,8 @@ really works, warms them up, and exposes
 - `decode(z [B,C,T]) -> audio [B,1,T*D]`,
 - `generate(...)`: total / partial generation with `msldm.sampling.generate` on numpy.
 
-Imports from the core package only `msldm.sampling` (framework-free); never torch.
+Imports from the core package only `msldm.sampling` and `msldm.config` (framework-free);
+never torch. The manifest's checks live here, once: the exporter calls `read_manifest` too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import io
 import json
 import logging
 import math
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from msldm import sampling
+from msldm.config import SamplerConfig
 from msldm.hashing import sha256_file
 
 GRAPHS = ("encoder", "denoiser", "decoder")
@@ -41,37 +43,29 @@ class BundleError(ValueError):
     """A bundle that is missing, inconsistent or corrupt."""
 
 
-@dataclass(frozen=True)
-class SamplerDefaults:
-    """The manifest's `sampler` block (S_tmax null = infinity)."""
+REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "window_frames",
+                 "frame_multiple", "opset", "precision", "sampler", "files", "io", "provenance")
+"""Top-level manifest fields every bundle has (the one list: the exporter checks it too)."""
 
-    sampler: str
-    steps: int
-    schedule: str
-    resample: int
-    sigma_min: float
-    sigma_max: float
-    rho: float
-    S_churn: float
-    S_tmin: float
-    S_tmax: float
-    S_noise: float
 
-    @classmethod
-    def from_manifest(cls, d: dict[str, Any]) -> "SamplerDefaults":
-        s_tmax = d.get("S_tmax")
-        for key, names in (("sampler", sampling.SAMPLERS), ("schedule", sampling.SCHEDULES)):
-            if key in d and d[key] not in names:
-                raise BundleError(f"manifest sampler.{key} {d[key]!r} is not one of {sorted(names)}")
-        if not 1 <= int(d.get("resample", 1)) <= sampling.MAX_RESAMPLE:
-            raise BundleError(f"manifest sampler.resample {d['resample']!r} is not in [1, {sampling.MAX_RESAMPLE}]")
-        return cls(sampler=str(d.get("sampler", "euler")), steps=int(d.get("steps", 25)),
-                   schedule=str(d.get("schedule", "karras")), resample=int(d.get("resample", 1)),
-                   sigma_min=float(d.get("sigma_min", 0.01)), sigma_max=float(d.get("sigma_max", 3.0)),
-                   rho=float(d.get("rho", 7.0)), S_churn=float(d.get("S_churn", 0.0)),
-                   S_tmin=float(d.get("S_tmin", 0.0)),
-                   S_tmax=math.inf if s_tmax is None else float(s_tmax),
-                   S_noise=float(d.get("S_noise", 1.0)))
+def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
+    """The manifest's `sampler` block as a `msldm.config.SamplerConfig` (S_tmax null = infinity).
+
+    Every field must be written: a bundle that leaves one out would otherwise fall back on
+    values nobody chose for it. Values are checked as the config checks them."""
+    fields = [f.name for f in dataclasses.fields(SamplerConfig)]
+    missing = [f for f in fields if f not in block]
+    unknown = sorted(set(block) - set(fields))
+    if missing or unknown:
+        raise BundleError(f"manifest sampler block: missing {missing}, unknown {unknown}; every field of "
+                          f"{fields} is written by `msldm export` (re-export the bundle)")
+    d = dict(block)
+    d["S_tmax"] = math.inf if d["S_tmax"] is None else d["S_tmax"]
+    try:
+        return SamplerConfig(**{k: (int(v) if k in ("steps", "resample") else
+                                    str(v) if k in ("sampler", "schedule") else float(v)) for k, v in d.items()})
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"manifest sampler block: {e}") from None
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -121,7 +115,7 @@ class Bundle:
         self.sigma_data: float = float(m["sigma_data"])
         self.window_frames: int = int(m["window_frames"])
         self.frame_multiple: int = int(m.get("frame_multiple", 1))
-        self.sampler_defaults = SamplerDefaults.from_manifest(m.get("sampler", {}))
+        self.sampler_defaults = sampler_defaults(m["sampler"])
         self.io = m["io"]
 
     # ------------------------------------------------------------------ loading
@@ -248,9 +242,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
     m = json.loads(path.read_text())
     if int(m.get("format_version", 0)) != SUPPORTED_FORMAT:
         raise BundleError(f"manifest format_version {m.get('format_version')} is not {SUPPORTED_FORMAT}")
-    for key in ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "window_frames", "files", "io"):
-        if key not in m:
-            raise BundleError(f"manifest lacks {key!r}")
+    missing = [k for k in REQUIRED_KEYS if k not in m]
+    if missing:
+        raise BundleError(f"manifest lacks {missing}")
     for g in GRAPHS:
         entry = m["files"].get(g)
         if not entry or "path" not in entry:

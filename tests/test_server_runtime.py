@@ -77,6 +77,28 @@ def test_manifest_schedule_is_the_default_and_checked(tiny_bundle, tmp_path):  #
             Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "b", **bad))
 
 
+def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  # noqa: F811
+    # One source of truth: the block is SamplerConfig's fields, every one written; a missing or
+    # unknown field is refused by name rather than filled with a default nobody chose.
+    from msldm.config import SamplerConfig
+    from export.manifest import ManifestError, verify_bundle
+
+    b = Bundle.load(tiny_bundle)
+    assert isinstance(b.sampler_defaults, SamplerConfig) and b.sampler_defaults.S_tmax == float("inf")
+    root = _bundle_with_sampler(tiny_bundle, tmp_path / "m")
+    m = json.loads((root / "manifest.json").read_text())
+    del m["sampler"]["S_churn"]
+    m["sampler"]["churn"] = 3.0
+    (root / "manifest.json").write_text(json.dumps(m))
+    for load in (Bundle.load, verify_bundle):
+        with pytest.raises((BundleError, ManifestError), match=r"missing \['S_churn'\], unknown \['churn'\]"):
+            load(root)
+    del m["provenance"]
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
+        Bundle.load(root)
+
+
 def test_manifest_resample_applies_to_partial_generation_only(tiny_bundle, tmp_path):  # noqa: F811
     b = Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "r", resample=3))
     calls = []
