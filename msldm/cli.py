@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from plugin_bridge.cli_common import SEED_HELP, add_alias
+
 DESCRIPTION = """msldm: accompaniment stems for your DAW (multi-source latent diffusion).
 
 Give it some stems of a region (say drums and piano) and it generates the missing ones
@@ -27,7 +29,7 @@ Every subcommand has --help with its defaults and an example."""
 EXAMPLES = """examples:
   msldm init --preset tiny --out ckpt/            # random-weight checkpoints (plumbing only)
   msldm generate --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors \\
-      --given drums=drums.wav --given piano=keys.wav --make bass,guitar --seconds 12 --out out/
+      --given drums=drums.wav --given piano=keys.wav --generate bass,guitar --duration 12 --out out/
 """
 
 
@@ -38,11 +40,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diffusion", required=True, type=Path, help="diffusion checkpoint")
     p.add_argument("--given", action="append", default=[], metavar="STEM=WAV",
                    help="a given stem (repeatable); none means total generation")
-    p.add_argument("--make", default=None, help="comma-separated stems to generate "
-                   "(default: every stem not given)")
-    p.add_argument("--seconds", type=float, default=None,
-                   help="length (default: the given stems' length, else 12 s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generate", default=None, metavar="STEMS", help="comma-separated stems to "
+                   "generate (default: every stem not given)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="length in seconds (default: the given stems' length, else 12 s)")
+    p.add_argument("--seed", type=int, default=None, help=SEED_HELP)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None)
     p.add_argument("--schedule", choices=["karras", "melody"], default=None,
@@ -51,13 +53,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="takes per step, 1-8: a tighter fit to the given stems (default: the model's)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--device", default="cpu")
+    add_alias(p, "--make", "--generate")  # the names before one name per concept
+    add_alias(p, "--seconds", "--duration")
     p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from msldm.generate import GenerateRequest, generate_to_folder
+    from msldm.generate import PipelineRequest, generate_to_folder
 
-    req = GenerateRequest.from_cli(args.given, args.make, args.seconds, args.seed, args.steps,
+    req = PipelineRequest.from_cli(args.given, args.generate, args.duration, args.seed, args.steps,
                                    args.sampler, args.schedule, args.resample)
     report = generate_to_folder(args.vae, args.diffusion, req, args.out, device=args.device)
     print(report)

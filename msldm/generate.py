@@ -18,23 +18,29 @@ from msldm.edm import EDMDenoiser
 from msldm.pipeline import TorchPipeline, validate_request
 from msldm.vae_models import build_vae
 from plugin_bridge import wavio
+from plugin_bridge.cli_common import seed_or_fresh
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
+class PipelineRequest:
+    """What `msldm generate` asks the PyTorch pipeline for (files in, a folder out). Not the
+    bridge's `plugin_bridge.client.GenerateRequest`, which is a `generate` message to the daemon.
+
+    `seed` is the one used: `from_cli` resolves "no --seed" to a fresh one (plugin_bridge.cli_common)."""
+
     given: dict[str, str]  # stem -> audio file path
-    make: tuple[str, ...] | None  # None: every stem not given
-    seconds: float | None
-    seed: int = 0
+    generate: tuple[str, ...] | None  # None: every stem not given
+    duration: float | None  # seconds; None: the given stems' length, else 12 s
+    seed: int
     steps: int | None = None
     sampler: str | None = None
     schedule: str | None = None
     resample: int | None = None
 
     @classmethod
-    def from_cli(cls, given: list[str], make: str | None, seconds: float | None, seed: int,
+    def from_cli(cls, given: list[str], generate: str | None, duration: float | None, seed: int | None,
                  steps: int | None, sampler: str | None, schedule: str | None = None,
-                 resample: int | None = None) -> "GenerateRequest":
+                 resample: int | None = None) -> "PipelineRequest":
         pairs = {}
         for item in given:
             stem, sep, path = item.partition("=")
@@ -43,14 +49,15 @@ class GenerateRequest:
             if stem in pairs:
                 raise ValueError(f"stem {stem!r} given twice")
             pairs[stem] = path
-        stems = tuple(s.strip() for s in make.split(",") if s.strip()) if make else None
-        return cls(pairs, stems, seconds, seed, steps, sampler, schedule, resample)
+        stems = tuple(s.strip() for s in generate.split(",") if s.strip()) if generate else None
+        return cls(pairs, stems, duration, seed_or_fresh(seed), steps, sampler, schedule, resample)
 
 
-def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateRequest, out: Path,
+def generate_to_folder(vae_path: Path, diffusion_path: Path, req: PipelineRequest, out: Path,
                        device: str = "cpu") -> str:
     """Run one generation and write `<stem>.wav` for every stem (given ones copied at the model
-    rate) plus `mixture.wav` and `generation.json` into `out`. Returns a short report."""
+    rate) plus `mixture.wav` and `generation.json` (with the seed used) into `out`. Returns a
+    short report that names the seed, so a take can be repeated."""
     t_start = time.perf_counter()
     for stem, path in req.given.items():  # before the minutes of loading, a clear message
         try:
@@ -59,10 +66,10 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
             raise ValueError(f"--given {stem}: cannot read {path}: {e}") from None
     pipe = TorchPipeline.from_checkpoints(vae_path, diffusion_path, device)
     sr = pipe.config.vae.sample_rate
-    make = list(req.make) if req.make else [s for s in pipe.stems if s not in req.given]
-    validate_request(pipe.stems, req.given, make)
+    generate = list(req.generate) if req.generate else [s for s in pipe.stems if s not in req.given]
+    validate_request(pipe.stems, req.given, generate)
     given = {s: load_mono(p, sr) for s, p in req.given.items()}
-    n = _length(given, req.seconds, sr)
+    n = _length(given, req.duration, sr)
     sampler = pipe.config.sampler
     if req.steps is not None:
         sampler = dataclasses.replace(sampler, steps=req.steps)
@@ -72,7 +79,7 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
         sampler = dataclasses.replace(sampler, schedule=req.schedule)
     if req.resample is not None:
         sampler = dataclasses.replace(sampler, resample=req.resample)
-    res = pipe.generate({s: torch.from_numpy(a) for s, a in given.items()}, make, n,
+    res = pipe.generate({s: torch.from_numpy(a) for s, a in given.items()}, generate, n,
                         seed=req.seed, sampler=sampler)
     stems = {s: _fit(a, n) for s, a in given.items()}
     stems.update({s: a.cpu().numpy() for s, a in res.stems.items()})
@@ -81,13 +88,14 @@ def generate_to_folder(vae_path: Path, diffusion_path: Path, req: GenerateReques
         wavio.write_wav_atomic(out / f"{s}.wav", a, sr, "32f")
     wavio.write_wav_atomic(out / "mixture.wav", np.sum(list(stems.values()), axis=0).astype(np.float32), sr, "32f")
     total = time.perf_counter() - t_start
-    meta = {"given": req.given, "made": make, "seconds": n / sr, "seed": req.seed,
+    meta = {"given": req.given, "generate": generate, "duration": n / sr, "seed": req.seed,
             "sampler": _json_safe(dataclasses.asdict(sampler)), "model": pipe.config.name,
             "timings_s": {**res.timings, "total": total}}
     wavio.write_json_atomic(out / "generation.json", meta)
     times = ", ".join(f"{k} {v:.2f} s" for k, v in meta["timings_s"].items())
     return (f"wrote {', '.join(sorted(stems))} and mixture ({n / sr:.2f} s at {sr} Hz) to {out}\n"
-            f"{times}; real-time factor {total / (n / sr):.2f}")
+            f"seed {req.seed} (--seed {req.seed} repeats this take); {times}; "
+            f"real-time factor {total / (n / sr):.2f}")
 
 
 def _json_safe(d: dict) -> dict:
@@ -95,11 +103,12 @@ def _json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
-def _length(given: dict[str, np.ndarray], seconds: float | None, sr: int) -> int:
-    if seconds is not None:
-        if seconds <= 0:
-            raise ValueError("--seconds must be positive")
-        return int(round(seconds * sr))
+def _length(given: dict[str, np.ndarray], duration: float | None, sr: int) -> int:
+    """Samples to generate: `duration` seconds, else the longest given stem, else 12 s."""
+    if duration is not None:
+        if duration <= 0:
+            raise ValueError("--duration must be positive")
+        return int(round(duration * sr))
     if given:
         return max(len(a) for a in given.values())
     return int(12 * sr)

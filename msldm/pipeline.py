@@ -32,16 +32,16 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def validate_request(stems: tuple[str, ...], given: dict, make: list[str]) -> None:
+def validate_request(stems: tuple[str, ...], given: dict, generate: list[str]) -> None:
     """Raise ValueError for unknown stems, overlaps, or an empty request."""
-    unknown = [s for s in list(given) + list(make) if s not in stems]
+    unknown = [s for s in list(given) + list(generate) if s not in stems]
     if unknown:
         raise ValueError(f"unknown stem(s) {unknown}; the model knows {list(stems)}")
-    both = sorted(set(given) & set(make))
+    both = sorted(set(given) & set(generate))
     if both:
         raise ValueError(f"stem(s) {both} are both given and requested")
-    if not make:
-        raise ValueError("nothing requested: name at least one stem to make")
+    if not generate:
+        raise ValueError("nothing requested: name at least one stem to generate")
 
 
 class TorchPipeline:
@@ -91,14 +91,14 @@ class TorchPipeline:
         return max(f, math.ceil(t / f) * f)
 
     @torch.no_grad()
-    def generate(self, given: dict[str, torch.Tensor], make: list[str], n_samples: int, *,
+    def generate(self, given: dict[str, torch.Tensor], generate: list[str], n_samples: int, *,
                  seed: int = 0, sampler: SamplerConfig | None = None,
                  noise: torch.Tensor | None = None,
                  callback: Callable[[int, int, float, torch.Tensor, torch.Tensor], None] | None = None
                  ) -> GenerationResult:
-        """Partial generation (Eq. 4-6) of the stems in `make` given mono stems `{name: [N]}`
+        """Partial generation (Eq. 4-6) of the stems in `generate` given mono stems `{name: [N]}`
         at the model rate; total generation when `given` is empty. Returns `n_samples` per stem."""
-        validate_request(self.stems, given, make)
+        validate_request(self.stems, given, generate)
         sc = sampler or self.config.sampler
         C, K, T = self.config.vae.latent_dim, len(self.stems), self.frames_for(n_samples)
         timings: dict[str, float] = {}
@@ -122,11 +122,11 @@ class TorchPipeline:
                               mask=mask if given else None, callback=callback, **sc.sampling_kwargs())
         timings["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        idx = [self.stems.index(s) for s in make]
-        lat = torch.cat([z[:, k * C:(k + 1) * C] for k in idx])  # [len(make), C, T]
+        idx = [self.stems.index(s) for s in generate]
+        lat = torch.cat([z[:, k * C:(k + 1) * C] for k in idx])  # [len(generate), C, T]
         audio = self.decode(lat)[:, 0, :n_samples]
         timings["decode"] = time.perf_counter() - t0
-        return GenerationResult({s: audio[i] for i, s in enumerate(make)}, z, timings)
+        return GenerationResult({s: audio[i] for i, s in enumerate(generate)}, z, timings)
 
 
 def _fit(audio: torch.Tensor, n: int) -> torch.Tensor:

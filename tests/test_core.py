@@ -4,6 +4,7 @@ These run tiny random models: they check plumbing and invariants, not musical qu
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -168,19 +169,45 @@ def test_generate_cli_writes_stems(tmp_path: Path, tiny_ckpt) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "msldm", "generate", "--vae", str(tiny_ckpt[0]),
            "--diffusion", str(tiny_ckpt[1]), "--given", f"drums={tmp_path / 'drums.wav'}",
-           "--make", "bass,piano", "--steps", "3", "--out", str(out)]
+           "--generate", "bass,piano", "--steps", "3", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for stem in ("bass", "piano", "drums", "mixture"):
         audio, rate = sf.read(out / f"{stem}.wav")
         assert rate == 22050 and len(audio) == int(round(1.5 * 22050))
-    bad = subprocess.run(cmd[:-2] + ["--make", "drums", "--out", str(out)],
+    meta = json.loads((out / "generation.json").read_text())  # no --seed: a fresh one, printed and recorded
+    assert f"seed {meta['seed']} (--seed {meta['seed']} repeats this take)" in proc.stdout
+    assert meta["generate"] == ["bass", "piano"] and meta["duration"] == pytest.approx(1.5, abs=1e-4)
+    bad = subprocess.run(cmd[:-2] + ["--make", "drums", "--out", str(out)],  # --make: the old name
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "both given and requested" in bad.stderr
     missing = [a.replace(str(tmp_path / "drums.wav"), str(tmp_path / "nope.wav")) for a in cmd]
     bad = subprocess.run(missing[:-1] + [str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--given drums: cannot read" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_generate_options_one_name_per_concept(monkeypatch) -> None:
+    """`msldm generate` says --generate and --duration, as the protocol and the bridge do;
+    --make and --seconds, the old names, parse the same and are hidden. No --seed: a fresh
+    one per run (the bridge's policy), resolved when the request is built."""
+    from msldm.cli import build_parser
+    from msldm.generate import PipelineRequest
+    from plugin_bridge import cli_common
+
+    base = ["generate", "--vae", "v", "--diffusion", "d", "--out", "o"]
+    new = build_parser().parse_args(base + ["--generate", "bass", "--duration", "4"])
+    old = build_parser().parse_args(base + ["--make", "bass", "--seconds", "4"])
+    assert vars(new) == vars(old) and (new.generate, new.duration, new.seed) == ("bass", 4.0, None)
+    sub = build_parser()._subparsers._group_actions[0].choices["generate"]
+    text = " ".join(sub.format_help().split())
+    assert "--generate" in text and "--duration" in text and "fresh one each run" in text
+    assert "--make" not in text and "--seconds" not in text
+    seeds = iter([21, 22])
+    monkeypatch.setattr(cli_common.secrets, "randbelow", lambda n: next(seeds))
+    make = (lambda seed: PipelineRequest.from_cli([], new.generate, new.duration, seed, None, None))
+    assert [make(None).seed, make(None).seed, make(7).seed] == [21, 22, 7]
+    assert make(7).generate == ("bass",) and make(7).duration == 4.0
 
 
 def test_weights_that_do_not_fit_their_config_are_a_checkpoint_error(tmp_path: Path) -> None:
