@@ -1,6 +1,6 @@
 """`msldm-bridge`: generate stems that fit given ones, through a running MSLDM daemon.
 
-    msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --make bass,guitar \\
+    msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --generate bass,guitar \\
         --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7
     msldm-bridge status
     msldm-bridge --server tcp://studio:5555 --curve-server-key server.key \\
@@ -24,11 +24,12 @@ from typing import Any, Sequence, TextIO
 
 from plugin_bridge import protocol as P
 from plugin_bridge import wavio
+from plugin_bridge.cli_common import SEED_HELP, add_alias, seed_or_fresh
 from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, CurveKeys, DaemonError, DaemonUnavailable, Done,
                                   Event, GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
 
 EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given piano=keys.wav "
-           "--make bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
+           "--generate bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
 
 
 class ProgressBar:
@@ -88,7 +89,7 @@ def _meter(text: str) -> list[int]:
 def _stems(text: str) -> list[str]:
     stems = [s.strip() for s in text.split(",") if s.strip()]
     if not stems:
-        raise argparse.ArgumentTypeError("--make wants a comma-separated list of stems")
+        raise argparse.ArgumentTypeError("--generate wants a comma-separated list of stems")
     return stems
 
 
@@ -113,29 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--given", type=_given, action="append", default=[], metavar="STEM=PATH",
                    help="a given stem (repeatable); any sample rate, mono or stereo")
-    g.add_argument("--make", type=_stems, required=True, help="stems to generate, e.g. bass,guitar")
+    g.add_argument("--generate", type=_stems, required=True, metavar="STEMS",
+                   help="stems to generate, e.g. bass,guitar")
     g.add_argument("--out", type=Path, required=True, help="folder for <region>.<stem>.wav")
     g.add_argument("--region", default="region", help="region name used in file names")
     g.add_argument("--tempo", type=float, help="BPM of the region (context for the DAW and sidecar)")
     g.add_argument("--meter", type=_meter, help="time signature, e.g. 4/4")
     g.add_argument("--start-bar", type=int, help="bar number where the region starts")
-    g.add_argument("--seed", type=int, help="random seed (default: a fresh one, recorded in the sidecar)")
+    g.add_argument("--seed", type=int, help=SEED_HELP)
     g.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
     g.add_argument("--schedule", choices=("karras", "melody"),
                    help="noise schedule; melody suits few steps (default: the model's)")
     g.add_argument("--resample", type=int, help="takes per step, 1-8: a tighter fit to the given stems "
                    "for that many times the sampling time (default: the model's)")
-    g.add_argument("--sample-rate", type=int, help="rate of the written stems (default: first given stem's)")
+    g.add_argument("--output-sample-rate", type=int, metavar="HZ",
+                   help="rate of the written stems (default: first given stem's)")
     g.add_argument("--bit-depth", choices=sorted(wavio.BIT_DEPTHS),
                    help="16, 24 or 32f (default: the first given stem's, else 24)")
-    g.add_argument("--duration", type=float, help="seconds to generate when no stem is given")
+    g.add_argument("--duration", type=float, metavar="SECONDS", help="seconds to generate when no stem is given")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--retries", type=_count, default=1,
                    help="times to resubmit the job if the daemon dies or restarts mid-job (same seed, "
                         "so the same stems); 0: give up at once")
     g.add_argument("--retry-wait", type=float, default=10.0,
                    help="seconds to wait for a daemon to answer again before each resubmission")
+    add_alias(g, "--make", "--generate")  # the names before one name per concept
+    add_alias(g, "--sample-rate", "--output-sample-rate")
     sub.add_parser("status", help="show the daemon's model, limits and queue")
     return ap
 
@@ -147,9 +152,10 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
     region = {k: v for k, v in (("tempo", args.tempo), ("meter", args.meter), ("start_bar", args.start_bar),
                                 ("name", args.region)) if v is not None}
     return GenerateRequest(
-        generate=tuple(args.make), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
+        generate=tuple(args.generate), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
-        resample=args.resample, output_sample_rate=args.sample_rate, duration=args.duration, region=region)
+        resample=args.resample, output_sample_rate=args.output_sample_rate, duration=args.duration,
+        region=region)
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
@@ -182,11 +188,11 @@ def reproduce_command(args: argparse.Namespace, done: Done) -> str:
     parts.append("generate")
     for stem, path in args.given:
         parts += ["--given", f"{stem}={path.resolve()}"]
-    parts += ["--make", ",".join(args.make), "--out", str(args.out.resolve()), "--region", args.region,
+    parts += ["--generate", ",".join(args.generate), "--out", str(args.out.resolve()), "--region", args.region,
               "--seed", str(done.seed), "--steps", str(done.steps)]
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
                         ("--schedule", done.schedule), ("--resample", done.resample),
-                        ("--sample-rate", args.sample_rate), ("--bit-depth", args.bit_depth),
+                        ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
                         ("--duration", args.duration)):
         if value is not None:
             parts += [flag, str(value)]
@@ -262,8 +268,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     files = [(stem, wavio.read_audio(path)) for stem, path in args.given]
     if not files and args.duration is None:
         raise SystemExit("msldm-bridge: give at least one --given stem, or --duration for a full generation")
-    if args.seed is None:
-        args.seed = secrets.randbelow(2**31)
+    args.seed = seed_or_fresh(args.seed)
     bit_depth = args.bit_depth or (files[0][1].bit_depth if files else wavio.DEFAULT_BIT_DEPTH)
     t0 = time.monotonic()
     bar = None if args.quiet else ProgressBar()

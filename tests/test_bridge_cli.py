@@ -39,7 +39,7 @@ def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp
     out = tmp_path / "stems"
     t0 = time.monotonic()
     r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
-                "--given", f"piano={given['piano']}", "--make", "bass,guitar", "--out", str(out),
+                "--given", f"piano={given['piano']}", "--generate", "bass,guitar", "--out", str(out),
                 "--tempo", "120", "--meter", "4/4", "--start-bar", "9", "--seed", "7", "--steps", "3",
                 "--region", "verse")
     elapsed = time.monotonic() - t0
@@ -70,6 +70,9 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
     assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"
     assert Path(argv[argv.index("--out") + 1]).is_absolute() and argv[argv.index("--sampler") + 1] == "euler"
+    # asked with the old names (--make, --sample-rate), reproduced with the current ones
+    assert argv[argv.index("--generate") + 1] == "bass" and argv[argv.index("--output-sample-rate") + 1] == "22050"
+    assert "--make" not in argv and "--sample-rate" not in argv
     argv[argv.index("--out") + 1] = str(tmp_path / "b")
     assert _bridge(*argv[1:]).returncode == 0
     a, sr = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
@@ -81,7 +84,7 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
 def test_daemon_down_exit_code_2_and_hint(given, tmp_path):
     t0 = time.monotonic()
     r = _bridge("--server", f"tcp://127.0.0.1:{free_port()}", "generate", "--given", f"drums={given['drums']}",
-                "--make", "bass", "--out", str(tmp_path / "o"))
+                "--generate", "bass", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "start it with `msldm serve`" in r.stderr
     assert not (tmp_path / "o").exists() and time.monotonic() - t0 < 10
     r = _bridge("--server", f"tcp://127.0.0.1:{free_port()}", "status")
@@ -103,7 +106,7 @@ def _terminal_sigint() -> None:
 def test_ctrl_c_cancels_the_job_and_writes_nothing(live_daemon, tmp_path):  # noqa: F811
     sf.write(str(tmp_path / "long.wav"), tone(100, 30.0, 22050), 22050)
     proc = subprocess.Popen([*BRIDGE, "--server", live_daemon.endpoint, "generate", "--given",
-                             f"drums={tmp_path / 'long.wav'}", "--make", "bass", "--steps", "1000",
+                             f"drums={tmp_path / 'long.wav'}", "--generate", "bass", "--steps", "1000",
                              "--out", str(tmp_path / "o")], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_terminal_sigint)
     try:
@@ -122,7 +125,7 @@ def test_a_daemon_killed_mid_job_and_restarted_loses_nothing(tiny_bundle, tmp_pa
     undisturbed run."""
     sf.write(str(tmp_path / "d.wav"), tone(100, 8.0, 22050), 22050)
     url = f"tcp://127.0.0.1:{free_port()}"
-    args = ["--server", url, "generate", "--given", f"drums={tmp_path / 'd.wav'}", "--make", "bass",
+    args = ["--server", url, "generate", "--given", f"drums={tmp_path / 'd.wav'}", "--generate", "bass",
             "--steps", "60", "--seed", "4", "--retry-wait", "30"]
     with daemon_subprocess(tiny_bundle, url) as (first, _):
         proc = subprocess.Popen([*BRIDGE, *args, "--out", str(tmp_path / "a")], cwd=ROOT, env=ENV,
@@ -144,14 +147,43 @@ def test_a_daemon_killed_mid_job_and_restarted_loses_nothing(tiny_bundle, tmp_pa
     np.testing.assert_array_equal(a, b)
 
 
+def test_generate_and_output_sample_rate_with_their_old_names():
+    """One name per concept: --generate (the protocol's field) and --output-sample-rate;
+    --make and --sample-rate, their old names, parse the same and are hidden from help."""
+    new = cli.build_parser().parse_args(["generate", "--generate", "bass,guitar", "--output-sample-rate", "48000",
+                                         "--out", "x"])
+    old = cli.build_parser().parse_args(["generate", "--make", "bass,guitar", "--sample-rate", "48000", "--out", "x"])
+    assert vars(new) == vars(old)
+    assert new.generate == ["bass", "guitar"] and new.output_sample_rate == 48000
+    sub = cli.build_parser()._subparsers._group_actions[0].choices["generate"]
+    text = " ".join(sub.format_help().split())
+    assert "--generate" in text and "--output-sample-rate" in text
+    assert "--make" not in text and "--sample-rate " not in text and "fresh one each run" in text
+
+
+def test_generate_is_required_under_either_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["generate", "--given", "drums=a.wav", "--out", "x"])
+    assert e.value.code == 2 and "--generate" in capsys.readouterr().err
+
+
+def test_no_seed_means_a_fresh_one_per_run(monkeypatch):
+    """The bridge's seed policy, shared with `msldm generate` (plugin_bridge.cli_common)."""
+    from plugin_bridge import cli_common
+    assert cli.build_parser().parse_args(["generate", "--generate", "bass", "--out", "x"]).seed is None
+    seeds = iter([11, 12])
+    monkeypatch.setattr(cli_common.secrets, "randbelow", lambda n: next(seeds))
+    assert [cli_common.seed_or_fresh(None), cli_common.seed_or_fresh(None), cli_common.seed_or_fresh(5)] == [11, 12, 5]
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
-        cli.main(["generate", "--given", "drums", "--make", "bass", "--out", "x"])
+        cli.main(["generate", "--given", "drums", "--generate", "bass", "--out", "x"])
     with pytest.raises(SystemExit):
-        cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--meter", "4-4"])
+        cli.main(["generate", "--given", "drums=a.wav", "--generate", "bass", "--out", "x", "--meter", "4-4"])
     with pytest.raises(SystemExit):
-        cli.main(["generate", "--given", "drums=a.wav", "--make", "bass", "--out", "x", "--retries", "-1"])
-    assert cli.main(["generate", "--given", "drums=/nonexistent.wav", "--make", "bass", "--out", "x"]) == 1
+        cli.main(["generate", "--given", "drums=a.wav", "--generate", "bass", "--out", "x", "--retries", "-1"])
+    assert cli.main(["generate", "--given", "drums=/nonexistent.wav", "--generate", "bass", "--out", "x"]) == 1
 
 
 def test_bridge_reaches_a_curve_daemon_with_keys_from_msldm_keys(tiny_bundle, given, tmp_path):  # noqa: F811
@@ -171,7 +203,7 @@ def test_bridge_reaches_a_curve_daemon_with_keys_from_msldm_keys(tiny_bundle, gi
     with Daemon(cfg) as d:
         curve = ["--curve-server-key", str(keys / "server.key")]
         ok = _bridge("--server", d.endpoint, *curve, "--curve-client-key", str(keys / "laptop.key_secret"),
-                     "generate", "--given", f"drums={given['drums']}", "--make", "bass", "--steps", "2",
+                     "generate", "--given", f"drums={given['drums']}", "--generate", "bass", "--steps", "2",
                      "--out", str(tmp_path / "o"))
         assert ok.returncode == 0, ok.stderr
         meta = json.loads((tmp_path / "o" / "region.msldm.json").read_text())

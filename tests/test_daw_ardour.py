@@ -117,10 +117,11 @@ def test_generate_script_adds_tracks_at_range_start(tmp_path, session, live_daem
     sdir, name, tones = session
     start, end = 48000, 120000
     r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano",
-                "make=bass,guitar", f"start={start}", f"end={end}", f"server={live_daemon.endpoint}", "seed=3",
+                "generate=bass,guitar", f"start={start}", f"end={end}", f"server={live_daemon.endpoint}", "seed=3",
                 f"bridge={sys.executable} -m plugin_bridge.cli", f"python={sys.executable}", "region=take1",
                 timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert " --generate 'bass,guitar' " in r.stdout and f" --output-sample-rate {SR} " in r.stdout
     # the given stem the model saw is the track over the range, read from its source file
     given, _ = sf.read(str(sdir / "msldm" / "given.drums.wav"), dtype="float32")
     np.testing.assert_array_equal(given, tones["Drums"][start - 24000:end - 24000])
@@ -144,6 +145,7 @@ def test_generate_script_adds_tracks_at_range_start(tmp_path, session, live_daem
 def test_generate_script_fails_cleanly_without_daemon(tmp_path, session):
     sdir, name, _ = session
     before = (sdir / f"{name}.ardour").read_bytes()
+    # `make=`, the old name of `generate=`, still works: the script gets as far as the bridge
     r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums", "make=bass",
                 "start=48000", "end=96000", f"server=tcp://127.0.0.1:{_free_port()}", f"python={sys.executable}",
                 f"bridge={sys.executable} -m plugin_bridge.cli")

@@ -170,7 +170,7 @@ BRIDGE = (sys.executable, "-m", "plugin_bridge.cli")
 
 
 def test_generate_inserts_stems_below_selection_at_its_start(fake, live_daemon):  # noqa: F811
-    settings = logic.Settings(make=("bass", "guitar"), server=live_daemon.endpoint, bridge=BRIDGE, seed=1)
+    settings = logic.Settings(generate=("bass", "guitar"), server=live_daemon.endpoint, bridge=BRIDGE, seed=1)
     stems = logic.generate(fake, settings, runner=RUNNER)
     assert [t.name for t in fake.tracks] == ["Drums", "Keys", "MSLDM bass", "MSLDM guitar", "Vox"]
     for track, stem in zip(fake.tracks[2:4], ("bass", "guitar")):
@@ -189,7 +189,7 @@ def test_generate_inserts_stems_below_selection_at_its_start(fake, live_daemon):
     assert '"tempo": 96.0' in sidecar and '"start_bar": 1' in sidecar  # 1.0 s at 96 BPM in 3/4: bar 1
 
 
-def test_default_make_is_every_stem_not_given(fake, live_daemon):  # noqa: F811
+def test_default_generate_is_every_stem_not_given(fake, live_daemon):  # noqa: F811
     stems = logic.generate(fake, logic.Settings(server=live_daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
     assert sorted(stems) == ["bass", "guitar"]  # drums and keys (piano) are given
 
@@ -200,7 +200,7 @@ def test_main_asks_and_reports_errors_in_a_message_box(fake, live_daemon):  # no
     fake.sel = (0.0, 0.0)
     logic.main(fake)
     assert fake.messages == ["Make a time selection first: it is the region to accompany."]
-    assert fake.ext[("MSLDM", "make")] == "bass" and fake.ext[("MSLDM", "seed")] == "5"
+    assert fake.ext[("MSLDM", "generate")] == "bass" and fake.ext[("MSLDM", "seed")] == "5"
     fake.user_answer = (0, "")  # the user cancelled the dialog: nothing happens
     logic.main(fake)
     assert len(fake.messages) == 1 and len(fake.tracks) == 3
@@ -209,10 +209,36 @@ def test_main_asks_and_reports_errors_in_a_message_box(fake, live_daemon):  # no
 def test_settings_from_user_parses_answers(fake):
     fake.user_answer = (1, "bass / guitar,12,")
     s = logic.settings_from_user(fake)
-    assert s is not None and s.make == ("bass", "guitar") and s.steps == 12 and s.seed is None
+    assert s is not None and s.generate == ("bass", "guitar") and s.steps == 12 and s.seed is None
     fake.user_answer = (1, "bass,many,")
     with pytest.raises(logic.UserError, match="whole numbers"):
         logic.settings_from_user(fake)
+
+
+def test_stems_remembered_as_make_by_an_earlier_version_are_offered(fake, monkeypatch):
+    """One name per concept: the ExtState key is `generate` now; an old `make` is the
+    dialog's default once, then emptied, so a blank answer stays blank next time."""
+    fake.ext[("MSLDM", "make")] = "guitar"
+    offered = []
+    ask = fake.RPR_GetUserInputs
+    monkeypatch.setattr(fake, "RPR_GetUserInputs", lambda *a: offered.append(a[3]) or ask(*a))
+    fake.user_answer = (1, ",,")
+    assert logic.settings_from_user(fake).generate == ()
+    assert offered == ["guitar,,"]
+    assert fake.ext[("MSLDM", "generate")] == "" and fake.ext[("MSLDM", "make")] == ""
+    logic.settings_from_user(fake)
+    assert offered[1] == ",,"
+
+
+def test_bridge_command_uses_the_current_option_names(tmp_path):
+    cmd = logic.bridge_command(logic.Settings(generate=("bass", "guitar"), seed=3), {"drums": tmp_path / "d.wav"},
+                               ("bass", "guitar"), tmp_path, "r", {"tempo": 120.0, "meter": [4, 4], "start_bar": 1},
+                               48000)
+    assert cmd[cmd.index("--generate") + 1] == "bass,guitar" and "--make" not in cmd
+    assert cmd[cmd.index("--output-sample-rate") + 1] == "48000" and "--sample-rate" not in cmd
+    from plugin_bridge.cli import build_parser
+    args = build_parser().parse_args(cmd[1:])  # what the bridge parses out of it
+    assert args.generate == ["bass", "guitar"] and args.output_sample_rate == 48000 and args.seed == 3
 
 
 def test_selection_problems_are_user_errors(fake):
@@ -232,7 +258,7 @@ def test_bridge_failure_is_reported_and_nothing_inserted(fake, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = logic.Settings(make=("bass",), server=f"tcp://127.0.0.1:{port}", bridge=BRIDGE)
+    settings = logic.Settings(generate=("bass",), server=f"tcp://127.0.0.1:{port}", bridge=BRIDGE)
     with pytest.raises(logic.UserError, match="start it with `msldm serve`"):
         logic.generate(fake, settings, runner=RUNNER)
     assert [t.name for t in fake.tracks] == ["Drums", "Keys", "Vox"] and fake.undo == []

@@ -18,7 +18,7 @@ function action_params ()
 		["server"] = { title = "Daemon address", default = "tcp://127.0.0.1:5555" },
 		["bridge"] = { title = "msldm-bridge command", default = "msldm-bridge" },
 		["python"] = { title = "Python with msldm installed", default = "python3" },
-		["make"]   = { title = "Stems to make (comma separated; empty: all not selected)", default = "" },
+		["generate"] = { title = "Stems to generate (comma separated; empty: all not selected)", default = "" },
 	}
 end
 
@@ -72,11 +72,11 @@ function factory (params) return function ()
 	end
 	if #tracks == 0 then alert ("Select the tracks to accompany first.") return end
 
-	local make = p["make"] or ""
-	if make == "" then
+	local generate = p["generate"] or p["make"] or "" -- "make": its name in earlier versions
+	if generate == "" then
 		local missing = {}
 		for _, s in ipairs ({ "bass", "drums", "guitar", "piano" }) do if not used[s] then table.insert (missing, s) end end
-		make = table.concat (missing, ",")
+		generate = table.concat (missing, ",")
 	end
 
 	local sr = Session:nominal_sample_rate ()
@@ -97,8 +97,8 @@ function factory (params) return function ()
 	end
 	local cmd = bridge .. " --server " .. shq (server) .. " generate"
 	for _, s in ipairs (given) do cmd = cmd .. " --given " .. shq (s .. "=" .. out .. "/given." .. s .. ".wav") end
-	cmd = cmd .. " --make " .. shq (make) .. " --out " .. shq (out) .. " --region " .. shq (region)
-		.. " --sample-rate " .. sr .. " --bit-depth 32f --quiet"
+	cmd = cmd .. " --generate " .. shq (generate) .. " --out " .. shq (out) .. " --region " .. shq (region)
+		.. " --output-sample-rate " .. sr .. " --bit-depth 32f --quiet"
 		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d", tm:quarters_per_minute_at (tp),
 			meter:divisions_per_bar (), meter:note_value (), tm:bbt_at (tp).bars)
 	local log = out .. "/" .. region .. ".log"
@@ -108,7 +108,7 @@ function factory (params) return function ()
 	end
 
 	local files = C.StringVector ()
-	for s in make:gmatch ("[^,]+") do
+	for s in generate:gmatch ("[^,]+") do
 		local path = out .. "/" .. region .. "." .. s .. ".wav"
 		local chk = io.open (path, "rb")
 		if not chk then alert ("msldm-bridge did not write " .. path) return end

@@ -2,8 +2,9 @@
 -- them on new tracks at the range's start.
 --
 --   ardour7-lua msldm_generate.lua SESSION_DIR SESSION_NAME given=Drums:drums,Keys:piano \
---       make=bass,guitar [start=SAMPLE end=SAMPLE] [server=tcp://127.0.0.1:5555] [seed=7] \
+--       generate=bass,guitar [start=SAMPLE end=SAMPLE] [server=tcp://127.0.0.1:5555] [seed=7] \
 --       [steps=8] [out=DIR] [region=NAME] [bridge="msldm-bridge"] [python=python3]
+-- (`make=` is the old name of `generate=` and still works.)
 --
 -- Steps: (1) read the given tracks' regions over the range (default: the session range)
 -- and the tempo/meter there; (2) `python -m plugin_bridge.adapters.ardour render` paints
@@ -43,7 +44,7 @@ local function file_exists (path)
 end
 
 local function parse_args ()
-	if not arg or #arg < 2 then fail ("usage: msldm_generate.lua SESSION_DIR SESSION_NAME given=Track:stem,... make=stem,...") end
+	if not arg or #arg < 2 then fail ("usage: msldm_generate.lua SESSION_DIR SESSION_NAME given=Track:stem,... generate=stem,...") end
 	local o = { dir = arg[1], name = arg[2], bridge = "msldm-bridge", python = "python3",
 		server = "tcp://127.0.0.1:5555", prefix = "MSLDM " }
 	for i = 3, #arg do
@@ -57,7 +58,8 @@ local function parse_args ()
 		if not track then fail ("given wants Track:stem pairs, got " .. pair) end
 		table.insert (o.given_list, { track = track, stem = stem })
 	end
-	if not o.make or o.make == "" then fail ("make=stem,... is required") end
+	o.generate = o.generate or o.make -- make=: the name before one name per concept
+	if not o.generate or o.generate == "" then fail ("generate=stem,... is required") end
 	o.out = o.out or (o.dir .. "/msldm")
 	return o
 end
@@ -113,8 +115,8 @@ local function bridge_cmd (o, sr, ctx)
 	for _, g in ipairs (o.given_list) do
 		cmd = cmd .. " --given " .. shq (g.stem .. "=" .. o.out .. "/given." .. g.stem .. ".wav")
 	end
-	cmd = cmd .. " --make " .. shq (o.make) .. " --out " .. shq (o.out) .. " --region " .. shq (o.region)
-		.. " --sample-rate " .. sr .. " --bit-depth 32f"
+	cmd = cmd .. " --generate " .. shq (o.generate) .. " --out " .. shq (o.out) .. " --region " .. shq (o.region)
+		.. " --output-sample-rate " .. sr .. " --bit-depth 32f"
 		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d", ctx.tempo, ctx.num, ctx.den, ctx.bar)
 	if o.seed then cmd = cmd .. " --seed " .. shq (o.seed) end
 	if o.steps then cmd = cmd .. " --steps " .. shq (o.steps) end
@@ -123,7 +125,7 @@ end
 
 local function add_tracks (s, o)
 	local names = {}
-	for stem in o.make:gmatch ("[^,]+") do
+	for stem in o.generate:gmatch ("[^,]+") do
 		local tl = s:new_audio_track (1, 2, nil, 1, o.prefix .. stem, ARDOUR.PresentationInfo.max_order,
 			ARDOUR.TrackMode.Normal, true)
 		if tl:size () ~= 1 then fail ("could not add a track for " .. stem) end

@@ -44,7 +44,7 @@ class UserError(Exception):
 class Settings:
     """What to generate and how. `bridge`: the command that runs msldm-bridge."""
 
-    make: tuple[str, ...] = ()
+    generate: tuple[str, ...] = ()  # empty: every stem not selected
     server: str = "tcp://127.0.0.1:5555"
     bridge: tuple[str, ...] = ("msldm-bridge",)
     steps: Optional[int] = None
@@ -181,16 +181,17 @@ def render_given(rp: Reaper, sel: Selection, folder: Path) -> dict[str, Path]:
     return out
 
 
-def bridge_command(settings: Settings, given: dict[str, Path], make: tuple[str, ...], out_dir: Path,
+def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[str, ...], out_dir: Path,
                    region: str, context: dict[str, Any], sample_rate: Optional[int]) -> list[str]:
     """The `msldm-bridge generate` command line for one region."""
     cmd = [*settings.bridge, "--server", settings.server, "generate"]
     for stem, path in given.items():
         cmd += ["--given", f"{stem}={path}"]
-    cmd += ["--make", ",".join(make), "--out", str(out_dir), "--region", region, "--bit-depth", settings.bit_depth,
+    cmd += ["--generate", ",".join(generate), "--out", str(out_dir), "--region", region, "--bit-depth", settings.bit_depth,
             "--tempo", f"{context['tempo']:g}", "--meter", "{}/{}".format(*context["meter"]),
             "--start-bar", str(context["start_bar"]), "--quiet"]
-    for flag, value in (("--steps", settings.steps), ("--seed", settings.seed), ("--sample-rate", sample_rate)):
+    for flag, value in (("--steps", settings.steps), ("--seed", settings.seed),
+                        ("--output-sample-rate", sample_rate)):
         if value is not None:
             cmd += [flag, str(value)]
     return cmd
@@ -231,13 +232,13 @@ def generate(api: Any, settings: Settings, runner: Callable[..., Any] = subproce
     """The whole action (see module doc); one undo step. Returns `{stem: inserted file}`."""
     rp = Reaper(api)
     sel = read_selection(rp)
-    make = settings.make or tuple(s for s in STEMS if s not in {t.stem for t in sel.tracks})
+    stems_to_generate = settings.generate or tuple(s for s in STEMS if s not in {t.stem for t in sel.tracks})
     work = rp.project_dir() / "msldm"
     cursor = api.RPR_GetCursorPosition()
     region = f"msldm-{sel.start:.3f}s".replace(".", "_")
     given = render_given(rp, sel, work / "given")
     rate = int(rp.info("PROJECT_SRATE")) if rp.info("PROJECT_SRATE_USE") else None
-    cmd = bridge_command(settings, given, make, work, region, rp.context_at(sel.start), rate)
+    cmd = bridge_command(settings, given, stems_to_generate, work, region, rp.context_at(sel.start), rate)
     stems = run_bridge(cmd, runner)
     api.RPR_Undo_BeginBlock()
     try:
@@ -245,29 +246,30 @@ def generate(api: Any, settings: Settings, runner: Callable[..., Any] = subproce
     finally:
         rp.set_time_selection(sel.start, sel.end)
         api.RPR_SetEditCurPos(cursor, False, False)
-        api.RPR_Undo_EndBlock("MSLDM: generate " + ", ".join(make), -1)
+        api.RPR_Undo_EndBlock("MSLDM: generate " + ", ".join(stems_to_generate), -1)
         api.RPR_UpdateArrange()
     return stems
 
 
 def settings_from_user(api: Any) -> Optional[Settings]:
     """Ask for stems / steps / seed (defaults remembered in REAPER's ExtState, section
-    "MSLDM"; keys `make`, `steps`, `seed`, `server`, `bridge`). None if cancelled.
+    "MSLDM"; keys `generate`, `steps`, `seed`, `server`, `bridge`; a `make` remembered by an
+    earlier version stands in for `generate`). None if cancelled.
     REAPER separates the answers with commas, so stems are separated by spaces or "/"."""
     def ext(key: str, default: str) -> str:
         return api.RPR_GetExtState(SECTION, key) or default
 
-    defaults = ",".join([ext("make", ""), ext("steps", ""), ext("seed", "")])
+    defaults = ",".join([ext("generate", ext("make", "")), ext("steps", ""), ext("seed", "")])
     r = api.RPR_GetUserInputs("MSLDM: generate accompaniment", 3,
                               "Stems (blank: all missing),Steps (blank: model),Seed (blank: random)",
                               defaults, 512)
     if not r[0]:
         return None
-    make, steps, seed = (r[4].split(",") + ["", "", ""])[:3]
-    for key, value in (("make", make), ("steps", steps), ("seed", seed)):
-        api.RPR_SetExtState(SECTION, key, value, True)
+    stems, steps, seed = (r[4].split(",") + ["", "", ""])[:3]
+    for key, value in (("generate", stems), ("make", ""), ("steps", steps), ("seed", seed)):
+        api.RPR_SetExtState(SECTION, key, value, True)  # "make" emptied: a blank answer stays blank
     try:
-        return Settings(make=tuple(s for s in re.split(r"[\s/;+]+", make.lower()) if s),
+        return Settings(generate=tuple(s for s in re.split(r"[\s/;+]+", stems.lower()) if s),
                         server=ext("server", Settings.server), bridge=tuple(shlex.split(ext("bridge", "msldm-bridge"))),
                         steps=int(steps) if steps.strip() else None, seed=int(seed) if seed.strip() else None)
     except ValueError:
