@@ -32,7 +32,7 @@ class DemoReport:
                  f"{self.model!r} on {', '.join(sorted(set(self.providers.values())))}:"]
         lines += [f"  {name:<8} {path}" for name, path in self.files.items()]
         t = self.timings
-        stages = ("load", "encode", "sample", "decode", "resample", "first_audio", "daemon_total",
+        stages = ("load", "encode", "sample", "decode", "convert_rate", "first_audio", "daemon_total",
                   "end_to_end")
         lines.append("  time: " + ", ".join(f"{k} {t[k]:.2f} s" for k in stages if k in t))
         lines.append(f"  real-time factor {t['end_to_end'] / self.seconds:.2f} "
@@ -50,7 +50,7 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
     from server.cli import default_bundle
     from server.daemon import Daemon, DaemonConfig
 
-    region = json.loads((example / "region.json").read_text())
+    region = read_region(example / "region.json")
     bundle = Path(bundle) if bundle else default_bundle()
     if not (bundle / "manifest.json").is_file():
         raise FileNotFoundError(f"no model bundle at {bundle}: export one with `msldm export` "
@@ -62,7 +62,7 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
         files = {s: wavio.read_audio(example / f) for s, f in region["given"].items()}
         request = GenerateRequest(
             given=tuple(GivenStem(s, a.audio, a.sample_rate) for s, a in files.items()),
-            generate=tuple(region["make"]), seed=seed, steps=steps, schedule=schedule, resample=resample,
+            generate=tuple(region["generate"]), seed=seed, steps=steps, schedule=schedule, resample=resample,
             region={"tempo": region["tempo"], "meter": region["meter"],
                     "start_bar": region["start_bar"]})
         t1 = time.perf_counter()
@@ -89,6 +89,15 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
     return _write(out, files, result, hello, timings, region)
 
 
+def read_region(path: Path) -> dict:
+    """An example region's description. The stems to generate are under `generate` (the
+    protocol's name); a `region.json` written before that, with `make`, reads the same."""
+    region = json.loads(Path(path).read_text())
+    if "generate" not in region and "make" in region:
+        region["generate"] = region.pop("make")
+    return region
+
+
 def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float],
            region: dict) -> DemoReport:
     from plugin_bridge import wavio
@@ -107,7 +116,7 @@ def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float
     written["mixture"] = wavio.write_wav_atomic(out / "mixture.wav", mix / max(1.0, peak / 0.99),
                                                 rate, "24")
     daemon_t = result.done.timings
-    timings = {**timings, **{k: float(v) for k, v in daemon_t.items() if k != "total"},
+    timings = {**timings, **{k: float(v) for k, v in daemon_t.items() if k not in ("total", "resample")},
                "daemon_total": float(daemon_t.get("total", 0.0))}
     record = {"region": region, "model": hello.get("model"), "providers": hello.get("providers"),
               "seed": result.done.seed, "steps": result.done.steps,

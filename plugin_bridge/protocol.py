@@ -192,7 +192,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedule", "str", True, "noise schedule used"),
         _f("resample", "int", True, "takes per step used"),
         _f("windows", "int", True, "number of model windows the region took"),
-        _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, resample, total"),
+        _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
+           "convert_rate (to the output sample rate; also sent as `resample`, its old name), total"),
         _f("region", "object", False, "the request's `region`, verbatim"),
     )),
     MessageSpec("error", "s2c", "A request failed or a job ended without result.", (

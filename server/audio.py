@@ -1,6 +1,8 @@
-"""Audio plumbing of the daemon: mono mixdown, resampling (soxr), validation, WAV I/O.
+"""Audio plumbing of the daemon: mono mixdown, rate conversion (soxr), validation, WAV I/O.
 
-Everything here is numpy on `[N]` mono or `[N, ch]` interleaved float32 audio.
+Everything here is numpy on `[N]` mono or `[N, ch]` interleaved float32 audio. Changing an
+audio signal's sample rate is "rate conversion" (`convert_rate`, `StreamRateConverter`):
+"resample" is the sampler's word (RePaint takes per step, a `generate` field on the wire).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return a if a.ndim == 1 else a.mean(axis=1, dtype=np.float32)
 
 
-def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
-    """Resample `[N]` or `[N, ch]` from `in_rate` to `out_rate` (soxr HQ). Same rate: a copy.
+def convert_rate(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """Convert `[N]` or `[N, ch]` from `in_rate` to `out_rate` (soxr HQ). Same rate: a copy.
 
     Returns exactly `round(N * out_rate / in_rate)` frames (soxr's length, padded or cut by
     at most a sample), so lengths stay predictable."""
@@ -37,7 +39,7 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
 
 
 def exact_length(n: int, in_rate: int, out_rate: int) -> int:
-    """Frames of `n` frames at `in_rate` once resampled to `out_rate`: round(n * out / in)."""
+    """Frames of `n` frames at `in_rate` once converted to `out_rate`: round(n * out / in)."""
     return (n * out_rate + in_rate // 2) // in_rate
 
 
@@ -49,8 +51,8 @@ def fit_length(a: np.ndarray, n: int) -> np.ndarray:
     return np.pad(a, pad)
 
 
-class StreamResampler:
-    """Chunked resampling of one mono stream that adds up to exactly `total_out` samples.
+class StreamRateConverter:
+    """Chunked rate conversion of one mono stream that adds up to exactly `total_out` samples.
 
     `push(chunk, last)` returns the output available so far; after the last push the
     concatenated outputs are `total_out` samples long (soxr's streaming output, cut or

@@ -1,9 +1,10 @@
 """The job queue and the one worker thread that owns the inference sessions.
 
 Front ends (ZeroMQ, OSC) validate requests, wrap them in a `Job` with a `Sink` (where the
-job's messages go) and `submit` them. The worker runs jobs one at a time: resample the
-given stems to the model rate, `windowing.generate_region`, resample each decoded piece
-to the output rate (streaming soxr) and hand it to the sink as soon as it exists.
+job's messages go) and `submit` them. The worker runs jobs one at a time: convert the
+given stems to the model rate, `windowing.generate_region` (its `resample` is RePaint's
+takes per step), convert each decoded piece to the output sample rate (streaming soxr)
+and hand it to the sink as soon as it exists.
 
 Cancel: `cancel()` sets the job's event; the sampler callback checks it after every step
 (raising `sampling.Cancelled`), so a running job stops within one step.
@@ -22,7 +23,7 @@ import numpy as np
 
 from msldm.sampling import Cancelled
 from plugin_bridge.protocol import ErrorCode, ProtocolError
-from server.audio import StreamResampler
+from server.audio import StreamRateConverter
 from server.requests import JobRequest, Limits
 from server.runtime import Bundle
 from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
@@ -241,24 +242,26 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                              default_overlap(bundle.window_frames)).starts)
     job.total = windows * req.steps
     hook = _progress_hook(job, windows, time.perf_counter())
-    resamplers = {s: StreamResampler(bundle.sample_rate, req.out_rate, req.out_frames) for s in req.requested}
-    offsets = {s: 0 for s in req.requested}
-    t, t_resample = Timings(), 0.0
-    for piece in generate_region(bundle, given, req.requested, n, seed=req.seed, steps=req.steps,
+    converters = {s: StreamRateConverter(bundle.sample_rate, req.output_sample_rate, req.output_frames)
+                  for s in req.generate}
+    offsets = {s: 0 for s in req.generate}
+    t, t_convert = Timings(), 0.0
+    for piece in generate_region(bundle, given, req.generate, n, seed=req.seed, steps=req.steps,
                                  sampler=req.sampler, schedule=req.schedule, resample=req.resample,
                                  hook=hook, timings=t, cache=cache):
         job.check()
         for stem, a in piece.stems.items():
             t0 = time.perf_counter()
-            y = resamplers[stem].push(a, last=piece.last)
-            t_resample += time.perf_counter() - t0
+            y = converters[stem].push(a, last=piece.last)
+            t_convert += time.perf_counter() - t0
             if len(y) or piece.last:
                 job.sink.chunk(job, stem, offsets[stem], y, piece.window, piece.last)
                 offsets[stem] += len(y)
     timings = {"queue": t_start - job.submitted, "prepare": t_prep, "encode": t.encode,
-               "sample": t.sample, "decode": t.decode, "resample": t_resample,
+               "sample": t.sample, "decode": t.decode, "convert_rate": t_convert,
+               "resample": t_convert,  # convert_rate's old name: version-1 clients read it
                "total": time.perf_counter() - job.submitted}
-    return {"stems": list(req.requested), "frames": req.out_frames, "sample_rate": req.out_rate,
+    return {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
             "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
             "resample": req.resample, "windows": windows,
             "timings": {k: round(v, 6) for k, v in timings.items()}}

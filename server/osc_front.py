@@ -8,7 +8,8 @@ packet's source port):
     /msldm/generate <job_id:s> <reply_port:i> <key=value:s>...
                     keys: <stem>=<wav path> (a given stem; repeat per stem),
                           generate=<stem>[,<stem>...], seed=<int>, steps=<int>,
-                          sampler=<name>, schedule=<name>, resample=<int>, sample_rate=<output Hz>, duration=<seconds>
+                          sampler=<name>, schedule=<name>, resample=<int>, output_sample_rate=<Hz>,
+                          duration=<seconds>   (sample_rate=<Hz>: output_sample_rate's old name)
                     -> /msldm/queued <job_id> <position:i>
                        /msldm/progress <job_id> <step:i> <total:i>  (at most 10 per second)
                        /msldm/done <job_id> <path:s>...            (the written stems)
@@ -52,6 +53,8 @@ from server.requests import Limits, ModelInfo, build_request
 
 log = logging.getLogger(__name__)
 MAX_PACKET = 65536  # larger than any UDP datagram: nothing is ever cut
+OLD_OPTION_NAMES = {"sample_rate": "output_sample_rate"}
+"""`/msldm/generate` option names of earlier versions -> the protocol field they set."""
 
 
 def resolve_inside(path: str, folders: Sequence[Path]) -> Path:
@@ -83,11 +86,11 @@ class OscSink:
             self.front.send(self.reply_to, "/msldm/progress", job.job_id, step, total)
 
     def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
-        self.output.write(stem, audio, job.request.out_rate)
+        self.output.write(stem, audio, job.request.output_sample_rate)
 
     def done(self, job: Job, info: dict[str, Any]) -> None:
         try:
-            paths = self.output.commit(job.request.requested)
+            paths = self.output.commit(job.request.generate)
         except Exception as e:  # disk full, a file at the folder's name: the client must still hear
             log.exception("job %s: writing the stems failed", job.job_id)
             self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.output.final}: {e}")
@@ -217,12 +220,13 @@ class OscFront:
         """`key=value` options -> a protocol `generate` header and its PCM frames."""
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
-        casts = {"seed": int, "steps": int, "sample_rate": int, "duration": _finite_float, "sampler": str,
-                 "schedule": str, "resample": int}
+        casts = {"seed": int, "steps": int, "output_sample_rate": int, "duration": _finite_float,
+                 "sampler": str, "schedule": str, "resample": int}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)
             key, value = opt.split("=", 1)
+            key = OLD_OPTION_NAMES.get(key, key)
             if key == "generate":
                 header["generate"] = [s for s in value.split(",") if s]
             elif key in casts:
@@ -230,7 +234,7 @@ class OscFront:
                     v = casts[key](value)
                 except ValueError:
                     raise ProtocolError(ErrorCode.BAD_FIELD, f"{key}={value!r} is not valid", job_id) from None
-                header["output_sample_rate" if key == "sample_rate" else key] = v
+                header[key] = v
             elif key in self.model.stems:
                 audio, rate = self._read(value, job_id)
                 header["given"].append({"stem": key, "sample_rate": rate, "channels": 1, "frames": len(audio)})

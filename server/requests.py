@@ -1,8 +1,8 @@
 """From a decoded `generate` message to a validated `JobRequest` (cheap checks only).
 
 Runs in the front-end thread, so it only does what is cheap: names, rates, lengths,
-NaN/Inf and silence. Resampling to the model rate happens later in the worker
-(`JobRequest.model_rate_given`).
+NaN/Inf and silence. Converting the given stems to the model rate happens later in the
+worker (`JobRequest.model_rate_given`).
 """
 
 from __future__ import annotations
@@ -64,16 +64,17 @@ class ModelInfo:
 class JobRequest:
     """A validated generation request.
 
-    `given`: stem -> (`[n]` mono float32 at `given_rates[stem]`). `duration`: region length
-    in seconds; `out_frames`: exact length of every output stem at `out_rate`."""
+    `given`: stem -> (`[n]` mono float32 at `given_rates[stem]`). `generate`: the stems to
+    generate, in model order (the protocol's field name). `duration`: region length in
+    seconds; `output_frames`: exact length of every output stem at `output_sample_rate`."""
 
     job_id: str
     given: dict[str, np.ndarray]
     given_rates: dict[str, int]
-    requested: list[str]
+    generate: list[str]
     duration: float
-    out_rate: int
-    out_frames: int
+    output_sample_rate: int
+    output_frames: int
     seed: int
     steps: int
     sampler: str
@@ -87,9 +88,9 @@ class JobRequest:
         return max(1, round(self.duration * model_rate))
 
     def model_rate_given(self, model_rate: int) -> dict[str, np.ndarray]:
-        """Given stems resampled (soxr) to `model_rate`, each `[n_model]` (zero-padded / cut)."""
+        """Given stems converted (soxr) to `model_rate`, each `[n_model]` (zero-padded / cut)."""
         n = self.model_frames(model_rate)
-        return {s: audio_ops.fit_length(audio_ops.resample(a, self.given_rates[s], model_rate), n)
+        return {s: audio_ops.fit_length(audio_ops.convert_rate(a, self.given_rates[s], model_rate), n)
                 for s, a in self.given.items()}
 
 
@@ -97,7 +98,7 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     """Validate a decoded `generate` message; raises ProtocolError with the stable code."""
     h, job_id = msg.header, msg.job_id
     infos = given_infos(h)
-    requested = _check_stems(h["generate"], infos, model, job_id)
+    generate = _check_stems(h["generate"], infos, model, job_id)
     given, rates = _given_audio(infos, msg.pcm, job_id)
     duration, longest = _duration(h, infos, job_id)
     if duration > limits.max_region_seconds:
@@ -106,16 +107,16 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     if given and all(audio_ops.is_silent(a) for a in given.values()):
         raise ProtocolError(ErrorCode.SILENT_REGION, "every given stem is digital silence; nothing to "
                             "accompany (send no given stems for total generation)", job_id)
-    out_rate = h.get("output_sample_rate", infos[0].sample_rate if infos else model.sample_rate)
-    out_rate = check_sample_rate(out_rate, "output_sample_rate", job_id)
+    rate = h.get("output_sample_rate", infos[0].sample_rate if infos else model.sample_rate)
+    rate = check_sample_rate(rate, "output_sample_rate", job_id)
     if longest is not None:
-        out_frames = audio_ops.exact_length(longest.frames, longest.sample_rate, out_rate)
+        frames = audio_ops.exact_length(longest.frames, longest.sample_rate, rate)
     else:
-        out_frames = round(duration * out_rate)
-    if out_frames < 1:
+        frames = round(duration * rate)
+    if frames < 1:
         raise ProtocolError(ErrorCode.EMPTY_REGION, "region is shorter than one output sample", job_id)
     seed, steps, sampler, schedule, resample = _sampling_args(h, model, limits, job_id)
-    return JobRequest(job_id, given, rates, requested, duration, out_rate, out_frames, seed, steps,
+    return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
                       sampler, h.get("region"), schedule=schedule, resample=resample)
 
 

@@ -80,7 +80,7 @@ class ZmqSink:
     def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
         self.outbox.send(self.identity, {"type": "chunk", "job_id": job.job_id, "stem": stem,
                                          "offset": offset, "frames": int(len(audio)),
-                                         "sample_rate": job.request.out_rate, "channels": 1,
+                                         "sample_rate": job.request.output_sample_rate, "channels": 1,
                                          "window": window, "final": final}, (audio,))
 
     def done(self, job: Job, info: dict[str, Any]) -> None:

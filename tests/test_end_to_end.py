@@ -55,7 +55,7 @@ def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: P
         audio, rate = sf.read(report.files[name], dtype="float32")
         assert rate == region["sample_rate"] and len(audio) == n, name
         assert np.isfinite(audio).all()
-    for name in region["make"]:
+    for name in region["generate"]:
         audio, _ = sf.read(report.files[name], dtype="float32")
         assert np.abs(audio).max() > 0, f"{name} came back silent"
     for name, file in region["given"].items():  # the given stems go back untouched
@@ -83,3 +83,16 @@ def test_demo_same_seed_same_stems(exported_tiny: Path, tmp_path: Path) -> None:
 def test_demo_without_bundle_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no model bundle"):
         run_demo(tmp_path / "out", bundle=tmp_path / "missing", progress=False)
+
+
+def test_region_json_names_the_stems_to_generate_and_reads_the_old_key(tmp_path: Path) -> None:
+    """The example region says `generate` (the protocol's name); a region.json with `make`,
+    its name before one name per concept, reads the same."""
+    from msldm.demo import read_region
+    bundled = json.loads((EXAMPLE_DIR / "region.json").read_text())
+    assert bundled["generate"] == ["bass", "guitar"] and "make" not in bundled
+    old = {k: v for k, v in bundled.items() if k != "generate"} | {"make": ["bass"]}
+    (tmp_path / "region.json").write_text(json.dumps(old))
+    region = read_region(tmp_path / "region.json")
+    assert region["generate"] == ["bass"] and "make" not in region
+    assert read_region(EXAMPLE_DIR / "region.json") == bundled

@@ -87,7 +87,7 @@ def test_osc_round_trip_with_liblo(osc_daemon, folders):
         send = ["oscsend", "localhost", str(port)]
         subprocess.run(send + ["/msldm/ping", "i", str(dump_port)], check=True)
         subprocess.run(send + ["/msldm/generate", "sisss", "take1", str(dump_port), "bass=bass.wav",
-                               "generate=drums,piano", "sample_rate=48000"], check=True)
+                               "generate=drums,piano", "output_sample_rate=48000"], check=True)
         lines = _read_until(dump, "/msldm/done", 20)
     finally:
         dump.terminate()
@@ -183,6 +183,20 @@ def test_sigterm_mid_job_leaves_no_partial_file(tiny_bundle, folders):  # noqa: 
     assert not (out / "take").exists() and _temporaries(out) == []
 
 
+def test_output_sample_rate_option_and_its_old_name():
+    """`output_sample_rate=` is the protocol's name; `sample_rate=` (the name before one
+    name per concept) still sets the same field."""
+    from types import SimpleNamespace
+
+    from server.osc_front import OscFront
+
+    front = SimpleNamespace(model=SimpleNamespace(stems=("bass", "drums")))
+    for option in ("output_sample_rate=48000", "sample_rate=48000"):
+        header, pcm = OscFront._request(front, "j1", ["generate=bass", option, "duration=2"])
+        assert header["output_sample_rate"] == 48000 and "sample_rate" not in header
+        assert header["generate"] == ["bass"] and header["duration"] == 2.0 and pcm == []
+
+
 def test_stems_that_cannot_be_published_are_an_error_reply_and_leave_nothing(tmp_path):
     """The final rename fails (here: a file stands at the job's folder name): the client
     hears `/msldm/error` instead of nothing, no stem is published and no temporary is left."""
@@ -195,7 +209,7 @@ def test_stems_that_cannot_be_published_are_an_error_reply_and_leave_nothing(tmp
 
     sent = []
     front = SimpleNamespace(send=lambda to, address, *args: sent.append((address, *args)))
-    job = SimpleNamespace(job_id="j1", request=SimpleNamespace(requested=["bass", "drums"], out_rate=22050))
+    job = SimpleNamespace(job_id="j1", request=SimpleNamespace(generate=["bass", "drums"], output_sample_rate=22050))
     sink = OscSink(front, ("127.0.0.1", 9), JobOutput(tmp_path, "j1"))
     for stem in ("bass", "drums"):
         sink.chunk(job, stem, 0, np.zeros(100, np.float32), 0, True)

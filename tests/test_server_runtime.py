@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from server_fixtures import C, HOP, SIGMA_DATA, WINDOW, tiny_bundle  # noqa: F401  (fixture)
-from server.audio import StreamResampler, exact_length, resample, to_mono
+from server.audio import StreamRateConverter, convert_rate, exact_length, to_mono
 from server.runtime import Bundle, BundleError
 from server.windowing import EncodeCache, WindowPlan, default_overlap, generate_region
 
@@ -226,12 +226,12 @@ def test_region_with_cache_equals_region_without(bundle):
     assert not np.array_equal(first, again)
 
 
-def test_resampling_lengths_are_exact():
+def test_rate_conversion_lengths_are_exact():
     x = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
-    assert len(resample(x, 22050, 48000)) == exact_length(22050, 22050, 48000) == 48000
-    st = StreamResampler(22050, 48000, 48000)
+    assert len(convert_rate(x, 22050, 48000)) == exact_length(22050, 22050, 48000) == 48000
+    st = StreamRateConverter(22050, 48000, 48000)
     parts = [st.push(x[:7000]), st.push(x[7000:15000]), st.push(x[15000:], last=True)]
     y = np.concatenate(parts)
     assert len(y) == 48000
-    np.testing.assert_allclose(y[1000:-1000], resample(x, 22050, 48000)[1000:-1000], atol=1e-3)
+    np.testing.assert_allclose(y[1000:-1000], convert_rate(x, 22050, 48000)[1000:-1000], atol=1e-3)
     assert to_mono(np.ones((5, 2), np.float32) * [1, 0]).tolist() == [0.5] * 5

@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
-from msldm.audio import resample
+from msldm.audio import convert_rate
 from msldm.config import MIX, STEMS
 
 CLASS_TO_STEM: dict[str, str] = {"Bass": "bass", "Drums": "drums", "Guitar": "guitar",
@@ -85,10 +85,6 @@ def _layout(track: Path) -> str | None:
 
 def _to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1) if x.ndim == 2 else x
-
-
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    return resample(x, sr_in, sr_out)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -170,8 +166,8 @@ class Track:
         stop_src = math.ceil((start + length + ctx) * p / q)
         rows = []
         for s in names:
-            y = _resample(self._read_stem(s, m0 * p // q, stop_src), self.source_rate,
-                          self.sample_rate)
+            y = convert_rate(self._read_stem(s, m0 * p // q, stop_src), self.source_rate,
+                             self.sample_rate)
             rows.append(_fit(y[start - m0:], length))
         return np.stack(rows)
 
