@@ -34,7 +34,7 @@ STAGES = ("encode", "step", "sample", "decode", "total")
 EXAMPLE = """examples:
   msldm bench --bundle bundles/small --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors
   msldm bench --bundle bundles/small            # onnxruntime only (no checkpoints to compare)
-  msldm bench --server --bundle bundles/small   # the daemon end to end (server helper)
+  msldm bench --daemon --bundle bundles/small   # the daemon end to end (server helper)
 """
 
 
@@ -170,7 +170,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `msldm bench` (`--server` dispatches to the server helper's daemon benchmark)."""
+    """Add `msldm bench` (`--daemon`, formerly `--server`, dispatches to the server helper's
+    daemon benchmark)."""
     p = subparsers.add_parser("bench", help="time onnxruntime vs PyTorch on a 12 s region",
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=None, help="model bundle folder")
@@ -185,16 +186,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         from server.cli import add_bench_arguments
         add_bench_arguments(p)
     except ImportError:
-        p.add_argument("--server", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--daemon", "--server", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if getattr(args, "server", False):
+    if getattr(args, "daemon", False):
         from server.cli import run_bench as run_server_bench
         return run_server_bench(args)
     if args.bundle is None:
-        raise ValueError("--bundle is required (or --server)")
+        raise ValueError("--bundle is required (or --daemon)")
     if (args.vae is None) != (args.diffusion is None):
         raise ValueError("give both --vae and --diffusion for the PyTorch side, or neither")
     mallocs = ("default", "tuned") if args.malloc == "both" else (args.malloc,)

@@ -1,4 +1,4 @@
-"""`msldm bench --server`: the daemon's end-to-end latency against the same work in-process.
+"""`msldm bench --daemon`: the daemon's end-to-end latency against the same work in-process.
 
 For each region length: two given stems (stereo, 44.1 kHz) -> two generated stems at
 48 kHz. "In-process" runs the very job code the worker runs (`jobs.run_job`) with an

@@ -1,8 +1,9 @@
-"""Thin CLI of the daemon: `msldm serve`, `msldm keys` and the `--server` part of `msldm bench`.
+"""Thin CLI of the daemon: `msldm serve`, `msldm keys` and the `--daemon` part of `msldm bench`.
 
 Wiring (done by `msldm/cli.py`): `server.cli.register(subparsers)` adds `serve` and `keys`;
-`server.cli.add_bench_arguments(bench_parser)` adds the `--server` options to `msldm bench`
-and `server.cli.run_bench(args)` runs it when `args.server` is set. `python -m server`
+`server.cli.add_bench_arguments(bench_parser)` adds the `--daemon` options to `msldm bench`
+and `server.cli.run_bench(args)` runs it when `args.daemon` is set. (`--server` is the
+daemon's address in `msldm-bridge`; bench's old `--server*` spellings still work, hidden.) `python -m server`
 runs the same `serve` (and `keys`) without the core CLI.
 """
 
@@ -130,21 +131,25 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `msldm bench --server` (the lead's `bench` parser gets these)."""
-    p.add_argument("--server", action="store_true",
+    """Options of `msldm bench --daemon` (the lead's `bench` parser gets these). Before one
+    name per concept they were `--server*`: those spellings stay accepted, hidden."""
+    from plugin_bridge.cli_common import add_alias
+    p.add_argument("--daemon", action="store_true",
                    help="benchmark the daemon end to end against the same work in-process")
-    p.add_argument("--server-seconds", type=float, nargs="+", default=[12.0, 60.0],
+    p.add_argument("--daemon-seconds", type=float, nargs="+", default=[12.0, 60.0],
                    help="region lengths to time (default: 12 60)")
-    p.add_argument("--server-repeats", type=int, default=3, help="in-process / daemon pairs per length")
-    p.add_argument("--server-steps", type=int, default=None, help="sampler steps (default: bundle's)")
+    p.add_argument("--daemon-repeats", type=int, default=3, help="in-process / daemon pairs per length")
+    p.add_argument("--daemon-steps", type=int, default=None, help="sampler steps (default: bundle's)")
+    for name in ("", "-seconds", "-repeats", "-steps"):
+        add_alias(p, f"--server{name}", f"--daemon{name}")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run `bench_server` and print its table; `args.bundle` may be None (bundled default)."""
     from server.bench import bench_server, format_table
     bundle = getattr(args, "bundle", None) or default_bundle()
-    rows = bench_server(bundle, tuple(args.server_seconds), repeats=args.server_repeats,
-                        steps=args.server_steps, threads=getattr(args, "threads", None) or 0)
+    rows = bench_server(bundle, tuple(args.daemon_seconds), repeats=args.daemon_repeats,
+                        steps=args.daemon_steps, threads=getattr(args, "threads", None) or 0)
     print(format_table(rows))
     return 0
 
@@ -157,6 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="daemon latency vs in-process")
     b.add_argument("--bundle", type=Path, default=None)
     add_bench_arguments(b)
-    b.set_defaults(func=run_bench, server=True)
+    b.set_defaults(func=run_bench, daemon=True)
     args = parser.parse_args(argv)
     return args.func(args)

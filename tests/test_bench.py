@@ -1,4 +1,4 @@
-"""`msldm bench`: both backends in child processes, the table, the `--server` dispatch."""
+"""`msldm bench`: both backends in child processes, the table, the `--daemon` dispatch."""
 
 from __future__ import annotations
 
@@ -55,10 +55,19 @@ def test_half_given_checkpoints_is_an_error(tiny):
         args.func(args)
 
 
-def test_server_flag_dispatches_to_the_server_bench(monkeypatch):
+@pytest.mark.parametrize("flag", ["--daemon", "--server"])  # --server: its old, hidden name
+def test_daemon_flag_dispatches_to_the_server_bench(monkeypatch, flag):
     import server.cli
     seen = {}
     monkeypatch.setattr(server.cli, "run_bench", lambda a: seen.setdefault("args", a) and 0)
-    args = _parser().parse_args(["bench", "--server", "--bundle", "x"])
+    args = _parser().parse_args(["bench", flag, "--bundle", "x"])
     args.func(args)
-    assert seen["args"].server is True
+    assert seen["args"].daemon is True
+
+
+def test_bench_help_names_daemon_not_server(capsys):
+    """`--server` is an address in msldm-bridge; in bench the daemon benchmark is `--daemon`."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert "--daemon" in out and "--daemon-seconds" in out and "--server" not in out

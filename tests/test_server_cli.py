@@ -1,4 +1,4 @@
-"""`msldm serve` / `bench --server` wiring and the bench library function (tiny sizes)."""
+"""`msldm serve` / `bench --daemon` wiring and the bench library function (tiny sizes)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def test_serve_arguments_build_a_loopback_config(tiny_bundle, tmp_path):  # noqa
     assert cfg.limits.max_region_seconds == 30 and cfg.osc_inputs == (tmp_path,)
     b = argparse.ArgumentParser()
     add_bench_arguments(b)
-    assert b.parse_args(["--server"]).server_seconds == [12.0, 60.0]
+    assert b.parse_args(["--daemon"]).daemon_seconds == [12.0, 60.0]
+    old = b.parse_args(["--server", "--server-seconds", "1.5", "--server-repeats", "2", "--server-steps", "4"])
+    assert (old.daemon, old.daemon_seconds, old.daemon_repeats, old.daemon_steps) == (True, [1.5], 2, 4)
 
 
 def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
