@@ -121,3 +121,17 @@ def test_latent_chunks_windows_stems_and_activity(setup: dict) -> None:
     with pytest.raises(ValueError, match="no stems"):
         LatentChunks(out, "train", 16, stems=("mix",))
     assert latent_stats(out)["frames"] == 2 * 4 * T
+
+
+def test_frame_share_keeps_windows_where_every_stem_plays_through() -> None:
+    # Two stems, 12 frames; stem 1 sounds only in frames 0-3. Chunk RMS alone keeps every
+    # 4-frame window that touches its notes; the frame-share rule keeps only windows where it
+    # sounds in at least 75% of the frames.
+    rms = np.full((2, 12), 0.1)
+    rms[1, 4:] = 0.0
+    starts = np.array([0, 2, 4, 8])
+    rule = ActivityFilter(threshold=1e-3, min_frame_share=0.75)
+    assert rule.keep_frames(rms, starts, 4, ("a", "b")).tolist() == [True, False, False, False]
+    assert ActivityFilter().keep_frames(rms, starts, 4, ("a", "b")).all()  # off by default
+    one = ActivityFilter(min_frame_share=0.75, min_active=1)
+    assert one.keep_frames(rms, starts, 4, ("a", "b")).all()  # stem a plays through all of them

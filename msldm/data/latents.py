@@ -212,7 +212,8 @@ class LatentChunks(Dataset):
         for t, name in enumerate(self.names):
             rms = np.load(self.dir / split / f"{name}.rms.npy")[self.rows]  # [K', T]
             starts, crms = chunk_rms(rms, window_frames, hop)
-            self.index += [(t, int(s)) for s in starts[activity.keep(crms, self.stems)]]
+            keep = activity.keep(crms, self.stems) & activity.keep_frames(rms, starts, window_frames, self.stems)
+            self.index += [(t, int(s)) for s in starts[keep]]
         self.split = split
         self._cache: dict[int, np.ndarray] = {}
 

@@ -48,12 +48,29 @@ class ActivityFilter:
     """Keep a chunk if at least `min_active` of `stems` have RMS > `threshold` (MSDM-style).
 
     `stems=None` means all stems of the data set; `min_active=None` means all chosen stems.
-    `threshold=0` keeps every chunk.
+    `threshold=0` keeps every chunk. `min_frame_share` > 0 (latent chunks only, where the
+    per-frame RMS is stored): a stem counts as active only if that share of the chunk's
+    frames is above `frame_threshold` too, so parts that play through the window are kept
+    and parts that drop out for most of it are not.
     """
 
     stems: tuple[str, ...] | None = None
     threshold: float = 1e-3  # linear RMS, -60 dBFS
     min_active: int | None = None
+    min_frame_share: float = 0.0
+    frame_threshold: float = 3e-4  # linear RMS of one latent frame, -70 dBFS
+
+    def keep_frames(self, frames_rms: np.ndarray, starts: np.ndarray, chunk_frames: int,
+                    names: tuple[str, ...]) -> np.ndarray:
+        """`frames_rms` `[K, T]`, chunk `starts` `[M]` -> bool `[M]`: the `min_frame_share` rule."""
+        if self.min_frame_share <= 0 or not len(starts):
+            return np.ones(len(starts), dtype=bool)
+        rows = [names.index(s) for s in (self.stems or names) if s in names]
+        on = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(frames_rms[rows] > self.frame_threshold, axis=1)], 1)
+        share = (on[:, starts + chunk_frames] - on[:, starts]) / chunk_frames  # [K', M]
+        active = (share >= self.min_frame_share).sum(axis=0)
+        need = len(rows) if self.min_active is None else min(self.min_active, len(rows))
+        return active >= need
 
     def keep(self, rms: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
         """`rms` `[K, M]` per stem and chunk -> bool `[M]`, the chunks to keep."""

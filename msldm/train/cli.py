@@ -49,6 +49,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="RMS under which a stem counts as silent in a chunk")
     p.add_argument("--min-active", type=int, default=None,
                    help="chunks need this many active stems (default: vae 1, diffusion all)")
+    p.add_argument("--min-frame-share", type=float, default=0.0,
+                   help="diffusion: a stem is active only if this share of the window's frames is "
+                        "above -70 dBFS (0.75: parts that play through the window)")
 
 
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
@@ -95,7 +98,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
         configs = [c for c in configs if c.diffusion.stems == (args.stem,)]
         if not configs:
             raise SystemExit(f"--stem {args.stem!r} is not one of the model's stems")
-    activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active)
+    activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active,
+                              min_frame_share=args.min_frame_share)
     info = init_distributed(args.device)
     try:
         for config in configs:
