@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from plugin_bridge.cli_common import SEED_HELP, add_alias
+from msldm.cli_common import SEED_HELP, add_alias
 
 DESCRIPTION = """msldm: accompaniment stems for your DAW (multi-source latent diffusion).
 

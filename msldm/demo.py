@@ -44,8 +44,8 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
              example: Path = EXAMPLE_DIR, progress: bool = True, schedule: str | None = None,
              resample: int | None = None) -> DemoReport:
     """Generate accompaniment for the example region into `out`; returns what was written."""
-    from plugin_bridge import wavio
-    from plugin_bridge.cli import ProgressBar
+    from msldm import wavio
+    from msldm.cli_common import ProgressBar
     from plugin_bridge.client import Chunk, Client, GenerateRequest, GivenStem, Progress
     from server.cli import default_bundle
     from server.daemon import Daemon, DaemonConfig
@@ -100,7 +100,7 @@ def read_region(path: Path) -> dict:
 
 def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float],
            region: dict) -> DemoReport:
-    from plugin_bridge import wavio
+    from msldm import wavio
 
     rate, n = result.sample_rate, result.done.frames
     out.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from msldm import wavio
 from msldm.audio import load_mono
 from msldm.checkpoint import identity_stats, save_checkpoint
+from msldm.cli_common import seed_or_fresh
 from msldm.config import PRESETS, ModelConfig, get_preset
 from msldm.edm import EDMDenoiser
 from msldm.pipeline import TorchPipeline, validate_request
 from msldm.vae_models import build_vae
-from plugin_bridge import wavio
-from plugin_bridge.cli_common import seed_or_fresh
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class PipelineRequest:
     """What `msldm generate` asks the PyTorch pipeline for (files in, a folder out). Not the
     bridge's `plugin_bridge.client.GenerateRequest`, which is a `generate` message to the daemon.
 
-    `seed` is the one used: `from_cli` resolves "no --seed" to a fresh one (plugin_bridge.cli_common)."""
+    `seed` is the one used: `from_cli` resolves "no --seed" to a fresh one (msldm.cli_common)."""
 
     given: dict[str, str]  # stem -> audio file path
     generate: tuple[str, ...] | None  # None: every stem not given

@@ -20,11 +20,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Sequence
 
+from msldm import cli_common
+from msldm.cli_common import SEED_HELP, add_alias, seed_or_fresh
 from plugin_bridge import protocol as P
 from plugin_bridge import wavio
-from plugin_bridge.cli_common import SEED_HELP, add_alias, seed_or_fresh
 from plugin_bridge.client import (DEFAULT_URL, BridgeError, Client, CurveKeys, DaemonError, DaemonUnavailable, Done,
                                   Event, GenerateRequest, GivenStem, JobCancelled, JobLost, Progress, Queued, Result)
 
@@ -32,42 +33,15 @@ EXAMPLE = ("example:\n  msldm-bridge generate --given drums=drums.wav --given pi
            "--generate bass,guitar --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7")
 
 
-class ProgressBar:
-    """Plain-text progress on `stream`: redrawn with `\\r` on a terminal, one line per
-    10 % otherwise (log files, DAW consoles)."""
-
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream, self.width = stream, width
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._last_decile = -1
-        self.last_fraction = 0.0
+class ProgressBar(cli_common.ProgressBar):
+    """The shared progress bar (`msldm.cli_common.ProgressBar`), fed the client's events:
+    a queue position is one line, progress redraws the bar."""
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Queued) and event.position > 0:
-            self._line(f"queued behind {event.position} job(s)")
+            self.line(f"queued behind {event.position} job(s)")
         elif isinstance(event, Progress):
             self.update(event)
-
-    def update(self, p: Progress) -> None:
-        self.last_fraction = p.fraction
-        filled = int(round(p.fraction * self.width))
-        text = (f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * p.fraction:5.1f}%  "
-                f"step {p.step}/{p.total}  window {p.window + 1}/{p.windows}  eta {p.eta:.1f}s")
-        if self.tty:
-            self.stream.write("\r" + text)
-            self.stream.flush()
-        elif int(p.fraction * 10) != self._last_decile:
-            self._last_decile = int(p.fraction * 10)
-            self._line(text)
-
-    def _line(self, text: str) -> None:
-        self.stream.write(("\r" if self.tty else "") + text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.last_fraction > 0:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 # ----------------------------------------------------------------------------- arguments

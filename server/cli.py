@@ -133,7 +133,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `msldm bench --daemon` (the lead's `bench` parser gets these). Before one
     name per concept they were `--server*`: those spellings stay accepted, hidden."""
-    from plugin_bridge.cli_common import add_alias
+    from msldm.cli_common import add_alias
     p.add_argument("--daemon", action="store_true",
                    help="benchmark the daemon end to end against the same work in-process")
     p.add_argument("--daemon-seconds", type=float, nargs="+", default=[12.0, 60.0],

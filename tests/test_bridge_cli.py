@@ -168,8 +168,8 @@ def test_generate_is_required_under_either_name(capsys):
 
 
 def test_no_seed_means_a_fresh_one_per_run(monkeypatch):
-    """The bridge's seed policy, shared with `msldm generate` (plugin_bridge.cli_common)."""
-    from plugin_bridge import cli_common
+    """The bridge's seed policy, shared with `msldm generate` (msldm.cli_common)."""
+    from msldm import cli_common
     assert cli.build_parser().parse_args(["generate", "--generate", "bass", "--out", "x"]).seed is None
     seeds = iter([11, 12])
     monkeypatch.setattr(cli_common.secrets, "randbelow", lambda n: next(seeds))

@@ -192,8 +192,8 @@ def test_generate_options_one_name_per_concept(monkeypatch) -> None:
     --make and --seconds, the old names, parse the same and are hidden. No --seed: a fresh
     one per run (the bridge's policy), resolved when the request is built."""
     from msldm.cli import build_parser
+    from msldm import cli_common
     from msldm.generate import PipelineRequest
-    from plugin_bridge import cli_common
 
     base = ["generate", "--vae", "v", "--diffusion", "d", "--out", "o"]
     new = build_parser().parse_args(base + ["--generate", "bass", "--duration", "4"])

@@ -9,11 +9,11 @@ from typing import Mapping
 
 import numpy as np
 
+from msldm import wavio
 from msldm.eval.dsp import mel_spectrogram
 from msldm.eval.generators import Generator
 from msldm.eval.pipeline import EvalConfig, RunState, run_evaluation
 from msldm.eval.tables import STEMS, TOTAL, subfad_table, subset_stems
-from plugin_bridge import wavio
 
 EMBEDDING_NOTE = {
     "stats": ("Frechet distances use the built-in `stats` embedding (log-mel, chroma, spectral "
