@@ -9,7 +9,6 @@ Loading rebuilds the model through the config; nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from msldm.atomic import atomic_path
 from msldm.config import ModelConfig
 
 FORMAT = "msldm-checkpoint"
@@ -49,9 +49,8 @@ def save_checkpoint(path: str | Path, kind: str, config: ModelConfig, module: nn
                 "config": config.to_json(), "meta": json.dumps(meta or {}, sort_keys=True)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -146,9 +145,8 @@ def write_shards(path: str | Path, out_dir: str | Path, max_bytes: int = 16 * 2 
     for i, group in enumerate(groups):
         meta = {**metadata, "shard": f"{i + 1}/{len(groups)}", "stored_half": str(half)}
         p = out_dir / f"{stem}-{i + 1:02d}-of-{len(groups):02d}.safetensors"
-        tmp = p.with_name(p.name + ".tmp")
-        save_file(group, str(tmp), metadata=meta)
-        os.replace(tmp, p)  # a crash never leaves a truncated shard under its final name
+        with atomic_path(p) as tmp:  # a crash never leaves a truncated shard under its final name
+            save_file(group, str(tmp), metadata=meta)
         paths.append(p)
     return paths
 
@@ -174,7 +172,6 @@ def join_shards(shards: list[str | Path], path: str | Path) -> Path:
     for key in ("shard", "stored_half"):
         metadata.pop(key, None)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
+from msldm.atomic import fsync_dir, fsync_path
 from plugin_bridge.protocol import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ def check_job_id(job_id: str) -> str:
 
 def _hidden_name(job_id: str, suffix: str) -> str:
     return f".{job_id}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JobOutput:
@@ -85,15 +78,15 @@ class JobOutput:
         for f in self.files.values():
             f.close()
         for stem in stems:
-            _fsync(self.tmp / f"{stem}.wav")
-        _fsync(self.tmp)
+            fsync_path(self.tmp / f"{stem}.wav")
+        fsync_dir(self.tmp)
         self._check_final()
         old = None
         if self.final.exists():
             old = self.root / _hidden_name(self.job_id, OLD_SUFFIX)
             os.rename(self.final, old)
         os.rename(self.tmp, self.final)  # the commit point
-        _fsync(self.root)
+        fsync_dir(self.root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return [self.final / f"{s}.wav" for s in stems]

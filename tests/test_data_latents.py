@@ -85,7 +85,7 @@ def test_resume_skips_written_tracks_and_rejects_another_vae(setup: dict) -> Non
     extract_latents(setup["vae"], setup["data"], out, **kw)
     assert kept.stat().st_mtime_ns == 1 and redo.is_file()  # only the missing track redone
     np.testing.assert_array_equal(np.load(redo), before)
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob("*.tmp*")) and not list(out.rglob(".*.part"))  # no temporary file left
     with pytest.raises(ValueError, match="made differently"):
         extract_latents(setup["vae"], setup["data"], out, **{**kw, "meta": {"vae_sha256": "b"}})
 

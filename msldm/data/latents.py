@@ -17,7 +17,6 @@ EDM's preconditioning assumes (sigma_data = 0.4 in Sec. 2.2 of the MSLDM paper).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -26,21 +25,18 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from msldm.atomic import atomic_write, atomic_write_text
 from msldm.data.slakh import ActivityFilter, Track, chunk_rms, find_tracks, frame_rms
 
 FORMAT = "msldm-latents"
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def _windows(T: int, window: int, context: int) -> list[tuple[int, int, int, int]]:
@@ -164,7 +160,7 @@ def latent_stats(out_dir: str | Path, split: str = "train", sigma_data: float = 
     s1 = s2 = None
     n = 0
     for f in sorted((Path(out_dir) / split).glob("*.npy")):
-        if f.name.endswith(".rms.npy") or ".tmp" in f.name:
+        if f.name.endswith(".rms.npy") or ".tmp" in f.name:  # `.tmp.npy`: left by a run before msldm.atomic
             continue
         z = np.load(f, mmap_mode="r").astype(np.float64)  # [K, C, T]
         z = z.transpose(1, 0, 2).reshape(z.shape[1], -1)  # [C, K*T]

@@ -32,6 +32,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from msldm.atomic import atomic_write_text
 from msldm.audio import convert_rate
 from msldm.config import MIX, STEMS
 
@@ -259,9 +260,7 @@ class SlakhChunks(Dataset):
         index = self.build_index()
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, "index": index}))
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps({"key": key, "index": index}))
         except OSError:
             pass  # read-only data: the index is rebuilt next time
         return index

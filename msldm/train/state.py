@@ -11,7 +11,6 @@ step it belongs to, and loading checks they agree. Nothing is pickled.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Sampler
+
+from msldm.atomic import atomic_path, atomic_write_text
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -171,16 +172,13 @@ def save_train_state(out: str | Path, step: int, modules: dict[str, nn.Module],
         tensors.update(t)
         scalars["optimizers"][name] = s
     _save_tensors(out / STATE_TENSORS, tensors, {"step": str(step)})
-    tmp_json = out / (STATE_JSON + ".tmp")
-    tmp_json.write_text(json.dumps(scalars))
-    os.replace(tmp_json, out / STATE_JSON)
+    atomic_write_text(out / STATE_JSON, json.dumps(scalars))
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
 
 
 def _read_tensors(path: Path, step: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
