@@ -71,8 +71,10 @@ def build_manifest(root: Path, config: ModelConfig, *, opset: int, precision: st
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
     """Write `root/manifest.json` (strict JSON, indented)."""
-    path = Path(root) / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    from msldm.atomic import atomic_write_text
+
+    path = Path(root) / "manifest.json"  # written last and atomically: it marks the bundle loadable
+    atomic_write_text(path, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     return path
 
 
