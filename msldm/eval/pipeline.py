@@ -204,7 +204,8 @@ def steps_sweep(st: RunState, cfg: EvalConfig, generator: Generator) -> list[dic
         rows.append({"sampler": sampler, "schedule": schedule, "resample": resample, "churn": churn, "steps": steps,
                      "time_per_clip": seconds / max(1, len(ids)),
                      **{k: mean_ignore_nan([r[k] for r in recs])
-                        for k in ("harmonic_norm", "rhythmic_norm", "audible_fraction", "empty")}})
+                        for k in ("harmonic_norm", "rhythmic_norm", "audible_fraction", "empty", "level_db",
+                                  "level_db_real")}})
     return rows
 
 

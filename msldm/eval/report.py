@@ -73,14 +73,16 @@ def _sweep_section(rows: list[Mapping]) -> list[str]:
     if not rows:
         return []
     lines = ["## Steps sweep", "",
-             "| sampler | schedule | resample | churn | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| sampler | schedule | resample | churn | steps | s / clip | harmonic norm | rhythmic norm | audible | empty rate "
+             "| level dBFS (real) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         churn = "bundle's" if r.get("churn") is None else _f(r["churn"], 1)
         lines.append(f"| {r['sampler']} | {r.get('schedule', 'karras')} | {r.get('resample', 1)} | {churn} | {r['steps']} | "
                      f"{_f(r['time_per_clip'], 3)} | "
                      f"{_f(r['harmonic_norm'])} | "
-                     f"{_f(r['rhythmic_norm'])} | {_f(r['audible_fraction'])} | {_f(r['empty'])} |")
+                     f"{_f(r['rhythmic_norm'])} | {_f(r['audible_fraction'])} | {_f(r['empty'])} | "
+                     f"{_f(r.get('level_db', float('nan')), 1)} ({_f(r.get('level_db_real', float('nan')), 1)}) |")
     return lines + [""]
 
 
