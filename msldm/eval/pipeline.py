@@ -44,7 +44,7 @@ class EvalConfig:
     steps: int = 20  # sampler steps of the main run
     sampler: str = "euler"
     schedule: str = "karras"
-    resample: int = 1
+    resample: int | None = None  # RePaint takes of the main run (None: the bundle's)
     churn: float | None = None  # S_churn of the main run (None: the bundle's)
     sweep_steps: tuple[int, ...] = (5, 10, 20)
     sweep_samplers: tuple[str, ...] = ("euler", "heun")

@@ -110,7 +110,7 @@ def render_report(metrics: Mapping, model_name: str = "model",
     lines = [f"# Evaluation report: {model_name}", "",
              f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
              f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps "
-             f"x {cfg.get('resample', 1)} takes; "
+             f"x {cfg.get('resample') or 'the bundle' + chr(39) + 's'} takes; "
              f"seed {cfg['seed']}.", "",
              EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
              "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
