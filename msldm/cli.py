@@ -71,8 +71,9 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _add_init(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="write random-weight checkpoints of a preset "
                        "(for plumbing tests and timing, not music)")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--out", required=True, type=Path)
+    from msldm.config import PRESETS
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset (msldm presets lists them)")
+    p.add_argument("--out", required=True, type=Path, help="folder for vae.safetensors and diffusion.safetensors")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_init)
 

@@ -60,15 +60,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "any other client key is refused")
     p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers to try")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: default)")
-    p.add_argument("--max-region-seconds", type=float, default=600.0)
-    p.add_argument("--max-message-mb", type=float, default=512.0)
+    p.add_argument("--max-region-seconds", type=float, default=600.0,
+                   help="longest region a request may ask for (longer: refused with a clear error)")
+    p.add_argument("--max-message-mb", type=float, default=512.0,
+                   help="largest request frame accepted (larger: the connection is dropped)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting jobs, all clients together")
     p.add_argument("--max-queue-per-client", type=int, default=None,
                    help="waiting jobs of one client (default: max-queue / 4, at least 1)")
     p.add_argument("--encode-cache-mb", type=float, default=64.0,
                    help="memory for the latents of given stems, so a re-roll of the same region "
                         "skips encoding them (0: off)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="what the daemon logs to stderr")
     p.set_defaults(func=run_serve)
     k = subparsers.add_parser("keys", help="make a CurveZMQ key pair (for the daemon or a client)",
                               epilog=KEYS_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
