@@ -316,7 +316,11 @@ def _cpu() -> ModelConfig:
     unet = UNetConfig(channels=(128, 192, 256), factors=(1, 2, 2), blocks=(1, 1, 1),
                       attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
                       embedding_dim=128, norm_groups=16)
-    return _model("cpu", _spectral_vae(), unet, window_frames=256, sampler=SamplerConfig(steps=25))
+    # Sampler by the eval sweep (8 held-out-soundfont clips): 40 Euler steps with churn 20 and 2
+    # RePaint takes per step in partial generation raised the generated level from -43 to -28
+    # dBFS (real -29) and the audible share from 0.28 to 0.58 against 25 x 1, with no empty stem.
+    return _model("cpu", _spectral_vae(), unet, window_frames=256,
+                  sampler=SamplerConfig(steps=40, resample=2, S_churn=20.0))
 
 
 PRESETS = {"tiny": _tiny, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
