@@ -23,20 +23,15 @@ import torch
 
 from msldm.config import UNetConfig, get_preset
 
+_B = UNetConfig(channels=(128, 192, 256), factors=(1, 2, 2), blocks=(1, 1, 1), attentions=(False, True, True),
+                attention_heads=4, attention_head_dim=32, embedding_dim=128, norm_groups=16)
 CANDIDATES = {
     # name: (U-Net, window frames)
-    "A-64/256": (UNetConfig(channels=(64, 128, 192), factors=(1, 2, 2), blocks=(1, 1, 1),
-                            attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
-                            embedding_dim=128, norm_groups=16), 256),
-    "B-128/256": (UNetConfig(channels=(128, 192, 256), factors=(1, 2, 2), blocks=(1, 1, 1),
-                             attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
-                             embedding_dim=128, norm_groups=16), 256),
-    "B-128/832": (UNetConfig(channels=(128, 192, 256), factors=(1, 2, 2), blocks=(1, 1, 1),
-                             attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
-                             embedding_dim=128, norm_groups=16), 832),
-    "C-256/256": (UNetConfig(channels=(256, 256, 384), factors=(1, 2, 2), blocks=(1, 1, 2),
-                             attentions=(False, True, True), attention_heads=8, attention_head_dim=32,
-                             embedding_dim=256, norm_groups=16), 256),
+    "A-64/256": (dataclasses.replace(_B, channels=(64, 128, 192)), 256),
+    "B-128/256": (_B, 256),
+    "B-128/832": (_B, 832),
+    "C-256/256": (dataclasses.replace(_B, channels=(256, 256, 384), blocks=(1, 1, 2), attention_heads=8,
+                                      embedding_dim=256), 256),
 }
 
 
