@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tempo", type=float, help="BPM of the region (context for the DAW and sidecar)")
     g.add_argument("--meter", type=_meter, help="time signature, e.g. 4/4")
     g.add_argument("--start-bar", type=int, help="bar number where the region starts")
+    g.add_argument("--length", choices=("region", "bars"), default="region",
+                   help="region: as long as the given stems (or --duration); bars: that length rounded to "
+                        "the nearest whole bar of --tempo and --meter, so the stems end on a bar line"),
     g.add_argument("--seed", type=int, help=SEED_HELP)
     g.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
@@ -129,7 +132,7 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
         generate=tuple(args.generate), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
         resample=args.resample, output_sample_rate=args.output_sample_rate, duration=args.duration,
-        region=region)
+        region=region, length=None if args.length == "region" else args.length)
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],

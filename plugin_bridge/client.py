@@ -179,13 +179,14 @@ class GenerateRequest:
     output_sample_rate: int | None = None
     duration: float | None = None
     region: dict[str, Any] | None = None
+    length: str | None = None  # "region" or "bars" (needs region tempo and meter)
 
     def header(self, job_id: str) -> dict[str, Any]:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
         for name in ("seed", "steps", "sampler", "schedule", "resample", "output_sample_rate", "duration",
-                     "region"):
+                     "region", "length"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value

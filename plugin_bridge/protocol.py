@@ -126,7 +126,11 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
            "default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
-        _f("region", "object", False, "DAW context, e.g. {tempo, meter, start}; echoed back verbatim in `done`"),
+        _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
+        _f("length", "str", False, "\"region\" (default: the longest given stem's length, else `duration`) or "
+           "\"bars\": that length rounded to the nearest whole bar (at least one) by `region.tempo` (beats per "
+           "minute, of the meter's beat unit, > 0) and `region.meter` ([beats per bar, beat unit], default "
+           "[4, 4]): the stems start at the region start and end on a bar line, to the sample"),
     ), pcm="given"),
     MessageSpec("cancel", "c2s", "Cancel a queued or running job; the job ends with `error` code `cancelled`.",
                 (_JOB,)),

@@ -101,6 +101,9 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     generate = _check_stems(h["generate"], infos, model, job_id)
     given, rates = _given_audio(infos, msg.pcm, job_id)
     duration, longest = _duration(h, infos, job_id)
+    bars = _bar_length(h, duration, job_id)
+    if bars is not None:  # cut to the bar: the length comes from tempo and meter, not the given stems
+        duration, longest = bars, None
     if duration > limits.max_region_seconds:
         raise ProtocolError(ErrorCode.REGION_TOO_LONG, f"region is {duration:.2f} s, longer than the "
                             f"limit of {limits.max_region_seconds} s", job_id)
@@ -147,6 +150,30 @@ def _given_audio(infos: list[PcmInfo], pcm: list[bytes | memoryview], job_id: st
         given[info.stem] = audio_ops.to_mono(a)
         rates[info.stem] = info.sample_rate
     return given, rates
+
+
+def _bar_length(h: dict[str, Any], duration: float, job_id: str | None) -> float | None:
+    """With `length: "bars"`, `duration` rounded to the nearest whole bar (at least one) of
+    `region.tempo` and `region.meter`; None for `length: "region"` (the default)."""
+    length = h.get("length", "region")
+    if length not in ("region", "bars"):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'length' must be \"region\" or \"bars\", got {length!r}", job_id)
+    if length == "region":
+        return None
+    region = h.get("region")
+    if not isinstance(region, dict) or "tempo" not in region:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "'length': \"bars\" needs 'region.tempo' (and "
+                            "'region.meter', default [4, 4])", job_id)
+    tempo, meter = region["tempo"], region.get("meter", [4, 4])
+    if isinstance(tempo, bool) or not isinstance(tempo, (int, float)) or not 0 < tempo <= 2000:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'region.tempo' must be beats per minute in (0, 2000], got {tempo!r}",
+                            job_id)
+    if (not isinstance(meter, list) or len(meter) != 2 or
+            not all(isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 64 for m in meter)):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'region.meter' must be [beats per bar, beat unit], e.g. [4, 4], "
+                            f"got {meter!r}", job_id)
+    bar = meter[0] * 60.0 / tempo  # tempo counts beats of the meter's unit (6/8: eighth notes)
+    return max(1, round(duration / bar)) * bar
 
 
 def _duration(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> tuple[float, PcmInfo | None]:

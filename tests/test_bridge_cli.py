@@ -213,3 +213,12 @@ def test_bridge_reaches_a_curve_daemon_with_keys_from_msldm_keys(tiny_bundle, gi
         assert refused.returncode == 2 and "no MSLDM daemon answers" in refused.stderr
         plain = _bridge("--server", d.endpoint, "--timeout", "1", "status")
         assert plain.returncode == 2
+
+
+def test_length_bars_reaches_the_request_with_tempo_and_meter() -> None:
+    args = cli.build_parser().parse_args(["generate", "--generate", "bass", "--out", "x", "--tempo", "96",
+                                          "--meter", "3/4", "--length", "bars", "--duration", "5"])
+    h = cli.make_request(args, []).header("j")
+    assert h["length"] == "bars" and h["region"]["tempo"] == 96.0 and h["region"]["meter"] == [3, 4]
+    plain = cli.build_parser().parse_args(["generate", "--generate", "bass", "--out", "x", "--duration", "5"])
+    assert "length" not in cli.make_request(plain, []).header("j")  # "region" is the daemon's default

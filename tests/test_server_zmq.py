@@ -480,3 +480,29 @@ def test_an_error_about_an_invalid_job_id_carries_none(client, job_id):
     client.send_raw([json.dumps({"type": "generate", "v": 1, "job_id": job_id}).encode()])
     m = client.recv(10)  # decoded strictly, as a client written from the document would
     assert m.type == "error" and "job_id" not in m.header and m.header["code"] in ("missing_field", "bad_field")
+
+
+@pytest.mark.parametrize("tempo,meter,seconds,bars", [(120.0, [4, 4], 1.3, 1), (90.0, [3, 4], 4.3, 2),
+                                                      (180.0, [6, 8], 2.9, 1)])
+def test_stems_cut_to_the_bar_have_the_length_tempo_and_meter_give(client, tempo, meter, seconds, bars):
+    # length "bars": the region's length rounded to the nearest whole bar; every stem then
+    # has exactly that many samples at the output rate, from the region start.
+    h, pcm = gen_header("bars-1", {"bass": tone(seconds, 44100)}, 44100, ["drums"], seed=1,
+                        region={"tempo": tempo, "meter": meter}, length="bars", output_sample_rate=48000)
+    done = client.run_job(h, pcm).final
+    assert done.type == "done", done.header
+    bar_s = meter[0] * 60.0 / tempo
+    assert done.header["frames"] == round(bars * bar_s * 48000)
+    h2, pcm2 = gen_header("bars-2", {"bass": tone(seconds, 44100)}, 44100, ["drums"], seed=1,
+                          region={"tempo": tempo, "meter": meter}, output_sample_rate=48000)
+    assert client.run_job(h2, pcm2).final.header["frames"] == round(seconds * 48000)  # "region": as given
+
+
+@pytest.mark.parametrize("extra,code", [({"length": "bars"}, "missing_field"),
+                                        ({"length": "beats", "region": {"tempo": 120}}, "bad_field"),
+                                        ({"length": "bars", "region": {"tempo": 0}}, "bad_field"),
+                                        ({"length": "bars", "region": {"tempo": 120, "meter": [4]}}, "bad_field")])
+def test_bad_bar_lengths_are_refused_clearly(client, extra, code):
+    h, pcm = gen_header("bars-bad", {"bass": tone(1.0, 44100)}, 44100, ["drums"], **extra)
+    final = client.run_job(h, pcm).final
+    assert final.type == "error" and final.header["code"] == code, final.header
