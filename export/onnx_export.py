@@ -84,8 +84,13 @@ def _graph_specs(modules: GraphModules, K: int, C: int, D: int, T: int) -> dict[
     }
 
 
+def _phase_bins(modules: GraphModules) -> int | None:
+    """Bins of the decoder's carried phase, or None for a decoder that carries none."""
+    return modules.vae.bins if isinstance(modules.decoder, CarryDecoderGraph) else None
+
+
 def _decoder_spec(modules: GraphModules, C: int, T: int) -> tuple:
-    if isinstance(modules.decoder, CarryDecoderGraph):
+    if _phase_bins(modules):
         io = decoder_io(modules.vae.bins)
         lat, off = io["inputs"]
         audio, offs = io["outputs"]
@@ -183,7 +188,7 @@ def export_bundle(vae_path: str | Path, diffusion_path: str | Path, out: str | P
                               provenance=_provenance(vae_path, diffusion_path, meta,
                                                      opts.training_data),
                               weights_storage=storage,
-                              phase_bins=modules.vae.bins if isinstance(modules.decoder, CarryDecoderGraph) else None)
+                              phase_bins=_phase_bins(modules))
     write_manifest(out, manifest)
     report = ExportReport(out, precision, storage, operators,
                           {g: (out / f"{g}.onnx").stat().st_size for g in GRAPHS})

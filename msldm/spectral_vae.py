@@ -135,9 +135,9 @@ class SpectralVAE(nn.Module):
     # ------------------------------------------------------------------ synthesis
     def decode_spectrum(self, z: torch.Tensor, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`z [B, C, T]` -> {"logmag": [B, F, T], "cos", "sin": [B, F, T] (the synthesis phase),
-        "dev": [B, F, T] and "offset": [B, F, T] (``if`` phases: the predicted deviation, and
-        each frame's phase offset, see `phase_from_deviation`)}. `offset [B, F]` starts frame 0
-        there (``if`` phases; default zeros)."""
+        "dev": [B, F, T] (``if`` phases: the predicted deviation)}. With `offset [B, F]` (``if``
+        phases) frame 0 starts there, and "offset": [B, F, T] holds each frame's phase offset
+        (see `phase_from_deviation`); training passes none and skips that work."""
         head = self.decoder(z)  # [B, 2F, T] (free: [B, 3F, T])
         F_ = self.bins
         out = {"logmag": head[:, :F_].clamp(max=LOGMAG_MAX)}
@@ -148,8 +148,11 @@ class SpectralVAE(nn.Module):
             out.update(cos=p / norm, sin=q / norm)
             return out
         dev = math.pi * torch.tanh(p)
-        cos, sin, track = self.phase_from_deviation(dev, out["logmag"], offset, with_offsets=True)
-        out.update(dev=dev, cos=cos, sin=sin, offset=track)
+        if offset is None:
+            cos, sin = self.phase_from_deviation(dev, out["logmag"])
+        else:
+            cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], offset, with_offsets=True)
+        out.update(dev=dev, cos=cos, sin=sin)
         return out
 
     @property

@@ -59,11 +59,10 @@ def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
     if missing or unknown:
         raise BundleError(f"manifest sampler block: missing {missing}, unknown {unknown}; every field of "
                           f"{fields} is written by `msldm export` (re-export the bundle)")
-    d = dict(block)
-    d["S_tmax"] = math.inf if d["S_tmax"] is None else d["S_tmax"]
+    kinds = {"sampler": str, "schedule": str, "steps": int, "resample": int}  # the rest are floats
+    d = dict(block, S_tmax=math.inf if block["S_tmax"] is None else block["S_tmax"])
     try:
-        return SamplerConfig(**{k: (int(v) if k in ("steps", "resample") else
-                                    str(v) if k in ("sampler", "schedule") else float(v)) for k, v in d.items()})
+        return SamplerConfig(**{k: kinds.get(k, float)(v) for k, v in d.items()})
     except (TypeError, ValueError) as e:
         raise BundleError(f"manifest sampler block: {e}") from None
 

@@ -55,7 +55,7 @@ def key_contrast(bundle_dir: str | Path, songs: int = 4, seed: int = 0, seconds:
     other key's, for the original and the tritone piano (same drums, same sampler seed)."""
     from msldm.data.synth.render import find_soundfont
     from msldm.eval.generators import BundleGenerator
-    from msldm.eval.harmony import chord_tone_share, stem_notes
+    from msldm.eval.harmony import harmonic_fit
 
     gen = BundleGenerator(bundle_dir)
     sr = gen.sample_rate
@@ -70,17 +70,11 @@ def key_contrast(bundle_dir: str | Path, songs: int = 4, seed: int = 0, seconds:
             given = {"drums": pair["drums"][:n], "piano": piano[:n]}
             bass = gen(given, ["bass"], n_samples=n, seed=seed, steps=steps, sampler=None,
                        schedule=None, resample=None)["bass"]
-            notes = stem_notes(bass, sr)
-            row[f"{name}_own"] = _share(chord_tone_share(notes, own, seconds))
-            row[f"{name}_other"] = _share(chord_tone_share(notes, other, seconds))
-            row[f"{name}_note_seconds"] = float(sum(nt.end - nt.start for nt in notes))
+            fit = harmonic_fit(bass, sr, own)  # the transcription is cached: the second call reuses it
+            row[f"{name}_own"], row[f"{name}_note_seconds"] = fit.score, fit.note_seconds
+            row[f"{name}_other"] = harmonic_fit(bass, sr, other).score
         rows.append(row)
     return rows
-
-
-def _share(on_total: tuple[float, float]) -> float:
-    on, total = on_total
-    return on / total if total > 0 else float("nan")
 
 
 def format_rows(rows: Sequence[dict]) -> str:

@@ -15,6 +15,8 @@ from msldm.eval.generators import Generator
 from msldm.eval.pipeline import EvalConfig, RunState, run_evaluation
 from msldm.eval.tables import STEMS, TOTAL, subfad_table, subset_stems
 
+_BUNDLES = "the bundle's"  # a config value of None: the bundle's default
+
 EMBEDDING_NOTE = {
     "stats": ("Frechet distances use the built-in `stats` embedding (log-mel, chroma, spectral "
               "contrast and onset-strength statistics per 1 s window). They are NOT comparable "
@@ -110,7 +112,7 @@ def render_report(metrics: Mapping, model_name: str = "model",
     lines = [f"# Evaluation report: {model_name}", "",
              f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
              f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps "
-             f"x {cfg.get('resample') or 'the bundle' + chr(39) + 's'} takes; "
+             f"x {cfg.get('resample') or _BUNDLES} takes; "
              f"seed {cfg['seed']}.", "",
              EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
              "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
