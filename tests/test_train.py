@@ -176,3 +176,24 @@ def test_ddp_two_cpu_processes(corpus: dict, tmp_path: Path) -> None:
     for kind in ("vae", "diffusion"):
         assert (tmp_path / kind / "train_state.rng1.safetensors").is_file()
         assert (tmp_path / kind / f"{kind}.safetensors").is_file()
+
+
+def test_decoder_only_training_keeps_the_encoder_and_its_latents(corpus: dict, tmp_path: Path) -> None:
+    # --freeze-encoder: the latents a denoiser was trained on stay exactly the same, while the
+    # decoder learns.
+    from msldm.spectral_vae import SpectralVAE
+
+    config = get_preset("tiny_spectral")
+    torch.manual_seed(1)
+    init = save_checkpoint(tmp_path / "init.safetensors", "vae", config, SpectralVAE(config.vae))
+    before = load_vae(init)[0]
+    train_vae(config, corpus["data"], _cfg(tmp_path / "run", 4, ema_decay=0.0), DistInfo(),
+              lr=1e-3, seconds=SECONDS, init=init, freeze_encoder=True)
+    after = load_vae(tmp_path / "run" / "vae.safetensors")[0]
+    enc0, enc1 = before.encoder.state_dict(), after.encoder.state_dict()
+    assert all(torch.equal(enc0[k], enc1[k]) for k in enc0)
+    dec0, dec1 = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(dec0[k], dec1[k]) for k in dec0)
+    audio = torch.randn(1, 1, 16 * 320) * 0.1
+    with torch.no_grad():
+        assert torch.equal(before.encode(audio)[0], after.encode(audio)[0])

@@ -81,7 +81,8 @@ def _run_vae(args: argparse.Namespace) -> None:
     try:
         train_vae(config, args.data, _train_config(args, Path(args.out)), info, lr=args.lr,
                   amp=not args.no_amp, adversarial_start=args.adversarial_start,
-                  seconds=args.seconds, activity=activity, init=args.init)
+                  seconds=args.seconds, activity=activity, init=args.init,
+                  freeze_encoder=args.freeze_encoder)
     finally:
         cleanup()
 
@@ -128,6 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="start from these VAE weights when there is no run state to resume")
     vae.add_argument("--vae-phase", default=None, choices=("if", "if_lock", "free"),
                      help="decoder phase of a spectral SourceVAE (default: the preset's)")
+    vae.add_argument("--freeze-encoder", action="store_true",
+                     help="spectral VAE: train the decoder only (with --init), so latents made by "
+                          "the encoder, and a denoiser trained on them, stay valid")
     vae.add_argument("--adversarial-start", type=int, default=0,
                      help="steps of mel+KL warm-up before the discriminator joins")
     vae.set_defaults(func=_run_vae)

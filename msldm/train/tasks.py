@@ -136,21 +136,28 @@ class SpectralVAETask(VAETask):
     Same batches as `VAETask` (`[B, K, N]` -> one example per active stem row). AdamW (lr 6e-4
     by default, betas (0.9, 0.99), weight decay 0.01) with a linear warm-up over `warmup`
     steps, gradient norm clipped at `grad_clip`.
+
+    `freeze_encoder`: train the decoder only. The encoder (and so every latent it makes) stays
+    exactly as loaded, so a denoiser trained on its latents keeps working with the new decoder.
     """
 
     def __init__(self, config: ModelConfig, info: DistInfo, lr: float | None = None,
-                 min_rms: float = 1e-3, warmup: int = 300, grad_clip: float = 10.0):
+                 min_rms: float = 1e-3, warmup: int = 300, grad_clip: float = 10.0,
+                 freeze_encoder: bool = False):
         from msldm.vae_models import build_vae
 
         self.config, self.info = config, info
         vae = build_vae(config.vae).to(info.device)
-        opt = torch.optim.AdamW(vae.parameters(), lr=lr or 6e-4, betas=(0.9, 0.99), weight_decay=0.01)
+        if freeze_encoder:
+            vae.encoder.requires_grad_(False)
+        params = [p for p in vae.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr or 6e-4, betas=(0.9, 0.99), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_warmup, steps=warmup))
         self.modules, self.optimizers, self.schedulers = {"vae": vae}, {"vae": opt}, {"vae": sched}
         self.generators = {}
         self.ema_name = "vae"
         self.vae = wrap(vae, info)
-        self.min_rms, self.grad_clip = min_rms, grad_clip
+        self.min_rms, self.grad_clip, self.params = min_rms, grad_clip, params
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
         from msldm.spectral_losses import spectral_vae_loss
@@ -160,7 +167,7 @@ class SpectralVAETask(VAETask):
         terms = spectral_vae_loss(vae, self.prepare(batch), self.config.vae_loss)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), self.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         opt.step()
         self.schedulers["vae"].step()
         return {**{k: float(v.detach()) for k, v in terms.items()}, "grad_norm": float(norm)}
