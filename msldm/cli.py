@@ -50,7 +50,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["karras", "melody"], default=None,
                    help="noise schedule; melody suits few steps (default: the model's)")
     p.add_argument("--resample", type=int, default=None,
-                   help="takes per step, 1-8: a tighter fit to the given stems (default: the model's)")
+                   help="passes per step, 1-8: a tighter fit to the given stems (default: the model's)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--device", default="cpu")
     add_alias(p, "--make", "--generate")  # the names before one name per concept
@@ -110,7 +110,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", choices=["karras", "melody"], default=None,
                    help="noise schedule; melody suits few steps (default: the model's)")
     p.add_argument("--resample", type=int, default=None,
-                   help="takes per step, 1-8: a tighter fit to the given stems (default: the model's)")
+                   help="passes per step, 1-8: a tighter fit to the given stems (default: the model's)")
     p.set_defaults(func=_run_demo)
 
 

@@ -143,7 +143,7 @@ class SamplerConfig:
     sampler: str = "euler"  # one of msldm.sampling.SAMPLERS
     steps: int = 150
     schedule: str = "karras"  # one of msldm.sampling.SCHEDULES ("melody": few-step, after MeLoDy)
-    resample: int = 1  # takes per step for partial generation (RePaint resampling; 1: off)
+    resample: int = 1  # passes per step for partial generation (RePaint resampling; 1: off)
     sigma_min: float = 0.01
     sigma_max: float = 3.0
     rho: float = 7.0
@@ -317,7 +317,7 @@ def _cpu() -> ModelConfig:
                       attentions=(False, True, True), attention_heads=4, attention_head_dim=32,
                       embedding_dim=128, norm_groups=16)
     # Sampler by the eval sweep (8 held-out-soundfont clips): 40 Euler steps with churn 20 and 2
-    # RePaint takes per step in partial generation raised the generated level from -43 to -28
+    # RePaint passes per step in partial generation raised the generated level from -43 to -28
     # dBFS (real -29) and the audible share from 0.28 to 0.58 against 25 x 1, with no empty stem.
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=2, S_churn=20.0))

@@ -177,7 +177,7 @@ SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": samp
 """The registry `generate` dispatches on: one function per sampler, all with `sample`'s keywords."""
 CALLS: dict[str, Callable[[int], int]] = {"euler": lambda steps: steps, "heun": lambda steps: 2 * steps - 1}
 """Denoiser calls of one take of `steps` steps, per sampler (a new sampler adds its entry)."""
-MAX_RESAMPLE = 8  # more takes per step than this cost more than they bring
+MAX_RESAMPLE = 8  # more passes per step than this cost more than they bring
 
 
 def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:

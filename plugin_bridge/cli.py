@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
     g.add_argument("--schedule", choices=("karras", "melody"),
                    help="noise schedule; melody suits few steps (default: the model's)")
-    g.add_argument("--resample", type=int, help="takes per step, 1-8: a tighter fit to the given stems "
+    g.add_argument("--resample", type=int, help="passes per step, 1-8: a tighter fit to the given stems "
                    "for that many times the sampling time (default: the model's)")
     g.add_argument("--output-sample-rate", type=int, metavar="HZ",
                    help="rate of the written stems (default: first given stem's)")

@@ -5,7 +5,7 @@
                                        generate=("bass",)))
         for event in job:                           # Queued, Progress, Chunk, Heartbeat, Done
             ...
-        # or: result = c.generate_blocking(request)  -> Result(stems={"bass": [N]}, ...)
+        # or: result = c.generate_blocking(request)  -> Result(takes=[{"bass": [N]}], ...); .stems: take 0
 
 One client is used from one thread; only `Job.cancel()` may be called from any thread
 (the iterating thread sends the `cancel` at its next poll tick, within `POLL_TICK` s).
@@ -121,6 +121,7 @@ class Chunk:
     sample_rate: int
     window: int
     final: bool
+    take: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,12 @@ class Done:
     windows: int | None = None
     schedule: str | None = None
     resample: int | None = None
+    seeds: tuple[int, ...] = ()  # every take's seed, in take order
+    redo: dict[str, Any] | None = None  # {stem, start, end} of a redo request
+
+    @property
+    def takes(self) -> int:
+        return max(1, len(self.seeds))
 
 
 Event = Union[Queued, Progress, Chunk, Heartbeat, Done]
@@ -180,13 +187,15 @@ class GenerateRequest:
     duration: float | None = None
     region: dict[str, Any] | None = None
     length: str | None = None  # "region" or "bars" (needs region tempo and meter)
+    takes: int | None = None  # takes in one batch: seeds seed, seed + 1, ...
+    redo: dict[str, Any] | None = None  # {stem, start, end} (seconds) or {stem, bars: [first, last]}
 
     def header(self, job_id: str) -> dict[str, Any]:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
         for name in ("seed", "steps", "sampler", "schedule", "resample", "output_sample_rate", "duration",
-                     "region", "length"):
+                     "region", "length", "takes", "redo"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -195,37 +204,47 @@ class GenerateRequest:
 
 @dataclass
 class Result:
-    """A finished job: `stems[name]` is `[done.frames]` float32 at `sample_rate`."""
+    """A finished job: `takes[i][name]` is take i's stem, `[done.frames]` float32 at
+    `sample_rate`, made with seed `done.seeds[i]`; `stems` is take 0's."""
 
-    stems: dict[str, np.ndarray]
+    takes: list[dict[str, np.ndarray]]
     sample_rate: int
     done: Done
     wall_seconds: float
+
+    @property
+    def stems(self) -> dict[str, np.ndarray]:
+        return self.takes[0]
 
 
 class StemAssembler:
     """Collects `Chunk`s (in any order) into whole stems once `Done` tells the length."""
 
     def __init__(self) -> None:
-        self._parts: dict[str, list[Chunk]] = collections.defaultdict(list)
+        self._parts: dict[tuple[int, str], list[Chunk]] = collections.defaultdict(list)
 
     def add(self, chunk: Chunk) -> None:
-        self._parts[chunk.stem].append(chunk)
+        self._parts[(chunk.take, chunk.stem)].append(chunk)
 
-    def assemble(self, done: Done) -> dict[str, np.ndarray]:
-        """`{stem: [done.frames]}`; raises BridgeError if a stem is missing or has gaps."""
-        out = {}
-        for stem in done.stems:
-            buf = np.zeros(done.frames, dtype=np.float32)
-            covered = np.zeros(done.frames, dtype=bool)
-            for c in self._parts.get(stem, []):
-                end = min(done.frames, c.offset + c.audio.shape[0])
-                buf[c.offset:end] = c.audio[: end - c.offset]
-                covered[c.offset:end] = True
-            if not covered.all():
-                raise BridgeError(f"stem {stem!r}: {int((~covered).sum())} of {done.frames} samples never arrived")
-            out[stem] = buf
-        return out
+    def assemble(self, done: Done) -> list[dict[str, np.ndarray]]:
+        """`[{stem: [done.frames]}]`, one per take; raises BridgeError if a stem is missing or has
+        gaps."""
+        takes = []
+        for take in range(done.takes):
+            out = {}
+            for stem in done.stems:
+                buf = np.zeros(done.frames, dtype=np.float32)
+                covered = np.zeros(done.frames, dtype=bool)
+                for c in self._parts.get((take, stem), []):
+                    end = min(done.frames, c.offset + c.audio.shape[0])
+                    buf[c.offset:end] = c.audio[: end - c.offset]
+                    covered[c.offset:end] = True
+                if not covered.all():
+                    raise BridgeError(f"take {take}, stem {stem!r}: {int((~covered).sum())} of {done.frames} "
+                                      "samples never arrived")
+                out[stem] = buf
+            takes.append(out)
+        return takes
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -241,11 +260,13 @@ def _to_event(msg: P.Message) -> Event | None:
         audio = P.pcm_from_bytes(msg.pcm[0], h["channels"])
         if audio.ndim == 2:
             audio = audio.mean(axis=1, dtype=np.float32)
-        return Chunk(h["job_id"], h["stem"], h["offset"], audio, h["sample_rate"], h["window"], h["final"])
+        return Chunk(h["job_id"], h["stem"], h["offset"], audio, h["sample_rate"], h["window"], h["final"],
+                     h.get("take", 0))
     if msg.type == "done":
+        seeds = tuple(t["seed"] for t in h.get("takes", [{"seed": h["seed"]}]))
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
-                    h.get("schedule"), h.get("resample"))
+                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"))
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

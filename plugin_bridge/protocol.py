@@ -116,12 +116,22 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("generate", "c2s", "Start a job: generate `generate` stems that fit the `given` ones.", (
         _JOB,
         _f("given", "list", True, "list of {stem, sample_rate, channels (1|2), frames}; one PCM frame each, in order; may be []"),
-        _f("generate", "list", True, "stem names to generate, non-empty, disjoint from the given stems"),
+        _f("generate", "list", True, "stem names to generate, non-empty, disjoint from the given stems "
+           "(with `redo`: exactly the redone stem, which is also given)"),
         _f("seed", "int", False, "0 <= seed < 2**63; default 0. Same seed + input = same output"),
+        _f("takes", "int", False, "takes to make, 1..max_takes (default 1): sampled together as one batch, the "
+           "given stems encoded once; take i has seed `seed + i` (seed + takes <= 2**63), the same stems a "
+           "one-take request with that seed gets"),
+        _f("redo", "object", False, "regenerate part of a stem: {stem, start, end} (seconds from the region "
+           "start) or {stem, bars: [first, last]} (bar numbers, with `region.tempo`, `region.meter` and "
+           "`region.start_bar`, default 1); `stem` is given (mono, at the output rate) and is the only stem "
+           "in `generate`. Outside [start, end) the returned stem is the given one, sample for sample; inside, "
+           "new audio that fits the other stems and the kept edges, crossfaded in over the range's first and "
+           "last 20 ms"),
         _f("steps", "int", False, "sampler steps, 1..max_steps; default from the bundle"),
         _f("sampler", "str", False, "\"euler\" or \"heun\"; default from the bundle"),
         _f("schedule", "str", False, "noise schedule: \"karras\" or \"melody\" (few steps, after MeLoDy); default from the bundle"),
-        _f("resample", "int", False, "takes per step, 1..max_resample (RePaint resampling: a tighter fit "
+        _f("resample", "int", False, "passes per step, 1..max_resample (RePaint resampling: a tighter fit "
            "to the given stems, that many times the sampling time; steps x resample <= max_steps); "
            "default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
@@ -151,8 +161,9 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("max_resample", "int", True, "largest `resample` accepted"),
         _f("default_resample", "int", True, "`resample` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
-        _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_queue (waiting jobs, all "
-           "clients), max_queue_per_client (waiting jobs of one client), min_sample_rate, max_sample_rate}"),
+        _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_takes, max_queue "
+           "(waiting jobs, all clients), max_queue_per_client (waiting jobs of one client), min_sample_rate, "
+           "max_sample_rate}"),
     )),
     MessageSpec("pong", "s2c", "Reply to `ping`.", (
         _f("token", "any", False, "the ping's token"),
@@ -183,18 +194,22 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("sample_rate", "int", True, "the job's output sample rate"),
         _f("channels", "int", True, "always 1"),
         _f("window", "int", True, "window this chunk comes from"),
-        _f("final", "bool", True, "last chunk of this stem"),
+        _f("take", "int", False, "0-based take this chunk belongs to (always sent; 0 for a one-take job, and "
+           "read as 0 when absent); offsets run per take and stem"),
+        _f("final", "bool", True, "last chunk of this stem (of this take)"),
     ), pcm="one"),
     MessageSpec("done", "s2c", "The job finished; every chunk was sent before this.", (
         _JOB,
         _f("stems", "list", True, "generated stem names"),
         _f("frames", "int", True, "length of every stem, at `sample_rate`"),
         _f("sample_rate", "int", True, "output sample rate"),
-        _f("seed", "int", True, "seed used"),
+        _f("seed", "int", True, "seed used (take 0's)"),
+        _f("takes", "list", False, "[{take, seed}] of every take, in order (always sent; absent: one take)"),
+        _f("redo", "object", False, "with a `redo` request: {stem, start, end}, the range redone, in seconds"),
         _f("steps", "int", True, "steps used"),
         _f("sampler", "str", True, "sampler used"),
         _f("schedule", "str", True, "noise schedule used"),
-        _f("resample", "int", True, "takes per step used"),
+        _f("resample", "int", True, "passes per step used"),
         _f("windows", "int", True, "number of model windows the region took"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
            "convert_rate (to the output sample rate; also sent as `resample`, its old name), total"),

@@ -2,7 +2,7 @@
 
 Everything here is numpy on `[N]` mono or `[N, ch]` interleaved float32 audio. Changing an
 audio signal's sample rate is "rate conversion" (`convert_rate`, `StreamRateConverter`):
-"resample" is the sampler's word (RePaint takes per step, a `generate` field on the wire).
+"resample" is the sampler's word (RePaint passes per step, a `generate` field on the wire).
 """
 
 from __future__ import annotations

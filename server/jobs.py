@@ -3,7 +3,7 @@
 Front ends (ZeroMQ, OSC) validate requests, wrap them in a `Job` with a `Sink` (where the
 job's messages go) and `submit` them. The worker runs jobs one at a time: convert the
 given stems to the model rate, `windowing.generate_region` (its `resample` is RePaint's
-takes per step), convert each decoded piece to the output sample rate (streaming soxr)
+passes per step), convert each decoded piece to the output sample rate (streaming soxr)
 and hand it to the sink as soon as it exists.
 
 Cancel: `cancel()` sets the job's event; the sampler callback checks it after every step
@@ -23,8 +23,8 @@ import numpy as np
 
 from msldm.sampling import Cancelled
 from plugin_bridge.protocol import ErrorCode, ProtocolError
-from server.audio import StreamRateConverter
-from server.requests import JobRequest, Limits
+from server.audio import StreamRateConverter, convert_rate, fit_length
+from server.requests import REDO_FADE_SECONDS, JobRequest, Limits
 from server.runtime import Bundle
 from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
@@ -35,7 +35,8 @@ class Sink(Protocol):
     """Where a job's output goes. Called from the worker thread only."""
 
     def progress(self, job: "Job", step: int, total: int, window: int, windows: int, eta: float) -> None: ...
-    def chunk(self, job: "Job", stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None: ...
+    def chunk(self, job: "Job", stem: str, offset: int, audio: np.ndarray, window: int, final: bool,
+              take: int = 0) -> None: ...
     def done(self, job: "Job", info: dict[str, Any]) -> None: ...
     def error(self, job: "Job", code: ErrorCode, message: str) -> None: ...
 
@@ -232,39 +233,112 @@ def run_job(bundle: Bundle, job: Job, cache: EncodeCache | None = None) -> tuple
 
 
 def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, Any]:
-    """Generate and stream one job; returns the `done` info (timings in seconds)."""
+    """Generate and stream one job; returns the `done` info (timings in seconds).
+
+    Every take is sampled in the same batch; a take's chunks carry its index. A redo samples
+    only the windows around its range (`_redo_span`) and streams the stem it composes."""
     req, t_start = job.request, time.perf_counter()
     job.check()
     given = req.model_rate_given(bundle.sample_rate)
     n = req.model_frames(bundle.sample_rate)
+    span, kept = (0, n), None
+    if req.redo is not None:
+        span, kept = _redo_span(bundle, req, n)
+        given = {s: a[span[0]:span[1]] for s, a in given.items()}
     t_prep = time.perf_counter() - t_start
-    windows = len(WindowPlan(max(1, -(-n // bundle.D)), bundle.window_frames,
+    windows = len(WindowPlan(max(1, -(-(span[1] - span[0]) // bundle.D)), bundle.window_frames,
                              default_overlap(bundle.window_frames)).starts)
     job.total = windows * req.steps
     hook = _progress_hook(job, windows, time.perf_counter())
-    converters = {s: StreamRateConverter(bundle.sample_rate, req.output_sample_rate, req.output_frames)
-                  for s in req.generate}
-    offsets = {s: 0 for s in req.generate}
     t, t_convert = Timings(), 0.0
-    for piece in generate_region(bundle, given, req.generate, n, seed=req.seed, steps=req.steps,
-                                 sampler=req.sampler, schedule=req.schedule, resample=req.resample,
-                                 hook=hook, timings=t, cache=cache):
-        job.check()
-        for stem, a in piece.stems.items():
-            t0 = time.perf_counter()
-            y = converters[stem].push(a, last=piece.last)
-            t_convert += time.perf_counter() - t0
-            if len(y) or piece.last:
-                job.sink.chunk(job, stem, offsets[stem], y, piece.window, piece.last)
-                offsets[stem] += len(y)
+    pieces = generate_region(bundle, given, req.generate, span[1] - span[0], seed=req.seed, steps=req.steps,
+                             sampler=req.sampler, schedule=req.schedule, resample=req.resample, hook=hook,
+                             timings=t, cache=cache, takes=req.takes, kept_frames=kept)
+    if req.redo is not None:
+        t_convert = _stream_redo(bundle, job, pieces, span[0])
+    else:
+        converters = {(b, s): StreamRateConverter(bundle.sample_rate, req.output_sample_rate, req.output_frames)
+                      for b in range(req.takes) for s in req.generate}
+        offsets = {key: 0 for key in converters}
+        for piece in pieces:
+            job.check()
+            for stem, a in piece.stems.items():
+                key = (piece.take, stem)
+                t0 = time.perf_counter()
+                y = converters[key].push(a, last=piece.last)
+                t_convert += time.perf_counter() - t0
+                if len(y) or piece.last:
+                    job.sink.chunk(job, stem, offsets[key], y, piece.window, piece.last, piece.take)
+                    offsets[key] += len(y)
     timings = {"queue": t_start - job.submitted, "prepare": t_prep, "encode": t.encode,
                "sample": t.sample, "decode": t.decode, "convert_rate": t_convert,
                "resample": t_convert,  # convert_rate's old name: version-1 clients read it
                "total": time.perf_counter() - job.submitted}
-    return {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
-            "seed": req.seed, "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
+    info = {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
+            "seed": req.seed, "takes": [{"take": b, "seed": s} for b, s in enumerate(req.seeds)],
+            "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
             "resample": req.resample, "windows": windows,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
+    if req.redo is not None:
+        info["redo"] = req.redo.to_dict()
+    return info
+
+
+def _redo_span(bundle: Bundle, req: JobRequest, n: int) -> tuple[tuple[int, int], dict[str, np.ndarray]]:
+    """The model-rate samples [a, b) to sample for a redo, and its stem's kept latent frames
+    over them. The span is the range's frames with context around them: one window centred
+    on the range when it fits in one, else the range plus a quarter window each side."""
+    D, W, rate = bundle.D, bundle.window_frames, bundle.sample_rate
+    F = max(1, -(-n // D))
+    r0 = min(F - 1, int(req.redo.start * rate) // D)
+    r1 = max(r0 + 1, min(F, -(-int(np.ceil(req.redo.end * rate)) // D)))
+    if r1 - r0 < W:
+        fa = max(0, r0 - (W - (r1 - r0)) // 2)
+        fb = min(F, fa + W)
+        fa = max(0, fb - W)
+    else:
+        fa, fb = max(0, r0 - W // 4), min(F, r1 + W // 4)
+    kept = np.ones(fb - fa, bool)
+    kept[r0 - fa:r1 - fa] = False
+    return (fa * D, min(n, fb * D)), {req.redo.stem: kept}
+
+
+def _stream_redo(bundle: Bundle, job: Job, pieces: Any, span_start: int) -> float:
+    """Compose each take's redone stem: the given samples outside the range, exactly as sent;
+    the new audio inside, crossfaded in and out over `REDO_FADE_SECONDS` at the range's ends.
+    Streams it in chunks; returns the seconds spent converting rates."""
+    req = job.request
+    stem, rate = req.redo.stem, req.output_sample_rate
+    kept = fit_length(np.asarray(req.given[stem], np.float32), req.output_frames)
+    a, b = round(req.redo.start * rate), min(req.output_frames, round(req.redo.end * rate))
+    parts: dict[int, list[np.ndarray]] = {k: [] for k in range(req.takes)}
+    last_window = 0
+    for piece in pieces:
+        job.check()
+        parts[piece.take].append(piece.stems[stem])
+        last_window = piece.window
+    t0 = time.perf_counter()
+    offset = round(span_start * rate / bundle.sample_rate)  # the span's first sample, output rate
+    L = min(round(REDO_FADE_SECONDS * rate), (b - a) // 2)
+    w = np.ones(b - a, np.float32)
+    if L:
+        ramp = (np.arange(L, dtype=np.float32) + 0.5) / L
+        w[:L], w[b - a - L:] = ramp, ramp[::-1]
+    outs = []
+    for take in range(req.takes):
+        new = convert_rate(np.concatenate(parts[take]), bundle.sample_rate, rate)
+        new = fit_length(new[max(0, a - offset):], b - a) if a >= offset else \
+            fit_length(np.concatenate([np.zeros(offset - a, np.float32), new]), b - a)
+        out = kept.copy()
+        out[a:b] = kept[a:b] * (1.0 - w) + new * w
+        outs.append(out)
+    t_convert = time.perf_counter() - t0
+    step = max(1, rate * 4)  # chunks of 4 s
+    for take, out in enumerate(outs):
+        for o in range(0, len(out), step):
+            job.check()
+            job.sink.chunk(job, stem, o, out[o:o + step], last_window, o + step >= len(out), take)
+    return t_convert
 
 
 def _progress_hook(job: Job, windows: int, t0: float):

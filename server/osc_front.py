@@ -7,7 +7,7 @@ packet's source port):
     /msldm/status   [reply_port:i]                       -> /msldm/status <json:s>
     /msldm/generate <job_id:s> <reply_port:i> <key=value:s>...
                     keys: <stem>=<wav path> (a given stem; repeat per stem),
-                          generate=<stem>[,<stem>...], seed=<int>, steps=<int>,
+                          generate=<stem>[,<stem>...], seed=<int>, steps=<int>, takes=<int>,
                           sampler=<name>, schedule=<name>, resample=<int>, output_sample_rate=<Hz>,
                           duration=<seconds>   (sample_rate=<Hz>: output_sample_rate's old name)
                     -> /msldm/queued <job_id> <position:i>
@@ -18,7 +18,8 @@ packet's source port):
 
 Paths are read only from the configured input folders (relative to one of them, or
 absolute inside one; no `..`, and symlinks are resolved and must stay inside). Stems are
-written to `<output folder>/<job_id>/<stem>.wav` through `server.outputs.JobOutput`: a
+written to `<output folder>/<job_id>/<stem>.wav` (`<stem>.seed<seed>.wav` per take when
+`takes` > 1) through `server.outputs.JobOutput`: a
 hidden temporary folder renamed once the job is done, so a job's stems appear all at once
 or not at all; what a killed daemon left is swept at the next start.
 
@@ -49,7 +50,7 @@ from plugin_bridge.protocol import ErrorCode, ProtocolError
 from server.audio import read_wav, to_mono
 from server.jobs import Job, Worker
 from server.outputs import JobOutput, check_job_id, sweep
-from server.requests import Limits, ModelInfo, build_request
+from server.requests import JobRequest, Limits, ModelInfo, build_request
 
 log = logging.getLogger(__name__)
 MAX_PACKET = 65536  # larger than any UDP datagram: nothing is ever cut
@@ -70,6 +71,11 @@ def resolve_inside(path: str, folders: Sequence[Path]) -> Path:
     raise ProtocolError(ErrorCode.BAD_PATH, f"{path!r} is not a file inside the input folders")
 
 
+def take_file_stem(request: JobRequest, stem: str, take: int) -> str:
+    """A take's file name without `.wav`: the stem for a one-take job, else `<stem>.seed<seed>`."""
+    return stem if request.takes == 1 else f"{stem}.seed{request.seeds[take]}"
+
+
 class OscSink:
     """Writes a job's stems (all published at once) and answers over OSC."""
 
@@ -85,12 +91,14 @@ class OscSink:
             self.last_progress = now
             self.front.send(self.reply_to, "/msldm/progress", job.job_id, step, total)
 
-    def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
-        self.output.write(stem, audio, job.request.output_sample_rate)
+    def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool,
+              take: int = 0) -> None:
+        self.output.write(take_file_stem(job.request, stem, take), audio, job.request.output_sample_rate)
 
     def done(self, job: Job, info: dict[str, Any]) -> None:
+        req = job.request
         try:
-            paths = self.output.commit(job.request.generate)
+            paths = self.output.commit([take_file_stem(req, s, b) for b in range(req.takes) for s in req.generate])
         except Exception as e:  # disk full, a file at the folder's name: the client must still hear
             log.exception("job %s: writing the stems failed", job.job_id)
             self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.output.final}: {e}")
@@ -221,7 +229,7 @@ class OscFront:
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
         casts = {"seed": int, "steps": int, "output_sample_rate": int, "duration": _finite_float,
-                 "sampler": str, "schedule": str, "resample": int}
+                 "sampler": str, "schedule": str, "resample": int, "takes": int}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)

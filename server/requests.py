@@ -18,6 +18,7 @@ from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
 
 MAX_SEED = 2 ** 63
+REDO_FADE_SECONDS = 0.02  # crossfade at each end of a redone range, inside the range
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Limits:
     max_message_bytes: int = 512 * 1024 * 1024
     max_region_seconds: float = 600.0
     max_steps: int = 1000
+    max_takes: int = 8  # takes of one request (sampled as one batch)
     max_queue: int = 64  # waiting jobs, all clients together
     max_queue_per_client: int | None = None  # waiting jobs of one client; None: max_queue // 4
 
@@ -41,7 +43,7 @@ class Limits:
         """The `limits` object of `hello`."""
         from plugin_bridge import protocol
         return {"max_message_bytes": self.max_message_bytes, "max_region_seconds": self.max_region_seconds,
-                "max_steps": self.max_steps, "max_queue": self.max_queue,
+                "max_steps": self.max_steps, "max_takes": self.max_takes, "max_queue": self.max_queue,
                 "max_queue_per_client": self.per_client,
                 "min_sample_rate": protocol.MIN_SAMPLE_RATE, "max_sample_rate": protocol.MAX_SAMPLE_RATE}
 
@@ -60,13 +62,27 @@ class ModelInfo:
     default_resample: int = 1
 
 
+@dataclass(frozen=True)
+class Redo:
+    """Regenerate `stem` over [start, end) seconds from the region start; keep it elsewhere."""
+
+    stem: str
+    start: float
+    end: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stem": self.stem, "start": self.start, "end": self.end}
+
+
 @dataclass
 class JobRequest:
     """A validated generation request.
 
     `given`: stem -> (`[n]` mono float32 at `given_rates[stem]`). `generate`: the stems to
     generate, in model order (the protocol's field name). `duration`: region length in
-    seconds; `output_frames`: exact length of every output stem at `output_sample_rate`."""
+    seconds; `output_frames`: exact length of every output stem at `output_sample_rate`.
+    `takes`: takes to make (seeds `seed`, `seed + 1`, ...); `redo`: the range of a given stem to
+    make again (then `generate` is that stem alone)."""
 
     job_id: str
     given: dict[str, np.ndarray]
@@ -81,7 +97,14 @@ class JobRequest:
     region: dict[str, Any] | None = None
     schedule: str = "karras"
     resample: int = 1
+    takes: int = 1
+    redo: Redo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of every take: `seed`, `seed + 1`, ..."""
+        return [self.seed + i for i in range(self.takes)]
 
     def model_frames(self, model_rate: int) -> int:
         """Region length in samples at the model rate."""
@@ -98,7 +121,11 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     """Validate a decoded `generate` message; raises ProtocolError with the stable code."""
     h, job_id = msg.header, msg.job_id
     infos = given_infos(h)
-    generate = _check_stems(h["generate"], infos, model, job_id)
+    redo_stem = _redo_stem(h, infos, job_id)
+    generate = _check_stems(h["generate"], [i for i in infos if i.stem != redo_stem], model, job_id)
+    if redo_stem is not None and generate != [redo_stem]:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"with 'redo', 'generate' must be [{redo_stem!r}], the redone "
+                            f"stem alone, got {h['generate']!r}", job_id)
     given, rates = _given_audio(infos, msg.pcm, job_id)
     duration, longest = _duration(h, infos, job_id)
     bars = _bar_length(h, duration, job_id)
@@ -110,8 +137,12 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     if given and all(audio_ops.is_silent(a) for a in given.values()):
         raise ProtocolError(ErrorCode.SILENT_REGION, "every given stem is digital silence; nothing to "
                             "accompany (send no given stems for total generation)", job_id)
-    rate = h.get("output_sample_rate", infos[0].sample_rate if infos else model.sample_rate)
-    rate = check_sample_rate(rate, "output_sample_rate", job_id)
+    default_rate = rates[redo_stem] if redo_stem is not None else (infos[0].sample_rate if infos else
+                                                                    model.sample_rate)
+    rate = check_sample_rate(h.get("output_sample_rate", default_rate), "output_sample_rate", job_id)
+    if redo_stem is not None and rate != rates[redo_stem]:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"with 'redo', 'output_sample_rate' must be the redone stem's "
+                            f"rate ({rates[redo_stem]} Hz), so the kept samples stay exactly as sent", job_id)
     if longest is not None:
         frames = audio_ops.exact_length(longest.frames, longest.sample_rate, rate)
     else:
@@ -119,8 +150,77 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     if frames < 1:
         raise ProtocolError(ErrorCode.EMPTY_REGION, "region is shorter than one output sample", job_id)
     seed, steps, sampler, schedule, resample = _sampling_args(h, model, limits, job_id)
+    takes = _takes(h, seed, limits, job_id)
+    redo = None if redo_stem is None else _redo_range(h, redo_stem, frames / rate, rate, job_id)
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
-                      sampler, h.get("region"), schedule=schedule, resample=resample)
+                      sampler, h.get("region"), schedule=schedule, resample=resample, takes=takes, redo=redo)
+
+
+def _takes(h: dict[str, Any], seed: int, limits: Limits, job_id: str | None) -> int:
+    takes = h.get("takes", 1)
+    if isinstance(takes, bool) or not isinstance(takes, int) or not 1 <= takes <= limits.max_takes:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'takes' must be an integer in [1, {limits.max_takes}], "
+                            f"got {takes!r}", job_id)
+    if seed + takes > MAX_SEED:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'seed' + 'takes' must be at most 2**63 (take i has seed "
+                            "seed + i)", job_id)
+    return takes
+
+
+def _redo_stem(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> str | None:
+    """The stem named by `redo` (checked given and mono), or None without `redo`."""
+    if "redo" not in h:
+        return None
+    redo = h["redo"]
+    if not isinstance(redo, dict) or not isinstance(redo.get("stem"), str):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'redo' must be an object {stem, start, end} or {stem, bars}",
+                            job_id)
+    matches = [i for i in infos if i.stem == redo["stem"]]
+    if len(matches) > 1:
+        raise ProtocolError(ErrorCode.STEM_CONFLICT, "a stem is listed twice", job_id)
+    info = matches[0] if matches else None
+    if info is None:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'redo.stem' {redo['stem']!r} must be one of the given stems: "
+                            "send the stem to redo", job_id)
+    if info.channels != 1:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"the redone stem {info.stem!r} must be mono (as the daemon "
+                            "returned it), so the kept samples can come back exactly", job_id)
+    return info.stem
+
+
+def _redo_range(h: dict[str, Any], stem: str, seconds: float, rate: int, job_id: str | None) -> Redo:
+    """[start, end) of `redo` in seconds from the region start, checked inside the region."""
+    redo = h["redo"]
+    if "bars" in redo:
+        bars, region = redo["bars"], h.get("region")
+        if (not isinstance(bars, list) or len(bars) != 2 or
+                not all(isinstance(b, int) and not isinstance(b, bool) for b in bars) or bars[1] < bars[0]):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"'redo.bars' must be [first, last] bar numbers, first <= "
+                                f"last, got {bars!r}", job_id)
+        bar = _bar_seconds(region, job_id, "'redo.bars'")
+        first = region.get("start_bar", 1)
+        if isinstance(first, bool) or not isinstance(first, int):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"'region.start_bar' must be an integer, got {first!r}", job_id)
+        start, end = (bars[0] - first) * bar, (bars[1] + 1 - first) * bar
+        if start < 0 or end > seconds + 1.0 / rate:
+            last = first + max(1, round(seconds / bar)) - 1
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"'redo.bars' {bars[0]}-{bars[1]} lie outside the region "
+                                f"(bars {first}-{last})", job_id)
+        end = min(end, seconds)
+    else:
+        start, end = redo.get("start"), redo.get("end")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                   for v in (start, end)):
+            raise ProtocolError(ErrorCode.MISSING_FIELD if start is None or end is None else ErrorCode.BAD_FIELD,
+                                "'redo' needs 'start' and 'end' (seconds from the region start) or 'bars'",
+                                job_id)
+        if not 0 <= start < end <= seconds + 1.0 / rate:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"'redo' range {start}-{end} s must satisfy 0 <= start < end "
+                                f"<= the region's {seconds:.3f} s", job_id)
+        end = min(float(end), seconds)
+    if round(end * rate) - round(start * rate) < 2:
+        raise ProtocolError(ErrorCode.EMPTY_REGION, "the 'redo' range is shorter than two output samples", job_id)
+    return Redo(stem, float(start), float(end))
 
 
 def _check_stems(gen: list[Any], infos: list[PcmInfo], model: ModelInfo, job_id: str | None) -> list[str]:
@@ -160,9 +260,15 @@ def _bar_length(h: dict[str, Any], duration: float, job_id: str | None) -> float
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'length' must be \"region\" or \"bars\", got {length!r}", job_id)
     if length == "region":
         return None
-    region = h.get("region")
+    bar = _bar_seconds(h.get("region"), job_id, "'length': \"bars\"")
+    return max(1, round(duration / bar)) * bar
+
+
+def _bar_seconds(region: Any, job_id: str | None, what: str) -> float:
+    """Seconds per bar of `region.tempo` and `region.meter` (default [4, 4]); `what` names the
+    field that needs them in the error."""
     if not isinstance(region, dict) or "tempo" not in region:
-        raise ProtocolError(ErrorCode.MISSING_FIELD, "'length': \"bars\" needs 'region.tempo' (and "
+        raise ProtocolError(ErrorCode.MISSING_FIELD, f"{what} needs 'region.tempo' (and "
                             "'region.meter', default [4, 4])", job_id)
     tempo, meter = region["tempo"], region.get("meter", [4, 4])
     if isinstance(tempo, bool) or not isinstance(tempo, (int, float)) or not 0 < tempo <= 2000:
@@ -172,8 +278,7 @@ def _bar_length(h: dict[str, Any], duration: float, job_id: str | None) -> float
             not all(isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 64 for m in meter)):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'region.meter' must be [beats per bar, beat unit], e.g. [4, 4], "
                             f"got {meter!r}", job_id)
-    bar = meter[0] * 60.0 / tempo  # tempo counts beats of the meter's unit (6/8: eighth notes)
-    return max(1, round(duration / bar)) * bar
+    return meter[0] * 60.0 / tempo  # tempo counts beats of the meter's unit (6/8: eighth notes)
 
 
 def _duration(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> tuple[float, PcmInfo | None]:

@@ -59,12 +59,30 @@ def default_overlap(window_frames: int) -> int:
 
 @dataclass
 class Piece:
-    """Consecutive audio of the requested stems: samples [start, start + len) at model rate."""
+    """Consecutive audio of the requested stems of one take: samples [start, start + len) at
+    model rate."""
 
     window: int
     start: int
     stems: dict[str, np.ndarray]  # stem -> [n] float32
     last: bool
+    take: int = 0
+
+
+class TakeNoise:
+    """Noise for a batch of takes: row b of every draw comes from take b's own generator.
+
+    `standard_normal((B, ...))` stacks one `(...)`-shaped draw per generator, so take b sees
+    exactly the numbers a one-take run seeded like it draws: a take of a batch is the take a
+    request with its seed alone makes (up to the float rounding of batched inference)."""
+
+    def __init__(self, seeds: Sequence[int]):
+        self.generators = [np.random.default_rng(s) for s in seeds]
+
+    def standard_normal(self, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        if shape[0] != len(self.generators):
+            raise ValueError(f"noise for {shape[0]} rows asked of {len(self.generators)} takes")
+        return np.stack([g.standard_normal(tuple(shape[1:]), dtype=dtype) for g in self.generators])
 
 
 @dataclass
@@ -142,12 +160,18 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
                     schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
                     churn: float | None = None, hook: StepHook | None = None,
-                    timings: Timings | None = None, cache: EncodeCache | None = None) -> Iterator[Piece]:
+                    timings: Timings | None = None, cache: EncodeCache | None = None, takes: int = 1,
+                    kept_frames: dict[str, np.ndarray] | None = None) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
     `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
     `cache`: reuse the latents of given windows encoded before (same audio, same bundle).
-    Yields `Piece`s in order whose lengths add up to exactly `n_samples`."""
+    `takes`: that many takes, sampled as one batch (take i from seed `seed + i`, see
+    `TakeNoise`); the given stems are encoded once for all of them. `kept_frames`: for a given
+    stem that is also requested (a redo), a bool `[F]` over the region's latent frames: True
+    where its latents are imposed, False where they are generated.
+    Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
+    to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
     F = max(1, -(-n_samples // D))
     plan = WindowPlan(F, W, default_overlap(W) if overlap is None else overlap)
@@ -156,21 +180,28 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     for g, stem in enumerate(given):
         x = given[stem][:n_samples]
         audio[g, 0, : len(x)] = x
+    kept = {}
+    for stem, frames in (kept_frames or {}).items():  # padded frames count as kept (silence)
+        kept[stem] = np.ones(plan.padded_frames, bool)
+        kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
-    rng = np.random.default_rng(seed)
-    fader = Crossfader(plan.overlap * D, plan.hop * D)
+    rng = TakeNoise([seed + b for b in range(takes)])
+    faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     prev, emitted, phase = None, 0, None
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
+        frames = {stem: m[s:s + W] for stem, m in kept.items()}
         z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
-                           rng, steps, sampler, schedule, resample, i, hook, t, cache, churn)
+                           rng, steps, sampler, schedule, resample, i, hook, t, cache, churn, takes, frames)
         prev = z
         t0 = time.perf_counter()
         out, phase = _decode_stems(bundle, z, requested, phase, plan.hop)
         t.decode += time.perf_counter() - t0
-        stems = {r: fader.join(r, out[r], last) for r in requested}
-        n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
-        yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last)
+        n = 0
+        for b in range(takes):
+            stems = {r: faders[b].join(r, out[b][r], last) for r in requested}
+            n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
+            yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last, take=b)
         emitted += n
 
 
@@ -179,27 +210,32 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    steps: int | None, sampler: str | None, schedule: str | None, resample: int | None,
                    window: int,
                    hook: StepHook | None, t: Timings, cache: EncodeCache | None,
-                   churn: float | None = None) -> np.ndarray:
-    """One window's joint latent `[1,K*C,W]`: given stems imposed over all frames, and the
-    first O frames of the requested stems imposed from `prev`'s last O frames."""
+                   churn: float | None = None, takes: int = 1,
+                   kept: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
+    stem in `kept` only over its True frames), and the first O frames of the requested stems
+    imposed from `prev`'s last O frames (each take continuing its own previous window)."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
-    z_given = np.zeros((1, K * C, W), np.float32)
-    mask = bundle.stem_mask(given, W)
+    z_given = np.zeros((takes, K * C, W), np.float32)
+    mask = np.repeat(bundle.stem_mask(given, W), takes, axis=0)
     t0 = time.perf_counter()
     if given:
-        z = cache.encode(bundle, audio) if cache is not None else bundle.encode(audio)  # [G,C,W]
+        z = cache.encode(bundle, audio) if cache is not None else bundle.encode(audio)  # [G,C,W], once
         for g, stem in enumerate(given):
             k = bundle.stems.index(stem)
-            z_given[0, k * C:(k + 1) * C] = z[g, :, :W]
+            z_given[:, k * C:(k + 1) * C] = z[g, :, :W]
     t.encode += time.perf_counter() - t0
+    for stem, frames in (kept or {}).items():
+        k = bundle.stems.index(stem)
+        mask[:, k * C:(k + 1) * C] *= frames[None, None, :W].astype(np.float32)
     if prev is not None and O > 0:
         for stem in requested:
             k = bundle.stems.index(stem)
-            z_given[0, k * C:(k + 1) * C, :O] = prev[0, k * C:(k + 1) * C, W - O:]
-            mask[0, k * C:(k + 1) * C, :O] = 1.0
+            z_given[:, k * C:(k + 1) * C, :O] = prev[:, k * C:(k + 1) * C, W - O:]
+            mask[:, k * C:(k + 1) * C, :O] = 1.0
     callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
-    out = bundle.generate((1, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
+    out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, rng=rng, S_churn=churn,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
@@ -208,19 +244,22 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
 
 
 def _decode_stems(bundle: Bundle, z: np.ndarray, requested: Sequence[str], phase: np.ndarray | None,
-                  hop: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Decode the requested stems' blocks of a joint latent `[1,K*C,W]` -> (stem -> `[W*D]`,
-    the phase offsets `[R,F]` at frame `hop`, where the next window starts, or None).
+                  hop: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """Decode the requested stems' blocks of joint latents `[B,K*C,W]` (one row per take) in
+    one batch -> (per take, stem -> `[W*D]`; the phase offsets `[B*R,F]` at frame `hop`,
+    where the next window starts, or None).
 
     A phase-carrying decoder starts each window at the offsets the previous window's decode
     had at this window's first frame (`phase`), so the overlapping ends crossfade in phase
     rather than partly cancelling."""
-    C = bundle.C
-    blocks = np.stack([z[0, bundle.stems.index(r) * C:(bundle.stems.index(r) + 1) * C] for r in requested])
+    C, B, R = bundle.C, z.shape[0], len(requested)
+    blocks = np.stack([z[b, bundle.stems.index(r) * C:(bundle.stems.index(r) + 1) * C]
+                       for b in range(B) for r in requested])  # [B*R,C,W], take-major
+    nxt = None
     if not bundle.phase_bins:
-        audio = bundle.decode(blocks)  # [R,1,W*D]
-        return {r: audio[j, 0] for j, r in enumerate(requested)}, None
-    start = np.zeros((len(requested), bundle.phase_bins), np.float32) if phase is None else phase
-    audio, offsets = bundle.decode_carry(blocks, start)  # [R,1,W*D], [R,F,W]
-    nxt = offsets[:, :, hop] if hop < offsets.shape[-1] else None
-    return {r: audio[j, 0] for j, r in enumerate(requested)}, nxt
+        audio = bundle.decode(blocks)  # [B*R,1,W*D]
+    else:
+        start = np.zeros((B * R, bundle.phase_bins), np.float32) if phase is None else phase
+        audio, offsets = bundle.decode_carry(blocks, start)  # [B*R,1,W*D], [B*R,F,W]
+        nxt = offsets[:, :, hop] if hop < offsets.shape[-1] else None
+    return [{r: audio[b * R + j, 0] for j, r in enumerate(requested)} for b in range(B)], nxt

@@ -77,11 +77,12 @@ class ZmqSink:
                                          "total": total, "window": window, "windows": windows,
                                          "eta": round(eta, 4)})
 
-    def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool) -> None:
+    def chunk(self, job: Job, stem: str, offset: int, audio: np.ndarray, window: int, final: bool,
+              take: int = 0) -> None:
         self.outbox.send(self.identity, {"type": "chunk", "job_id": job.job_id, "stem": stem,
                                          "offset": offset, "frames": int(len(audio)),
                                          "sample_rate": job.request.output_sample_rate, "channels": 1,
-                                         "window": window, "final": final}, (audio,))
+                                         "window": window, "take": take, "final": final}, (audio,))
 
     def done(self, job: Job, info: dict[str, Any]) -> None:
         h = {"type": "done", "job_id": job.job_id, **info}

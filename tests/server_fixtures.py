@@ -168,11 +168,13 @@ class JobResult:
     def of(self, type_: str) -> list:
         return [m for m in self.messages if m.type == type_]
 
-    def stems(self) -> dict[str, np.ndarray]:
-        """stem -> concatenated chunk audio (checks offsets are contiguous)."""
+    def stems(self, take: int = 0) -> dict[str, np.ndarray]:
+        """stem -> concatenated chunk audio of one take (checks offsets are contiguous)."""
         from plugin_bridge import protocol as P
         out: dict[str, list[np.ndarray]] = {}
         for m in self.of("chunk"):
+            if m.header["take"] != take:
+                continue
             parts = out.setdefault(m.header["stem"], [])
             assert m.header["offset"] == sum(len(p) for p in parts), "chunk offsets not contiguous"
             parts.append(P.pcm_from_bytes(m.pcm[0]))

@@ -24,7 +24,7 @@ class RecordingSink:
         if self.on_step:
             self.on_step(job, step)
 
-    def chunk(self, job, stem, offset, audio, window, final):
+    def chunk(self, job, stem, offset, audio, window, final, take=0):
         self.chunks += 1
 
     def done(self, job, info):

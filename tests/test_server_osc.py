@@ -209,7 +209,8 @@ def test_stems_that_cannot_be_published_are_an_error_reply_and_leave_nothing(tmp
 
     sent = []
     front = SimpleNamespace(send=lambda to, address, *args: sent.append((address, *args)))
-    job = SimpleNamespace(job_id="j1", request=SimpleNamespace(generate=["bass", "drums"], output_sample_rate=22050))
+    job = SimpleNamespace(job_id="j1", request=SimpleNamespace(generate=["bass", "drums"], output_sample_rate=22050,
+                                                           takes=1, seeds=[0]))
     sink = OscSink(front, ("127.0.0.1", 9), JobOutput(tmp_path, "j1"))
     for stem in ("bass", "drums"):
         sink.chunk(job, stem, 0, np.zeros(100, np.float32), 0, True)

@@ -373,6 +373,9 @@ def test_one_client_cannot_fill_the_queue(tiny_bundle):  # noqa: F811
                 h, pcm = gen_header(f"g{i}", {}, 22050, ["bass"], **LONG)
                 greedy.send(h, pcm)
                 replies.append(_answer(greedy, f"g{i}"))
+                if i == 0:  # the first job leaves the queue before the others arrive
+                    while not (m := greedy.recv(10)).type == "progress":
+                        pass
             codes = [m.type if m.type == "queued" else m.header["code"] for m in replies]
             # 1 running + 2 waiting, then refusals (a job that ends meanwhile frees one place:
             # on an idle machine the tiny model may finish one before all nine are sent).
@@ -506,3 +509,105 @@ def test_bad_bar_lengths_are_refused_clearly(client, extra, code):
     h, pcm = gen_header("bars-bad", {"bass": tone(1.0, 44100)}, 44100, ["drums"], **extra)
     final = client.run_job(h, pcm).final
     assert final.type == "error" and final.header["code"] == code, final.header
+
+
+# ----------------------------------------------------------------------------- takes and redo
+
+def _count_encodes(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of every encoder call the daemon makes from now on."""
+    calls: list[tuple[int, ...]] = []
+    real = Bundle.encode
+
+    def encode(self, audio):
+        calls.append(tuple(audio.shape))
+        return real(self, audio)
+    monkeypatch.setattr(Bundle, "encode", encode)
+    return calls
+
+
+@pytest.mark.parametrize("seconds", [0.9, 3.0])  # one window; several windows
+def test_four_takes_in_one_request_encode_the_given_stems_once(client, monkeypatch, seconds):
+    rng = np.random.default_rng(int(seconds * 10))
+    given = {"bass": (0.2 * rng.standard_normal(int(seconds * 48000))).astype(np.float32),
+             "piano": tone(seconds, 48000, 330.0)}
+    calls = _count_encodes(monkeypatch)
+    h, pcm = gen_header("takes-4", given, 48000, ["drums", "guitar"], seed=5, takes=4)
+    res = client.run_job(h, pcm)
+    done = res.final
+    assert done.type == "done", done.header
+    assert [t["seed"] for t in done.header["takes"]] == [5, 6, 7, 8] and done.header["seed"] == 5
+    # the given stems were encoded once per window for all four takes, two rows per call
+    assert len(calls) == done.header["windows"] and all(c[0] == 2 for c in calls), calls
+    takes = [res.stems(t) for t in range(4)]
+    for stem in ("drums", "guitar"):
+        assert all(len(t[stem]) == done.header["frames"] == len(given["bass"]) for t in takes)
+        for i in range(4):
+            for j in range(i + 1, 4):
+                assert np.abs(takes[i][stem] - takes[j][stem]).max() > 1e-3, (stem, i, j)
+    assert {m.header["take"] for m in res.of("chunk")} == {0, 1, 2, 3}
+    # take 2 is what a one-take request with its seed makes
+    h1, pcm1 = gen_header("takes-1", given, 48000, ["drums", "guitar"], seed=7)
+    alone = client.run_job(h1, pcm1).stems()
+    for stem in ("drums", "guitar"):
+        np.testing.assert_allclose(takes[2][stem], alone[stem], atol=1e-4)
+
+
+def test_a_redo_keeps_the_stem_outside_the_range_bit_exact_and_changes_the_inside(client):
+    rate, seconds = 48000, 3.0
+    drums = (0.2 * np.random.default_rng(3).standard_normal(int(seconds * rate))).astype(np.float32)
+    h, pcm = gen_header("first", {"drums": drums}, rate, ["bass"], seed=1)
+    bass = client.run_job(h, pcm).stems()["bass"]
+    h, pcm = gen_header("redo", {"drums": drums, "bass": bass}, rate, ["bass"], seed=2, takes=2,
+                        redo={"stem": "bass", "start": 1.0, "end": 2.0})
+    res = client.run_job(h, pcm)
+    assert res.final.type == "done", res.final.header
+    assert res.final.header["redo"] == {"stem": "bass", "start": 1.0, "end": 2.0}
+    a, b = rate, 2 * rate
+    for take in (0, 1):
+        out = res.stems(take)["bass"]
+        assert len(out) == len(bass)
+        assert np.array_equal(out[:a], bass[:a]) and np.array_equal(out[b:], bass[b:])
+        inside = slice(a + rate // 10, b - rate // 10)
+        assert np.abs(out[inside] - bass[inside]).max() > 1e-3
+    assert np.abs(res.stems(0)["bass"][a:b] - res.stems(1)["bass"][a:b]).max() > 1e-3
+
+
+def test_a_redo_of_bars_maps_bar_numbers_to_the_region(client):
+    # 4/4 at 120 BPM: 2 s bars; the region starts at bar 5, so bar 6 is [2, 4) s
+    rate = 44100
+    drums, bass = tone(6.0, rate, 110.0), tone(6.0, rate, 55.0)
+    h, pcm = gen_header("redo-bars", {"drums": drums, "bass": bass}, rate, ["bass"], seed=3,
+                        region={"tempo": 120, "meter": [4, 4], "start_bar": 5}, redo={"stem": "bass", "bars": [6, 6]})
+    res = client.run_job(h, pcm)
+    assert res.final.header["redo"] == {"stem": "bass", "start": 2.0, "end": 4.0}, res.final.header
+    out = res.stems()["bass"]
+    assert np.array_equal(out[:2 * rate], bass[:2 * rate]) and np.array_equal(out[4 * rate:], bass[4 * rate:])
+    assert not np.array_equal(out[2 * rate:4 * rate], bass[2 * rate:4 * rate])
+
+
+@pytest.mark.parametrize("extra,code,words", [
+    ({"takes": 0}, "bad_field", "takes"), ({"takes": 9}, "bad_field", "takes"),
+    ({"takes": True}, "bad_field", "takes"), ({"takes": 2, "seed": 2 ** 63 - 1}, "bad_field", "seed"),
+    ({"redo": {"stem": "guitar", "start": 0, "end": 1}}, "bad_field", "given"),
+    ({"redo": {"stem": "bass", "start": 0}}, "missing_field", "end"),
+    ({"redo": {"stem": "bass", "start": 0.5, "end": 0.2}}, "bad_field", "start < end"),
+    ({"redo": {"stem": "bass", "start": 0.5, "end": 9.0}}, "bad_field", "region"),
+    ({"redo": {"stem": "bass", "bars": [1, 1]}}, "missing_field", "tempo"),
+    ({"redo": {"stem": "bass", "bars": [3, 4]}, "region": {"tempo": 120}}, "bad_field", "outside"),
+    ({"redo": {"stem": "bass", "start": 0, "end": 1}, "generate": ["bass", "guitar"]}, "bad_field", "generate"),
+    ({"redo": {"stem": "bass", "start": 0, "end": 1}, "output_sample_rate": 48000}, "bad_field", "rate"),
+])
+def test_bad_takes_and_redo_requests_are_refused_clearly(client, extra, code, words):
+    given = {"bass": tone(2.0, 44100), "drums": tone(2.0, 44100, 110.0)}
+    h, pcm = gen_header("bad-redo", given, 44100, ["bass"] if "redo" in extra else ["guitar"])
+    h.update(extra)
+    final = client.run_job(h, pcm).final
+    assert final.type == "error" and final.header["code"] == code, final.header
+    assert words in final.header["message"], final.header["message"]
+
+
+def test_a_stereo_stem_cannot_be_redone(client):
+    given = {"bass": tone(1.0, 44100, channels=2), "drums": tone(1.0, 44100)}
+    h, pcm = gen_header("redo-st", given, 44100, ["bass"], redo={"stem": "bass", "start": 0.1, "end": 0.5})
+    final = client.run_job(h, pcm).final
+    assert final.header["code"] == "bad_field" and "mono" in final.header["message"]

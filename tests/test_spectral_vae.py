@@ -153,7 +153,7 @@ def test_windowed_decode_joins_in_phase(spectral_bundle, carry: bool) -> None:
         out, phase = _decode_stems(b, z[:, :, s:s + plan.window], ["bass"], phase, plan.hop)
         if not carry:
             phase = None
-        parts.append(fader.join("bass", out["bass"], i == len(plan.starts) - 1))
+        parts.append(fader.join("bass", out[0]["bass"], i == len(plan.starts) - 1))
     joined = np.concatenate(parts)
     seams = [(s * b.D, (s + plan.overlap) * b.D) for s in plan.starts[1:]]
     err = max(float(np.linalg.norm(joined[a:c] - whole[a:c]) / np.linalg.norm(whole[a:c])) for a, c in seams)

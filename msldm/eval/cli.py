@@ -43,9 +43,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schedules", default="karras",
                    help="noise schedules of the sweep (karras, melody: few-step after MeLoDy)")
     p.add_argument("--schedule", default="karras", help="noise schedule of the main run")
-    p.add_argument("--resamples", default="1", help="takes per step of the sweep, e.g. 1,3 (RePaint resampling)")
+    p.add_argument("--resamples", default="1", help="passes per step of the sweep, e.g. 1,3 (RePaint resampling)")
     p.add_argument("--resample", type=int, default=None,
-                   help="takes per step of the main run (default: the bundle's, what a user gets)")
+                   help="passes per step of the main run (default: the bundle's, what a user gets)")
     p.add_argument("--churns", default="bundle",
                    help="S_churn values of the sweep, e.g. 0,10,20 ('bundle': the bundle's)")
     p.add_argument("--churn", default="bundle", help="S_churn of the main run ('bundle': the bundle's)")
