@@ -2,12 +2,16 @@
 
     msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --generate bass,guitar \\
         --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7
+    msldm-bridge generate ... --takes 4                      # four takes in one request
+    msldm-bridge generate --given bass=verse.seed7.bass.wav --given drums=drums.wav \
+        --redo bass --bars 5-6 --tempo 120 --meter 4/4 --start-bar 1 --out stems/  # bars 5-6 again
     msldm-bridge status
     msldm-bridge --server tcp://studio:5555 --curve-server-key server.key \\
         --curve-client-key laptop.key_secret status          # a remote daemon (CurveZMQ)
 
-Progress goes to stderr as plain text; stdout gets one `stem<TAB>path` line per written
-file (then `sidecar<TAB>path`), so DAW scripts can read it. Exit codes: 0 ok, 1 the
+Progress goes to stderr as plain text; stdout gets, take by take, one `stem<TAB>path` line
+per written file and then `sidecar<TAB>path`, so DAW scripts can read it. Files are named by
+region and seed (`<region>.seed<seed>.<stem>.wav`), so no take overwrites another. Exit codes: 0 ok, 1 the
 daemon refused or failed the job, 2 no daemon / bad arguments, 130 cancelled (Ctrl-C).
 """
 
@@ -67,6 +71,24 @@ def _stems(text: str) -> list[str]:
     return stems
 
 
+def _span(text: str) -> tuple[float, float]:
+    first, sep, last = text.partition("-")
+    try:
+        a, b = float(first), float(last)
+    except ValueError:
+        a = b = float("nan")
+    if not sep or not (a <= b):
+        raise argparse.ArgumentTypeError(f"wants FIRST-LAST like 5-6 (or 1.5-3.25 s), got {text!r}")
+    return a, b
+
+
+def _bars(text: str) -> tuple[int, int]:
+    a, b = _span(text)
+    if a != int(a) or b != int(b):
+        raise argparse.ArgumentTypeError(f"--bars wants whole bar numbers like 5-6, got {text!r}")
+    return int(a), int(b)
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}")
@@ -88,8 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--given", type=_given, action="append", default=[], metavar="STEM=PATH",
                    help="a given stem (repeatable); any sample rate, mono or stereo")
-    g.add_argument("--generate", type=_stems, required=True, metavar="STEMS",
-                   help="stems to generate, e.g. bass,guitar")
+    g.add_argument("--generate", type=_stems, metavar="STEMS",
+                   help="stems to generate, e.g. bass,guitar (with --redo: that stem)")
+    g.add_argument("--takes", type=int, help="takes to make in one request, 1-8 (seeds --seed, --seed + 1, ...; "
+                   "the given stems are encoded once); default 1")
+    g.add_argument("--redo", metavar="STEM", help="regenerate part of this given stem (--bars or --range); "
+                   "outside that part it comes back sample for sample")
+    g.add_argument("--bars", type=_bars, metavar="FIRST-LAST", help="with --redo: bars to redo, numbered as in "
+                   "the DAW (needs --tempo; --start-bar is the region's first bar, default 1)")
+    g.add_argument("--range", type=_span, metavar="START-END", help="with --redo: seconds from the region start "
+                   "to redo, e.g. 4-6.5")
     g.add_argument("--out", type=Path, required=True, help="folder for <region>.<stem>.wav")
     g.add_argument("--region", default="region", help="region name used in file names")
     g.add_argument("--tempo", type=float, help="BPM of the region (context for the DAW and sidecar)")
@@ -124,6 +154,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- generate
 
+def check_generate_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with `generate`'s stem options, or None: --generate, or --redo with exactly
+    one of --bars / --range (then --generate becomes the redone stem)."""
+    if args.redo is None:
+        if args.bars is not None or args.range is not None:
+            return "--bars and --range go with --redo STEM"
+        if not args.generate:
+            return "the following arguments are required: --generate (or --redo STEM)"
+        return None
+    if args.redo not in [stem for stem, _ in args.given]:
+        return f"--redo {args.redo}: give that stem too (--given {args.redo}=FILE)"
+    if args.generate not in (None, [args.redo]):
+        return f"--redo {args.redo} makes that stem alone; drop --generate"
+    if (args.bars is None) == (args.range is None):
+        return "--redo needs exactly one of --bars FIRST-LAST and --range START-END"
+    if args.bars is not None and args.tempo is None:
+        return "--bars needs --tempo (and --meter, --start-bar)"
+    args.generate = [args.redo]
+    return None
+
+
+def redo_field(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The protocol's `redo` object for --redo with --bars / --range."""
+    if args.redo is None:
+        return None
+    if args.bars is not None:
+        return {"stem": args.redo, "bars": list(args.bars)}
+    return {"stem": args.redo, "start": args.range[0], "end": args.range[1]}
+
+
+def redo_label(args: argparse.Namespace) -> str | None:
+    """What a redo's file names say: the stem and its range (`bass-bars5-6`, `bass-1.5-3s`)."""
+    if args.redo is None:
+        return None
+    if args.bars is not None:
+        return f"{args.redo}-bars{args.bars[0]}-{args.bars[1]}"
+    return f"{args.redo}-{args.range[0]:g}-{args.range[1]:g}s"
+
+
 def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFile]]) -> GenerateRequest:
     """The GenerateRequest for parsed `generate` arguments and the read given files."""
     region = {k: v for k, v in (("tempo", args.tempo), ("meter", args.meter), ("start_bar", args.start_bar),
@@ -132,32 +201,35 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
         generate=tuple(args.generate), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
         resample=args.resample, output_sample_rate=args.output_sample_rate, duration=args.duration,
-        region=region, length=None if args.length == "region" else args.length)
+        region=region, length=None if args.length == "region" else args.length, takes=args.takes,
+        redo=redo_field(args))
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
-                   result: Result, written: dict[str, Path], bit_depth: str) -> dict[str, Any]:
-    """Everything needed to reproduce a result: model, seed, steps, timings, given stems."""
+                   result: Result, written: dict[str, Path], bit_depth: str, take: int = 0) -> dict[str, Any]:
+    """Everything needed to reproduce one take: model, seed, steps, timings, given stems."""
     d = result.done
     return {
         "format": "msldm-bridge-result", "version": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": hello.get("model"), "model_sample_rate": hello.get("sample_rate"),
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
-        "seed": d.seed, "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
-        "region": d.region, "windows": d.windows,
+        "seed": d.seeds[take] if d.seeds else d.seed, "take": take, "takes": d.takes,
+        "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
+        "region": d.region, "windows": d.windows, "redo": d.redo,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
         "stems": {s: {"file": p.name, "frames": d.frames, "sample_rate": d.sample_rate, "bit_depth": bit_depth}
                   for s, p in written.items()},
-        "command": reproduce_command(args, d),
+        "command": reproduce_command(args, d, take),
     }
 
 
-def reproduce_command(args: argparse.Namespace, done: Done) -> str:
-    """A `msldm-bridge generate` line that asks for the same result again, from any folder:
-    absolute paths, and the sampler settings the daemon used (not just those asked for)."""
+def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> str:
+    """A `msldm-bridge generate` line that asks for the same take again (one take, its seed),
+    from any folder: absolute paths, and the sampler settings the daemon used (not just those
+    asked for)."""
     parts = ["msldm-bridge", "--server", args.server]
     for flag, key in (("--curve-server-key", args.curve_server_key), ("--curve-client-key", args.curve_client_key)):
         if key is not None:
@@ -165,8 +237,16 @@ def reproduce_command(args: argparse.Namespace, done: Done) -> str:
     parts.append("generate")
     for stem, path in args.given:
         parts += ["--given", f"{stem}={path.resolve()}"]
-    parts += ["--generate", ",".join(args.generate), "--out", str(args.out.resolve()), "--region", args.region,
-              "--seed", str(done.seed), "--steps", str(done.steps)]
+    seed = done.seeds[take] if done.seeds else done.seed
+    if args.redo is not None:
+        parts += ["--redo", args.redo] + (["--bars", f"{args.bars[0]}-{args.bars[1]}"] if args.bars else
+                                          ["--range", f"{args.range[0]!r}-{args.range[1]!r}"])
+    else:
+        parts += ["--generate", ",".join(args.generate)]
+    parts += ["--out", str(args.out.resolve()), "--region", args.region, "--seed", str(seed),
+              "--steps", str(done.steps)]
+    if args.length != "region":
+        parts += ["--length", args.length]
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
                         ("--schedule", done.schedule), ("--resample", done.resample),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
@@ -260,16 +340,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 bar.close()
     args.out.mkdir(parents=True, exist_ok=True)
     wavio.remove_stale_parts(args.out)
-    written = {stem: wavio.write_wav_atomic(wavio.stem_path(args.out, args.region, stem), audio,
-                                            result.sample_rate, bit_depth)
-               for stem, audio in result.stems.items()}
-    sidecar = wavio.write_json_atomic(wavio.sidecar_path(args.out, args.region),
-                                      sidecar_record(args, hello, files, result, written, bit_depth))
-    for stem, path in written.items():
-        print(f"{stem}\t{path}")
-    print(f"sidecar\t{sidecar}")
-    print(f"msldm-bridge: {len(written)} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
-          f"(seed {result.done.seed}, {result.done.steps} steps)", file=sys.stderr)
+    d, files_written = result.done, 0
+    seeds = d.seeds or (d.seed,)
+    for take, stems in enumerate(result.takes):
+        name = wavio.take_name(args.region, seeds[take], redo_label(args))
+        written = {stem: wavio.write_wav_atomic(wavio.stem_path(args.out, name, stem), audio,
+                                                result.sample_rate, bit_depth)
+                   for stem, audio in stems.items()}
+        sidecar = wavio.write_json_atomic(wavio.sidecar_path(args.out, name),
+                                          sidecar_record(args, hello, files, result, written, bit_depth, take))
+        for stem, path in written.items():
+            print(f"{stem}\t{path}")
+        print(f"sidecar\t{sidecar}")
+        files_written += len(written)
+    print(f"msldm-bridge: {files_written} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
+          f"(seed {', '.join(map(str, seeds))}; {d.steps} steps)", file=sys.stderr)
     return 0
 
 
@@ -291,7 +376,10 @@ COMMANDS = {"generate": cmd_generate, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "generate" and (problem := check_generate_args(args)):
+        parser.error(problem)
     try:
         return COMMANDS[args.command](args)
     except DaemonUnavailable as e:

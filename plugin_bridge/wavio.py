@@ -1,4 +1,5 @@
-"""The bridge's audio files: its result names (`<region>.<stem>.wav`, `<region>.msldm.json`)
+"""The bridge's audio files: its result names (`<take>.<stem>.wav`, `<take>.msldm.json`, where
+`<take>` is `take_name`: region and seed)
 on top of the shared reading and atomic writing of `msldm.wavio`, re-exported here so
 `from plugin_bridge import wavio` keeps working for scripts and adapters.
 
@@ -17,6 +18,13 @@ from msldm.wavio import (BIT_DEPTHS, DEFAULT_BIT_DEPTH, PART_SUFFIX, SUBTYPE_TO_
                          write_json_atomic, write_wav_atomic)
 
 SIDECAR_SUFFIX = ".msldm.json"
+
+
+def take_name(region: str, seed: int, redo: str | None = None) -> str:
+    """The file-name stem of one take: `<region>.seed<seed>`, or `<region>.redo-<what>.seed<seed>`
+    for a redo (`what`: the stem and its range, e.g. `bass-bars5-6`). Every take of a region
+    gets its own files, so a new take never overwrites an earlier one."""
+    return f"{region}.redo-{redo}.seed{seed}" if redo else f"{region}.seed{seed}"
 
 
 def stem_path(out_dir: str | os.PathLike[str], region: str, stem: str) -> Path:

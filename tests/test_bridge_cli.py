@@ -24,6 +24,12 @@ BRIDGE = [sys.executable, "-m", "plugin_bridge.cli"]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
+def _only(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def _bridge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*BRIDGE, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
@@ -45,8 +51,8 @@ def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     lines = dict(line.split("\t") for line in r.stdout.splitlines())
-    assert lines == {"bass": str(out / "verse.bass.wav"), "guitar": str(out / "verse.guitar.wav"),
-                     "sidecar": str(out / "verse.msldm.json")}
+    assert lines == {"bass": str(out / "verse.seed7.bass.wav"), "guitar": str(out / "verse.seed7.guitar.wav"),
+                     "sidecar": str(out / "verse.seed7.msldm.json")}
     for stem in ("bass", "guitar"):
         info = sf.info(lines[stem])  # session format by default: the given stems' rate and bit depth
         assert (info.samplerate, info.subtype, info.frames, info.channels) == (44100, "PCM_16", 88200, 1)
@@ -64,7 +70,7 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
                 "--make", "bass", "--out", str(tmp_path / "a"), "--sample-rate", "22050", "--bit-depth", "32f",
                 "--schedule", "melody", "--resample", "2")
     assert r.returncode == 0, r.stderr
-    meta = json.loads((tmp_path / "a" / "region.msldm.json").read_text())
+    meta = json.loads(_only(tmp_path / "a", "region.seed*.msldm.json").read_text())
     argv = shlex.split(meta["command"])
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
@@ -75,9 +81,10 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     assert "--make" not in argv and "--sample-rate" not in argv
     argv[argv.index("--out") + 1] = str(tmp_path / "b")
     assert _bridge(*argv[1:]).returncode == 0
-    a, sr = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
-    b, _ = sf.read(str(tmp_path / "b" / "region.bass.wav"), dtype="float32")
-    assert sr == 22050 and sf.info(str(tmp_path / "b" / "region.bass.wav")).subtype == "FLOAT"
+    name = f"region.seed{meta['seed']}.bass.wav"
+    a, sr = sf.read(str(tmp_path / "a" / name), dtype="float32")
+    b, _ = sf.read(str(tmp_path / "b" / name), dtype="float32")
+    assert sr == 22050 and sf.info(str(tmp_path / "b" / name)).subtype == "FLOAT"
     np.testing.assert_array_equal(a, b)
 
 
@@ -142,8 +149,8 @@ def test_a_daemon_killed_mid_job_and_restarted_loses_nothing(tiny_bundle, tmp_pa
                 assert ref.returncode == 0, ref.stderr
         finally:
             proc.kill()
-    a, _ = sf.read(str(tmp_path / "a" / "region.bass.wav"), dtype="float32")
-    b, _ = sf.read(str(tmp_path / "b" / "region.bass.wav"), dtype="float32")
+    a, _ = sf.read(str(tmp_path / "a" / "region.seed4.bass.wav"), dtype="float32")
+    b, _ = sf.read(str(tmp_path / "b" / "region.seed4.bass.wav"), dtype="float32")
     np.testing.assert_array_equal(a, b)
 
 
@@ -163,7 +170,7 @@ def test_generate_and_output_sample_rate_with_their_old_names():
 
 def test_generate_is_required_under_either_name(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.build_parser().parse_args(["generate", "--given", "drums=a.wav", "--out", "x"])
+        cli.main(["generate", "--given", "drums=a.wav", "--out", "x"])
     assert e.value.code == 2 and "--generate" in capsys.readouterr().err
 
 
@@ -206,7 +213,7 @@ def test_bridge_reaches_a_curve_daemon_with_keys_from_msldm_keys(tiny_bundle, gi
                      "generate", "--given", f"drums={given['drums']}", "--generate", "bass", "--steps", "2",
                      "--out", str(tmp_path / "o"))
         assert ok.returncode == 0, ok.stderr
-        meta = json.loads((tmp_path / "o" / "region.msldm.json").read_text())
+        meta = json.loads(_only(tmp_path / "o", "region.seed*.msldm.json").read_text())
         assert "--curve-client-key" in meta["command"]
         refused = _bridge("--server", d.endpoint, "--timeout", "1", *curve, "--curve-client-key",
                           str(keys / "stranger.key_secret"), "status")
@@ -222,3 +229,64 @@ def test_length_bars_reaches_the_request_with_tempo_and_meter() -> None:
     assert h["length"] == "bars" and h["region"]["tempo"] == 96.0 and h["region"]["meter"] == [3, 4]
     plain = cli.build_parser().parse_args(["generate", "--generate", "bass", "--out", "x", "--duration", "5"])
     assert "length" not in cli.make_request(plain, []).header("j")  # "region" is the daemon's default
+
+
+def test_four_takes_are_four_files_per_stem_named_by_seed_with_their_own_sidecars(live_daemon, given,
+                                                                                    tmp_path):  # noqa: F811
+    out = tmp_path / "t"
+    r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                "--generate", "bass,guitar", "--takes", "4", "--seed", "20", "--steps", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [line.split("\t") for line in r.stdout.splitlines()]
+    assert [k for k, _ in lines] == ["bass", "guitar", "sidecar"] * 4
+    assert [Path(p).name for k, p in lines if k == "bass"] == [f"region.seed{s}.bass.wav" for s in (20, 21, 22, 23)]
+    audio = [sf.read(p, dtype="float32")[0] for k, p in lines if k == "bass"]
+    assert all(np.abs(audio[i] - audio[j]).max() > 1e-3 for i in range(4) for j in range(i + 1, 4))
+    metas = [json.loads(Path(p).read_text()) for k, p in lines if k == "sidecar"]
+    assert [m["seed"] for m in metas] == [20, 21, 22, 23] and [m["take"] for m in metas] == [0, 1, 2, 3]
+    # each sidecar's command remakes its own take alone
+    argv = shlex.split(metas[2]["command"])
+    assert "--takes" not in argv and argv[argv.index("--seed") + 1] == "22"
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert _bridge(*argv[1:]).returncode == 0
+    again, _ = sf.read(str(tmp_path / "again" / "region.seed22.bass.wav"), dtype="float32")
+    np.testing.assert_allclose(again, audio[2], atol=1e-4)
+    # a second run over the same region adds files, it never overwrites the first run's
+    r2 = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                 "--generate", "bass", "--seed", "30", "--steps", "2", "--out", str(out))
+    assert r2.returncode == 0, r2.stderr
+    assert len(list(out.glob("region.seed*.bass.wav"))) == 5
+
+
+def test_redo_bars_keeps_the_rest_of_the_stem(live_daemon, tmp_path):  # noqa: F811
+    rate = 44100
+    bass = tone(55, 4.0, rate)
+    sf.write(str(tmp_path / "bass.wav"), bass, rate, subtype="FLOAT")
+    sf.write(str(tmp_path / "drums.wav"), tone(110, 4.0, rate), rate, subtype="FLOAT")
+    r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"bass={tmp_path / 'bass.wav'}",
+                "--given", f"drums={tmp_path / 'drums.wav'}", "--redo", "bass", "--bars", "6-6", "--tempo", "120",
+                "--meter", "4/4", "--start-bar", "5", "--seed", "3", "--steps", "2", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split("\t") for line in r.stdout.splitlines())
+    assert Path(lines["bass"]).name == "region.redo-bass-bars6-6.seed3.bass.wav"
+    out, sr = sf.read(lines["bass"], dtype="float32")
+    assert sr == rate and sf.info(lines["bass"]).subtype == "FLOAT"  # the redone stem's own format
+    a, b = 2 * rate, 4 * rate  # bar 6 of a region starting at bar 5: [2, 4) s
+    assert np.array_equal(out[:a], bass[:a]) and not np.array_equal(out[a:b], bass[a:b])
+    meta = json.loads(Path(lines["sidecar"]).read_text())
+    assert meta["redo"] == {"stem": "bass", "start": 2.0, "end": 4.0}
+    argv = shlex.split(meta["command"])
+    assert argv[argv.index("--redo") + 1] == "bass" and argv[argv.index("--bars") + 1] == "6-6"
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--redo", "bass", "--bars", "1-2", "--tempo", "120"], "give that stem too"),
+    (["--redo", "drums", "--generate", "bass", "--range", "0-1"], "drop --generate"),
+    (["--redo", "drums"], "exactly one of"),
+    (["--redo", "drums", "--bars", "1-2"], "needs --tempo"),
+    (["--generate", "bass", "--range", "0-1"], "go with --redo"),
+])
+def test_bad_redo_arguments_are_refused_before_anything_is_sent(capsys, extra, words):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--server", "tcp://127.0.0.1:1", "generate", "--given", "drums=a.wav", "--out", "x", *extra])
+    assert e.value.code == 2 and words in capsys.readouterr().err
