@@ -25,10 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 48000
 
 
+class FakeTake:
+    def __init__(self, file: str):
+        self.file, self.name = file, Path(file).name  # REAPER names a new take after its file
+
+
+class FakeItem:
+    def __init__(self, position: float, file: str):
+        info = sf.info(file)
+        self.position, self.length = position, info.frames / info.samplerate
+        self.takes = [FakeTake(file)]
+
+
 class FakeTrack:
     def __init__(self, name: str, audio: np.ndarray, selected: bool = False):
         self.name, self.audio, self.selected = name, audio, selected
-        self.items: list[tuple[float, str, float]] = []  # (position s, file, length s)
+        self.items: list[FakeItem] = []
 
 
 class FakeReaper:
@@ -44,7 +56,7 @@ class FakeReaper:
         self.undo: list[str] = []
         self.undo_open = 0
         self.messages: list[str] = []
-        self.user_answer: tuple[int, str] = (1, "bass,,5")
+        self.user_answer: tuple[int, str] = (1, "bass,,5,,")
 
     # -- ReaScript functions (names and parameters as in REAPER's Python API) ----------
     def RPR_GetSet_LoopTimeRange(self, isSet, isLoop, startOut, endOut, allowautoseek):
@@ -125,9 +137,36 @@ class FakeReaper:
 
     def RPR_InsertMedia(self, file, mode):
         assert mode & 512 and mode & 3 == 0
-        info = sf.info(file)
-        self.tracks[mode >> 16].items.append((self.cursor, file, info.frames / info.samplerate))
+        self.tracks[mode >> 16].items.append(FakeItem(self.cursor, file))
         return 1
+
+    def RPR_GetTrackMediaItem(self, tr, itemidx):
+        return tr.items[itemidx]
+
+    def RPR_AddTakeToMediaItem(self, item):
+        item.takes.append(FakeTake.__new__(FakeTake))  # an empty take: no source yet
+        item.takes[-1].file, item.takes[-1].name = None, ""
+        return item.takes[-1]
+
+    def RPR_PCM_Source_CreateFromFile(self, filename):
+        assert Path(filename).is_file()
+        return ("source", filename)
+
+    def RPR_SetMediaItemTake_Source(self, take, source):
+        take.file = source[1]
+        return True
+
+    def RPR_GetTake(self, item, takeidx):
+        return item.takes[takeidx]
+
+    def RPR_GetSetMediaItemTakeInfo_String(self, tk, parmname, stringNeedBig, setNewValue):
+        assert parmname == "P_NAME"
+        if setNewValue:
+            tk.name = stringNeedBig
+        return (True, tk, parmname, tk.name, setNewValue)
+
+    def RPR_UpdateItemInProject(self, item):
+        pass
 
     def RPR_Undo_BeginBlock(self):
         self.undo_open += 1
@@ -171,12 +210,15 @@ BRIDGE = (sys.executable, "-m", "plugin_bridge.cli")
 
 def test_generate_inserts_stems_below_selection_at_its_start(fake, live_daemon):  # noqa: F811
     settings = logic.Settings(generate=("bass", "guitar"), server=live_daemon.endpoint, bridge=BRIDGE, seed=1)
-    stems = logic.generate(fake, settings, runner=RUNNER)
+    [stems] = logic.generate(fake, settings, runner=RUNNER)
     assert [t.name for t in fake.tracks] == ["Drums", "Keys", "MSLDM bass", "MSLDM guitar", "Vox"]
     for track, stem in zip(fake.tracks[2:4], ("bass", "guitar")):
-        [(pos, file, length)] = track.items
-        assert pos == 1.0 and file == str(stems[stem]) and Path(file).is_file()
-        assert length == pytest.approx(1.5, abs=1 / SR)
+        [item] = track.items
+        [take] = item.takes
+        file = take.file
+        assert item.position == 1.0 and file == str(stems[stem]) and Path(file).is_file()
+        assert take.name == Path(file).stem and "seed1" in take.name
+        assert item.length == pytest.approx(1.5, abs=1 / SR)
         assert sf.info(file).samplerate == SR and sf.info(file).subtype == "PCM_24"
     # what the model was given is the render of each selected track over the selection
     given, rate = sf.read(str(fake.project_dir / "msldm" / "given" / "msldm-given-01.wav"), dtype="float32")
@@ -190,8 +232,36 @@ def test_generate_inserts_stems_below_selection_at_its_start(fake, live_daemon):
 
 
 def test_default_generate_is_every_stem_not_given(fake, live_daemon):  # noqa: F811
-    stems = logic.generate(fake, logic.Settings(server=live_daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
+    [stems] = logic.generate(fake, logic.Settings(server=live_daemon.endpoint, bridge=BRIDGE), runner=RUNNER)
     assert sorted(stems) == ["bass", "guitar"]  # drums and keys (piano) are given
+
+
+def test_takes_become_reaper_takes_named_by_region_stem_and_seed(fake, live_daemon):  # noqa: F811
+    settings = logic.Settings(generate=("bass",), server=live_daemon.endpoint, bridge=BRIDGE, seed=40, takes=3)
+    takes = logic.generate(fake, settings, runner=RUNNER)
+    assert len(takes) == 3
+    [item] = fake.tracks[2].items
+    assert [t.file for t in item.takes] == [str(t["bass"]) for t in takes]
+    assert [t.name for t in item.takes] == [f"msldm-1_000s.seed{s}.bass" for s in (40, 41, 42)]
+    audio = [sf.read(t.file, dtype="float32")[0] for t in item.takes]
+    assert np.abs(audio[0] - audio[1]).max() > 1e-3 and np.abs(audio[1] - audio[2]).max() > 1e-3
+    # the same selection again, new seeds: new files beside the old ones, none overwritten
+    before = {t.file: Path(t.file).read_bytes() for t in item.takes}
+    logic.generate(fake, logic.Settings(generate=("bass",), server=live_daemon.endpoint, bridge=BRIDGE, seed=50),
+                   runner=RUNNER)
+    assert all(Path(f).read_bytes() == b for f, b in before.items())
+    assert len(list((fake.project_dir / "msldm").glob("msldm-1_000s.seed*.bass.wav"))) == 4
+
+
+def test_bars_and_six_eight_tempo_reach_the_bridge_in_the_daemons_units(fake, live_daemon, monkeypatch):  # noqa: F811
+    # REAPER's tempo counts quarter notes; the daemon's counts beats of the meter's unit
+    monkeypatch.setattr(fake, "RPR_TimeMap_GetTimeSigAtTime", lambda proj, t, a, b, c: (proj, t, 6, 8, 60.0))
+    settings = logic.Settings(generate=("bass",), server=live_daemon.endpoint, bridge=BRIDGE, seed=1,
+                              length="bars")
+    [stems] = logic.generate(fake, settings, runner=RUNNER)
+    # 6/8 at 60 quarter notes a minute: 120 eighths a minute, 3 s bars; the 1.5 s selection
+    # rounds to one whole bar
+    assert sf.info(str(stems["bass"])).frames == 3 * SR
 
 
 def test_main_asks_and_reports_errors_in_a_message_box(fake, live_daemon):  # noqa: F811
@@ -207,11 +277,18 @@ def test_main_asks_and_reports_errors_in_a_message_box(fake, live_daemon):  # no
 
 
 def test_settings_from_user_parses_answers(fake):
-    fake.user_answer = (1, "bass / guitar,12,")
+    fake.user_answer = (1, "bass / guitar,12,,4,y")
     s = logic.settings_from_user(fake)
     assert s is not None and s.generate == ("bass", "guitar") and s.steps == 12 and s.seed is None
+    assert s.takes == 4 and s.length == "bars"
+    fake.user_answer = (1, "bass,,,,")
+    s = logic.settings_from_user(fake)
+    assert s.takes == 1 and s.length == "region"
     fake.user_answer = (1, "bass,many,")
     with pytest.raises(logic.UserError, match="whole numbers"):
+        logic.settings_from_user(fake)
+    fake.user_answer = (1, "bass,,,9,")
+    with pytest.raises(logic.UserError, match="1 to 8"):
         logic.settings_from_user(fake)
 
 
@@ -222,12 +299,12 @@ def test_stems_remembered_as_make_by_an_earlier_version_are_offered(fake, monkey
     offered = []
     ask = fake.RPR_GetUserInputs
     monkeypatch.setattr(fake, "RPR_GetUserInputs", lambda *a: offered.append(a[3]) or ask(*a))
-    fake.user_answer = (1, ",,")
+    fake.user_answer = (1, ",,,,")
     assert logic.settings_from_user(fake).generate == ()
-    assert offered == ["guitar,,"]
+    assert offered == ["guitar,,,,"]
     assert fake.ext[("MSLDM", "generate")] == "" and fake.ext[("MSLDM", "make")] == ""
     logic.settings_from_user(fake)
-    assert offered[1] == ",,"
+    assert offered[1] == ",,,,"
 
 
 def test_bridge_command_uses_the_current_option_names(tmp_path):

@@ -3,7 +3,9 @@
 `generate(api, settings)` renders the time selection of the selected tracks (REAPER's
 own renderer: "stems only", bounds = time selection, WAV), runs `msldm-bridge generate`
 on them, and inserts each generated stem on a new track below the selection, at the
-selection's start, in one undo step. `api` is anything with REAPER's `RPR_*` functions
+selection's start, in one undo step. With several takes, each stem's item holds them as
+REAPER takes (named `<region>.seed<seed>.<stem>`, the file's name), so switching takes
+auditions them; every take has its own files, so a later run never overwrites one. `api` is anything with REAPER's `RPR_*` functions
 as attributes (inside REAPER: the `reaper_python` module); tests pass a fake. This module
 imports only the standard library, so it runs in REAPER's embedded Python without numpy.
 
@@ -50,6 +52,8 @@ class Settings:
     steps: Optional[int] = None
     seed: Optional[int] = None
     bit_depth: str = "24"
+    takes: int = 1
+    length: str = "region"  # "bars": the stems end on a bar line
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,13 @@ class Reaper:
         self.api.RPR_GetSetProjectInfo_String(0, key, value, True)
 
     def context_at(self, t: float) -> dict[str, Any]:
-        """{tempo, meter [num, den], start_bar (1-based)} at time `t`."""
+        """{tempo, meter [num, den], start_bar (1-based)} at time `t`. REAPER's tempo counts
+        quarter notes per minute; the daemon's counts beats of the meter's unit (6/8 at 60
+        quarter notes a minute is 120 eighth notes a minute), so it is converted here."""
         _, _, num, den, tempo = self.api.RPR_TimeMap_GetTimeSigAtTime(0, t, 0, 0, 0.0)
         measures = self.api.RPR_TimeMap2_timeToBeats(0, t, 0, 0, 0.0, 0)[3]
-        return {"tempo": float(tempo), "meter": [int(num), int(den)], "start_bar": int(measures) + 1}
+        return {"tempo": float(tempo) * int(den) / 4.0, "meter": [int(num), int(den)],
+                "start_bar": int(measures) + 1}
 
     def project_dir(self) -> Path:
         return Path(self.api.RPR_GetProjectPath("", 4096)[0])
@@ -194,42 +201,60 @@ def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[s
                         ("--output-sample-rate", sample_rate)):
         if value is not None:
             cmd += [flag, str(value)]
+    if settings.takes != 1:
+        cmd += ["--takes", str(settings.takes)]
+    if settings.length != "region":
+        cmd += ["--length", settings.length]
     return cmd
 
 
-def run_bridge(cmd: list[str], runner: Callable[..., Any] = subprocess.run) -> dict[str, Path]:
-    """Run the bridge; returns `{stem: path}` from its `stem<TAB>path` output lines."""
+def run_bridge(cmd: list[str], runner: Callable[..., Any] = subprocess.run) -> list[dict[str, Path]]:
+    """Run the bridge; returns one `{stem: path}` per take from its output lines (a take's
+    `stem<TAB>path` lines, then its `sidecar<TAB>path`)."""
     r = runner(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError("msldm-bridge failed:\n" + (r.stderr or r.stdout).strip()[-1500:])
-    out = {}
+    takes: list[dict[str, Path]] = [{}]
     for line in r.stdout.splitlines():
         stem, sep, path = line.partition("\t")
-        if sep and stem != "sidecar":
-            out[stem] = Path(path)
-    return out
+        if sep and stem == "sidecar":
+            takes.append({})
+        elif sep:
+            takes[-1][stem] = Path(path)
+    return [t for t in takes if t]
 
 
-def insert_stems(rp: Reaper, sel: Selection, stems: dict[str, Path]) -> list[Any]:
-    """New tracks "MSLDM <stem>" right below the last selected track, each holding its
-    file at the selection's start. Returns the new tracks."""
+def insert_stems(rp: Reaper, sel: Selection, takes: list[dict[str, Path]]) -> list[Any]:
+    """New tracks "MSLDM <stem>" right below the last selected track, each holding one item
+    at the selection's start whose takes are the stem's takes, named after their files.
+    Returns the new tracks."""
     api, new = rp.api, []
     index = max(t.index for t in sel.tracks) + 1
-    for stem, path in stems.items():
-        if not path.is_file():
-            raise UserError(f"msldm-bridge reported {path}, but it does not exist.")
+    for stem in takes[0]:
+        paths = [t[stem] for t in takes]
+        for path in paths:
+            if not path.is_file():
+                raise UserError(f"msldm-bridge reported {path}, but it does not exist.")
         api.RPR_InsertTrackAtIndex(index, True)
         track = api.RPR_GetTrack(0, index)
         api.RPR_GetSetMediaTrackInfo_String(track, "P_NAME", f"MSLDM {stem}", True)
         api.RPR_SetEditCurPos(sel.start, False, False)
-        api.RPR_InsertMedia(str(path), INSERT_AT_TRACK_INDEX | (index << 16))
+        api.RPR_InsertMedia(str(paths[0]), INSERT_AT_TRACK_INDEX | (index << 16))
+        item = api.RPR_GetTrackMediaItem(track, 0)
+        for path in paths[1:]:
+            take = api.RPR_AddTakeToMediaItem(item)
+            api.RPR_SetMediaItemTake_Source(take, api.RPR_PCM_Source_CreateFromFile(str(path)))
+        for k, path in enumerate(paths):
+            api.RPR_GetSetMediaItemTakeInfo_String(api.RPR_GetTake(item, k), "P_NAME", path.stem, True)
+        api.RPR_UpdateItemInProject(item)
         new.append(track)
         index += 1
     return new
 
 
-def generate(api: Any, settings: Settings, runner: Callable[..., Any] = subprocess.run) -> dict[str, Path]:
-    """The whole action (see module doc); one undo step. Returns `{stem: inserted file}`."""
+def generate(api: Any, settings: Settings, runner: Callable[..., Any] = subprocess.run) -> list[dict[str, Path]]:
+    """The whole action (see module doc); one undo step. Returns `[{stem: inserted file}]`,
+    one per take."""
     rp = Reaper(api)
     sel = read_selection(rp)
     stems_to_generate = settings.generate or tuple(s for s in STEMS if s not in {t.stem for t in sel.tracks})
@@ -251,29 +276,44 @@ def generate(api: Any, settings: Settings, runner: Callable[..., Any] = subproce
     return stems
 
 
+DIALOG_FIELDS = ("Stems (blank: all missing)", "Steps (blank: model)", "Seed (blank: random)",
+                 "Takes (blank: 1)", "End on a bar line (y/n)")
+
+
 def settings_from_user(api: Any) -> Optional[Settings]:
-    """Ask for stems / steps / seed (defaults remembered in REAPER's ExtState, section
-    "MSLDM"; keys `generate`, `steps`, `seed`, `server`, `bridge`; a `make` remembered by an
-    earlier version stands in for `generate`). None if cancelled.
-    REAPER separates the answers with commas, so stems are separated by spaces or "/"."""
+    """Ask for stems / steps / seed / takes / bar length (defaults remembered in REAPER's
+    ExtState, section "MSLDM"; keys `generate`, `steps`, `seed`, `takes`, `bars`, `server`,
+    `bridge`; a `make` remembered by an earlier version stands in for `generate`). None if
+    cancelled. REAPER separates the answers with commas, so stems are separated by spaces or
+    "/"."""
     def ext(key: str, default: str) -> str:
         return api.RPR_GetExtState(SECTION, key) or default
 
-    defaults = ",".join([ext("generate", ext("make", "")), ext("steps", ""), ext("seed", "")])
-    r = api.RPR_GetUserInputs("MSLDM: generate accompaniment", 3,
-                              "Stems (blank: all missing),Steps (blank: model),Seed (blank: random)",
+    keys = ("generate", "steps", "seed", "takes", "bars")
+    defaults = ",".join([ext("generate", ext("make", "")), ext("steps", ""), ext("seed", ""), ext("takes", ""),
+                         ext("bars", "")])
+    r = api.RPR_GetUserInputs("MSLDM: generate accompaniment", len(DIALOG_FIELDS), ",".join(DIALOG_FIELDS),
                               defaults, 512)
     if not r[0]:
         return None
-    stems, steps, seed = (r[4].split(",") + ["", "", ""])[:3]
-    for key, value in (("generate", stems), ("make", ""), ("steps", steps), ("seed", seed)):
+    answers = (r[4].split(",") + [""] * len(keys))[:len(keys)]
+    stems, steps, seed, takes, bars = answers
+    for key, value in (*zip(keys, answers), ("make", "")):
         api.RPR_SetExtState(SECTION, key, value, True)  # "make" emptied: a blank answer stays blank
+    if bars.strip().lower() not in ("", "y", "yes", "n", "no"):
+        raise UserError("End on a bar line: answer y or n.")
     try:
-        return Settings(generate=tuple(s for s in re.split(r"[\s/;+]+", stems.lower()) if s),
-                        server=ext("server", Settings.server), bridge=tuple(shlex.split(ext("bridge", "msldm-bridge"))),
-                        steps=int(steps) if steps.strip() else None, seed=int(seed) if seed.strip() else None)
+        settings = Settings(generate=tuple(s for s in re.split(r"[\s/;+]+", stems.lower()) if s),
+                            server=ext("server", Settings.server),
+                            bridge=tuple(shlex.split(ext("bridge", "msldm-bridge"))),
+                            steps=int(steps) if steps.strip() else None, seed=int(seed) if seed.strip() else None,
+                            takes=int(takes) if takes.strip() else 1,
+                            length="bars" if bars.strip().lower() in ("y", "yes") else "region")
     except ValueError:
-        raise UserError("Steps and seed must be whole numbers.") from None
+        raise UserError("Steps, seed and takes must be whole numbers.") from None
+    if not 1 <= settings.takes <= 8:
+        raise UserError("Takes: 1 to 8.")
+    return settings
 
 
 def main(api: Any) -> None:
