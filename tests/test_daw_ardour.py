@@ -126,18 +126,62 @@ def test_generate_script_adds_tracks_at_range_start(tmp_path, session, live_daem
     given, _ = sf.read(str(sdir / "msldm" / "given.drums.wav"), dtype="float32")
     np.testing.assert_array_equal(given, tones["Drums"][start - 24000:end - 24000])
     regions = _regions(tmp_path, sdir, name)
-    assert sorted(regions) == ["Drums", "Keys", "MSLDM bass", "MSLDM guitar"]
+    assert sorted(regions) == ["Drums", "Keys", "MSLDM bass seed3", "MSLDM guitar seed3"]
     d_pos, d_len, d_off, d_peak, d_path = regions["Drums"][0]
     assert (d_pos, d_len, d_off) == (24000, 3 * SR, 0)  # the given tracks are untouched
     assert d_path.is_file() and d_path.parent == sdir / "interchange" / "song" / "audiofiles"
     assert d_peak == pytest.approx(0.3, abs=1e-3)  # Ardour reads the files placed by XML editing
     for stem in ("bass", "guitar"):
-        [(pos, length, offset, peak, path)] = regions[f"MSLDM {stem}"]
+        [(pos, length, offset, peak, path)] = regions[f"MSLDM {stem} seed3"]
         assert (pos, length, offset) == (start, end - start, 0)
-        assert path.is_file() and path.name == f"take1.{stem}.wav"
+        assert path.is_file() and path.name == f"take1.seed3.{stem}.wav"
         assert sf.info(str(path)).samplerate == SR and sf.info(str(path)).frames == end - start
         assert peak > 1e-3  # not the silence Ardour substitutes for a missing file
-    assert (sdir / "msldm" / "take1.msldm.json").is_file()
+    assert (sdir / "msldm" / "take1.seed3.msldm.json").is_file()
+
+
+def _generate(tmp_path: Path, sdir: Path, name: str, endpoint: str, *args: str) -> subprocess.CompletedProcess:
+    r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano", "start=48000",
+                "end=120000", f"server={endpoint}", f"bridge={sys.executable} -m plugin_bridge.cli",
+                f"python={sys.executable}", *args, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+@needs_ardour
+@pytest.mark.slow
+def test_two_takes_over_the_same_selection_both_stay_in_the_session(tmp_path, session, live_daemon):  # noqa: F811
+    # one run with two takes, then another run over the same range: three takes, none lost
+    sdir, name, _ = session
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=5", "takes=2")
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=9")
+    regions = _regions(tmp_path, sdir, name)
+    takes = {f"MSLDM bass seed{s}": s for s in (5, 6, 9)}
+    assert sorted(regions) == sorted(["Drums", "Keys", *takes])
+    audio = []
+    for track, seed in takes.items():
+        [(pos, length, offset, peak, path)] = regions[track]
+        assert (pos, length) == (48000, 72000) and peak > 1e-3
+        assert path.is_file() and path.name == f"msldm-48000.seed{seed}.bass.wav"
+        audio.append(sf.read(str(path), dtype="float32")[0])
+    assert np.abs(audio[0] - audio[1]).max() > 1e-3 and np.abs(audio[1] - audio[2]).max() > 1e-3
+
+
+@needs_ardour
+@pytest.mark.slow
+def test_redo_a_range_of_a_generated_track(tmp_path, session, live_daemon):  # noqa: F811
+    sdir, name, _ = session
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=5")
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "redo=MSLDM bass seed5:bass", "redo_start=72000",
+              "redo_end=96000", "seed=11")
+    regions = _regions(tmp_path, sdir, name)
+    [(_, _, _, _, old_path)] = regions["MSLDM bass seed5"]
+    [(pos, length, _, peak, new_path)] = regions["MSLDM bass seed5 redo seed11"]
+    assert (pos, length) == (48000, 72000) and peak > 1e-3
+    old, new = sf.read(str(old_path), dtype="float32")[0], sf.read(str(new_path), dtype="float32")[0]
+    a, b = 72000 - 48000, 96000 - 48000  # the redone span, from the region start
+    assert np.array_equal(new[:a], old[:a]) and np.array_equal(new[b:], old[b:])
+    assert np.abs(new[a:b] - old[a:b]).max() > 1e-3
 
 
 @needs_ardour

@@ -19,6 +19,8 @@ function action_params ()
 		["bridge"] = { title = "msldm-bridge command", default = "msldm-bridge" },
 		["python"] = { title = "Python with msldm installed", default = "python3" },
 		["generate"] = { title = "Stems to generate (comma separated; empty: all not selected)", default = "" },
+		["takes"] = { title = "Takes (1-8; each its own track, named by seed)", default = "1" },
+		["length"] = { title = "Length: region, or bars (end on a bar line)", default = "region" },
 	}
 end
 
@@ -99,22 +101,31 @@ function factory (params) return function ()
 	for _, s in ipairs (given) do cmd = cmd .. " --given " .. shq (s .. "=" .. out .. "/given." .. s .. ".wav") end
 	cmd = cmd .. " --generate " .. shq (generate) .. " --out " .. shq (out) .. " --region " .. shq (region)
 		.. " --output-sample-rate " .. sr .. " --bit-depth 32f --quiet"
-		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d", tm:quarters_per_minute_at (tp),
+		-- the daemon's tempo counts beats of the meter's unit; Ardour's, quarter notes
+		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d",
+			tm:quarters_per_minute_at (tp) * meter:note_value () / 4,
 			meter:divisions_per_bar (), meter:note_value (), tm:bbt_at (tp).bars)
+		.. " --takes " .. shq (p["takes"] or "1") .. " --length " .. shq (p["length"] or "region")
 	local log = out .. "/" .. region .. ".log"
 	if not os.execute (cmd .. " > " .. shq (log) .. " 2>&1") then
 		local lf = io.open (log, "r")
 		alert ("msldm-bridge failed:\n" .. (lf and lf:read ("a") or cmd)) return
 	end
 
-	local files = C.StringVector ()
-	for s in generate:gmatch ("[^,]+") do
-		local path = out .. "/" .. region .. "." .. s .. ".wav"
-		local chk = io.open (path, "rb")
-		if not chk then alert ("msldm-bridge did not write " .. path) return end
-		chk:close ()
-		files:push_back (path)
+	-- the log holds the bridge's `stem<TAB>path` lines: one file per stem and take, named by
+	-- region and seed (<region>.seed<seed>.<stem>.wav), so no take overwrites an earlier one
+	local files, lf = C.StringVector (), io.open (log, "r")
+	for line in (lf and lf:read ("a") or ""):gmatch ("[^\n]+") do
+		local key, path = line:match ("^([%w_]+)\t(.+%.wav)$")
+		if key then
+			local chk = io.open (path, "rb")
+			if not chk then alert ("msldm-bridge did not write " .. path) return end
+			chk:close ()
+			files:push_back (path)
+		end
 	end
+	if lf then lf:close () end
+	if files:size () == 0 then alert ("msldm-bridge wrote no stems (see " .. log .. ")") return end
 	Editor:do_import (files, Editing.ImportDistinctFiles, Editing.ImportAsTrack, ARDOUR.SrcQuality.SrcBest,
 		ARDOUR.MidiTrackNameSource.SMFTrackName, ARDOUR.MidiTempoMapDisposition.SMFTempoIgnore,
 		Temporal.timepos_t (start), ARDOUR.PluginInfo (), ARDOUR.Track (), false)

@@ -3,16 +3,25 @@
 --
 --   ardour7-lua msldm_generate.lua SESSION_DIR SESSION_NAME given=Drums:drums,Keys:piano \
 --       generate=bass,guitar [start=SAMPLE end=SAMPLE] [server=tcp://127.0.0.1:5555] [seed=7] \
---       [steps=8] [out=DIR] [region=NAME] [bridge="msldm-bridge"] [python=python3]
+--       [takes=N] [length=region|bars] [steps=8] [out=DIR] [region=NAME] [bridge="msldm-bridge"] \
+--       [python=python3]
+--   ardour7-lua msldm_generate.lua SESSION_DIR SESSION_NAME given=Drums:drums \
+--       redo="MSLDM bass seed7:bass" redo_start=SAMPLE redo_end=SAMPLE [start=SAMPLE end=SAMPLE] ...
 -- (`make=` is the old name of `generate=` and still works.)
 --
 -- Steps: (1) read the given tracks' regions over the range (default: the session range)
 -- and the tempo/meter there; (2) `python -m plugin_bridge.adapters.ardour render` paints
 -- them from their source files into given.<stem>.wav (Ardour's export may crash on
--- teardown headless); (3) `msldm-bridge generate` (os.execute) writes <region>.<stem>.wav;
--- (4) new tracks "MSLDM <stem>" are added and the session saved and closed; (5) the
--- headless interpreter cannot import audio, so `... ardour place` adds the files to those
--- tracks by editing the closed session's XML. Exit status 0 on success, 1 otherwise.
+-- teardown headless); (3) `msldm-bridge generate` writes one file per stem and take,
+-- <region>.seed<seed>.<stem>.wav, and prints their paths; (4) a new track per stem and take,
+-- "MSLDM <stem> seed<seed>", is added and the session saved and closed; (5) the headless
+-- interpreter cannot import audio, so `... ardour place` adds the files to those tracks by
+-- editing the closed session's XML. Every take has its own files and track: a later run
+-- over the same range adds to the session, it never overwrites an earlier take.
+-- A redo renders the named track (a generated one) with the given ones, asks the bridge to
+-- make [redo_start, redo_end) of it again (`--redo STEM --range`), and puts the result on a
+-- new track "<track> redo seed<seed>": outside the redone span it is the old take, sample
+-- for sample. Exit status 0 on success, 1 otherwise.
 
 local function fail (msg)
 	io.stderr:write ("msldm: " .. msg .. "\n")
@@ -59,6 +68,16 @@ local function parse_args ()
 		table.insert (o.given_list, { track = track, stem = stem })
 	end
 	o.generate = o.generate or o.make -- make=: the name before one name per concept
+	if o.redo then
+		local track, stem = o.redo:match ("^(.*):([%w_]+)$")
+		if not track then fail ("redo wants Track:stem, got " .. o.redo) end
+		o.redo_track, o.redo_stem = track, stem
+		table.insert (o.given_list, { track = track, stem = stem })
+		if not tonumber (o.redo_start) or not tonumber (o.redo_end) then
+			fail ("redo needs redo_start=SAMPLE and redo_end=SAMPLE")
+		end
+		o.generate = stem
+	end
 	if not o.generate or o.generate == "" then fail ("generate=stem,... is required") end
 	o.out = o.out or (o.dir .. "/msldm")
 	return o
@@ -88,11 +107,13 @@ local function track_json (s, g)
 end
 
 local function context_at (start)
+	-- Ardour's tempo counts quarter notes a minute; the daemon's counts beats of the meter's
+	-- unit (6/8: eighth notes), so it is scaled by note_value / 4
 	local tm = Temporal.TempoMap.read ()
 	local tp = Temporal.timepos_t (start)
 	local m = tm:meter_at (tp)
-	return { tempo = tm:quarters_per_minute_at (tp), num = m:divisions_per_bar (), den = m:note_value (),
-		bar = tm:bbt_at (tp).bars }
+	return { tempo = tm:quarters_per_minute_at (tp) * m:note_value () / 4, num = m:divisions_per_bar (),
+		den = m:note_value (), bar = tm:bbt_at (tp).bars }
 end
 
 local function write_plan (s, o, ctx)
@@ -120,18 +141,48 @@ local function bridge_cmd (o, sr, ctx)
 		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d", ctx.tempo, ctx.num, ctx.den, ctx.bar)
 	if o.seed then cmd = cmd .. " --seed " .. shq (o.seed) end
 	if o.steps then cmd = cmd .. " --steps " .. shq (o.steps) end
+	if o.takes then cmd = cmd .. " --takes " .. shq (o.takes) end
+	if o.length then cmd = cmd .. " --length " .. shq (o.length) end
+	if o.redo then
+		cmd = cmd .. string.format (" --redo %s --range %.9g-%.9g", shq (o.redo_stem),
+			(tonumber (o.redo_start) - o.start) / sr, (tonumber (o.redo_end) - o.start) / sr)
+	end
 	return cmd
 end
 
-local function add_tracks (s, o)
+local function run_bridge (cmd)
+	-- the bridge prints, take by take, `stem<TAB>path` per file and then `sidecar<TAB>path`
+	print ("msldm: $ " .. cmd)
+	local p = io.popen (cmd) or fail ("cannot run " .. cmd)
+	local takes, take = {}, {}
+	for line in p:lines () do
+		local key, path = line:match ("^([^\t]+)\t(.*)$")
+		if key == "sidecar" then
+			table.insert (takes, take)
+			take = {}
+		elseif key then
+			table.insert (take, { stem = key, file = path })
+		end
+	end
+	local ok, how, code = p:close ()
+	if not ok then fail ("msldm-bridge failed (" .. tostring (how) .. " " .. tostring (code) .. ")") end
+	if #takes == 0 then fail ("msldm-bridge wrote no stems") end
+	return takes
+end
+
+local function add_tracks (s, o, takes)
 	local names = {}
-	for stem in o.generate:gmatch ("[^,]+") do
-		local tl = s:new_audio_track (1, 2, nil, 1, o.prefix .. stem, ARDOUR.PresentationInfo.max_order,
-			ARDOUR.TrackMode.Normal, true)
-		if tl:size () ~= 1 then fail ("could not add a track for " .. stem) end
-		local file = o.out .. "/" .. o.region .. "." .. stem .. ".wav"
-		if not file_exists (file) then fail ("the bridge did not write " .. file) end
-		table.insert (names, { track = tl:front ():name (), file = file })
+	for _, take in ipairs (takes) do
+		for _, f in ipairs (take) do
+			local seed = f.file:match ("%.seed(%d+)%.[^./]+%.wav$") or "?"
+			local name = o.prefix .. f.stem .. " seed" .. seed
+			if o.redo then name = o.redo_track .. " redo seed" .. seed end
+			local tl = s:new_audio_track (1, 2, nil, 1, name, ARDOUR.PresentationInfo.max_order,
+				ARDOUR.TrackMode.Normal, true)
+			if tl:size () ~= 1 then fail ("could not add a track for " .. f.stem) end
+			if not file_exists (f.file) then fail ("the bridge did not write " .. f.file) end
+			table.insert (names, { track = tl:front ():name (), file = f.file })
+		end
 	end
 	return names
 end
@@ -149,8 +200,7 @@ local sr = s:nominal_sample_rate ()
 local ctx = context_at (o.start)
 local plan = write_plan (s, o, ctx)
 run (o.python .. " -m plugin_bridge.adapters.ardour render " .. shq (plan) .. " " .. shq (o.out))
-run (bridge_cmd (o, sr, ctx))
-local placed = add_tracks (s, o)
+local placed = add_tracks (s, o, run_bridge (bridge_cmd (o, sr, ctx)))
 s:save_state ("", false, false, false, false, false)
 close_session ()
 local cmd = o.python .. " -m plugin_bridge.adapters.ardour place " .. shq (o.dir) .. " " .. shq (o.name)
