@@ -10,6 +10,9 @@ is one pair, in-process and daemon back to back, alternating which goes first. R
 per length: medians of end-to-end latency and time to first audio, the median of the
 per-pair overheads, and a re-roll: the same region with a new seed, its given stems'
 encoding taken from an encode cache (in-process).
+
+`bench_takes` (`msldm bench --daemon --daemon-takes N`): N takes of a region in one request
+(one batch) against N separate requests sent together, through the same daemon.
 """
 
 from __future__ import annotations
@@ -121,13 +124,88 @@ def _through_daemon(endpoint: str, header: dict[str, Any], pcm: list[np.ndarray]
         sock.close(0)
 
 
+def _many_through_daemon(endpoint: str, jobs: Sequence[tuple[dict[str, Any], list[np.ndarray]]]
+                         ) -> tuple[float, float]:
+    """Send every job at once (as a user queueing takes would) and wait for all to end:
+    (seconds until the last `done`, seconds until the first chunk)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        t0, first, left = time.perf_counter(), None, len(jobs)
+        for header, pcm in jobs:
+            sock.send_multipart(P.encode(header, pcm))
+        while left:
+            if not sock.poll(600_000):
+                raise TimeoutError("daemon did not answer")
+            m = P.decode(sock.recv_multipart(), incoming="s2c")
+            if m.type == "chunk" and first is None:
+                first = time.perf_counter() - t0
+            if m.type == "error":
+                raise RuntimeError(f"{m.header['code']}: {m.header['message']}")
+            left -= m.type == "done"
+        return time.perf_counter() - t0, first or 0.0
+    finally:
+        sock.close(0)
+
+
+@dataclass
+class TakesRow:
+    """Medians over the repeats: `takes` takes of one region as one request, and as that many
+    requests sent together (seeds 1..takes either way), through the same daemon."""
+
+    seconds: float
+    takes: int
+    one_request: float
+    one_request_first: float
+    separate: float
+    separate_first: float
+    repeats: int
+
+    @property
+    def ratio(self) -> float:
+        return self.one_request / self.separate
+
+
+def bench_takes(bundle_dir: str | Path, seconds: float = 12.0, takes: int = 4, *, repeats: int = 3,
+                steps: int | None = None, providers: Sequence[str] | None = None,
+                threads: int = 0) -> TakesRow:
+    """`takes` takes in one request against `takes` separate requests, through a daemon with
+    its default encode cache on (what a user gets: the separate requests' given stems are
+    encoded once too, then served from the cache), alternating which goes first."""
+    h, pcm = _request(seconds, steps, "takes")
+    one = ({**h, "job_id": "takes-one", "takes": takes}, pcm)
+    separate = [({**h, "job_id": f"takes-{k}", "seed": 1 + k}, pcm) for k in range(takes)]
+    runs: list[tuple[tuple[float, float], tuple[float, float]]] = []
+    with daemon_process(bundle_dir, seconds + 1, providers, threads, encode_cache_mb=64) as endpoint:
+        _many_through_daemon(endpoint, [_request(2.0, steps, "warm")])  # first-call allocations
+        for r in range(repeats):
+            if r % 2 == 0:
+                a = _many_through_daemon(endpoint, [one])
+                b = _many_through_daemon(endpoint, separate)
+            else:
+                b = _many_through_daemon(endpoint, separate)
+                a = _many_through_daemon(endpoint, [one])
+            runs.append((a, b))
+    med = statistics.median
+    return TakesRow(seconds, takes, med(a[0] for a, _ in runs), med(a[1] for a, _ in runs),
+                    med(b[0] for _, b in runs), med(b[1] for _, b in runs), repeats)
+
+
+def format_takes(row: TakesRow) -> str:
+    return ("| region (s) | takes | one request (s) | first audio (s) | separate requests (s) | first audio (s) "
+            "| one / separate | repeats |\n|---|---|---|---|---|---|---|---|\n"
+            f"| {row.seconds:g} | {row.takes} | {row.one_request:.3f} | {row.one_request_first:.3f} "
+            f"| {row.separate:.3f} | {row.separate_first:.3f} | {row.ratio:.2f} | {row.repeats} |")
+
+
 @contextlib.contextmanager
 def daemon_process(bundle_dir: str | Path, max_region_seconds: float, providers: Sequence[str] | None,
-                   threads: int) -> Iterator[str]:
-    """`msldm serve` (as `python -m server serve`) on a free loopback port, encode cache off;
-    yields its endpoint once it answers; always stopped."""
+                   threads: int, encode_cache_mb: int = 0) -> Iterator[str]:
+    """`msldm serve` (as `python -m server serve`) on a free loopback port, encode cache off
+    unless `encode_cache_mb`; yields its endpoint once it answers; always stopped."""
     cmd = [sys.executable, "-m", "server", "serve", "--bundle", str(bundle_dir), "--zmq", "tcp://127.0.0.1:0",
-           "--encode-cache-mb", "0", "--max-region-seconds", str(max_region_seconds),
+           "--encode-cache-mb", str(encode_cache_mb), "--max-region-seconds", str(max_region_seconds),
            "--threads", str(threads), "--log-level", "WARNING"]
     if providers:
         cmd += ["--providers", ",".join(providers)]

@@ -143,14 +143,22 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="region lengths to time (default: 12 60)")
     p.add_argument("--daemon-repeats", type=int, default=3, help="in-process / daemon pairs per length")
     p.add_argument("--daemon-steps", type=int, default=None, help="sampler steps (default: bundle's)")
+    p.add_argument("--daemon-takes", type=int, default=None, metavar="N",
+                   help="instead: N takes of the first --daemon-seconds region in one request against N "
+                        "separate requests")
     for name in ("", "-seconds", "-repeats", "-steps"):
         add_alias(p, f"--server{name}", f"--daemon{name}")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run `bench_server` and print its table; `args.bundle` may be None (bundled default)."""
-    from server.bench import bench_server, format_table
+    from server.bench import bench_server, bench_takes, format_table, format_takes
     bundle = getattr(args, "bundle", None) or default_bundle()
+    if getattr(args, "daemon_takes", None):
+        print(format_takes(bench_takes(bundle, args.daemon_seconds[0], args.daemon_takes,
+                                       repeats=args.daemon_repeats, steps=args.daemon_steps,
+                                       threads=getattr(args, "threads", None) or 0)))
+        return 0
     rows = bench_server(bundle, tuple(args.daemon_seconds), repeats=args.daemon_repeats,
                         steps=args.daemon_steps, threads=getattr(args, "threads", None) or 0)
     print(format_table(rows))

@@ -34,6 +34,13 @@ def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
     assert r.pairs == 3 and np.isfinite(r.overhead_pct) and "daemon overhead" in format_table(rows)
 
 
+def test_bench_takes_times_one_request_against_separate_ones(tiny_bundle):  # noqa: F811
+    from server.bench import bench_takes, format_takes
+    row = bench_takes(tiny_bundle, 1.5, 3, repeats=1, steps=2)
+    assert row.takes == 3 and row.one_request > 0 and row.separate > 0 and row.ratio > 0
+    assert "| 1.5 | 3 |" in format_takes(row)
+
+
 def test_serve_on_a_broken_bundle_says_why_and_exits_2(tmp_path, capsys):
     from server.cli import main
     (tmp_path / "manifest.json").write_text("{}")
