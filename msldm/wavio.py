@@ -3,7 +3,7 @@ stems, atomic WAV and JSON writing.
 
 Writes go through `msldm.atomic`: a result file either does not exist under its final name
 or is complete. numpy and soundfile only, so the bridge-only install imports it (the bridge's
-own file names, `<region>.<stem>.wav` and the sidecar, stay in `plugin_bridge.wavio`).
+own file names, `<region>.seed<seed>.<stem>.wav` and the sidecar, stay in `plugin_bridge.wavio`).
 
 Audio arrays are `[N]` (mono) or `[N, ch]` (interleaved) float32.
 """

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the DAW (needs --tempo; --start-bar is the region's first bar, default 1)")
     g.add_argument("--range", type=_span, metavar="START-END", help="with --redo: seconds from the region start "
                    "to redo, e.g. 4-6.5")
-    g.add_argument("--out", type=Path, required=True, help="folder for <region>.<stem>.wav")
+    g.add_argument("--out", type=Path, required=True, help="folder for <region>.seed<seed>.<stem>.wav (one set per take)")
     g.add_argument("--region", default="region", help="region name used in file names")
     g.add_argument("--tempo", type=float, help="BPM of the region (context for the DAW and sidecar)")
     g.add_argument("--meter", type=_meter, help="time signature, e.g. 4/4")

@@ -28,10 +28,10 @@ def take_name(region: str, seed: int, redo: str | None = None) -> str:
 
 
 def stem_path(out_dir: str | os.PathLike[str], region: str, stem: str) -> Path:
-    """Final name of one generated stem: `<out_dir>/<region>.<stem>.wav`."""
+    """Final name of one generated stem: `<out_dir>/<name>.<stem>.wav` (`name`: a `take_name`)."""
     return Path(out_dir) / f"{region}.{stem}.wav"
 
 
 def sidecar_path(out_dir: str | os.PathLike[str], region: str) -> Path:
-    """Final name of a region's sidecar: `<out_dir>/<region>.msldm.json`."""
+    """Final name of a take's sidecar: `<out_dir>/<name>.msldm.json` (`name`: a `take_name`)."""
     return Path(out_dir) / f"{region}{SIDECAR_SUFFIX}"
