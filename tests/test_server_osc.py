@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from pythonosc.osc_message import OscMessage
@@ -365,3 +366,21 @@ def test_osc_on_ipv6_loopback(tiny_bundle, folders):  # noqa: F811
         b = OscMessageBuilder("/msldm/ping")
         s.sendto(b.build().dgram, ("::1", d.osc.port))
         assert OscMessage(s.recvfrom(65536)[0]).address == "/msldm/pong"
+
+
+def test_osc_takes_write_one_file_per_stem_and_seed(osc_daemon, folders):
+    _, out, _ = folders
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["tk", r.port, "bass=bass.wav", "generate=drums,piano", "seed=3",
+                                              "takes=2"])
+        assert r.wait("/msldm/queued")[:2] == ["/msldm/queued", "tk"]
+        done = r.wait("/msldm/done", timeout=30)
+        assert done[:2] == ["/msldm/done", "tk"]
+        names = sorted(Path(p).name for p in done[2:])
+        assert names == ["drums.seed3.wav", "drums.seed4.wav", "piano.seed3.wav", "piano.seed4.wav"]
+        assert sorted(p.name for p in (out / "tk").iterdir()) == names
+        a, b = (sf.read(str(out / "tk" / f"drums.seed{s}.wav"), dtype="float32")[0] for s in (3, 4))
+        assert a.shape == b.shape and np.abs(a - b).max() > 1e-3
+    finally:
+        r.close()
