@@ -104,24 +104,7 @@ def _inproc(local: _Local, header: dict[str, Any], pcm: list[np.ndarray],
 
 
 def _through_daemon(endpoint: str, header: dict[str, Any], pcm: list[np.ndarray]) -> tuple[float, float]:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        t0, first = time.perf_counter(), None
-        sock.send_multipart(P.encode(header, pcm))
-        while True:
-            if not sock.poll(600_000):
-                raise TimeoutError("daemon did not answer")
-            m = P.decode(sock.recv_multipart(), incoming="s2c")
-            if m.type == "chunk" and first is None:
-                first = time.perf_counter() - t0
-            if m.type == "error":
-                raise RuntimeError(f"{m.header['code']}: {m.header['message']}")
-            if m.type == "done":
-                return time.perf_counter() - t0, first or 0.0
-    finally:
-        sock.close(0)
+    return _many_through_daemon(endpoint, [(header, pcm)])
 
 
 def _many_through_daemon(endpoint: str, jobs: Sequence[tuple[dict[str, Any], list[np.ndarray]]]
