@@ -40,7 +40,7 @@ WEIRD: list[Any] = [None, True, False, -1, 0, 1, 2 ** 31, 2 ** 63, 2 ** 64 - 1, 
                     "", "x", "\u0000", "é" * 40, "a" * 300, [], {}, [1, 2], {"a": {"b": [None]}},
                     *(f"@{k}@" for k in LITERALS), ["@INF@"], {"t": "@BIG@"}]
 FIELDS = ["job_id", "given", "generate", "seed", "steps", "sampler", "schedule", "resample",
-          "output_sample_rate", "duration", "region"]
+          "output_sample_rate", "duration", "region", "takes", "redo", "length"]
 GIVEN_FIELDS = ["stem", "sample_rate", "channels", "frames"]
 
 
@@ -65,7 +65,7 @@ def _valid_generate(rng: random.Random, i: int) -> tuple[dict[str, Any], list[by
 
 def _mutate_generate(rng: random.Random, i: int) -> list[bytes]:
     h, pcm = _valid_generate(rng, i)
-    kind = rng.randrange(6)
+    kind = rng.randrange(7)
     if kind == 0 or (kind == 1 and not h["given"]):
         h[rng.choice(FIELDS)] = rng.choice(WEIRD)
     elif kind == 1:
@@ -78,6 +78,17 @@ def _mutate_generate(rng: random.Random, i: int) -> list[bytes]:
                           [b"\0" * len(p) for p in pcm]])
     elif kind == 4:  # a region / token full of numbers nobody can use
         h["region"] = {"tempo": rng.choice(WEIRD), "start": {"seconds": rng.choice(WEIRD)}}
+    elif kind == 5:  # a redo of a given stem with odd spans, bars and regions
+        stem = rng.choice(["bass", "piano", "drums", rng.choice(WEIRD)])
+        span = rng.choice([{"start": rng.choice(WEIRD), "end": rng.choice(WEIRD)}, {"bars": rng.choice(WEIRD)},
+                           {"bars": [rng.randint(-3, 5), rng.randint(-3, 5)]}, {"start": 0.01, "end": 0.05}])
+        h["redo"] = {"stem": stem, **span}
+        h["generate"] = rng.choice([[stem], ["drums"], []])
+        if rng.random() < 0.5:
+            h["region"] = {"tempo": rng.choice([120, 2000, 0.001, rng.choice(WEIRD)]),
+                           "meter": rng.choice([[4, 4], [7, 8], rng.choice(WEIRD)]),
+                           "start_bar": rng.choice([1, -2, rng.choice(WEIRD)])}
+        h["takes"] = rng.choice([1, 2, rng.choice(WEIRD)])
     else:
         h[rng.choice(FIELDS)], h[rng.choice(FIELDS)] = rng.choice(WEIRD), rng.choice(WEIRD)
     return [_text(h), *pcm]
