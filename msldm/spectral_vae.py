@@ -5,13 +5,13 @@ Same interface as the DAC-style `msldm.vae.SourceVAE` (C = 80 channels, hop D = 
 and the server do not change. It is sized to train on a CPU: every layer runs at the frame
 rate (69 Hz), none at the sample rate.
 
-Encoder: `ConvSTFT` (Hann, n_fft, hop D, frame t centred on hop block t) -> per bin the log
+Encoder: an STFT (`msldm.stft.make_stft`: Hann, n_fft, hop D, frame t centred on hop block t) -> per bin the log
 magnitude and the unit phasor of the phase advance since the previous frame, less the bin
 centre's advance (the instantaneous-frequency deviation) -> a 1x1 conv -> ConvNeXt blocks ->
 mean and log-variance `[B, C, T]`.
 
 Decoder: ConvNeXt blocks -> per bin a log magnitude and a phase term -> complex spectrum ->
-`ConvISTFT`. The phase (`VAEConfig.phase`):
+the inverse STFT. The phase (`VAEConfig.phase`):
 - ``if``: the head predicts each bin's instantaneous-frequency deviation d in (-pi, pi); the
   phase is the running sum over frames of (bin-centre advance + d), so a held partial keeps
   its frequency by construction and frames never jump in phase (no frame-rate comb).
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msldm.config import VAEConfig
-from msldm.stft import ConvISTFT, ConvSTFT, bin_advance
+from msldm.stft import bin_advance, make_stft
 from msldm.vae import LOGVAR_MAX, LOGVAR_MIN
 
 __all__ = ["SpectralVAE", "ConvNeXtBlock", "PHASES", "LOG_EPS"]
@@ -95,8 +95,7 @@ class SpectralVAE(nn.Module):
         self.cfg, self.hop, self.latent_dim = cfg, cfg.hop, cfg.latent_dim
         self.bins = cfg.n_fft // 2 + 1
         pad = (cfg.n_fft - cfg.hop) // 2
-        self.stft = ConvSTFT(cfg.n_fft, cfg.hop, pad)
-        self.istft = ConvISTFT(cfg.n_fft, cfg.hop, pad)
+        self.stft, self.istft = make_stft(cfg.n_fft, cfg.hop, pad)  # factorised DFTs (n_fft = k * hop)
         self.encoder = _trunk(3 * self.bins, cfg.encoder_dim, cfg.encoder_blocks, 2 * cfg.latent_dim)
         heads = 3 if cfg.phase == "free" else 2  # log magnitude + deviation, or + a 2-vector
         self.decoder = _trunk(cfg.latent_dim, cfg.decoder_dim, cfg.decoder_blocks, heads * self.bins)

@@ -6,6 +6,12 @@ inverse-DFT basis (overlap-add included), divided by the window envelope (itself
 `ConvTranspose1d` of ones), then trimmed. No FFT, Col2Im or STFT operator appears in an
 exported graph, so TensorRT's ONNX parser takes them.
 
+`FactorisedSTFT` / `FactorisedISTFT` compute the same transforms with about an eighth of
+the multiply-adds (for n_fft 1280: 0.19 M instead of 1.64 M per frame): frames are built
+from hop-sized blocks (n_fft a multiple of hop), and each frame's DFT is split Cooley-Tukey
+style into two small DFTs (n_fft = N1 x N2, e.g. 32 x 40) joined by twiddle factors, all as
+MatMul / Mul / Reshape / Slice / Concat / Pad. `make_stft` picks them where they apply.
+
 Framing: `pad` samples of zeros on each side, frames of `n_fft` every `hop`. With
 `pad = n_fft // 2` this is `torch.stft(center=True, pad_mode="constant")` and its inverse
 `torch.istft(center=True)`; the spectral SourceVAE uses `pad = (n_fft - hop) // 2`, so frame
@@ -20,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvSTFT", "ConvISTFT", "hann", "bin_advance"]
+__all__ = ["ConvSTFT", "ConvISTFT", "FactorisedSTFT", "FactorisedISTFT", "make_stft", "hann", "bin_advance"]
 
 
 def hann(n_fft: int) -> torch.Tensor:
@@ -87,3 +93,120 @@ class ConvISTFT(nn.Module):
         envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop)
         audio = audio / envelope.clamp_min(1e-8)
         return audio[..., self.pad:-self.pad] if self.pad else audio  # static slice: any T in ONNX
+
+
+# ----------------------------------------------------------------------------- factorised
+
+
+def _split(n: int) -> tuple[int, int]:
+    """n = N1 * N2 with N1 the largest divisor of n not above sqrt(n)."""
+    n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return n1, n // n1
+
+
+def factorisable(n_fft: int, hop: int, pad: int) -> bool:
+    """The factorised transforms need frames made of whole hop blocks: n_fft and 2*pad both
+    multiples of hop."""
+    return n_fft % hop == 0 and (2 * pad) % hop == 0
+
+
+class _Factors(nn.Module):
+    """The constants of an n_fft = N1 x N2 real DFT: the N1-point DFT, the twiddles and the
+    N2-point DFT restricted to the K2 columns that reach bin n_fft / 2."""
+
+    def __init__(self, n_fft: int, hop: int, pad: int | None = None) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.pad = n_fft // 2 if pad is None else pad
+        if not factorisable(n_fft, hop, self.pad):
+            raise ValueError(f"n_fft {n_fft} and 2*pad {2 * self.pad} must be multiples of hop {hop}")
+        self.m = n_fft // hop  # hop blocks per frame
+        self.n1, self.n2 = _split(n_fft)
+        self.bins = n_fft // 2 + 1
+        self.k2 = (self.bins - 1) // self.n1 + 1  # columns k2 with some k = k1 + N1*k2 < bins
+        tau = 2 * math.pi
+        i1 = torch.arange(self.n1, dtype=torch.float64)
+        i2 = torch.arange(self.n2, dtype=torch.float64)
+        j2 = torch.arange(self.k2, dtype=torch.float64)
+        small = tau * ((i1[:, None] * i1[None, :]) % self.n1) / self.n1  # [N1, N1]
+        twiddle = tau * ((i1[:, None] * i2[None, :]) % n_fft) / n_fft  # [N1 (k1), N2 (n2)]
+        big = tau * ((i2[:, None] * j2[None, :]) % self.n2) / self.n2  # [N2 (n2), K2 (k2)]
+        for name, value in (("cos1", small.cos()), ("sin1", small.sin()), ("cos_t", twiddle.cos()),
+                            ("sin_t", twiddle.sin()), ("cos2", big.cos()), ("sin2", big.sin()),
+                            ("window", hann(n_fft).reshape(self.n1, self.n2))):
+            self.register_buffer(name, value.float(), persistent=False)
+
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        """`[B, T, n_fft]` -> `[B, 1, (T + m - 1) * hop]`: frame t added at sample t * hop."""
+        B = frames.shape[0]
+        blocks = frames.reshape(B, -1, self.m, self.hop)
+        out = sum(F.pad(blocks[:, :, j], (0, 0, j, self.m - 1 - j)) for j in range(self.m))
+        return out.reshape(B, 1, -1)
+
+
+class FactorisedSTFT(_Factors):
+    """`ConvSTFT` (same framing, window and sign), computed as two small DFTs per frame."""
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = (-(audio.shape[-1] + 2 * self.pad)) % self.hop  # 0 for the VAE (N = T * hop)
+        x = F.pad(audio, (self.pad, self.pad + extra)) if self.pad or extra else audio
+        B = x.shape[0]
+        blocks = x.reshape(B, -1, self.hop)  # [B, T + m - 1, hop]
+        m = self.m
+        frames = torch.cat([blocks[:, j:j - (m - 1)] if j < m - 1 else blocks[:, j:] for j in range(m)],
+                           dim=-1)  # [B, T, n_fft]
+        if extra:  # the padding to whole blocks made room for one frame past torch.stft's last
+            frames = frames[:, :-1]
+        xr = frames.reshape(B, -1, self.n1, self.n2) * self.window  # [B, T, N1 (n1), N2 (n2)]
+        a_re, a_im = self.cos1 @ xr, -(self.sin1 @ xr)  # N1-point DFT over n1 -> [B, T, k1, n2]
+        b_re = a_re * self.cos_t + a_im * self.sin_t  # times exp(-i 2 pi k1 n2 / n_fft)
+        b_im = a_im * self.cos_t - a_re * self.sin_t
+        x_re = b_re @ self.cos2 + b_im @ self.sin2  # N2-point DFT over n2 -> [B, T, k1, k2]
+        x_im = b_im @ self.cos2 - b_re @ self.sin2
+        T = x_re.shape[1]
+
+        def bins(z: torch.Tensor) -> torch.Tensor:  # bin k = k1 + N1 * k2 -> [B, F, T]
+            return z.transpose(2, 3).reshape(B, T, -1)[:, :, :self.bins].transpose(1, 2)
+        return bins(x_re), bins(x_im)
+
+
+class FactorisedISTFT(_Factors):
+    """`ConvISTFT` (same inverse, window and envelope), computed as two small DFTs per frame."""
+
+    def __init__(self, n_fft: int, hop: int, pad: int | None = None) -> None:
+        super().__init__(n_fft, hop, pad)
+        c = torch.full((self.n1 * self.k2,), 2.0, dtype=torch.float64)
+        c[0] = 1.0
+        if n_fft % 2 == 0:
+            c[n_fft // 2] = 1.0
+        c[self.bins:] = 0.0  # the grid's columns past bin n_fft / 2
+        self.register_buffer("scale", (c / n_fft).float(), persistent=False)  # irfft weights c_k / N
+
+    def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        B, T = real.shape[0], real.shape[-1]
+        grid = self.n1 * self.k2
+
+        def grid_of(z: torch.Tensor) -> torch.Tensor:  # [B, F, T] -> [B, T, k1, k2], weighted
+            z = F.pad(z.transpose(1, 2), (0, grid - self.bins)) * self.scale
+            return z.reshape(B, T, self.k2, self.n1).transpose(2, 3)
+        y_re, y_im = grid_of(real), grid_of(imag)
+        s_re = y_re @ self.cos2.t() - y_im @ self.sin2.t()  # inverse N2-point DFT -> [B, T, k1, n2]
+        s_im = y_re @ self.sin2.t() + y_im @ self.cos2.t()
+        u_re = s_re * self.cos_t - s_im * self.sin_t  # times exp(+i 2 pi k1 n2 / n_fft)
+        u_im = s_re * self.sin_t + s_im * self.cos_t
+        x = self.cos1 @ u_re - self.sin1 @ u_im  # real part of the inverse N1-point DFT -> [B, T, n1, n2]
+        frames = (x * self.window).reshape(B, T, self.n_fft)
+        audio = self._overlap_add(frames)
+        ones = torch.ones_like(real[:1, :1, :]).transpose(1, 2)  # [1, T, 1]: the envelope follows T
+        envelope = self._overlap_add(ones * (self.window ** 2).reshape(1, 1, -1))
+        audio = audio / envelope.clamp_min(1e-8)
+        return audio[..., self.pad:-self.pad] if self.pad else audio
+
+
+def make_stft(n_fft: int, hop: int, pad: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """(STFT, inverse STFT) for this framing: the factorised pair where it applies, else the
+    convolutions. Both pairs compute the same transforms (to float rounding)."""
+    p = n_fft // 2 if pad is None else pad
+    if factorisable(n_fft, hop, p):
+        return FactorisedSTFT(n_fft, hop, p), FactorisedISTFT(n_fft, hop, p)
+    return ConvSTFT(n_fft, hop, p), ConvISTFT(n_fft, hop, p)

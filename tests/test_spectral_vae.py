@@ -13,15 +13,16 @@ import torch
 from msldm.config import get_preset
 from msldm.spectral_losses import spectral_vae_loss
 from msldm.spectral_vae import LOG_EPS, SpectralVAE
-from msldm.stft import ConvISTFT, ConvSTFT
+from msldm.stft import ConvISTFT, ConvSTFT, FactorisedISTFT, FactorisedSTFT
 
 SR = 22050
 
 
+@pytest.mark.parametrize("kind", [ConvSTFT, FactorisedSTFT])
 @pytest.mark.parametrize("n_fft,hop", [(1280, 320), (1024, 256), (640, 320)])
-def test_conv_stft_equals_torch_stft(n_fft: int, hop: int) -> None:
+def test_conv_stft_equals_torch_stft(n_fft: int, hop: int, kind: type) -> None:
     x = torch.randn(2, 1, 9000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    re, im = ConvSTFT(n_fft, hop).double()(x)
+    re, im = kind(n_fft, hop).double()(x)
     ref = torch.stft(x[:, 0], n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64),
                      center=True, pad_mode="constant", return_complex=True)
     scale = ref.abs().max()
@@ -30,23 +31,40 @@ def test_conv_stft_equals_torch_stft(n_fft: int, hop: int) -> None:
     assert float((im - ref.imag).abs().max() / scale) < 1e-5
 
 
+@pytest.mark.parametrize("kind", [ConvISTFT, FactorisedISTFT])
 @pytest.mark.parametrize("n_fft,hop", [(1280, 320), (1024, 256)])
-def test_conv_istft_equals_torch_istft(n_fft: int, hop: int) -> None:
+def test_conv_istft_equals_torch_istft(n_fft: int, hop: int, kind: type) -> None:
     g = torch.Generator().manual_seed(1)
     spec = torch.randn(2, n_fft // 2 + 1, 40, generator=g, dtype=torch.complex128)
-    y = ConvISTFT(n_fft, hop).double()(spec.real.contiguous(), spec.imag.contiguous())
+    y = kind(n_fft, hop).double()(spec.real.contiguous(), spec.imag.contiguous())
     ref = torch.istft(spec, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), center=True,
                       length=y.shape[-1])
     assert float((y[:, 0] - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
-def test_vae_framing_round_trip() -> None:
+@pytest.mark.parametrize("factorised", [False, True])
+def test_vae_framing_round_trip(factorised: bool) -> None:
     # pad = (n_fft - hop) / 2: T*D samples give exactly T frames, and the inverse gives them back.
-    stft, istft = ConvSTFT(1280, 320, 480), ConvISTFT(1280, 320, 480)
+    stft, istft = ((FactorisedSTFT(1280, 320, 480), FactorisedISTFT(1280, 320, 480)) if factorised else
+                   (ConvSTFT(1280, 320, 480), ConvISTFT(1280, 320, 480)))
     x = torch.randn(1, 1, 50 * 320)
     re, im = stft(x)
     assert re.shape[-1] == 50
     assert float((istft(re, im) - x).abs().max()) < 1e-4
+
+
+def test_the_vae_uses_the_factorised_transforms_and_they_match_the_convolutions() -> None:
+    # the same transforms in float32 as trained (the convolutions) to float rounding
+    from msldm.stft import make_stft
+    vae = SpectralVAE(dataclasses.replace(get_preset("tiny_spectral").vae, n_fft=1280))
+    assert isinstance(vae.stft, FactorisedSTFT) and isinstance(vae.istft, FactorisedISTFT)
+    x = torch.randn(3, 1, 64 * 320)
+    a, b = ConvSTFT(1280, 320, 480)(x), vae.stft(x)
+    scale = float(torch.sqrt(a[0] ** 2 + a[1] ** 2).max())
+    assert max(float((p - q).abs().max()) for p, q in zip(a, b)) / scale < 1e-5
+    y0, y1 = ConvISTFT(1280, 320, 480)(*a), vae.istft(*a)
+    assert float((y0 - y1).abs().max() / y0.abs().max()) < 1e-5
+    assert isinstance(make_stft(1000, 300)[0], ConvSTFT)  # 1000 is not a multiple of 300: convolutions
 
 
 def _vae(phase: str) -> SpectralVAE:
@@ -130,7 +148,8 @@ def test_spectral_bundle_exports_with_plain_operators(spectral_bundle) -> None:
         ops = check_tensorrt_ops(root / f"{g}.onnx", g)
         assert set(ops) <= TENSORRT_OPS
         assert not {"DFT", "STFT", "Col2Im"} & set(ops)
-    assert "ConvTranspose" in report.operators["decoder"] and "CumSum" in report.operators["decoder"]
+    assert "CumSum" in report.operators["decoder"]  # the running phase; the inverse STFT is MatMuls
+    assert "MatMul" in report.operators["encoder"] and "MatMul" in report.operators["decoder"]
     assert report.parity["encoder_max_abs"] < 1e-4 and report.parity["decoder_max_abs"] < 1e-4
     assert report.parity["decoder_phase_max_abs"] < 1e-2
 

@@ -176,7 +176,7 @@ def test_tiny_vae_overfits_one_batch() -> None:
 
     Uses the real training step in warm-up mode (adversarial=False: mel + KL, posterior
     sampled) with a learning rate 60x the paper's (3e-3) so that it fits in a CPU test;
-    the mel loss is measured on the posterior mean before and after. ~10-30 s on 1 core.
+    the mel loss is measured on the posterior mean before and after. ~15-40 s on 1 core.
     """
     preset = get_preset("tiny")
     vae = SourceVAE(preset.vae)
@@ -189,7 +189,7 @@ def test_tiny_vae_overfits_one_batch() -> None:
 
     opt = torch.optim.AdamW(vae.parameters(), lr=3e-3, betas=(0.8, 0.99))
     before = mel()
-    for _ in range(150):
+    for _ in range(200):  # 150 left it at 1.6 on some CPUs (their float rounding); 200: 0.8-1.0 on seeds 0-2
         logs = vae_train_step(vae, None, opt, None, audio, preset.vae_loss, adversarial=False)
         assert math.isfinite(logs["loss"])
     after = mel()
