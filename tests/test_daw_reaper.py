@@ -165,6 +165,12 @@ class FakeReaper:
             tk.name = stringNeedBig
         return (True, tk, parmname, tk.name, setNewValue)
 
+    def RPR_SetActiveTake(self, take):
+        for t in self.tracks:
+            for item in t.items:
+                if take in item.takes:
+                    item.active = item.takes.index(take)
+
     def RPR_UpdateItemInProject(self, item):
         pass
 
@@ -241,7 +247,7 @@ def test_takes_become_reaper_takes_named_by_region_stem_and_seed(fake, live_daem
     takes = logic.generate(fake, settings, runner=RUNNER)
     assert len(takes) == 3
     [item] = fake.tracks[2].items
-    assert [t.file for t in item.takes] == [str(t["bass"]) for t in takes]
+    assert [t.file for t in item.takes] == [str(t["bass"]) for t in takes] and item.active == 0
     assert [t.name for t in item.takes] == [f"msldm-1_000s.seed{s}.bass" for s in (40, 41, 42)]
     audio = [sf.read(t.file, dtype="float32")[0] for t in item.takes]
     assert np.abs(audio[0] - audio[1]).max() > 1e-3 and np.abs(audio[1] - audio[2]).max() > 1e-3

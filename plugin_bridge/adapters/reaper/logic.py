@@ -246,6 +246,7 @@ def insert_stems(rp: Reaper, sel: Selection, takes: list[dict[str, Path]]) -> li
             api.RPR_SetMediaItemTake_Source(take, api.RPR_PCM_Source_CreateFromFile(str(path)))
         for k, path in enumerate(paths):
             api.RPR_GetSetMediaItemTakeInfo_String(api.RPR_GetTake(item, k), "P_NAME", path.stem, True)
+        api.RPR_SetActiveTake(api.RPR_GetTake(item, 0))  # the first take plays; T cycles through the rest
         api.RPR_UpdateItemInProject(item)
         new.append(track)
         index += 1
