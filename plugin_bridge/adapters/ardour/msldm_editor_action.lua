@@ -5,7 +5,9 @@ ardour {
 	description = [[Generate accompaniment stems (bass, drums, guitar, piano) that fit the
 selected tracks over the selected time range, with a running MSLDM daemon (`msldm serve`),
 and import them as new tracks at the range start. Track names tell the instrument
-(drum/kit/perc -> drums, bass, guitar/gtr, piano/keys/rhodes/organ/synth -> piano).]]
+(drum/kit/perc -> drums, bass, guitar/gtr, piano/keys/rhodes/organ/synth -> piano).
+Select a generated track (named msldm...) too, and the time range is redone on it: a new
+track with that span made again, the rest of the take kept sample for sample.]]
 }
 
 -- Not exercised by CI (it needs Ardour's GUI); the headless msldm_generate.lua shares its
@@ -47,6 +49,26 @@ function factory (params) return function ()
 	local start, stop = sel.time:start_sample (), sel.time:end_sample ()
 	if stop <= start then alert ("Select a time range first.") return end
 
+	-- Redo: when one selected track is a generated one (its name starts with "msldm"), the
+	-- time selection is the span of it to make again; the region rendered is that track's
+	-- region under the selection, and the other selected tracks are the given ones.
+	local redo = nil
+	for r in sel.tracks:routelist ():iter () do
+		if not r:to_track ():isnil () and r:name ():lower ():find ("^msldm") then
+			if redo then alert ("Select one generated (MSLDM) track to redo, with the tracks it goes with.") return end
+			local stem = stem_of (r:name ())
+			if not stem then alert ("Track '" .. r:name () .. "': cannot tell its instrument from its name.") return end
+			for reg in r:to_track ():playlist ():region_list ():iter () do
+				local a = reg:position ():samples ()
+				local b = a + reg:length ():samples ()
+				if a <= start and stop <= b then redo = { stem = stem, start = a, stop = b } end
+			end
+			if not redo then alert ("The time selection must lie inside one region of '" .. r:name () .. "'.") return end
+		end
+	end
+	local span_start, span_stop = start, stop
+	if redo then start, stop = redo.start, redo.stop end
+
 	local tracks, given, used = {}, {}, {}
 	for r in sel.tracks:routelist ():iter () do
 		local t = r:to_track ()
@@ -75,6 +97,7 @@ function factory (params) return function ()
 	if #tracks == 0 then alert ("Select the tracks to accompany first.") return end
 
 	local generate = p["generate"] or p["make"] or "" -- "make": its name in earlier versions
+	if redo then generate = redo.stem end
 	if generate == "" then
 		local missing = {}
 		for _, s in ipairs ({ "bass", "drums", "guitar", "piano" }) do if not used[s] then table.insert (missing, s) end end
@@ -105,7 +128,13 @@ function factory (params) return function ()
 		.. string.format (" --tempo %.6g --meter %d/%d --start-bar %d",
 			tm:quarters_per_minute_at (tp) * meter:note_value () / 4,
 			meter:divisions_per_bar (), meter:note_value (), tm:bbt_at (tp).bars)
-		.. " --takes " .. shq (p["takes"] or "1") .. " --length " .. shq (p["length"] or "region")
+		.. " --takes " .. shq (p["takes"] or "1")
+	if redo then
+		cmd = cmd .. string.format (" --redo %s --range %.9g-%.9g", shq (redo.stem), (span_start - start) / sr,
+			(span_stop - start) / sr)
+	else
+		cmd = cmd .. " --length " .. shq (p["length"] or "region")
+	end
 	local log = out .. "/" .. region .. ".log"
 	if not os.execute (cmd .. " > " .. shq (log) .. " 2>&1") then
 		local lf = io.open (log, "r")
