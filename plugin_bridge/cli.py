@@ -3,7 +3,7 @@
     msldm-bridge generate --given drums=drums.wav --given piano=keys.wav --generate bass,guitar \\
         --out stems/ --tempo 120 --meter 4/4 --start-bar 9 --seed 7
     msldm-bridge generate ... --takes 4                      # four takes in one request
-    msldm-bridge generate --given bass=verse.seed7.bass.wav --given drums=drums.wav \
+    msldm-bridge generate --given bass=verse.seed7.bass.wav --given drums=drums.wav \\
         --redo bass --bars 5-6 --tempo 120 --meter 4/4 --start-bar 1 --out stems/  # bars 5-6 again
     msldm-bridge status
     msldm-bridge --server tcp://studio:5555 --curve-server-key server.key \\
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-bar", type=int, help="bar number where the region starts")
     g.add_argument("--length", choices=("region", "bars"), default="region",
                    help="region: as long as the given stems (or --duration); bars: that length rounded to "
-                        "the nearest whole bar of --tempo and --meter, so the stems end on a bar line"),
+                        "the nearest whole bar of --tempo and --meter, so the stems end on a bar line")
     g.add_argument("--seed", type=int, help=SEED_HELP)
     g.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     g.add_argument("--sampler", choices=("euler", "heun"), help="sampler (default: the model's)")
@@ -214,7 +214,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": hello.get("model"), "model_sample_rate": hello.get("sample_rate"),
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
-        "seed": d.seeds[take] if d.seeds else d.seed, "take": take, "takes": d.takes,
+        "seed": d.seeds[take], "take": take, "takes": d.takes,
         "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
@@ -237,7 +237,7 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
     parts.append("generate")
     for stem, path in args.given:
         parts += ["--given", f"{stem}={path.resolve()}"]
-    seed = done.seeds[take] if done.seeds else done.seed
+    seed = done.seeds[take]
     if args.redo is not None:
         parts += ["--redo", args.redo] + (["--bars", f"{args.bars[0]}-{args.bars[1]}"] if args.bars else
                                           ["--range", f"{args.range[0]!r}-{args.range[1]!r}"])
@@ -341,9 +341,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     wavio.remove_stale_parts(args.out)
     d, files_written = result.done, 0
-    seeds = d.seeds or (d.seed,)
     for take, stems in enumerate(result.takes):
-        name = wavio.take_name(args.region, seeds[take], redo_label(args))
+        name = wavio.take_name(args.region, d.seeds[take], redo_label(args))
         written = {stem: wavio.write_wav_atomic(wavio.stem_path(args.out, name, stem), audio,
                                                 result.sample_rate, bit_depth)
                    for stem, audio in stems.items()}
@@ -354,7 +353,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"sidecar\t{sidecar}")
         files_written += len(written)
     print(f"msldm-bridge: {files_written} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
-          f"(seed {', '.join(map(str, seeds))}; {d.steps} steps)", file=sys.stderr)
+          f"(seed {', '.join(map(str, d.seeds))}; {d.steps} steps)", file=sys.stderr)
     return 0
 
 

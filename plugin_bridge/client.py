@@ -144,7 +144,7 @@ class Done:
     windows: int | None = None
     schedule: str | None = None
     resample: int | None = None
-    seeds: tuple[int, ...] = ()  # every take's seed, in take order
+    seeds: tuple[int, ...] = ()  # every take's seed, in take order (`_to_event` always fills it)
     redo: dict[str, Any] | None = None  # {stem, start, end} of a redo request
 
     @property

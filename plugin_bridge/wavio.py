@@ -27,11 +27,11 @@ def take_name(region: str, seed: int, redo: str | None = None) -> str:
     return f"{region}.redo-{redo}.seed{seed}" if redo else f"{region}.seed{seed}"
 
 
-def stem_path(out_dir: str | os.PathLike[str], region: str, stem: str) -> Path:
+def stem_path(out_dir: str | os.PathLike[str], name: str, stem: str) -> Path:
     """Final name of one generated stem: `<out_dir>/<name>.<stem>.wav` (`name`: a `take_name`)."""
-    return Path(out_dir) / f"{region}.{stem}.wav"
+    return Path(out_dir) / f"{name}.{stem}.wav"
 
 
-def sidecar_path(out_dir: str | os.PathLike[str], region: str) -> Path:
+def sidecar_path(out_dir: str | os.PathLike[str], name: str) -> Path:
     """Final name of a take's sidecar: `<out_dir>/<name>.msldm.json` (`name`: a `take_name`)."""
-    return Path(out_dir) / f"{region}{SIDECAR_SUFFIX}"
+    return Path(out_dir) / f"{name}{SIDECAR_SUFFIX}"

@@ -326,9 +326,8 @@ def _stream_redo(bundle: Bundle, job: Job, pieces: Any, span_start: int) -> floa
         w[:L], w[b - a - L:] = ramp, ramp[::-1]
     outs = []
     for take in range(req.takes):
-        new = convert_rate(np.concatenate(parts[take]), bundle.sample_rate, rate)
-        new = fit_length(new[max(0, a - offset):], b - a) if a >= offset else \
-            fit_length(np.concatenate([np.zeros(offset - a, np.float32), new]), b - a)
+        new = convert_rate(np.concatenate(parts[take]), bundle.sample_rate, rate)  # from output sample `offset`
+        new = fit_length(np.pad(new, (max(0, offset - a), 0))[max(0, a - offset):], b - a)  # samples [a, b)
         out = kept.copy()
         out[a:b] = kept[a:b] * (1.0 - w) + new * w
         outs.append(out)

@@ -178,10 +178,10 @@ def _redo_stem(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> s
     matches = [i for i in infos if i.stem == redo["stem"]]
     if len(matches) > 1:
         raise ProtocolError(ErrorCode.STEM_CONFLICT, "a stem is listed twice", job_id)
-    info = matches[0] if matches else None
-    if info is None:
+    if not matches:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'redo.stem' {redo['stem']!r} must be one of the given stems: "
                             "send the stem to redo", job_id)
+    info = matches[0]
     if info.channels != 1:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"the redone stem {info.stem!r} must be mono (as the daemon "
                             "returned it), so the kept samples can come back exactly", job_id)
