@@ -135,3 +135,34 @@ def test_frame_share_keeps_windows_where_every_stem_plays_through() -> None:
     assert ActivityFilter().keep_frames(rms, starts, 4, ("a", "b")).all()  # off by default
     one = ActivityFilter(min_frame_share=0.75, min_active=1)
     assert one.keep_frames(rms, starts, 4, ("a", "b")).all()  # stem a plays through all of them
+
+
+def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "merge_latents", Path(__file__).resolve().parents[1] / "scripts" / "merge_latents.py")
+    merge_latents = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_latents)
+    src = setup["base"] / "merge-src"
+    _cli(["latents", "--vae", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(src),
+          "--device", "cpu", "--window-frames", "16", "--no-progress"])
+    out = setup["base"] / "merged"
+    counts = merge_latents.merge(out, [str(src), f"more:train={src}"])
+    assert counts == {"train": 4, "validation": 1}
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(index["splits"]["train"]) == ["Track00001", "Track00002", "more-Track00001", "more-Track00002"]
+    assert (out / "stats.json").read_text() == (src / "stats.json").read_text()
+    assert os.path.islink(out / "train" / "more-Track00002.npy")
+    merged = LatentChunks(out, "train", 8)
+    single = LatentChunks(src, "train", 8)
+    assert len(merged) == 2 * len(single)
+    np.testing.assert_array_equal(merged[len(single)].numpy(), single[0].numpy())
+    other = setup["base"] / "merge-other"
+    other.mkdir()
+    (other / "index.json").write_text(json.dumps(dict(index, hop=index["hop"] * 2)))
+    with pytest.raises(SystemExit, match="hop"):
+        merge_latents.merge(setup["base"] / "merged-bad", [str(src), f"x:train={other}"])
+    with pytest.raises(SystemExit, match="prefix"):
+        merge_latents.merge(setup["base"] / "merged-dup", [str(src), str(src)])

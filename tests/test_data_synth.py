@@ -127,6 +127,25 @@ def test_notes_respect_arrangement(songs: list) -> None:
         assert {n.pitch for n in song.notes["drums"]} <= GM_PERCUSSION
 
 
+def test_full_composer_keeps_parts_playing_through() -> None:
+    from msldm.data.synth.corpus import COMPOSERS
+
+    assert "synth-full" in synth_cli.COMPOSER_NAMES and set(synth_cli.COMPOSER_NAMES) == set(COMPOSERS)
+    varied = [compose_song(3, i) for i in range(60)]
+    full = [COMPOSERS["synth-full"](3, i, 15.0) for i in range(60)]
+
+    def through(song) -> bool:
+        return all(all(flags) for flags in song.active_bars.values())
+
+    def active_share(songs) -> float:
+        return float(np.mean([np.mean(flags) for song in songs for flags in song.active_bars.values()]))
+
+    assert sum(map(through, full)) >= 2 * sum(map(through, varied)) and sum(map(through, full)) >= 30
+    assert active_share(full) > 0.95 > active_share(varied)
+    assert all(song.n_bars >= 2 and any(song.notes[s] for s in STEMS) for song in full)
+    assert full[0].style == varied[0].style and full[0].tempo == varied[0].tempo  # the same draw order
+
+
 def test_compose_reproducible_per_seed_and_index() -> None:
     a, b = compose_song(5, 3), compose_song(5, 3)
     assert a.notes == b.notes and a.active_bars == b.active_bars

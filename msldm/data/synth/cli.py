@@ -44,7 +44,7 @@ def _run_stats(args: argparse.Namespace) -> None:
         print(format_statistics(stats))
 
 
-COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth")
+COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth", "synth-full")
 """The keys of `corpus.COMPOSERS`, spelled out here so building the parser imports no composer."""
 
 
@@ -76,8 +76,9 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--augment", action="store_true",
                        help="effects (EQ, compression, drive, chorus, reverb) and a random gain per stem")
     synth.add_argument("--composer", choices=COMPOSER_NAMES, default="synth",
-                       help="synth: the training corpus's music; heldout: differently composed music "
-                            "(jazz 7th chords, swing, bossa, 6/8, slow blues) for held-out evaluation")
+                       help="synth: the training corpus's music; synth-full: the same with every stem playing "
+                            "nearly throughout (denoiser training data); heldout: differently composed "
+                            "music (jazz 7th chords, swing, bossa, 6/8, slow blues) for held-out evaluation")
     synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     synth.add_argument("--seconds", type=float, default=15.0, help="length of each track")
     synth.add_argument("--quiet", action="store_true", help="no progress lines")

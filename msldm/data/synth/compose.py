@@ -145,8 +145,12 @@ def _resolve_overlaps(notes: list[TimedNote]) -> list[TimedNote]:
     return sorted(out, key=lambda n: (n.start, n.pitch))
 
 
-def compose_song(seed: int, index: int, seconds: float = 15.0) -> Song:
+def compose_song(seed: int, index: int, seconds: float = 15.0,
+                 moves: dict[str, dict[str, float]] | None = None) -> Song:
     """Returns the song for track `index` of the corpus with `seed` (deterministic).
+
+    `moves` is the arrangement's move table (default `arrange.MOVES`; "synth-full" passes
+    `arrange.FULL_MOVES`).
 
     The draw order is fixed: style, tempo, progression, key, programs, part families,
     arrangement, parts, drums, humanisation.
@@ -162,7 +166,7 @@ def compose_song(seed: int, index: int, seconds: float = 15.0) -> Song:
     beat_s = 60.0 / tempo
     n_bars = max(1, math.ceil(seconds / (BEATS_PER_BAR * beat_s) - 1e-9))
     chords = progression.chords_per_beat(key.tonic_pc, n_bars + 1, BEATS_PER_BAR)
-    active = arrange(rng, n_bars, STEMS)
+    active = arrange(rng, n_bars, STEMS, moves)
     song = Song(index, style.name, tempo, key, progression.name, n_bars, float(seconds),
                 chords[: n_bars * BEATS_PER_BAR], programs, parts, active)
     raw: dict[str, list[Note]] = {}

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ...config import STEMS
+from .arrange import FULL_MOVES
 from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
@@ -31,9 +32,17 @@ from .render import find_soundfont, gate_inactive, render_notes
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PEAK_LIMIT = 0.95  # the mixture is scaled down (all stems alike) when it would peak above this
 
+
+def compose_full(seed: int, index: int, seconds: float = 15.0) -> Song:
+    """The "synth" composer with `arrange.FULL_MOVES`: every stem plays (nearly) throughout."""
+    return compose_song(seed, index, seconds, FULL_MOVES)
+
+
 #: Registry of composers (name -> compose(seed, index, seconds) -> Song). "synth" writes the
-#: training corpus; "heldout" writes differently composed music (see `heldout`) in the same layout.
-COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {"synth": compose_song, "heldout": compose_heldout}
+#: training corpus; "synth-full" the same music with few drop-outs (denoiser training data);
+#: "heldout" writes differently composed music (see `heldout`) in the same layout.
+COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {
+    "synth": compose_song, "synth-full": compose_full, "heldout": compose_heldout}
 
 
 @dataclass(frozen=True)
@@ -201,7 +210,8 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
 
     Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
     validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`).
-    `composer` picks the music from `COMPOSERS` ("synth", the training corpus, or "heldout").
+    `composer` picks the music from `COMPOSERS` ("synth", the training corpus, "synth-full",
+    the same with every stem playing nearly throughout, or "heldout").
     Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
     only, never on `workers`. Workers use the spawn start method.
     """

@@ -1,0 +1,74 @@
+"""Join latent folders made by `msldm data latents` into one, by symbolic links (no copies).
+
+    python scripts/merge_latents.py --out ~/.cache/msldm/data/mix-latents \
+        ~/.cache/msldm/data/multi-latents ~/.cache/msldm/data/full:train=~/.cache/msldm/data/full-latents
+
+Each source is `DIR` (all its splits) or `PREFIX:SPLIT[,SPLIT]=DIR` (only those splits, track
+names prefixed with `PREFIX-` so that equal names from two corpora do not collide). Every
+source must come from the same SourceVAE (same header). `stats.json` (the normalisation the
+denoiser trains with) is taken from the first source, so a model warm-started from weights
+trained on that source keeps its normalisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+HEADER_KEYS = ("format", "version", "stems", "hop", "latent_dim", "sample_rate", "vae_sha256")
+
+
+def _parse(source: str) -> tuple[str, tuple[str, ...] | None, Path]:
+    if "=" not in source:
+        return "", None, Path(source).expanduser()
+    spec, folder = source.split("=", 1)
+    prefix, _, splits = spec.rpartition(":")
+    return Path(prefix).name, tuple(s for s in splits.split(",") if s), Path(folder).expanduser()
+
+
+def merge(out: Path, sources: list[str]) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    merged: dict | None = None
+    for n, source in enumerate(sources):
+        prefix, splits, folder = _parse(source)
+        index = json.loads((folder / "index.json").read_text())
+        if merged is None:
+            merged = {k: v for k, v in index.items() if k != "splits"} | {"splits": {}, "sources": []}
+            shutil.copyfile(folder / "stats.json", out / "stats.json")
+        diff = [k for k in HEADER_KEYS if index.get(k) != merged.get(k)]
+        if diff:
+            raise SystemExit(f"{folder} was made differently from the first source ({', '.join(diff)})")
+        merged["sources"].append(str(folder))
+        for split, tracks in index["splits"].items():
+            if splits is not None and split not in splits:
+                continue
+            (out / split).mkdir(exist_ok=True)
+            target = merged["splits"].setdefault(split, {})
+            for name, frames in tracks.items():
+                new = f"{prefix}-{name}" if prefix else name
+                if new in target:
+                    raise SystemExit(f"track {new} of {folder} is already in {split}: give the source a prefix")
+                target[new] = frames
+                for suffix in (".npy", ".rms.npy"):
+                    link = out / split / f"{new}{suffix}"
+                    if link.is_symlink() or link.exists():
+                        link.unlink()
+                    os.symlink((folder / split / f"{name}{suffix}").resolve(), link)
+    assert merged is not None
+    (out / "index.json").write_text(json.dumps(merged, indent=1))
+    return {split: len(tracks) for split, tracks in merged["splits"].items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("sources", nargs="+")
+    args = parser.parse_args()
+    print(merge(args.out.expanduser(), args.sources))
+
+
+if __name__ == "__main__":
+    main()
