@@ -308,3 +308,22 @@ def test_held_out_soundfont_and_augmentation(tmp_path: Path) -> None:
     assert len(set(gains)) > 5  # drawn, not constant
     with pytest.raises(ValueError, match="held-out soundfont"):
         render_corpus(tmp_path / "c", 1, 0, soundfonts=(HELD_OUT_FONT,), holdout_soundfont=HELD_OUT_FONT)
+
+
+GS_VARIATIONS = Path("/usr/share/sounds/sf2/FluidR3_GS.sf2")
+
+
+@needs_fluidsynth
+def test_a_soundfont_without_gm_presets_is_refused_before_rendering(tmp_path: Path) -> None:
+    from msldm.data.synth.render import SoundfontIncomplete, check_soundfont, find_soundfont
+
+    assert check_soundfont(None) == find_soundfont()  # the default soundfont is complete
+    if not GS_VARIATIONS.is_file():
+        pytest.skip("fluid-soundfont-gs not installed")
+    # FluidR3_GS.sf2 holds only GS variation banks: every stem drawn from it rendered silence
+    with pytest.raises(SoundfontIncomplete, match="bank 0"):
+        check_soundfont(GS_VARIATIONS)
+    with pytest.raises(SoundfontIncomplete):
+        render_corpus(tmp_path / "c", 2, 0, soundfonts=(str(find_soundfont()), str(GS_VARIATIONS)), seconds=2.0,
+                      progress=False)
+    assert not list((tmp_path / "c").glob("*/Track*"))

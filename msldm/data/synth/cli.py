@@ -15,7 +15,7 @@ SYNTH_EXAMPLE = """examples:
   msldm data synth --out data/synth --tracks 200 --seed 0 --workers 2 --seconds 15
   msldm data synth --composer heldout --out data/heldout --tracks 100 --seed 7 --workers 2 --seconds 15
   msldm data synth --out data/multi --tracks 2880 --seed 1 --workers 2 --augment \\
-      --soundfonts /usr/share/sounds/sf2/FluidR3_GM.sf2,/usr/share/sounds/sf2/FluidR3_GS.sf2,/usr/share/sounds/sf3/FluidR3Mono_GM.sf3 \\
+      --soundfonts /usr/share/sounds/sf2/FluidR3_GM.sf2,/usr/share/sounds/sf3/FluidR3Mono_GM.sf3 \\
       --holdout-soundfont /usr/share/sounds/sf2/TimGM6mb.sf2"""
 
 

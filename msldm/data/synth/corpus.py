@@ -27,7 +27,7 @@ from .arrange import FULL_MOVES
 from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
-from .render import find_soundfont, gate_inactive, render_notes
+from .render import check_soundfont, gate_inactive, render_notes
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PEAK_LIMIT = 0.95  # the mixture is scaled down (all stems alike) when it would peak above this
@@ -219,8 +219,8 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
         raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
     if composer not in COMPOSERS:
         raise ValueError(f"unknown composer {composer!r}; known: {', '.join(sorted(COMPOSERS))}")
-    fonts = tuple(str(find_soundfont(f)) for f in soundfonts) or (str(find_soundfont(soundfont)),)
-    holdout = str(find_soundfont(holdout_soundfont)) if holdout_soundfont else None
+    fonts = tuple(str(check_soundfont(f)) for f in soundfonts) or (str(check_soundfont(soundfont)),)
+    holdout = str(check_soundfont(holdout_soundfont)) if holdout_soundfont else None
     if holdout and holdout in fonts:
         raise ValueError(f"the held-out soundfont {holdout} is also a training soundfont")
     plan = RenderPlan(fonts, holdout, augment, composer)

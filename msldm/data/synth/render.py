@@ -112,14 +112,43 @@ def _new_synth(lib: ctypes.CDLL, sample_rate: int, soundfont: Path) -> tuple[int
     return settings, synth, sfont_id
 
 
-def _select_program(lib: ctypes.CDLL, synth: int, sfont_id: int, channel: int, program: int) -> int:
-    """Selects `program` (a drum kit on the drum channel); falls back to preset 0. Returns the used one."""
+class SoundfontIncomplete(ValueError):
+    """A soundfont without the General MIDI presets the corpus needs (it would render silence)."""
+
+
+def _select_program(lib: ctypes.CDLL, synth: int, sfont_id: int, channel: int, program: int,
+                    soundfont: Path | str = "the soundfont") -> int:
+    """Selects `program` (a drum kit on the drum channel); falls back to preset 0. Returns the used one.
+
+    Raises `SoundfontIncomplete` when the bank has neither: FluidSynth would then play every
+    note as silence (FluidR3_GS.sf2 is such a file: GS variation banks only, meant to be
+    loaded over FluidR3_GM.sf2)."""
     bank = 128 if channel == DRUM_CHANNEL else 0
     sfont = lib.fluid_synth_get_sfont_by_id(synth, sfont_id)
     if not lib.fluid_sfont_get_preset(sfont, bank, program):
+        if not lib.fluid_sfont_get_preset(sfont, bank, 0):
+            wanted = "no preset 0" if program == 0 else f"neither preset {program} nor preset 0"
+            raise SoundfontIncomplete(
+                f"{soundfont} has {wanted} in bank {bank}: it is not a complete General MIDI "
+                f"soundfont and would render silence")
         program = 0
     lib.fluid_synth_program_select(synth, channel, sfont_id, bank, program)
     return program
+
+
+def check_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
+    """Returns the soundfont's path (`find_soundfont`'s choice for None) if it holds a GM
+    melodic bank and a drum kit (bank 0 and bank 128, preset 0); raises `SoundfontIncomplete` otherwise, before anything is rendered."""
+    path = find_soundfont(soundfont)
+    lib = load_library()
+    settings, synth, sfont_id = _new_synth(lib, 22050, path)
+    try:
+        _select_program(lib, synth, sfont_id, 0, 0, path)
+        _select_program(lib, synth, sfont_id, DRUM_CHANNEL, 0, path)
+    finally:
+        lib.delete_fluid_synth(synth)
+        lib.delete_fluid_settings(settings)
+    return path
 
 
 def _events(notes: Sequence[TimedNote], sample_rate: int) -> list[tuple[int, int, int, int]]:
@@ -141,7 +170,7 @@ def render_notes(notes: Sequence[TimedNote], program: int, channel: int, n_sampl
     lib = load_library()
     settings, synth, sfont_id = _new_synth(lib, sample_rate, soundfont)
     try:
-        used = _select_program(lib, synth, sfont_id, channel, program)
+        used = _select_program(lib, synth, sfont_id, channel, program, soundfont)
         left = np.zeros(n_samples, dtype=np.float32)
         right = np.zeros(n_samples, dtype=np.float32)
         position = 0
