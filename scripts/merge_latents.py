@@ -6,8 +6,9 @@
 Each source is `DIR` (all its splits) or `PREFIX:SPLIT[,SPLIT]=DIR` (only those splits, track
 names prefixed with `PREFIX-` so that equal names from two corpora do not collide). Every
 source must come from the same SourceVAE (same header). `stats.json` (the normalisation the
-denoiser trains with) is taken from the first source, so a model warm-started from weights
-trained on that source keeps its normalisation.
+denoiser trains with) is taken from the first source, or with `--stats-from CKPT` from a
+diffusion checkpoint's `latent_mean` / `latent_std`, so that a model warm-started from it
+keeps the normalisation it was trained with.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ def _parse(source: str) -> tuple[str, tuple[str, ...] | None, Path]:
     return Path(prefix).name, tuple(s for s in splits.split(",") if s), Path(folder).expanduser()
 
 
-def merge(out: Path, sources: list[str]) -> dict:
+def stats_of_checkpoint(path: Path) -> dict:
+    """The latent statistics a diffusion checkpoint was trained with, as `stats.json` holds them."""
+    from msldm.checkpoint import load_diffusion
+
+    stats = load_diffusion(path)[3]
+    return {"latent_mean": stats["latent_mean"].tolist(), "latent_std": stats["latent_std"].tolist(),
+            "from_checkpoint": str(path)}
+
+
+def merge(out: Path, sources: list[str], stats_from: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     merged: dict | None = None
     for n, source in enumerate(sources):
@@ -58,6 +68,8 @@ def merge(out: Path, sources: list[str]) -> dict:
                         link.unlink()
                     os.symlink((folder / split / f"{name}{suffix}").resolve(), link)
     assert merged is not None
+    if stats_from is not None:
+        (out / "stats.json").write_text(json.dumps(stats_of_checkpoint(stats_from)))
     (out / "index.json").write_text(json.dumps(merged, indent=1))
     return {split: len(tracks) for split, tracks in merged["splits"].items()}
 
@@ -65,9 +77,11 @@ def merge(out: Path, sources: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--stats-from", type=Path, default=None, metavar="CKPT",
+                        help="take the normalisation from this diffusion checkpoint")
     parser.add_argument("sources", nargs="+")
     args = parser.parse_args()
-    print(merge(args.out.expanduser(), args.sources))
+    print(merge(args.out.expanduser(), args.sources, args.stats_from))
 
 
 if __name__ == "__main__":

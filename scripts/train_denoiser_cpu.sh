@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Train (or continue) the CPU default's multi-source denoiser on this machine's CPU, in the
-# background, under nice, on latents of the 10-hour corpus made by the bundled SourceVAE:
+# background, under nice, on latents made by the bundled SourceVAE. The data (docs/data.md):
+# the plays-through corpus's training split and the 10-hour corpus's validation split,
+#   .venv/bin/msldm data synth --composer synth-full --out ~/.cache/msldm/data/full ...  (docs/data.md)
 #   .venv/bin/msldm data latents --vae msldm/assets/vae-spectral/vae.safetensors \
-#       --data ~/.cache/msldm/data/multi --out ~/.cache/msldm/data/multi-latents --splits train validation
+#       --data ~/.cache/msldm/data/full --out ~/.cache/msldm/data/full-latents --splits train
+#   .venv/bin/msldm data latents --vae msldm/assets/vae-spectral/vae.safetensors \
+#       --data ~/.cache/msldm/data/multi --out ~/.cache/msldm/data/multi-latents --splits validation
+#   .venv/bin/python scripts/merge_latents.py --out ~/.cache/msldm/data/mix-latents \
+#       --stats-from msldm/assets/cpu/diffusion.safetensors \
+#       ~/.cache/msldm/data/full-latents ~/.cache/msldm/data/multi-latents
 #   bash scripts/train_denoiser_cpu.sh
+# (the committed weights were first trained on the 10-hour corpus's own training split:
+# LATENTS=~/.cache/msldm/data/multi-latents RUN=~/.cache/msldm/runs/denoiser-cpu-full).
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly; if the state is gone it warm-starts from the committed weights.
 # Windows are kept only where every stem sounds in at least 60% of the window's frames
-# (--min-frame-share): in this corpus stems drop out about half the time, and a model
-# trained on that answers a request for a guitar with silence half the time.
+# (--min-frame-share): a model trained on windows where parts drop out answers a request
+# for a guitar with silence.
 # Stop it cleanly with:  kill -TERM $(cat $RUN.pid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LATENTS=${LATENTS:-$HOME/.cache/msldm/data/multi-latents}
-RUN=${RUN:-$HOME/.cache/msldm/runs/denoiser-cpu-full}
+LATENTS=${LATENTS:-$HOME/.cache/msldm/data/mix-latents}
+RUN=${RUN:-$HOME/.cache/msldm/runs/denoiser-cpu-plays}
 PRESET=${PRESET:-cpu}
 THREADS=${THREADS:-2}
 INIT=${INIT:-msldm/assets/cpu/diffusion.safetensors}

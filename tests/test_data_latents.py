@@ -166,3 +166,14 @@ def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -
         merge_latents.merge(setup["base"] / "merged-bad", [str(src), f"x:train={other}"])
     with pytest.raises(SystemExit, match="prefix"):
         merge_latents.merge(setup["base"] / "merged-dup", [str(src), str(src)])
+    from msldm.edm import EDMDenoiser
+
+    C = setup["config"].vae.latent_dim
+    mean, std = torch.linspace(-1, 1, C), torch.linspace(0.5, 2, C)
+    ckpt = save_checkpoint(setup["base"] / "diffusion.safetensors", "diffusion", setup["config"],
+                           EDMDenoiser(setup["config"].diffusion), {"latent_mean": mean, "latent_std": std})
+    merge_latents.merge(setup["base"] / "merged-ckpt", [str(src)], stats_from=ckpt)
+    from msldm.data.latents import load_stats
+    stats = load_stats(setup["base"] / "merged-ckpt")
+    torch.testing.assert_close(stats["latent_mean"], mean)
+    torch.testing.assert_close(stats["latent_std"], std)

@@ -1,0 +1,50 @@
+"""Write a checkpoint's weights as float16 for committing (statistics stay float32).
+
+    python scripts/half_weights.py ~/.cache/msldm/runs/denoiser-cpu-plays/diffusion.safetensors \
+        msldm/assets/cpu/diffusion.safetensors --provenance "what the run was"
+
+Tensors named `extra.*` (the latents' normalisation) keep their dtype; every other float32
+tensor is stored as float16. The metadata is kept; `--provenance` sets `meta.provenance`.
+`msldm.checkpoint` loads the result as float32 weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+def half(src: Path, dst: Path, provenance: str | None = None) -> dict:
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for k, v in tensors.items():
+        if not k.startswith("extra.") and v.dtype == torch.float32:
+            tensors[k] = v.half()
+    if provenance is not None:
+        meta = json.loads(metadata.get("meta", "{}"))
+        meta["provenance"] = provenance
+        metadata["meta"] = json.dumps(meta, sort_keys=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(dst)
+    return json.loads(metadata.get("meta", "{}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", type=Path)
+    parser.add_argument("dst", type=Path)
+    parser.add_argument("--provenance", default=None)
+    args = parser.parse_args()
+    print(half(args.src, args.dst, args.provenance))
+
+
+if __name__ == "__main__":
+    main()
