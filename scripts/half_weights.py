@@ -18,6 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from msldm.atomic import atomic_path
+
 
 def half(src: Path, dst: Path, provenance: str | None = None) -> dict:
     with safe_open(str(src), framework="pt") as f:
@@ -31,9 +33,8 @@ def half(src: Path, dst: Path, provenance: str | None = None) -> dict:
         meta["provenance"] = provenance
         metadata["meta"] = json.dumps(meta, sort_keys=True)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(dst)
+    with atomic_path(dst) as part:  # a failed write leaves the committed file as it was
+        save_file(tensors, str(part), metadata=metadata)
     return json.loads(metadata.get("meta", "{}"))
 
 

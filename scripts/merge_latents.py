@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
+
+from msldm.atomic import atomic_write_text
 
 HEADER_KEYS = ("format", "version", "stems", "hop", "latent_dim", "sample_rate", "vae_sha256")
 
@@ -39,38 +40,45 @@ def stats_of_checkpoint(path: Path) -> dict:
             "from_checkpoint": str(path)}
 
 
+def _index(folder: Path) -> dict:
+    path = folder / "index.json"
+    if not path.is_file():
+        raise SystemExit(f"{folder} is not a latents folder (no index.json): make it with `msldm data latents`")
+    return json.loads(path.read_text())
+
+
 def merge(out: Path, sources: list[str], stats_from: Path | None = None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    merged: dict | None = None
-    for n, source in enumerate(sources):
-        prefix, splits, folder = _parse(source)
-        index = json.loads((folder / "index.json").read_text())
-        if merged is None:
-            merged = {k: v for k, v in index.items() if k != "splits"} | {"splits": {}, "sources": []}
-            shutil.copyfile(folder / "stats.json", out / "stats.json")
-        diff = [k for k in HEADER_KEYS if index.get(k) != merged.get(k)]
+    """Links every source's tracks into `out`; returns {split: tracks}. All sources are read
+    and checked before anything is written."""
+    parsed = [(prefix, splits, folder, _index(folder)) for prefix, splits, folder in map(_parse, sources)]
+    first = parsed[0][3]
+    merged = {k: v for k, v in first.items() if k != "splits"} | {"splits": {}, "sources": []}
+    links: list[tuple[Path, Path]] = []
+    for prefix, splits, folder, index in parsed:
+        diff = [k for k in HEADER_KEYS if index.get(k) != first.get(k)]
         if diff:
             raise SystemExit(f"{folder} was made differently from the first source ({', '.join(diff)})")
         merged["sources"].append(str(folder))
         for split, tracks in index["splits"].items():
             if splits is not None and split not in splits:
                 continue
-            (out / split).mkdir(exist_ok=True)
             target = merged["splits"].setdefault(split, {})
             for name, frames in tracks.items():
                 new = f"{prefix}-{name}" if prefix else name
                 if new in target:
                     raise SystemExit(f"track {new} of {folder} is already in {split}: give the source a prefix")
                 target[new] = frames
-                for suffix in (".npy", ".rms.npy"):
-                    link = out / split / f"{new}{suffix}"
-                    if link.is_symlink() or link.exists():
-                        link.unlink()
-                    os.symlink((folder / split / f"{name}{suffix}").resolve(), link)
-    assert merged is not None
-    if stats_from is not None:
-        (out / "stats.json").write_text(json.dumps(stats_of_checkpoint(stats_from)))
-    (out / "index.json").write_text(json.dumps(merged, indent=1))
+                links += [(out / split / f"{new}{suffix}", (folder / split / f"{name}{suffix}").resolve())
+                          for suffix in (".npy", ".rms.npy")]
+    stats = (json.dumps(stats_of_checkpoint(stats_from)) if stats_from is not None
+             else (parsed[0][2] / "stats.json").read_text())
+    for link, target in links:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
+    atomic_write_text(out / "stats.json", stats)
+    atomic_write_text(out / "index.json", json.dumps(merged, indent=1))  # last: the folder is usable
     return {split: len(tracks) for split, tracks in merged["splits"].items()}
 
 

@@ -164,6 +164,9 @@ def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -
     (other / "index.json").write_text(json.dumps(dict(index, hop=index["hop"] * 2)))
     with pytest.raises(SystemExit, match="hop"):
         merge_latents.merge(setup["base"] / "merged-bad", [str(src), f"x:train={other}"])
+    assert not (setup["base"] / "merged-bad").exists()  # checked before anything is written
+    with pytest.raises(SystemExit, match="no index.json"):
+        merge_latents.merge(setup["base"] / "merged-none", [str(src), str(setup["base"] / "nowhere")])
     with pytest.raises(SystemExit, match="prefix"):
         merge_latents.merge(setup["base"] / "merged-dup", [str(src), str(src)])
     from msldm.edm import EDMDenoiser

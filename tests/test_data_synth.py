@@ -22,7 +22,7 @@ from msldm.config import STEMS
 from msldm.data.synth import compose_song, corpus_statistics, render_corpus, split_of
 from msldm.data.synth import cli as synth_cli
 from msldm.data.synth.compose import BEATS_PER_BAR, RELEASE_ALLOWANCE
-from msldm.data.synth.render import FluidSynthUnavailable, fluidsynth_available, gate_inactive
+from msldm.data.synth.render import FluidSynthUnavailable, find_soundfont, fluidsynth_available, gate_inactive
 from msldm.data.synth.styles import STYLES
 from msldm.data.synth.theory import PROGRESSIONS, Chord, Key, parse_numeral, voice_lead
 
@@ -277,6 +277,13 @@ def test_cli_registers_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert "wrote 1 tracks" in out and "tracks: 1" in out
     stats = corpus_statistics(tmp_path)
     assert stats["tracks"] == 1 and sum(stats["styles"].values()) == 1
+    assert "silent_stems" not in stats  # the audio is read only when asked for
+    counts = corpus_statistics(tmp_path, audio_tracks=5)["silent_stems"]
+    assert sum(total for fonts in counts.values() for _, total in fonts.values()) == 4  # 1 track x 4 stems
+    assert counts["drums"][find_soundfont().name][0] == 0  # a complete soundfont's drums sound
+    stats_args = parser.parse_args(["data", "stats", str(tmp_path), "--audio", "1"])
+    stats_args.func(stats_args)
+    assert "silent files by soundfont" in capsys.readouterr().out
 
 
 GM_FONT, HELD_OUT_FONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/TimGM6mb.sf2")

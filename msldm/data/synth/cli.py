@@ -36,7 +36,7 @@ def _run_stats(args: argparse.Namespace) -> None:
     """Handler: print the corpus statistics (text, or JSON with --json)."""
     from .stats import corpus_statistics, format_statistics
 
-    stats = corpus_statistics(args.root)
+    stats = corpus_statistics(args.root, audio_tracks=args.audio)
     if args.json:
         json.dump(stats, sys.stdout, indent=1)
         print()
@@ -84,9 +84,12 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--quiet", action="store_true", help="no progress lines")
     synth.set_defaults(func=_run_synth)
     stats = sub.add_parser("stats", help="print statistics of a rendered synthetic corpus",
-                           epilog="example: msldm data stats data/synth")
+                           epilog="example: msldm data stats data/synth --audio 200")
     stats.add_argument("root", help="corpus root")
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.add_argument("--audio", type=_non_negative, default=0, metavar="N",
+                       help="also read the stem audio of N tracks spread over the corpus and count silent files "
+                            "per stem and soundfont")
     stats.set_defaults(func=_run_stats)
 
 

@@ -138,7 +138,8 @@ def _select_program(lib: ctypes.CDLL, synth: int, sfont_id: int, channel: int, p
 
 def check_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
     """Returns the soundfont's path (`find_soundfont`'s choice for None) if it holds a GM
-    melodic bank and a drum kit (bank 0 and bank 128, preset 0); raises `SoundfontIncomplete` otherwise, before anything is rendered."""
+    melodic bank and a drum kit (bank 0 and bank 128, preset 0); raises `SoundfontIncomplete`
+    otherwise, so that a corpus is refused before anything is rendered."""
     path = find_soundfont(soundfont)
     lib = load_library()
     settings, synth, sfont_id = _new_synth(lib, 22050, path)

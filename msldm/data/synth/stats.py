@@ -16,12 +16,34 @@ def _annotations(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/Track*/annotation.json"))]
 
 
-def corpus_statistics(root: str | Path) -> dict:
+SILENT_RMS = 1e-5  # a stem file quieter than this (linear RMS, -100 dBFS) is silent
+
+
+def silent_stems(root: Path, tracks: int) -> dict[str, dict[str, list[int]]]:
+    """{stem: {soundfont: [silent files, files]}} over `tracks` tracks spread evenly over the
+    corpus (every k-th in path order, so every split is sampled): the audio itself, so a
+    soundfont that renders silence shows up."""
+    import soundfile as sf
+
+    out: dict[str, dict[str, list[int]]] = {s: {} for s in STEMS}
+    paths = sorted(root.glob("*/Track*/annotation.json"))
+    for ann_path in paths[:: max(1, len(paths) // tracks)][:tracks]:
+        render = json.loads(ann_path.read_text()).get("render", {})
+        for stem in STEMS:
+            audio, _ = sf.read(ann_path.parent / f"{stem}.wav", dtype="float32")
+            counts = out[stem].setdefault(render.get(stem, {}).get("soundfont", "?"), [0, 0])
+            counts[0] += int(float((audio.astype("float64") ** 2).mean()) ** 0.5 < SILENT_RMS)
+            counts[1] += 1
+    return out
+
+
+def corpus_statistics(root: str | Path, audio_tracks: int = 0) -> dict:
     """Returns statistics of the corpus at `root`.
 
     Keys: tracks, splits, styles, progressions, modes, keys (counts), tempo {min, max, mean,
     histogram {bin start: count}}, programs {stem: {program: count}}, parts {stem: {family: count}},
-    bar_fraction {stem: fraction of all bars where the stem plays}, tracks_with_stem_absent_somewhere.
+    bar_fraction {stem: fraction of all bars where the stem plays}, tracks_with_stem_absent_somewhere;
+    with `audio_tracks` > 0 also silent_stems (`silent_stems` over that many tracks).
     """
     root = Path(root)
     anns = _annotations(root)
@@ -47,6 +69,8 @@ def corpus_statistics(root: str | Path) -> dict:
             s: sum(not all(a["active_bars"][s]) for a in anns) for s in STEMS},
         "total_seconds": sum(float(a["duration"]) for a in anns),
     }
+    if audio_tracks > 0:
+        stats["silent_stems"] = silent_stems(root, audio_tracks)
     return stats
 
 
@@ -68,4 +92,7 @@ def format_statistics(stats: dict) -> str:
         lines.append(f"{stem:7s} plays {100 * stats['bar_fraction'][stem]:5.1f}% of bars, "
                      f"absent somewhere in {stats['tracks_with_stem_absent_somewhere'][stem]} tracks; "
                      f"programs {programs}; parts {parts}")
+    for stem, fonts in stats.get("silent_stems", {}).items():
+        lines.append(f"{stem:7s} silent files by soundfont: "
+                     + ", ".join(f"{font} {silent}/{total}" for font, (silent, total) in sorted(fonts.items())))
     return "\n".join(lines)
