@@ -237,6 +237,33 @@ def test_bit_identical_across_runs_and_workers(corpus: tuple[Path, Path, int]) -
 
 @pytest.mark.fluidsynth
 @needs_fluidsynth
+def test_resume_keeps_whole_tracks_and_renders_the_rest_identically(corpus: tuple[Path, Path, int],
+                                                                     tmp_path: Path) -> None:
+    import shutil
+
+    a, _, seed = corpus
+    out = tmp_path / "c"
+    shutil.copytree(a, out)
+    tracks = _tracks(out)
+    shutil.rmtree(tracks[0])                              # killed before it was renamed into place
+    (tracks[1] / "piano.wav").unlink()                    # damaged
+    note = json.loads((tracks[2] / "annotation.json").read_text())
+    untouched = (tracks[2] / "mixture.wav").stat().st_mtime_ns
+    summary = render_corpus(out, 3, seed, seconds=SECONDS, progress=False, resume=True)
+    assert summary.kept == 1 and sum(summary.splits.values()) == 3
+    assert (tracks[2] / "mixture.wav").stat().st_mtime_ns == untouched
+    for ta, tb in zip(_tracks(a), _tracks(out)):
+        for name in [f"{s}.wav" for s in STEMS] + ["mixture.wav", "all_src.mid", "annotation.json"]:
+            assert (ta / name).read_bytes() == (tb / name).read_bytes(), (ta.name, name)
+    note["seed"] = seed + 1                               # a track of another corpus is not kept
+    (tracks[2] / "annotation.json").write_text(json.dumps(note))
+    assert render_corpus(out, 3, seed, seconds=SECONDS, progress=False, resume=True).kept == 2
+    assert (tracks[2] / "annotation.json").read_bytes() == (_tracks(a)[2] / "annotation.json").read_bytes()
+    assert render_corpus(out, 3, seed, seconds=SECONDS + 1.0, progress=False, resume=True).kept == 0
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
 def test_different_seed_differs(corpus: tuple[Path, Path, int], tmp_path: Path) -> None:
     render_corpus(tmp_path, 1, corpus[2] + 1, seconds=2.0, progress=False)
     other, _ = sf.read(tmp_path / "train/Track00001/mixture.wav", dtype="float32")

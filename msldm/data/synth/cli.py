@@ -27,8 +27,9 @@ def _run_synth(args: argparse.Namespace) -> None:
                             soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
                             progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
                             holdout_soundfont=args.holdout_soundfont, augment=args.augment,
-                            composer=args.composer)
-    print(f"wrote {summary.tracks} tracks to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
+                            composer=args.composer, resume=args.resume)
+    kept = f", kept {summary.kept} already rendered" if summary.kept else ""
+    print(f"wrote {summary.tracks - summary.kept} tracks{kept} to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
           f"({summary.realtime_per_core:.1f}x real time per core)")
 
 
@@ -82,6 +83,9 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     synth.add_argument("--seconds", type=float, default=15.0, help="length of each track")
     synth.add_argument("--quiet", action="store_true", help="no progress lines")
+    synth.add_argument("--resume", action="store_true",
+                       help="keep tracks already rendered whole with these settings, render the rest "
+                            "(continues a killed render; the result is the same)")
     synth.set_defaults(func=_run_synth)
     stats = sub.add_parser("stats", help="print statistics of a rendered synthetic corpus",
                            epilog="example: msldm data stats data/synth --audio 200")

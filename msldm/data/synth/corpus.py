@@ -67,6 +67,7 @@ class CorpusSummary:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0  # summed per-track CPU time over all workers
+    kept: int = 0  # tracks found whole and kept (resume); audio and CPU seconds count only new ones
 
     @property
     def realtime_per_core(self) -> float:
@@ -180,12 +181,38 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, plan: Rende
     song.programs = programs
     write_midi(song, folder / "all_src.mid", programs)
     annotation = song.annotation(name, sample_rate)
-    annotation.update({"seed": seed, "index": index, "render": render})
+    annotation.update({"seed": seed, "index": index, "composer": plan.composer, "render": render})
     (folder / "annotation.json").write_text(json.dumps(annotation, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(folder, final)
     return TrackResult(index, name, split, seconds, time.perf_counter() - start,
                        time.process_time() - cpu_start)
+
+
+TRACK_FILES: tuple[str, ...] = tuple(f"{stem}.wav" for stem in STEMS) + ("mixture.wav", "all_src.mid",
+                                                                       "annotation.json")
+"""The files `render_track` writes into every track folder."""
+
+
+def already_rendered(out: Path, index: int, seed: int, sample_rate: int, plan: RenderPlan,
+                     seconds: float) -> bool:
+    """True when track `index` of `out` is whole and was rendered with these settings: every file
+    present, and its annotation's seed, index, sample rate, duration, composer (where recorded)
+    and soundfonts agree with the plan. Anything else is rendered again."""
+    final = Path(out) / split_of(index) / track_name(index)
+    if not all((final / name).is_file() for name in TRACK_FILES):
+        return False
+    try:
+        note = json.loads((final / "annotation.json").read_text())
+    except (OSError, ValueError):
+        return False
+    fonts = {Path(f).name for f in plan.fonts_for(split_of(index))}
+    render = note.get("render") or {}
+    return (note.get("seed") == seed and note.get("index") == index
+            and note.get("sample_rate") == sample_rate and note.get("duration") == float(seconds)
+            and note.get("composer", plan.composer) == plan.composer
+            and set(render) == set(STEMS) and all(render[s].get("soundfont") in fonts for s in STEMS)
+            and all(("gain_db" in render[s]) == plan.augment for s in STEMS))
 
 
 def _render_job(job: tuple[str, int, int, int, RenderPlan, float]) -> TrackResult:
@@ -205,7 +232,7 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
                   soundfont: str | Path | None = None, workers: int = 1, seconds: float = 15.0,
                   progress: bool = True, soundfonts: tuple[str | Path, ...] = (),
                   holdout_soundfont: str | Path | None = None, augment: bool = False,
-                  composer: str = "synth") -> CorpusSummary:
+                  composer: str = "synth", resume: bool = False) -> CorpusSummary:
     """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
 
     Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
@@ -213,7 +240,9 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     `composer` picks the music from `COMPOSERS` ("synth", the training corpus, "synth-full",
     the same with every stem playing nearly throughout, or "heldout").
     Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
-    only, never on `workers`. Workers use the spawn start method.
+    only, never on `workers`. Workers use the spawn start method. With `resume`, tracks that
+    `already_rendered` finds whole are kept and counted in `summary.kept`, and only the others are
+    rendered (a killed render continues where it stopped, with the same result).
     """
     if tracks < 0 or workers < 1 or seconds <= 0:
         raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
@@ -226,17 +255,24 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     plan = RenderPlan(fonts, holdout, augment, composer)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), i, seed, sample_rate, plan, float(seconds)) for i in range(tracks)]
     summary = CorpusSummary(out, tracks, {s: 0 for s in SPLITS})
+    jobs = []
+    for i in range(tracks):
+        if resume and already_rendered(out, i, seed, sample_rate, plan, seconds):
+            summary.kept += 1
+            summary.splits[split_of(i)] += 1
+        else:
+            jobs.append((str(out), i, seed, sample_rate, plan, float(seconds)))
     start = time.perf_counter()
-    every = max(1, tracks // 20)
+    todo = len(jobs)
+    every = max(1, todo // 20)
 
     def account(result: TrackResult, done: int) -> None:
         summary.splits[result.split] += 1
         summary.audio_seconds += result.seconds
         summary.cpu_seconds += result.cpu_seconds
-        if progress and (done % every == 0 or done == tracks):
-            _report(done, tracks, time.perf_counter() - start, summary.audio_seconds, sys.stderr)
+        if progress and (done % every == 0 or done == todo):
+            _report(done, todo, time.perf_counter() - start, summary.audio_seconds, sys.stderr)
 
     if workers == 1:
         for done, job in enumerate(jobs, 1):
