@@ -22,6 +22,7 @@ from msldm.config import STEMS
 from msldm.data.synth import compose_song, corpus_statistics, render_corpus, split_of
 from msldm.data.synth import cli as synth_cli
 from msldm.data.synth.compose import BEATS_PER_BAR, RELEASE_ALLOWANCE
+from msldm.data.synth.corpus import TRACK_FILES
 from msldm.data.synth.render import FluidSynthUnavailable, find_soundfont, fluidsynth_available, gate_inactive
 from msldm.data.synth.styles import STYLES
 from msldm.data.synth.theory import PROGRESSIONS, Chord, Key, parse_numeral, voice_lead
@@ -253,7 +254,7 @@ def test_resume_keeps_whole_tracks_and_renders_the_rest_identically(corpus: tupl
     assert summary.kept == 1 and sum(summary.splits.values()) == 3
     assert (tracks[2] / "mixture.wav").stat().st_mtime_ns == untouched
     for ta, tb in zip(_tracks(a), _tracks(out)):
-        for name in [f"{s}.wav" for s in STEMS] + ["mixture.wav", "all_src.mid", "annotation.json"]:
+        for name in TRACK_FILES:
             assert (ta / name).read_bytes() == (tb / name).read_bytes(), (ta.name, name)
     note["seed"] = seed + 1                               # a track of another corpus is not kept
     (tracks[2] / "annotation.json").write_text(json.dumps(note))
