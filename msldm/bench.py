@@ -121,6 +121,38 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
             "frames": T, "steps": steps}
 
 
+def machine_speed(repeats: int = 7, n: int = 768) -> dict[str, Any]:
+    """A reference figure of this machine, to read timings of different sessions against each
+    other (on the shared 2-core machines the same bundle has run 2.5x faster or slower from one
+    day to the next): the best of `repeats` float32 matmuls of n x n by numpy, in GFLOP/s, the
+    CPU model, and the cores this process may use."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a  # warm-up: thread pool start
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"matmul_gflops": 2.0 * n ** 3 / best / 1e9, "cpu": model, "cores": cores}
+
+
+def format_machine(m: dict[str, Any]) -> str:
+    """One line naming the machine a table was measured on."""
+    return (f"machine: {m['cpu']}, {m['cores']} cores, float32 matmul {m['matmul_gflops']:.0f} GFLOP/s "
+            f"(numpy, best of 7; compare timings of different sessions by it)")
+
+
 def _frames(seconds: float, sr: int, D: int, multiple: int) -> int:
     T = math.ceil(seconds * sr / D)
     return max(multiple, math.ceil(T / multiple) * multiple)
@@ -199,9 +231,11 @@ def run_bench(args: argparse.Namespace) -> int:
     if (args.vae is None) != (args.diffusion is None):
         raise ValueError("give both --vae and --diffusion for the PyTorch side, or neither")
     mallocs = ("default", "tuned") if args.malloc == "both" else (args.malloc,)
+    machine = machine_speed()
     rows = bench(args.bundle, args.vae, args.diffusion, seconds=args.seconds, steps=args.steps,
                  repeats=args.repeats, threads=args.threads, mallocs=mallocs)
     print(format_table(rows))
+    print(format_machine(machine))
     if args.vae is None:
         print("PyTorch not timed: no --vae/--diffusion checkpoints given (onnxruntime only).")
     return 0

@@ -152,16 +152,20 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run `bench_server` and print its table; `args.bundle` may be None (bundled default)."""
+    from msldm.bench import format_machine, machine_speed
     from server.bench import bench_server, bench_takes, format_table, format_takes
     bundle = getattr(args, "bundle", None) or default_bundle()
+    machine = machine_speed()
     if getattr(args, "daemon_takes", None):
         print(format_takes(bench_takes(bundle, args.daemon_seconds[0], args.daemon_takes,
                                        repeats=args.daemon_repeats, steps=args.daemon_steps,
                                        threads=getattr(args, "threads", None) or 0)))
+        print(format_machine(machine))
         return 0
     rows = bench_server(bundle, tuple(args.daemon_seconds), repeats=args.daemon_repeats,
                         steps=args.daemon_steps, threads=getattr(args, "threads", None) or 0)
     print(format_table(rows))
+    print(format_machine(machine))
     return 0
 
 

@@ -47,6 +47,15 @@ def test_bundle_only_times_onnxruntime(tiny, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "| torch" not in out and "onnxruntime only" in out
+    assert "machine: " in out and "GFLOP/s" in out
+
+
+def test_machine_speed_is_a_positive_figure():
+    from msldm.bench import format_machine, machine_speed
+
+    m = machine_speed(repeats=2, n=128)
+    assert m["matmul_gflops"] > 0 and m["cores"] >= 1 and m["cpu"]
+    assert f"{m['cores']} cores" in format_machine(m)
 
 
 def test_half_given_checkpoints_is_an_error(tiny):

@@ -265,6 +265,22 @@ def test_resume_keeps_whole_tracks_and_renders_the_rest_identically(corpus: tupl
 
 @pytest.mark.fluidsynth
 @needs_fluidsynth
+def test_splits_render_only_those_tracks_and_the_same_ones(corpus: tuple[Path, Path, int],
+                                                           tmp_path: Path) -> None:
+    a, _, seed = corpus
+    summary = render_corpus(tmp_path / "t", 10, seed, seconds=SECONDS, progress=False, splits=("test",))
+    assert summary.tracks == 1 and summary.splits == {"train": 0, "validation": 0, "test": 1}
+    assert [p.relative_to(tmp_path / "t").as_posix() for p in (tmp_path / "t").glob("*/*")] == ["test/Track00010"]
+    render_corpus(tmp_path / "r", 3, seed, seconds=SECONDS, progress=False, splits=("train", "test"))
+    for ta, tb in zip(_tracks(a), _tracks(tmp_path / "r"), strict=True):   # train tracks 0-2: as in the whole corpus
+        for name in TRACK_FILES:
+            assert (ta / name).read_bytes() == (tb / name).read_bytes(), (ta.name, name)
+    with pytest.raises(ValueError, match="splits"):
+        render_corpus(tmp_path / "x", 3, seed, seconds=SECONDS, progress=False, splits=("tset",))
+
+
+@pytest.mark.fluidsynth
+@needs_fluidsynth
 def test_different_seed_differs(corpus: tuple[Path, Path, int], tmp_path: Path) -> None:
     render_corpus(tmp_path, 1, corpus[2] + 1, seconds=2.0, progress=False)
     other, _ = sf.read(tmp_path / "train/Track00001/mixture.wav", dtype="float32")

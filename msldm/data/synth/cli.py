@@ -27,7 +27,8 @@ def _run_synth(args: argparse.Namespace) -> None:
                             soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
                             progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
                             holdout_soundfont=args.holdout_soundfont, augment=args.augment,
-                            composer=args.composer, resume=args.resume)
+                            composer=args.composer, resume=args.resume,
+                            splits=tuple(args.splits) if args.splits else None)
     kept = f", kept {summary.kept} already rendered" if summary.kept else ""
     print(f"wrote {summary.tracks - summary.kept} tracks{kept} to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
           f"({summary.realtime_per_core:.1f}x real time per core)")
@@ -86,6 +87,10 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--resume", action="store_true",
                        help="keep tracks already rendered whole with these settings, render the rest "
                             "(continues a killed render; the result is the same)")
+    synth.add_argument("--splits", type=lambda t: [x for x in t.split(",") if x], default=None,
+                       metavar="SPLIT,...",
+                       help="render only the tracks of these splits (train, validation, test); each track is "
+                            "the same as in the whole corpus, so --splits test makes the evaluation set alone")
     synth.set_defaults(func=_run_synth)
     stats = sub.add_parser("stats", help="print statistics of a rendered synthetic corpus",
                            epilog="example: msldm data stats data/synth --audio 200")

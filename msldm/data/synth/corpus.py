@@ -232,7 +232,8 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
                   soundfont: str | Path | None = None, workers: int = 1, seconds: float = 15.0,
                   progress: bool = True, soundfonts: tuple[str | Path, ...] = (),
                   holdout_soundfont: str | Path | None = None, augment: bool = False,
-                  composer: str = "synth", resume: bool = False) -> CorpusSummary:
+                  composer: str = "synth", resume: bool = False,
+                  splits: tuple[str, ...] | None = None) -> CorpusSummary:
     """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
 
     Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
@@ -242,10 +243,14 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
     only, never on `workers`. Workers use the spawn start method. With `resume`, tracks that
     `already_rendered` finds whole are kept and counted in `summary.kept`, and only the others are
-    rendered (a killed render continues where it stopped, with the same result).
+    rendered (a killed render continues where it stopped, with the same result). With `splits`,
+    only tracks of those splits are rendered (each the same as in the whole corpus: the test split
+    alone is enough to evaluate on).
     """
     if tracks < 0 or workers < 1 or seconds <= 0:
         raise ValueError("tracks >= 0, workers >= 1 and seconds > 0 required")
+    if splits is not None and (not splits or not set(splits) <= set(SPLITS)):
+        raise ValueError(f"splits must be a non-empty subset of {', '.join(SPLITS)}; got {splits}")
     if composer not in COMPOSERS:
         raise ValueError(f"unknown composer {composer!r}; known: {', '.join(sorted(COMPOSERS))}")
     fonts = tuple(str(check_soundfont(f)) for f in soundfonts) or (str(check_soundfont(soundfont)),)
@@ -258,11 +263,14 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     summary = CorpusSummary(out, tracks, {s: 0 for s in SPLITS})
     jobs = []
     for i in range(tracks):
+        if splits is not None and split_of(i) not in splits:
+            continue
         if resume and already_rendered(out, i, seed, sample_rate, plan, seconds):
             summary.kept += 1
             summary.splits[split_of(i)] += 1
         else:
             jobs.append((str(out), i, seed, sample_rate, plan, float(seconds)))
+    summary.tracks = len(jobs) + summary.kept  # fewer than `tracks` when `splits` leaves some out
     start = time.perf_counter()
     todo = len(jobs)
     every = max(1, todo // 20)
