@@ -63,6 +63,8 @@ def test_report_end_to_end(corpus: Path, tmp_path: Path) -> None:
     assert saved["tasks"]["B"]["subfad"] == pytest.approx(0.0, abs=1e-6)  # the real stems
     assert saved["tasks"]["B"]["stems"]["bass"]["harmonic_norm"] == pytest.approx(1.0)
     assert saved["tasks"]["DG"]["stems"]["drums"]["rhythmic_norm"] == pytest.approx(1.0)
+    bass = saved["tasks"]["B"]["stems"]["bass"]   # the real stem on every clip: no spread
+    assert bass["harmonic_norm_se"] == pytest.approx(0.0, abs=1e-9) and bass["level_db_se"] > 0.0
     assert len(saved["sweep"]) == 4 and saved["reconstruction"]["bass"]["logmel_l1"] == 0.0
     assert [(r["sampler"], r["schedule"]) for r in saved["sweep"]] == [
         ("euler", "karras"), ("euler", "melody"), ("heun", "karras"), ("heun", "melody")]
@@ -129,3 +131,14 @@ def test_churn_reaches_the_generator_in_the_main_run_and_the_sweep(corpus: Path,
         "churn", "sweep_churns", "subsets", "sweep_n", "steps", "sweep_steps", "sweep_samplers")}), "churn")
     assert [r["churn"] for r in metrics["sweep"]] == [0.0, None, 40.0]
     assert set(gen.seen[:-3]) == {5.0} and gen.seen[-3:] == [0.0, None, 40.0]  # main run, then sweep
+
+
+def test_summary_gives_the_standard_error_of_the_main_fields() -> None:
+    from msldm.eval.pipeline import standard_error, summarise_records
+
+    assert standard_error([1.0, 2.0, 3.0, float("nan"), None]) == pytest.approx(1.0 / np.sqrt(3.0))
+    assert np.isnan(standard_error([1.0]))
+    recs = [{"harmonic_norm": v, "level_db": -30.0, "empty": 0.0} for v in (0.5, 0.7, 0.9)]
+    out = summarise_records({"bass": recs})["bass"]
+    assert out["harmonic_norm"] == pytest.approx(0.7) and out["harmonic_norm_se"] == pytest.approx(0.2 / np.sqrt(3))
+    assert out["level_db_se"] == 0.0 and "rhythmic_norm_se" not in out and out["clips"] == 3

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -155,12 +155,26 @@ def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, ste
             "time_per_clip": seconds / max(1, len(segment_ids))}
 
 
+SE_FIELDS = ("harmonic_norm", "rhythmic_norm", "level_db", "comb_share", "audible_fraction")
+"""Fields whose standard error over clips the summary also gives (`<field>_se`): with 24 clips a
+difference of two runs smaller than about twice it is not a difference."""
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of the finite values (NaN with fewer than two)."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.std(ddof=1) / np.sqrt(a.size)) if a.size > 1 else float("nan")
+
+
 def summarise_records(records: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
-    """Mean of every field per stem (NaN-aware), plus the number of clips."""
+    """Mean of every field per stem (NaN-aware), the standard error of `SE_FIELDS`, and the
+    number of clips."""
     out = {}
     for stem, recs in records.items():
         keys = recs[0].keys() if recs else []
         out[stem] = {k: mean_ignore_nan([r[k] for r in recs]) for k in keys}
+        out[stem].update({f"{k}_se": standard_error([r[k] for r in recs]) for k in SE_FIELDS if k in keys})
         out[stem]["empty_rate"] = out[stem].pop("empty", float("nan"))
         out[stem]["clips"] = len(recs)
     return out

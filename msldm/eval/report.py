@@ -42,6 +42,12 @@ def _f(v: object, digits: int = 2) -> str:
     return "-" if v is None or not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _pm(m: Mapping, key: str) -> str:
+    """`mean ± standard error` where the metrics hold the error (older metrics files: the mean)."""
+    se = m.get(f"{key}_se")
+    return _f(m.get(key)) + (f" ± {_f(se)}" if isinstance(se, float) and math.isfinite(se) else "")
+
+
 def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
     lines = ["| Task | Stem | harmonic (raw / real / mism) | harmonic norm | rhythmic (raw / real / mism) "
              "| rhythmic norm | audible | empty rate | notes / s | pitch range | comb share |",
@@ -51,8 +57,8 @@ def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
             harm = f"{_f(m.get('harmonic'))} / {_f(m.get('harmonic_real'))} / {_f(m.get('harmonic_mismatched'))}"
             rhy = f"{_f(m.get('rhythmic'))} / {_f(m.get('rhythmic_real'))} / {_f(m.get('rhythmic_mismatched'))}"
             rng = f"{_f(m.get('pitch_low'), 0)}-{_f(m.get('pitch_high'), 0)}" if "pitch_low" in m else "-"
-            lines.append(f"| {task} | {stem} | {harm} | {_f(m.get('harmonic_norm'))} | {rhy} | "
-                         f"{_f(m.get('rhythmic_norm'))} | {_f(m.get('audible_fraction'))} | "
+            lines.append(f"| {task} | {stem} | {harm} | {_pm(m, 'harmonic_norm')} | {rhy} | "
+                         f"{_pm(m, 'rhythmic_norm')} | {_f(m.get('audible_fraction'))} | "
                          f"{_f(m.get('empty_rate'))} | {_f(m.get('notes_per_s'), 1)} | {rng} | "
                          f"{_f(m.get('comb_share'))} |")
     return lines
