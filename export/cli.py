@@ -13,6 +13,7 @@ EXAMPLE = """example:
   msldm init --preset tiny --out ckpt/
   msldm export --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors --out bundles/tiny
   msldm export --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors --out bundles/tiny16 --fp16
+  msldm export --vae ckpt/vae.safetensors --diffusion ckpt/diffusion.safetensors --out bundles/t --sampler S_tmin=0.1
 """
 
 
@@ -32,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size-limit-mb", type=float, default=64.0)
     p.add_argument("--training-data", default=None,
                    help="provenance text for the manifest (default: the checkpoint's meta)")
+    p.add_argument("--sampler", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set a sampler default in the manifest (repeatable), e.g. --sampler S_tmin=0.1; "
+                        "fields: sampler, steps, schedule, resample, sigma_min, sigma_max, rho, S_churn, "
+                        "S_tmin, S_tmax, S_noise (default: the checkpoint's)")
     p.set_defaults(func=run_export)
 
 
@@ -40,8 +45,15 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.opset < 17:
         raise ValueError("--opset must be 17 or newer")
+    pairs = []
+    for item in args.sampler:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"--sampler wants FIELD=VALUE, got {item!r}")
+        pairs.append((name.strip(), value.strip()))
     opts = ExportOptions(opset=args.opset, fp16=args.fp16, half_storage=args.half_storage,
-                         size_limit_mb=args.size_limit_mb, training_data=args.training_data)
+                         size_limit_mb=args.size_limit_mb, training_data=args.training_data,
+                         sampler=tuple(pairs))
     report = export_bundle(args.vae, args.diffusion, args.out, opts)
     print(report.summary())
     return 0

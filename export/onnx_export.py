@@ -11,6 +11,7 @@ runtime and compares it with PyTorch before it reports success.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,9 @@ class ExportOptions:
     """How to export. `half_storage`: "auto" (when the fp32 weights exceed `size_limit_mb`),
     "always" or "never". `fp16`: write the fp16 variant (norms, softmax, sigma embedding and
     preconditioning stay fp32). Parity: graphs within `tol_graph` max abs (fp32) on inputs of
-    `parity_frames` lengths (rounded up to the U-Net's frame multiple), a partial generation within `tol_generation` relative L2."""
+    `parity_frames` lengths (rounded up to the U-Net's frame multiple), a partial generation within `tol_generation` relative L2.
+    `sampler`: fields of the sampler defaults set at export (chosen by the eval sweep after
+    training), e.g. `(("S_tmin", "0.1"),)`; the manifest and the parity run use them."""
 
     opset: int = 17
     fp16: bool = False
@@ -45,6 +48,7 @@ class ExportOptions:
     tol_generation: float = 1e-3
     tol_fp16_generation: float = 5e-2
     training_data: str | None = None
+    sampler: tuple[tuple[str, str], ...] = ()  # (field, text) overrides of the checkpoint's sampler defaults
 
 
 @dataclass
@@ -174,6 +178,8 @@ def export_bundle(vae_path: str | Path, diffusion_path: str | Path, out: str | P
     denoiser, cfg, meta, stats = load_diffusion(diffusion_path)
     if vae_cfg.vae != cfg.vae:
         raise ValueError("the VAE checkpoint does not match the diffusion checkpoint's VAE")
+    if opts.sampler:
+        cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_overrides(dict(opts.sampler)))
     modules = build_graph_modules(load_vae(vae_path)[0], load_diffusion(diffusion_path)[0], stats)
     half = _wants_half(opts, modules) and not opts.fp16
     if half:  # the stored fp16 values are then exactly the torch weights we compare with

@@ -161,6 +161,24 @@ class SamplerConfig:
         if not 1 <= self.resample <= MAX_RESAMPLE:
             raise ValueError(f"resample must be in [1, {MAX_RESAMPLE}], got {self.resample}")
 
+    def with_overrides(self, overrides: dict[str, str]) -> "SamplerConfig":
+        """A copy with fields set from text (`{"S_tmin": "0.1"}`, as `msldm export --sampler` gives
+        them), each parsed as its field's type; "inf" is allowed for floats. Raises ValueError
+        for an unknown field or a value of the wrong type."""
+        kinds = {f.name: type(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        values: dict[str, Any] = {}
+        for name, text in overrides.items():
+            if name not in kinds:
+                raise ValueError(f"unknown sampler field {name!r}; fields: {', '.join(kinds)}")
+            try:
+                value = kinds[name](text)
+            except ValueError:
+                raise ValueError(f"sampler field {name} needs a {kinds[name].__name__}, got {text!r}") from None
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(f"sampler field {name} is NaN")
+            values[name] = value
+        return dataclasses.replace(self, **values)
+
     def sampling_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `msldm.sampling.generate` this config sets."""
         return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,

@@ -197,3 +197,24 @@ def test_cli_export(ckpts, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "InstanceNormalization" in out and "generation_audio_rel_l2" in out
     verify_bundle(tmp_path / "cli")
+
+
+def test_cli_export_sets_sampler_defaults_in_the_manifest(ckpts, tmp_path):
+    from export.cli import register
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    base = ["export", "--vae", str(ckpts[0]), "--diffusion", str(ckpts[1]), "--half-storage", "never"]
+    args = parser.parse_args(base + ["--out", str(tmp_path / "s"), "--sampler", "S_tmin=0.1",
+                                     "--sampler", "steps=3"])
+    assert args.func(args) == 0
+    sampler = json.loads((tmp_path / "s" / "manifest.json").read_text())["sampler"]
+    checkpoint = load_diffusion(ckpts[1])[1].sampler
+    assert sampler["S_tmin"] == 0.1 and sampler["steps"] == 3 and isinstance(sampler["steps"], int)
+    assert sampler["S_churn"] == checkpoint.S_churn and sampler["rho"] == checkpoint.rho  # the rest kept
+    for bad, message in (("S_tmn=0.1", "unknown sampler field"), ("steps=2.5", "needs a int"),
+                         ("S_tmin", "FIELD=VALUE"), ("sampler=ddim", "unknown sampler"),
+                         ("S_noise=nan", "NaN")):
+        args = parser.parse_args(base + ["--out", str(tmp_path / "bad"), "--sampler", bad])
+        with pytest.raises(ValueError, match=message):
+            args.func(args)
+    assert not (tmp_path / "bad" / "manifest.json").exists()
