@@ -4,13 +4,17 @@
         msldm/assets/cpu/diffusion.safetensors --provenance "what the run was"
 
 Tensors named `extra.*` (the latents' normalisation) keep their dtype; every other float32
-tensor is stored as float16. The metadata is kept; `--provenance` sets `meta.provenance`.
+tensor is stored as float16. The metadata is kept; `--provenance` sets `meta.provenance`;
+`--sampler FIELD=VALUE` (repeatable) sets the config's sampler defaults, as chosen by the eval
+sweep after training, so that `msldm generate` on the checkpoint and `msldm export` of it
+sample like the shipped bundle.
 `msldm.checkpoint` loads the result as float32 weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,9 +23,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from msldm.atomic import atomic_path
+from msldm.config import ModelConfig
 
 
-def half(src: Path, dst: Path, provenance: str | None = None) -> dict:
+def half(src: Path, dst: Path, provenance: str | None = None, sampler: dict[str, str] | None = None) -> dict:
     with safe_open(str(src), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -32,6 +37,10 @@ def half(src: Path, dst: Path, provenance: str | None = None) -> dict:
         meta = json.loads(metadata.get("meta", "{}"))
         meta["provenance"] = provenance
         metadata["meta"] = json.dumps(meta, sort_keys=True)
+    if sampler:
+        config = ModelConfig.from_json(metadata["config"])
+        config = dataclasses.replace(config, sampler=config.sampler.with_overrides(sampler))
+        metadata["config"] = config.to_json()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as part:  # a failed write leaves the committed file as it was
         save_file(tensors, str(part), metadata=metadata)
@@ -43,8 +52,12 @@ def main() -> None:
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
     parser.add_argument("--provenance", default=None)
+    parser.add_argument("--sampler", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
-    print(half(args.src, args.dst, args.provenance))
+    pairs = [item.partition("=") for item in args.sampler]
+    if any(not sep for _, sep, _ in pairs):
+        parser.error("--sampler wants FIELD=VALUE")
+    print(half(args.src, args.dst, args.provenance, {k: v for k, _, v in pairs}))
 
 
 if __name__ == "__main__":

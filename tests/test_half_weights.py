@@ -1,0 +1,42 @@
+"""scripts/half_weights.py: float16 weights for committing, provenance and sampler defaults set."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from msldm.checkpoint import load_diffusion, save_checkpoint
+from msldm.config import get_preset
+from msldm.edm import EDMDenoiser
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "half_weights", Path(__file__).resolve().parents[1] / "scripts" / "half_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_half_weights_keeps_the_model_and_sets_provenance_and_sampler(tmp_path: Path) -> None:
+    cfg = get_preset("tiny")
+    torch.manual_seed(0)
+    model = EDMDenoiser(cfg.diffusion)
+    stats = {"latent_mean": torch.randn(cfg.vae.latent_dim), "latent_std": torch.rand(cfg.vae.latent_dim) + 0.5}
+    src = save_checkpoint(tmp_path / "run.safetensors", "diffusion", cfg, model, extra=stats, meta={"step": 7})
+    dst = tmp_path / "half.safetensors"
+    meta = _script().half(src, dst, "a test run", {"S_tmin": "0.3", "steps": "12"})
+    assert meta == {"step": 7, "provenance": "a test run"}
+    loaded, config, _, loaded_stats = load_diffusion(dst)
+    assert config.sampler.S_tmin == 0.3 and config.sampler.steps == 12
+    assert config.sampler.S_churn == cfg.sampler.S_churn and config.diffusion == cfg.diffusion
+    assert torch.equal(loaded_stats["latent_mean"], stats["latent_mean"])  # statistics stay float32
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    with pytest.raises(ValueError, match="unknown sampler field"):
+        _script().half(src, tmp_path / "bad.safetensors", None, {"S_tmn": "0.3"})
+    assert not (tmp_path / "bad.safetensors").exists()
