@@ -13,11 +13,21 @@
 #   bash scripts/train_denoiser_cpu.sh
 # (the committed weights were first trained on the 10-hour corpus's own training split:
 # LATENTS=~/.cache/msldm/data/multi-latents RUN=~/.cache/msldm/runs/denoiser-cpu-full).
+# Run 5 (2026-12-03, not shipped: lower validation loss, quieter and emptier guitars; see
+# docs/model-card.md) used both corpora re-rendered without FluidR3_GS:
+#   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix4-latents \
+#       --stats-from msldm/assets/cpu/diffusion.safetensors \
+#       multi:train,validation=~/.cache/msldm/data/multi-latents full:train=~/.cache/msldm/data/full-latents
+#   LATENTS=~/.cache/msldm/data/mix4-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run5 bash scripts/train_denoiser_cpu.sh
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly; if the state is gone it warm-starts from the committed weights.
 # Windows are kept only where every stem sounds in at least 60% of the window's frames
 # (--min-frame-share): a model trained on windows where parts drop out answers a request
 # for a guitar with silence.
+# Give it the cores alone: on 2026-12-03 it ran 400 steps/min alone, but 25-50 steps/min while
+# an eval (2 threads) and a corpus render (2 workers) ran beside it (threads spinning at barriers
+# on oversubscribed cores), and a latent extraction beside it slowed from 4.7 to 0.3 tracks/s:
+# stop it (it resumes exactly) rather than share.
 # Stop it cleanly with:  kill -TERM $(cat $RUN.pid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
