@@ -19,6 +19,8 @@
 #       --stats-from msldm/assets/cpu/diffusion.safetensors \
 #       multi:train,validation=~/.cache/msldm/data/multi-latents full:train=~/.cache/msldm/data/full-latents
 #   LATENTS=~/.cache/msldm/data/mix4-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run5 bash scripts/train_denoiser_cpu.sh
+# Its window filter counted a frame as sounding above -70 dBFS (9228 windows); FRAME_DB=-50
+# (--frame-threshold-db) keeps 5428, without the faint tails: the next experiment.
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly; if the state is gone it warm-starts from the committed weights.
 # Windows are kept only where every stem sounds in at least 60% of the window's frames
@@ -42,6 +44,7 @@ export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train diffusion \
     --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch 8 --lr 5e-4 \
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
-    --min-frame-share 0.6 --workers 1 --no-progress $RESUME >> "$RUN.out" 2>&1 &
+    --min-frame-share 0.6 ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
+    >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

@@ -197,3 +197,20 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(corpus: dict, t
     audio = torch.randn(1, 1, 16 * 320) * 0.1
     with torch.no_grad():
         assert torch.equal(before.encode(audio)[0], after.encode(audio)[0])
+
+
+def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Path) -> None:
+    import msldm.train.runs as runs
+    from msldm.train.cli import main
+
+    seen = []
+    monkeypatch.setattr(runs, "train_diffusion", lambda *a, **k: seen.append(k["activity"]) or [])
+    base = ["train", "diffusion", "--preset", "tiny", "--latents", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--no-progress", "--device", "cpu", "--min-frame-share", "0.6"]
+    main(base)
+    main(base + ["--frame-threshold-db", "-50"])
+    assert seen[0].frame_threshold == 3e-4 and seen[0].min_frame_share == 0.6  # the default, as before
+    assert seen[1].frame_threshold == pytest.approx(10 ** -2.5)
+    for bad in ("nan", "inf", "3"):
+        with pytest.raises(SystemExit):
+            main(base + ["--frame-threshold-db", bad])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 from msldm.config import get_preset
@@ -51,7 +52,18 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="chunks need this many active stems (default: vae 1, diffusion all)")
     p.add_argument("--min-frame-share", type=float, default=0.0,
                    help="diffusion: a stem is active only if this share of the window's frames is "
-                        "above -70 dBFS (0.75: parts that play through the window)")
+                        "above --frame-threshold-db (0.75: parts that play through the window)")
+    p.add_argument("--frame-threshold-db", type=_finite_db, default=None, metavar="DBFS",
+                   help="diffusion: the RMS of one latent frame above which it counts as sounding, "
+                        "for --min-frame-share (default -70.5 dBFS; -50 keeps faint tails out)")
+
+
+def _finite_db(text: str) -> float:
+    """argparse type: a finite level in dBFS, at most 0."""
+    value = float(text)
+    if not math.isfinite(value) or value > 0:
+        raise argparse.ArgumentTypeError("must be a finite level <= 0 dBFS")
+    return value
 
 
 def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
@@ -99,8 +111,9 @@ def _run_diffusion(args: argparse.Namespace) -> None:
         configs = [c for c in configs if c.diffusion.stems == (args.stem,)]
         if not configs:
             raise SystemExit(f"--stem {args.stem!r} is not one of the model's stems")
+    frame = {} if args.frame_threshold_db is None else {"frame_threshold": 10.0 ** (args.frame_threshold_db / 20.0)}
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active,
-                              min_frame_share=args.min_frame_share)
+                              min_frame_share=args.min_frame_share, **frame)
     info = init_distributed(args.device)
     try:
         for config in configs:
