@@ -45,12 +45,9 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.opset < 17:
         raise ValueError("--opset must be 17 or newer")
-    pairs = []
-    for item in args.sampler:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise ValueError(f"--sampler wants FIELD=VALUE, got {item!r}")
-        pairs.append((name.strip(), value.strip()))
+    from msldm.config import SamplerConfig
+
+    pairs = SamplerConfig.parse_assignments(args.sampler).items()
     opts = ExportOptions(opset=args.opset, fp16=args.fp16, half_storage=args.half_storage,
                          size_limit_mb=args.size_limit_mb, training_data=args.training_data,
                          sampler=tuple(pairs))

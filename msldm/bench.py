@@ -144,13 +144,13 @@ def machine_speed(repeats: int = 7, n: int = 768) -> dict[str, Any]:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"matmul_gflops": 2.0 * n ** 3 / best / 1e9, "cpu": model, "cores": cores}
+    return {"matmul_gflops": 2.0 * n ** 3 / best / 1e9, "cpu": model, "cores": cores, "repeats": repeats}
 
 
 def format_machine(m: dict[str, Any]) -> str:
     """One line naming the machine a table was measured on."""
     return (f"machine: {m['cpu']}, {m['cores']} cores, float32 matmul {m['matmul_gflops']:.0f} GFLOP/s "
-            f"(numpy, best of 7; compare timings of different sessions by it)")
+            f"(numpy, best of {m['repeats']}; compare timings of different sessions by it)")
 
 
 def _frames(seconds: float, sr: int, D: int, multiple: int) -> int:

@@ -161,6 +161,18 @@ class SamplerConfig:
         if not 1 <= self.resample <= MAX_RESAMPLE:
             raise ValueError(f"resample must be in [1, {MAX_RESAMPLE}], got {self.resample}")
 
+    @staticmethod
+    def parse_assignments(items: list[str]) -> dict[str, str]:
+        """`["S_tmin=0.1", "steps=20"]` (repeated `--sampler FIELD=VALUE` options) -> the text
+        overrides `with_overrides` takes. Raises ValueError for an item that is not FIELD=VALUE."""
+        out: dict[str, str] = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise ValueError(f"--sampler wants FIELD=VALUE, got {item!r}")
+            out[name.strip()] = value.strip()
+        return out
+
     def with_overrides(self, overrides: dict[str, str]) -> "SamplerConfig":
         """A copy with fields set from text (`{"S_tmin": "0.1"}`, as `msldm export --sampler` gives
         them), each parsed as its field's type; "inf" is allowed for floats. Raises ValueError

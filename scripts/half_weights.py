@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from msldm.atomic import atomic_path
-from msldm.config import ModelConfig
+from msldm.config import ModelConfig, SamplerConfig
 
 
 def half(src: Path, dst: Path, provenance: str | None = None, sampler: dict[str, str] | None = None) -> dict:
@@ -54,10 +54,11 @@ def main() -> None:
     parser.add_argument("--provenance", default=None)
     parser.add_argument("--sampler", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
-    pairs = [item.partition("=") for item in args.sampler]
-    if any(not sep for _, sep, _ in pairs):
-        parser.error("--sampler wants FIELD=VALUE")
-    print(half(args.src, args.dst, args.provenance, {k: v for k, _, v in pairs}))
+    try:
+        sampler = SamplerConfig.parse_assignments(args.sampler)
+    except ValueError as e:
+        parser.error(str(e))
+    print(half(args.src, args.dst, args.provenance, sampler))
 
 
 if __name__ == "__main__":
