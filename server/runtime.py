@@ -48,12 +48,20 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 """Top-level manifest fields every bundle has (the one list: the exporter checks it too)."""
 
 
+LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0}
+"""Sampler fields added after a bundle format was fixed, each with the value that does exactly
+what bundles written before it did (`resample_tmin` 0: RePaint passes on every step)."""
+
+
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
     """The manifest's `sampler` block as a `msldm.config.SamplerConfig` (S_tmax null = infinity).
 
     Every field must be written: a bundle that leaves one out would otherwise fall back on
-    values nobody chose for it. Values are checked as the config checks them."""
+    values nobody chose for it. The one exception is a field of `LATER_SAMPLER_FIELDS`, absent
+    from bundles exported before it existed, which gets the value those bundles sampled with.
+    Values are checked as the config checks them."""
     fields = [f.name for f in dataclasses.fields(SamplerConfig)]
+    block = {**{k: v for k, v in LATER_SAMPLER_FIELDS.items() if k not in block}, **block}
     missing = [f for f in fields if f not in block]
     unknown = sorted(set(block) - set(fields))
     if missing or unknown:
@@ -222,7 +230,7 @@ class Bundle:
             self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
-            resample=resample or d.resample, callback=callback)
+            resample=resample or d.resample, resample_tmin=d.resample_tmin, callback=callback)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

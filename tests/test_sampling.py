@@ -245,6 +245,43 @@ def test_resample_counts_steps_once_and_needs_noise() -> None:
         sampling.sample_euler(denoise, np.zeros(2), [1.0, 0.0], randn=np.zeros_like, resample=0)
 
 
+def test_resample_tmin_resamples_only_the_high_noise_steps() -> None:
+    sigmas = sampling.karras_sigmas(6)  # 3.0 ... 0.01, 0
+    assert sampling.passes_per_step(sigmas, 3, 0.0) == [3] * 6
+    hi = sum(s >= 0.5 for s in sigmas[:-1])
+    assert 0 < hi < 6 and sampling.passes_per_step(sigmas, 3, 0.5) == [3] * hi + [1] * (6 - hi)
+    calls = []
+
+    def denoise(x, s):
+        calls.append(s)
+        return x * 0.5
+
+    partial = {"given": np.zeros((1, 2)), "mask": np.array([[1.0, 0.0]])}
+    sampling.generate(denoise, np.zeros((1, 2)), sigmas, randn=np.zeros_like, resample=3, resample_tmin=0.5,
+                      **partial)
+    assert calls == [s for s in sigmas[:hi] for _ in range(3)] + list(sigmas[hi:-1])
+    assert len(calls) == sampling.calls_for_sigmas("euler", sigmas, 3, 0.5) == 3 * hi + 6 - hi
+    # heun: two calls a pass, one on the last step (to sigma 0), which is never resampled here
+    assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.5) == 3 * 2 * hi + 2 * (5 - hi) + 1
+    assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.0) == sampling.calls_per_run("heun", 6, 3)
+
+
+def test_resample_tmin_zero_is_the_plain_resampler_bit_for_bit() -> None:
+    def run(**kw) -> np.ndarray:
+        rng = np.random.default_rng(3)
+        return sampling.generate(lambda x, s: 0.7 * x, rng.standard_normal((1, 4)), sampling.karras_sigmas(8),
+                                 randn=lambda like: rng.standard_normal(like.shape), S_churn=5.0,
+                                 given=np.ones((1, 4)), mask=np.array([[1.0, 1.0, 0.0, 0.0]]), resample=2, **kw)
+
+    from msldm.config import SamplerConfig
+
+    assert np.array_equal(run(), run(resample_tmin=0.0))
+    assert not np.array_equal(run(), run(resample_tmin=1.0))
+    with pytest.raises(ValueError, match="resample_tmin"):
+        SamplerConfig(resample_tmin=-1.0)
+    assert SamplerConfig(resample=3, resample_tmin=0.3).sampling_kwargs()["resample_tmin"] == 0.3
+
+
 # ------------------------------------------------------------------ the tests have teeth
 
 def test_detects_broken_churn(monkeypatch: pytest.MonkeyPatch) -> None:

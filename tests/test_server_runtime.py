@@ -93,6 +93,14 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
     for load in (Bundle.load, verify_bundle):
         with pytest.raises((BundleError, ManifestError), match=r"missing \['S_churn'\], unknown \['churn'\]"):
             load(root)
+    # a field added after bundles were first written loads, when absent, as what they sampled with
+    m["sampler"]["S_churn"] = m["sampler"].pop("churn")
+    assert m["sampler"].pop("resample_tmin") == 0.0
+    (root / "manifest.json").write_text(json.dumps(m))
+    assert Bundle.load(root).sampler_defaults.resample_tmin == 0.0
+    m["sampler"]["resample_tmin"] = 0.3
+    (root / "manifest.json").write_text(json.dumps(m))
+    assert Bundle.load(root).sampler_defaults.resample_tmin == 0.3
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
