@@ -243,3 +243,15 @@ def test_rate_conversion_lengths_are_exact():
     assert len(y) == 48000
     np.testing.assert_allclose(y[1000:-1000], convert_rate(x, 22050, 48000)[1000:-1000], atol=1e-3)
     assert to_mono(np.ones((5, 2), np.float32) * [1, 0]).tolist() == [0.5] * 5
+
+
+def test_eval_generator_runs_the_bundle_on_the_threads_it_is_given(tiny_bundle):  # noqa: F811
+    # `msldm eval --threads 1` must really hold every graph to one thread (an eval beside a
+    # 1-thread training run on 2 cores); 0 leaves onnxruntime's default
+    from msldm.eval.generators import BundleGenerator
+
+    one = BundleGenerator(tiny_bundle, threads=1).bundle.sessions
+    assert set(one) == {"encoder", "denoiser", "decoder"}
+    assert {s.get_session_options().intra_op_num_threads for s in one.values()} == {1}
+    default = BundleGenerator(tiny_bundle).bundle.sessions
+    assert {s.get_session_options().intra_op_num_threads for s in default.values()} == {0}

@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
                    help="another run's metrics.json as a row of the sub-FAD table (repeatable)")
     p.add_argument("--name", default=None, help="model name in the report (default: bundle folder)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="onnxruntime threads of the bundle (0: all cores); 1 lets an eval share a 2-core "
+                        "machine with a 1-thread training run without both spinning at barriers")
     p.set_defaults(func=_run)
     c = subparsers.add_parser("compare", help="every measure of two or more eval runs in one table",
                               description=__doc__, epilog=COMPARE_EXAMPLE,
@@ -167,7 +170,10 @@ def _run(args: argparse.Namespace) -> int:
     for spec in args.baseline:
         name, _, path = spec.partition("=")
         baselines[name] = load_baseline(path)
-    generator = BundleGenerator(args.bundle)
+    if args.threads > 0:
+        from msldm.eval import transcribe
+        transcribe.SESSION_THREADS = args.threads
+    generator = BundleGenerator(args.bundle, threads=args.threads)
     name = args.name or Path(args.bundle).name
     metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
     print(f"wrote {Path(args.out) / 'report.md'}")

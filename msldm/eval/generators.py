@@ -57,10 +57,10 @@ class BundleGenerator:
     length, continuation by imputation in time, crossfades in phase; given stems imposed by
     imputation (total generation: none given)."""
 
-    def __init__(self, bundle_dir: str | Path) -> None:
+    def __init__(self, bundle_dir: str | Path, threads: int = 0) -> None:
         from server.runtime import Bundle  # onnxruntime only, no torch
 
-        self.bundle = Bundle.load(bundle_dir)
+        self.bundle = Bundle.load(bundle_dir, threads=threads)
         self.sample_rate = self.bundle.sample_rate
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102

@@ -71,12 +71,18 @@ def model_path() -> Path:
     return path
 
 
+SESSION_THREADS = 0
+"""onnxruntime threads of the transcription session (0: all cores); `msldm eval --threads` sets it."""
+
+
 @functools.lru_cache(maxsize=1)
 def _session():
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if SESSION_THREADS > 0:
+        opts.intra_op_num_threads, opts.inter_op_num_threads = SESSION_THREADS, 1
     return ort.InferenceSession(str(model_path()), opts, providers=["CPUExecutionProvider"])
 
 
