@@ -80,7 +80,8 @@ def time_onnxruntime(spec: dict[str, Any]) -> dict[str, Any]:
         return b.decode(lat[:, 2 * b.C:].reshape(2, b.C, T))  # generated stems as a batch
 
     d = b.sampler_defaults
-    calls = sampling.calls_for_sigmas(d.sampler, b.sigmas(steps), d.resample, d.resample_tmin)
+    calls = sampling.calls_for_sigmas(d.sampler, b.sigmas(steps), d.resample, d.resample_tmin,
+                                     d.resample_tmax)
     res = _median_runs(lambda: _stage_times(lambda: b.encode(audio), sample, decode, calls),
                        spec["repeats"])
     return {**res, "providers": sorted(set(b.providers.values())), "frames": T, "steps": steps}
@@ -114,7 +115,7 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
                                      randn=lambda x: torch.randn(x.shape, generator=gen),
                                      given=given, mask=mask, **sc.sampling_kwargs())
 
-    calls = sampling.calls_for_sigmas(sc.sampler, sigmas, sc.resample, sc.resample_tmin)
+    calls = sampling.calls_for_sigmas(sc.sampler, sigmas, sc.resample, sc.resample_tmin, sc.resample_tmax)
     res = _median_runs(lambda: _stage_times(
         lambda: pipe.encode(audio), sample,
         lambda lat: pipe.decode(lat[:, 2 * C:].reshape(2, C, T)), calls), spec["repeats"])

@@ -144,7 +144,8 @@ class SamplerConfig:
     steps: int = 150
     schedule: str = "karras"  # one of msldm.sampling.SCHEDULES ("melody": few-step, after MeLoDy)
     resample: int = 1  # passes per step for partial generation (RePaint resampling; 1: off)
-    resample_tmin: float = 0.0  # RePaint passes only on steps starting at sigma >= this (0: every step)
+    resample_tmin: float = 0.0  # RePaint passes only on steps starting at a sigma in [resample_tmin,
+    resample_tmax: float = float("inf")  # resample_tmax] (the defaults: every step)
     sigma_min: float = 0.01
     sigma_max: float = 3.0
     rho: float = 7.0
@@ -161,8 +162,9 @@ class SamplerConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose from {sorted(SCHEDULES)}")
         if not 1 <= self.resample <= MAX_RESAMPLE:
             raise ValueError(f"resample must be in [1, {MAX_RESAMPLE}], got {self.resample}")
-        if not self.resample_tmin >= 0:
-            raise ValueError(f"resample_tmin must be >= 0, got {self.resample_tmin}")
+        if not 0 <= self.resample_tmin <= self.resample_tmax:
+            raise ValueError(f"need 0 <= resample_tmin <= resample_tmax, got {self.resample_tmin}, "
+                             f"{self.resample_tmax}")
 
     @staticmethod
     def parse_assignments(items: list[str]) -> dict[str, str]:
@@ -197,7 +199,8 @@ class SamplerConfig:
     def sampling_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `msldm.sampling.generate` this config sets."""
         return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
-                "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin}
+                "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
+                "resample_tmax": self.resample_tmax}
 
     def sigmas(self, sigma_data: float) -> list[float]:
         """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""

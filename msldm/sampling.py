@@ -125,17 +125,18 @@ def heun_step(denoise: Denoise, x: Array, sigma_hat: float, sigma_next: float) -
     return x_next, denoised
 
 
-def passes_per_step(sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0) -> list[int]:
-    """RePaint passes of each step of `sigmas`: `resample` where the step starts at
-    sigma >= `resample_tmin`, else 1 (the coarse structure that must fit the given part is
-    decided at the higher noise levels; the low ones only refine)."""
-    return [resample if float(s) >= resample_tmin else 1 for s in list(sigmas)[:-1]]
+def passes_per_step(sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0,
+                    resample_tmax: float = float("inf")) -> list[int]:
+    """RePaint passes of each step of `sigmas`: `resample` where the step starts at a sigma in
+    [`resample_tmin`, `resample_tmax`], else 1 (the band of noise levels where the generated
+    part is pulled towards the given one; the defaults put every step in it)."""
+    return [resample if resample_tmin <= float(s) <= resample_tmax else 1 for s in list(sigmas)[:-1]]
 
 
 def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, *, randn: Randn | None = None,
            S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
            S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
-           callback: StepCallback | None = None) -> Array:
+           resample_tmax: float = float("inf"), callback: StepCallback | None = None) -> Array:
     """Any `solver` with stochastic churn and RePaint resampling (Algorithm 2 of Karras et al.).
 
     x: the initial noise already scaled to sigmas[0], e.g. `sigma_max * randn`. With
@@ -145,8 +146,8 @@ def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, 
     of the first R - 1 takes, the result is noised from sigmas[i+1] back to sigmas[i]
     (RePaint's resampling, Lugmayr et al. 2022), so that with imputation the generated
     part keeps adjusting to the given part (R times the denoiser calls); with
-    `resample_tmin` > 0 only the steps starting at sigma >= resample_tmin take R passes,
-    the rest one (`passes_per_step`). `callback` gets
+    `resample_tmin` / `resample_tmax` only the steps starting at a sigma in that band take R
+    passes, the rest one (`passes_per_step`). `callback` gets
     the state and the last denoised estimate after every step. Returns x at sigmas[-1]
     (0: the sample).
     """
@@ -157,7 +158,7 @@ def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, 
         raise ValueError("resample must be >= 1")
     if resample > 1 and randn is None:
         raise ValueError("resample > 1 needs a noise source (randn)")
-    passes = passes_per_step(sigmas, resample, resample_tmin)
+    passes = passes_per_step(sigmas, resample, resample_tmin, resample_tmax)
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
@@ -191,21 +192,20 @@ CALLS: dict[str, Callable[[int], int]] = {"euler": lambda steps: steps, "heun": 
 MAX_RESAMPLE = 8  # more passes per step than this cost more than they bring
 
 
-def calls_per_run(sampler: str, steps: int, resample: int = 1, resampled_steps: int | None = None) -> int:
-    """Number of denoiser calls a run of `sampler` with `steps` steps makes, when the first
-    `resampled_steps` of them (default all; `sum(p > 1 for p in passes_per_step(...))`) take
-    `resample` passes and the rest one."""
-    calls = CALLS[sampler]
-    m = steps if resampled_steps is None else max(0, min(steps, resampled_steps))
-    prefix = calls(steps) if m == steps else calls(steps) - calls(steps - m)  # calls of the first m steps
-    return calls(steps) + (resample - 1) * prefix
+def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:
+    """Number of denoiser calls a run of `sampler` with `steps` steps makes."""
+    return resample * CALLS[sampler](steps)
 
 
-def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0) -> int:
-    """Denoiser calls of a partial generation over `sigmas` (`calls_per_run` with the steps
-    that `passes_per_step` resamples)."""
-    passes = passes_per_step(sigmas, resample, resample_tmin)
-    return calls_per_run(sampler, len(passes), resample, sum(p > 1 for p in passes))
+def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0,
+                     resample_tmax: float = float("inf")) -> int:
+    """Denoiser calls of a partial generation over `sigmas` whose steps take the passes of
+    `passes_per_step`. A step's calls are read off `CALLS`: the last step (to sigma 0) makes
+    CALLS(1), step i before it CALLS(n - i) - CALLS(n - i - 1)."""
+    passes = passes_per_step(sigmas, resample, resample_tmin, resample_tmax)
+    n, calls = len(passes), CALLS[sampler]
+    per_step = [calls(n - i) - calls(n - i - 1) for i in range(n - 1)] + [calls(1)] if n else []
+    return sum(c * p for c, p in zip(per_step, passes))
 
 
 # ----------------------------------------------------------------------------- imputation
@@ -246,7 +246,7 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              randn: Randn, given: Array | None = None, mask: Array | None = None,
              S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
              S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
-             callback: StepCallback | None = None) -> Array:
+             resample_tmax: float = float("inf"), callback: StepCallback | None = None) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -260,7 +260,7 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     x = noise * float(sigmas[0])
     kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
                   S_noise=S_noise, resample=resample if mask is not None else 1, resample_tmin=resample_tmin,
-                  callback=callback)
+                  resample_tmax=resample_tmax, callback=callback)
     if mask is None:
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:

@@ -48,13 +48,14 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 """Top-level manifest fields every bundle has (the one list: the exporter checks it too)."""
 
 
-LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0}
+LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
-what bundles written before it did (`resample_tmin` 0: RePaint passes on every step)."""
+what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
+RePaint passes on every step)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
-    """The manifest's `sampler` block as a `msldm.config.SamplerConfig` (S_tmax null = infinity).
+    """The manifest's `sampler` block as a `msldm.config.SamplerConfig` (S_tmax and resample_tmax null = infinity).
 
     Every field must be written: a bundle that leaves one out would otherwise fall back on
     values nobody chose for it. The one exception is a field of `LATER_SAMPLER_FIELDS`, absent
@@ -68,7 +69,7 @@ def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
         raise BundleError(f"manifest sampler block: missing {missing}, unknown {unknown}; every field of "
                           f"{fields} is written by `msldm export` (re-export the bundle)")
     kinds = {"sampler": str, "schedule": str, "steps": int, "resample": int}  # the rest are floats
-    d = dict(block, S_tmax=math.inf if block["S_tmax"] is None else block["S_tmax"])
+    d = dict(block, **{k: math.inf for k in ("S_tmax", "resample_tmax") if block[k] is None})
     try:
         return SamplerConfig(**{k: kinds.get(k, float)(v) for k, v in d.items()})
     except (TypeError, ValueError) as e:
@@ -230,7 +231,8 @@ class Bundle:
             self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
-            resample=resample or d.resample, resample_tmin=d.resample_tmin, callback=callback)
+            resample=resample or d.resample, resample_tmin=d.resample_tmin,
+            resample_tmax=d.resample_tmax, callback=callback)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

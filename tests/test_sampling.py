@@ -264,6 +264,13 @@ def test_resample_tmin_resamples_only_the_high_noise_steps() -> None:
     # heun: two calls a pass, one on the last step (to sigma 0), which is never resampled here
     assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.5) == 3 * 2 * hi + 2 * (5 - hi) + 1
     assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.0) == sampling.calls_per_run("heun", 6, 3)
+    # a band at the low noise levels: the steps below 0.5, the last one (to 0) among them
+    assert sampling.passes_per_step(sigmas, 2, 0.0, 0.5) == [1] * hi + [2] * (6 - hi)
+    assert sampling.calls_for_sigmas("heun", sigmas, 2, 0.0, 0.5) == 2 * hi + 2 * 2 * (5 - hi) + 2 * 1
+    calls.clear()
+    sampling.generate(denoise, np.zeros((1, 2)), sigmas, randn=np.zeros_like, resample=2, resample_tmax=0.5,
+                      **partial)
+    assert calls == list(sigmas[:hi]) + [s for s in sigmas[hi:-1] for _ in range(2)]
 
 
 def test_resample_tmin_zero_is_the_plain_resampler_bit_for_bit() -> None:
@@ -277,8 +284,9 @@ def test_resample_tmin_zero_is_the_plain_resampler_bit_for_bit() -> None:
 
     assert np.array_equal(run(), run(resample_tmin=0.0))
     assert not np.array_equal(run(), run(resample_tmin=1.0))
-    with pytest.raises(ValueError, match="resample_tmin"):
-        SamplerConfig(resample_tmin=-1.0)
+    for bad in ({"resample_tmin": -1.0}, {"resample_tmin": 0.5, "resample_tmax": 0.2}):
+        with pytest.raises(ValueError, match="resample_tmin"):
+            SamplerConfig(**bad)
     assert SamplerConfig(resample=3, resample_tmin=0.3).sampling_kwargs()["resample_tmin"] == 0.3
 
 
