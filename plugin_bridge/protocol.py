@@ -137,6 +137,10 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
+        _f("silent_retries", "int", False, "0..4, default 2: a window of a take in which a generated stem comes out "
+           "silent (under 5% of it above -50 dBFS) while a given stem sounds there, or with nothing given, is "
+           "sampled again from that take's noise up to this many times, keeping the attempt whose quietest stem "
+           "sounds most; 0 returns what the model made. Never applies to a redone stem"),
         _f("length", "str", False, "\"region\" (default: the longest given stem's length, else `duration`) or "
            "\"bars\": that length rounded to the nearest whole bar (at least one) by `region.tempo` (beats per "
            "minute, of the meter's beat unit, > 0) and `region.meter` ([beats per bar, beat unit], default "
@@ -211,6 +215,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedule", "str", True, "noise schedule used"),
         _f("resample", "int", True, "passes per step used"),
         _f("windows", "int", True, "number of model windows the region took"),
+        _f("silent_rerolls", "int", False, "windows sampled again because a generated stem came out silent "
+           "(summed over takes; see `silent_retries`)"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
            "convert_rate (to the output sample rate; also sent as `resample`, its old name), total"),
         _f("region", "object", False, "the request's `region`, verbatim"),

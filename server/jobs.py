@@ -253,7 +253,8 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     t, t_convert = Timings(), 0.0
     pieces = generate_region(bundle, given, req.generate, span[1] - span[0], seed=req.seed, steps=req.steps,
                              sampler=req.sampler, schedule=req.schedule, resample=req.resample, hook=hook,
-                             timings=t, cache=cache, takes=req.takes, kept_frames=kept)
+                             timings=t, cache=cache, takes=req.takes, kept_frames=kept,
+                             silent_retries=req.silent_retries)
     if req.redo is not None:
         t_convert = _stream_redo(bundle, job, pieces, span[0])
     else:
@@ -277,7 +278,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     info = {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
             "seed": req.seed, "takes": [{"take": b, "seed": s} for b, s in enumerate(req.seeds)],
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
-            "resample": req.resample, "windows": windows,
+            "resample": req.resample, "windows": windows, "silent_rerolls": t.rerolls,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
     if req.redo is not None:
         info["redo"] = req.redo.to_dict()

@@ -16,8 +16,10 @@ from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, 
                                     given_infos, pcm_from_bytes)
 from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
+from server.windowing import SILENT_RETRIES
 
 MAX_SEED = 2 ** 63
+MAX_SILENT_RETRIES = 4
 REDO_FADE_SECONDS = 0.02  # crossfade at each end of a redone range, inside the range
 
 
@@ -99,6 +101,7 @@ class JobRequest:
     resample: int = 1
     takes: int = 1
     redo: Redo | None = None
+    silent_retries: int = SILENT_RETRIES
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -152,8 +155,13 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     seed, steps, sampler, schedule, resample = _sampling_args(h, model, limits, job_id)
     takes = _takes(h, seed, limits, job_id)
     redo = None if redo_stem is None else _redo_range(h, redo_stem, frames / rate, rate, job_id)
+    retries = h.get("silent_retries", SILENT_RETRIES)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_SILENT_RETRIES:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'silent_retries' must be an integer in [0, {MAX_SILENT_RETRIES}], "
+                            f"got {retries!r}", job_id)
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
-                      sampler, h.get("region"), schedule=schedule, resample=resample, takes=takes, redo=redo)
+                      sampler, h.get("region"), schedule=schedule, resample=resample, takes=takes, redo=redo,
+                      silent_retries=retries)
 
 
 def _takes(h: dict[str, Any], seed: int, limits: Limits, job_id: str | None) -> int:

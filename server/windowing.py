@@ -10,6 +10,12 @@ samples and the result is cut to exactly N samples. A decoder that carries phase
 spectral SourceVAE's) starts each window at the phase the previous window's decode had
 there, so the crossfades join two signals in phase. `generate_region` yields the stems
 piece by piece as soon as each window is decoded (time to first audio = one window).
+
+A requested stem that comes out silent over a window's new frames, where the given stems do
+sound, is a failed take, not a rest: the model was trained on windows where every part
+plays. Such a window is sampled again for that take from the take's own noise stream (up
+to `silent_retries` times, keeping the attempt whose quietest requested stem sounds most),
+before anything of it is streamed; `Timings.rerolls` counts the extra samplings.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from msldm.eval.density import audible_fraction
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -84,12 +91,28 @@ class TakeNoise:
             raise ValueError(f"noise for {shape[0]} rows asked of {len(self.generators)} takes")
         return np.stack([g.standard_normal(tuple(shape[1:]), dtype=dtype) for g in self.generators])
 
+    def subset(self, rows: Sequence[int]) -> "TakeNoise":
+        """The same generators of `rows` only (drawing from it advances those takes' streams)."""
+        sub = TakeNoise([])
+        sub.generators = [self.generators[b] for b in rows]
+        return sub
+
 
 @dataclass
 class Timings:
     encode: float = 0.0
     sample: float = 0.0
     decode: float = 0.0
+    rerolls: int = 0  # windows of a take sampled again because a requested stem came out silent
+
+
+SILENT_RETRIES = 2
+"""Default extra samplings of a window of a take whose requested stem is silent (0: never)."""
+SILENT_SHARE = 0.05
+"""A stem is silent over a span when under this share of its frames is audible (the
+evaluation's empty-stem rule, `msldm.eval.density`: frame RMS above -50 dBFS)."""
+MIN_CHECK_SECONDS = 0.5
+"""Spans shorter than this (the region's end in a last window) are not judged."""
 
 
 class EncodeCache:
@@ -161,7 +184,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
                     schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
                     churn: float | None = None, hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None, takes: int = 1,
-                    kept_frames: dict[str, np.ndarray] | None = None) -> Iterator[Piece]:
+                    kept_frames: dict[str, np.ndarray] | None = None,
+                    silent_retries: int = SILENT_RETRIES) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
     `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
@@ -169,7 +193,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     `takes`: that many takes, sampled as one batch (take i from seed `seed + i`, see
     `TakeNoise`); the given stems are encoded once for all of them. `kept_frames`: for a given
     stem that is also requested (a redo), a bool `[F]` over the region's latent frames: True
-    where its latents are imposed, False where they are generated.
+    where its latents are imposed, False where they are generated (a redone stem is never
+    rerolled). `silent_retries`: see the module docstring.
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
@@ -191,18 +216,75 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     for i, s in enumerate(starts):
         last = i == len(starts) - 1
         frames = {stem: m[s:s + W] for stem, m in kept.items()}
-        z = _sample_window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, plan,
-                           rng, steps, sampler, schedule, resample, i, hook, t, cache, churn, takes, frames)
-        prev = z
-        t0 = time.perf_counter()
-        out, phase = _decode_stems(bundle, z, requested, phase, plan.hop)
-        t.decode += time.perf_counter() - t0
+        window_audio = audio[:, :, s * D:(s + W) * D]
+
+        def sample(noise: TakeNoise, rows: list[int], window_hook: StepHook | None) -> np.ndarray:
+            return _sample_window(bundle, window_audio, list(given), requested,
+                                  None if prev is None else prev[rows], plan, noise, steps, sampler, schedule,
+                                  resample, i, window_hook, t, cache, churn, len(rows), frames)
+
+        def decode(z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+            t0 = time.perf_counter()
+            start = None if phase is None else phase.reshape(takes, -1, phase.shape[-1])[rows].reshape(
+                -1, phase.shape[-1])
+            res = _decode_stems(bundle, z, requested, start, plan.hop)
+            t.decode += time.perf_counter() - t0
+            return res
+
+        rows = list(range(takes))
+        z = sample(rng, rows, hook)
+        out, nxt = decode(z, rows)
+        span = (0 if i == 0 else plan.overlap * D, min(W * D, n_samples - s * D))
+        judged = [r for r in requested if r not in kept]
+        if silent_retries > 0 and judged and span[1] - span[0] >= MIN_CHECK_SECONDS * bundle.sample_rate \
+                and _given_sounds(window_audio, span):
+            z, out, nxt = _reroll_silent(z, out, nxt, judged, span, silent_retries, rng, sample, decode, hook, t)
+        prev, phase = z, nxt
         n = 0
         for b in range(takes):
             stems = {r: faders[b].join(r, out[b][r], last) for r in requested}
             n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
             yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last, take=b)
         emitted += n
+
+
+def _quietest(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int]) -> float:
+    """Audible share of the quietest of the `judged` stems over samples [span)."""
+    return min(audible_fraction(stems[r][span[0]:span[1]]) for r in judged)
+
+
+def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
+    """True for total generation, or when some given stem of the window `[G,1,W*D]` sounds
+    over `span` (where the given part rests, a resting generated part may be right)."""
+    return len(audio) == 0 or any(audible_fraction(a[0, span[0]:span[1]]) >= SILENT_SHARE for a in audio)
+
+
+def _reroll_silent(z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,
+                   judged: Sequence[str], span: tuple[int, int], retries: int, rng: TakeNoise,
+                   sample: Callable, decode: Callable, hook: StepHook | None, t: Timings):
+    """Sample again, from their own noise, the takes of this window whose quietest judged stem
+    is silent; keep per take the attempt whose quietest stem sounds most. Progress stays at
+    the window's end while it runs (the hook still lets a cancel through)."""
+    score = [_quietest(o, judged, span) for o in out]
+    R = len(out[0])
+    hold = None if hook is None else (lambda window, step, total: hook(window, total, total))
+    for _ in range(retries):
+        bad = [b for b, q in enumerate(score) if q < SILENT_SHARE]
+        if not bad:
+            break
+        t.rerolls += len(bad)
+        z2 = sample(rng.subset(bad), bad, hold)
+        out2, nxt2 = decode(z2, bad)
+        for j, b in enumerate(bad):
+            q = _quietest(out2[j], judged, span)
+            if q > score[b]:
+                score[b], out[b] = q, out2[j]
+                z = z.copy()
+                z[b] = z2[j]
+                if nxt is not None:
+                    nxt = nxt.copy()
+                    nxt[b * R:(b + 1) * R] = nxt2[j * R:(j + 1) * R]
+    return z, out, nxt
 
 
 def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],

@@ -105,7 +105,10 @@ def test_cli_parses(tmp_path: Path) -> None:
                               "--steps", "5,10,20", "--subsets", "B,DG"])
     cfg = config_from_args(args)
     assert cfg.steps == 20 and cfg.sweep_steps == (5, 10, 20) and cfg.subsets == ("B", "DG") and cfg.n == 8
-    assert args.func is not None
+    assert args.func is not None and cfg.silent_retries is None and args.threads == 0
+    args = parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path),
+                              "--silent-retries", "0", "--threads", "1"])
+    assert config_from_args(args).silent_retries == 0 and args.threads == 1
 
 
 class _ChurnLevel:

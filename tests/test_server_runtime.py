@@ -95,12 +95,14 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             load(root)
     # a field added after bundles were first written loads, when absent, as what they sampled with
     m["sampler"]["S_churn"] = m["sampler"].pop("churn")
-    assert m["sampler"].pop("resample_tmin") == 0.0
+    assert m["sampler"].pop("resample_tmin") == 0.0 and m["sampler"].pop("resample_tmax") is None
     (root / "manifest.json").write_text(json.dumps(m))
-    assert Bundle.load(root).sampler_defaults.resample_tmin == 0.0
-    m["sampler"]["resample_tmin"] = 0.3
+    d = Bundle.load(root).sampler_defaults
+    assert d.resample_tmin == 0.0 and d.resample_tmax == float("inf")
+    m["sampler"].update(resample_tmin=0.1, resample_tmax=0.3)
     (root / "manifest.json").write_text(json.dumps(m))
-    assert Bundle.load(root).sampler_defaults.resample_tmin == 0.3
+    d = Bundle.load(root).sampler_defaults
+    assert (d.resample_tmin, d.resample_tmax) == (0.1, 0.3)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -255,3 +257,90 @@ def test_eval_generator_runs_the_bundle_on_the_threads_it_is_given(tiny_bundle):
     assert {s.get_session_options().intra_op_num_threads for s in one.values()} == {1}
     default = BundleGenerator(tiny_bundle).bundle.sessions
     assert {s.get_session_options().intra_op_num_threads for s in default.values()} == {0}
+
+
+def _silent_unless_positive(bundle, monkeypatch, every: int = 3, row: int = 1):
+    """Make the tiny bundle's decoder play a loud tone for every block but rows `row` (mod
+    `every`) whose mean latent is <= 0, which it makes silent: with the stems asked for in the
+    order drums, guitar, piano, a model whose guitar is empty half the time."""
+    assert not bundle.phase_bins
+
+    def decode(z):
+        n = z.shape[-1] * bundle.D
+        tone = (0.3 * np.sin(0.05 * np.arange(n))).astype(np.float32)
+        return np.stack([[np.zeros(n, np.float32) if j % every == row and blk.mean() <= 0 else tone]
+                         for j, blk in enumerate(z)])
+
+    monkeypatch.setattr(bundle, "decode", decode)
+
+
+def _run_region(bundle, given, n, seed, retries, takes=1):
+    from server.windowing import Timings
+
+    t = Timings()
+    pieces = list(generate_region(bundle, given, ["drums", "guitar", "piano"], n, seed=seed, steps=2,
+                                  timings=t, silent_retries=retries, takes=takes))
+    return pieces, t.rerolls
+
+
+def _silent_pieces(pieces) -> int:
+    """Pieces whose guitar is silent after the crossfade from the window before (the fake
+    decoder's blocks are all tone or all silence)."""
+    L = default_overlap(WINDOW) * HOP
+    return sum(not np.abs(p.stems["guitar"][L:]).max() > 0 for p in pieces if len(p.stems["guitar"]) > L)
+
+
+def test_a_window_with_a_silent_generated_stem_is_sampled_again(bundle, monkeypatch):
+    _silent_unless_positive(bundle, monkeypatch)
+    n = int(3.5 * WINDOW * HOP)
+    given = {"bass": (0.1 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)}
+    silent = {0: 0, 4: 0}
+    for seed in range(8):
+        plain, none = _run_region(bundle, given, n, seed, 0)
+        guarded, rerolls = _run_region(bundle, given, n, seed, 4)
+        assert none == 0
+        silent[0] += _silent_pieces(plain)
+        silent[4] += _silent_pieces(guarded)
+        if _silent_pieces(plain) == 0:  # nothing to redo: the same audio, no extra sampling
+            assert rerolls == 0
+            for a, b in zip(plain, guarded):
+                for s in a.stems:
+                    np.testing.assert_array_equal(a.stems[s], b.stems[s])
+        else:
+            assert rerolls > 0
+        assert [len(p.stems["drums"]) for p in plain] == [len(p.stems["drums"]) for p in guarded]
+    # a guitar silent in about 2 of 3 windows at first (21 of 32 here); with 4 retries (2/3)^5 of them
+    assert silent[0] >= 12 and silent[4] <= silent[0] // 3, silent
+
+
+def test_silent_rerolls_keep_every_take_equal_to_its_one_take_request(bundle, monkeypatch):
+    _silent_unless_positive(bundle, monkeypatch)
+    n = int(2.5 * WINDOW * HOP)
+    given = {"bass": (0.1 * np.random.default_rng(1).standard_normal(n)).astype(np.float32)}
+    batch, rerolls = _run_region(bundle, given, n, 10, 2, takes=3)
+    assert rerolls > 0
+    total = 0
+    for b in range(3):
+        alone, r = _run_region(bundle, given, n, 10 + b, 2)
+        total += r
+        mine = [p for p in batch if p.take == b]
+        for a, p in zip(alone, mine):
+            for s in a.stems:
+                np.testing.assert_allclose(p.stems[s], a.stems[s], atol=1e-4)
+    assert total == rerolls
+
+
+def test_no_reroll_where_the_given_stems_rest_or_for_a_redone_stem(bundle, monkeypatch):
+    _silent_unless_positive(bundle, monkeypatch, every=1, row=0)  # any block may be silent
+    n = int(2.5 * WINDOW * HOP)
+    quiet = {"bass": np.zeros(n, np.float32)}  # the given part rests: a resting answer may be right
+    assert all(_run_region(bundle, quiet, n, seed, 2)[1] == 0 for seed in range(4))
+    F = -(-n // HOP)
+    kept = {"drums": np.arange(F) < F // 2}
+    loud = {"bass": (0.1 * np.random.default_rng(2).standard_normal(n)).astype(np.float32),
+            "drums": np.zeros(n, np.float32)}
+    from server.windowing import Timings
+    for seed in range(4):
+        t = Timings()
+        list(generate_region(bundle, loud, ["drums"], n, seed=seed, steps=2, timings=t, kept_frames=kept))
+        assert t.rerolls == 0

@@ -588,6 +588,8 @@ def test_a_redo_of_bars_maps_bar_numbers_to_the_region(client):
 @pytest.mark.parametrize("extra,code,words", [
     ({"takes": 0}, "bad_field", "takes"), ({"takes": 9}, "bad_field", "takes"),
     ({"takes": True}, "bad_field", "takes"), ({"takes": 2, "seed": 2 ** 63 - 1}, "bad_field", "seed"),
+    ({"silent_retries": -1}, "bad_field", "silent_retries"), ({"silent_retries": 5}, "bad_field", "silent_retries"),
+    ({"silent_retries": 1.5}, "bad_field", "silent_retries"), ({"silent_retries": False}, "bad_field", "silent_retries"),
     ({"redo": {"stem": "guitar", "start": 0, "end": 1}}, "bad_field", "given"),
     ({"redo": {"stem": "bass", "start": 0}}, "missing_field", "end"),
     ({"redo": {"stem": "bass", "start": 0.5, "end": 0.2}}, "bad_field", "start < end"),
@@ -604,6 +606,25 @@ def test_bad_takes_and_redo_requests_are_refused_clearly(client, extra, code, wo
     final = client.run_job(h, pcm).final
     assert final.type == "error" and final.header["code"] == code, final.header
     assert words in final.header["message"], final.header["message"]
+
+
+def test_done_says_how_many_windows_were_sampled_again_for_a_silent_stem(client, monkeypatch):
+    # the tiny model's drums come out digital silence: every window is sampled again
+    # silent_retries times, and done says so; 0 turns it off
+    from server.runtime import Bundle
+
+    real = Bundle.decode
+
+    def decode(self, z):
+        return real(self, z) * 0.0
+
+    monkeypatch.setattr(Bundle, "decode", decode)
+    given = {"bass": tone(3.0, 44100)}
+    for retries in (0, 2):
+        h, pcm = gen_header(f"silent-{retries}", given, 44100, ["drums"], silent_retries=retries)
+        done = client.run_job(h, pcm).final
+        assert done.type == "done", done.header
+        assert done.header["silent_rerolls"] == retries * done.header["windows"], done.header
 
 
 def test_a_stereo_stem_cannot_be_redone(client):

@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
                    help="another run's metrics.json as a row of the sub-FAD table (repeatable)")
     p.add_argument("--name", default=None, help="model name in the report (default: bundle folder)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--silent-retries", type=int, default=None,
+                   help="extra samplings of a window whose generated stem is silent (default: the daemon's, 2; "
+                        "0: the model's first attempt, as it comes)")
     p.add_argument("--threads", type=int, default=0,
                    help="onnxruntime threads of the bundle (0: all cores); 1 lets an eval share a 2-core "
                         "machine with a 1-thread training run without both spinning at barriers")
@@ -139,7 +142,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       churn=_churn(args.churn), sweep_churns=tuple(_churn(c) for c in _names(args.churns)),
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
-                      use_annotation=not args.no_annotation, recon_n=args.recon_n)
+                      use_annotation=not args.no_annotation, recon_n=args.recon_n,
+                      silent_retries=getattr(args, "silent_retries", None))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -173,10 +177,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         from msldm.eval import transcribe
         transcribe.SESSION_THREADS = args.threads
-    generator = BundleGenerator(args.bundle, threads=args.threads)
+    generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries)
     name = args.name or Path(args.bundle).name
     metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
-    print(f"wrote {Path(args.out) / 'report.md'}")
+    print(f"wrote {Path(args.out) / 'report.md'} ({generator.rerolls} windows sampled again for a silent stem, "
+          f"silent_retries {generator.silent_retries})")
     if args.baseline:  # every measure side by side with the baselines' runs
         import json
 

@@ -55,24 +55,31 @@ class BundleGenerator:
     """The server's ONNX bundle runtime (`server.runtime.Bundle`) as a `Generator`, generating
     exactly as the daemon does (`server.windowing.generate_region`): windows of the bundle's
     length, continuation by imputation in time, crossfades in phase; given stems imposed by
-    imputation (total generation: none given)."""
+    imputation (total generation: none given); silent windows sampled again as the daemon's
+    default does (`silent_retries`, 0: the model's first attempt always)."""
 
-    def __init__(self, bundle_dir: str | Path, threads: int = 0) -> None:
+    def __init__(self, bundle_dir: str | Path, threads: int = 0, silent_retries: int | None = None) -> None:
         from server.runtime import Bundle  # onnxruntime only, no torch
+        from server.windowing import SILENT_RETRIES
 
         self.bundle = Bundle.load(bundle_dir, threads=threads)
+        self.silent_retries = SILENT_RETRIES if silent_retries is None else silent_retries
+        self.rerolls = 0  # windows sampled again for a silent stem, over every call
         self.sample_rate = self.bundle.sample_rate
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
                  resample=1, churn=None):
-        from server.windowing import generate_region
+        from server.windowing import Timings, generate_region
 
         given = {s: np.asarray(a, np.float32) for s, a in given.items()}
         out = {s: [] for s in targets}
+        t = Timings()
         for piece in generate_region(self.bundle, given, list(targets), n_samples, seed=seed, steps=steps,
-                                     sampler=sampler, schedule=schedule, resample=resample, churn=churn):
+                                     sampler=sampler, schedule=schedule, resample=resample, churn=churn,
+                                     timings=t, silent_retries=self.silent_retries):
             for s in targets:
                 out[s].append(piece.stems[s])
+        self.rerolls += t.rerolls
         return {s: np.concatenate(parts).astype(np.float32) for s, parts in out.items()}
 
     def reconstruct(self, audio: np.ndarray) -> np.ndarray:

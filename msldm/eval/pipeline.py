@@ -60,6 +60,7 @@ class EvalConfig:
     save_examples: int = 2  # segments per task whose audio and spectrograms are written
     use_annotation: bool = True
     frame_rate_hz: float = 22050 / 320  # latent frame rate (sample_rate / hop): a decoder comb's pitch
+    silent_retries: int | None = None  # the bundle generator's re-sampling of silent windows (None: the daemon's)
 
 
 @dataclass
