@@ -145,3 +145,24 @@ def test_summary_gives_the_standard_error_of_the_main_fields() -> None:
     out = summarise_records({"bass": recs})["bass"]
     assert out["harmonic_norm"] == pytest.approx(0.7) and out["harmonic_norm_se"] == pytest.approx(0.2 / np.sqrt(3))
     assert out["level_db_se"] == 0.0 and "rhythmic_norm_se" not in out and out["clips"] == 3
+
+
+def test_per_clip_records_and_the_paired_table(corpus: Path, tmp_path: Path) -> None:
+    # the oracle against silence, on the same clips: per-clip lists, and paired differences
+    # of exactly (silence - real) per clip
+    from msldm.eval.report import paired_table
+
+    cfg = _cfg(subsets=("G",), sweep_n=0, save_examples=0, recon_n=0)
+    segs = load_segments(corpus, cfg.n, cfg.seconds)
+    real = write_report(OracleGenerator(segs), corpus, tmp_path / "real", cfg, "real")
+    quiet = write_report(SilenceGenerator(), corpus, tmp_path / "quiet", cfg, "quiet")
+    clips = real["tasks"]["G"]["per_clip"]["guitar"]
+    assert len(clips["level_db"]) == real["tasks"]["G"]["stems"]["guitar"]["clips"] == len(segs)
+    assert np.mean(clips["level_db"]) == pytest.approx(real["tasks"]["G"]["stems"]["guitar"]["level_db"])
+    assert clips["empty"] == [0.0] * len(segs) and quiet["tasks"]["G"]["per_clip"]["guitar"]["empty"] == [1.0] * len(segs)
+    table = paired_table({"real": real, "quiet": quiet})
+    want = np.mean(np.subtract(quiet["tasks"]["G"]["per_clip"]["guitar"]["level_db"], clips["level_db"]))
+    row = next(line for line in table.splitlines() if line.startswith("| G / guitar / level_db |"))
+    assert f"{want:.3f} ± " in row and "| G / guitar / empty | 1.000 ± 0.000 |" in table
+    saved = json.loads((tmp_path / "quiet" / "metrics.json").read_text())
+    assert saved["tasks"]["G"]["per_clip"]["guitar"]["empty"] == [1.0] * len(segs)

@@ -72,6 +72,9 @@ def register(subparsers: Any) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="runs to put side by side")
     c.add_argument("--out", default=None, help="also write the table to this markdown file")
+    c.add_argument("--paired", action="store_true",
+                   help="per-clip differences of each run from the first (same clips and seeds), "
+                        "mean ± standard error, instead of the side-by-side table")
     c.set_defaults(func=_compare)
     _register_fit_check(subparsers)
 
@@ -111,7 +114,7 @@ def _compare(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from msldm.eval.report import compare_table
+    from msldm.eval.report import compare_table, paired_table
 
     runs = {}
     for spec in args.runs:
@@ -122,7 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
             runs[name] = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a metrics.json ({exc})") from None
-    table = compare_table(runs)
+    table = paired_table(runs) if args.paired else compare_table(runs)
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")

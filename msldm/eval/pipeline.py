@@ -161,6 +161,20 @@ SE_FIELDS = ("harmonic_norm", "rhythmic_norm", "level_db", "comb_share", "audibl
 difference of two runs smaller than about twice it is not a difference."""
 
 
+PER_CLIP_FIELDS = ("harmonic_norm", "rhythmic_norm", "level_db", "comb_share", "audible_fraction", "empty")
+"""Fields kept clip by clip in the metrics (`tasks.<task>.per_clip`): two runs on the same
+clips and seeds are compared pair by pair (`paired_difference`), which sees a difference the
+means' standard errors hide."""
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and standard error of b - a over the clips where both are finite, and their count."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None
+             and np.isfinite(x) and np.isfinite(y)]
+    d = [y - x for x, y in pairs]
+    return (float(np.mean(d)) if d else float("nan"), standard_error(d), len(d))
+
+
 def standard_error(values: Sequence[float]) -> float:
     """Standard error of the mean of the finite values (NaN with fewer than two)."""
     a = np.asarray([v for v in values if v is not None], dtype=np.float64)
@@ -194,7 +208,9 @@ def evaluate_tasks(st: RunState, cfg: EvalConfig, generator: Generator, real_mix
         res = run_task(st, cfg, generator, task, cfg.steps, cfg.sampler, ids, cfg.schedule, cfg.resample,
                        churn=cfg.churn)
         entry = {"subfad": _fd(res["mix_emb"], real_mix), "time_per_clip": res["time_per_clip"],
-                 "stems": summarise_records(res["records"])}
+                 "stems": summarise_records(res["records"]),
+                 "per_clip": {s: {k: [r[k] for r in recs] for k in PER_CLIP_FIELDS if recs and k in recs[0]}
+                              for s, recs in res["records"].items()}}
         if task == TOTAL:
             entry["fad_stems"] = {s: _fd(res["stem_emb"][s], real_stems[s]) for s in STEMS}
         tasks[task] = entry

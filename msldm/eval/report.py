@@ -280,3 +280,28 @@ def compare_table(runs: Mapping[str, Mapping]) -> str:
     lines = ["| measure | " + " | ".join(flats) + " |", "|---" * (len(flats) + 1) + "|"]
     lines += [f"| {k} | " + " | ".join(_f(f.get(k), 3) for f in flats.values()) + " |" for k in keys]
     return "\n".join(lines)
+
+
+def paired_table(runs: Mapping[str, Mapping]) -> str:
+    """Markdown table of every per-clip measure of the later runs minus the first, pair by pair
+    over the clips both scored (mean ± standard error of the differences, `paired_difference`).
+    The runs must share clips and seeds (the same `msldm eval` data, n, seconds and seed); a
+    measure one of them lacks is "-"."""
+    from msldm.eval.pipeline import paired_difference
+
+    names = list(runs)
+    base = runs[names[0]]
+    lines = [f"| measure (minus {names[0]}) | " + " | ".join(names[1:]) + " |", "|---" * len(names) + "|"]
+    for task, entry in base.get("tasks", {}).items():
+        for stem, fields in entry.get("per_clip", {}).items():
+            for k, a in fields.items():
+                cells = []
+                for name in names[1:]:
+                    b = runs[name].get("tasks", {}).get(task, {}).get("per_clip", {}).get(stem, {}).get(k)
+                    if b is None or len(b) != len(a):
+                        cells.append("-")
+                        continue
+                    m, se, _ = paired_difference(a, b)
+                    cells.append(f"{_f(m, 3)} ± {_f(se, 3)}")
+                lines.append(f"| {task} / {stem} / {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
