@@ -7,7 +7,10 @@ starts on a server-only install.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+
+from msldm.config import SamplerConfig
 
 EXAMPLE = """example:
   msldm init --preset tiny --out ckpt/
@@ -35,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="provenance text for the manifest (default: the checkpoint's meta)")
     p.add_argument("--sampler", action="append", default=[], metavar="FIELD=VALUE",
                    help="set a sampler default in the manifest (repeatable), e.g. --sampler S_tmin=0.1; "
-                        "fields: sampler, steps, schedule, resample, sigma_min, sigma_max, rho, S_churn, "
-                        "S_tmin, S_tmax, S_noise (default: the checkpoint's)")
+                        f"fields: {', '.join(f.name for f in dataclasses.fields(SamplerConfig))} "
+                        "(default: the checkpoint's)")
     p.set_defaults(func=run_export)
 
 
