@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise schedule; melody suits few steps (default: the model's)")
     g.add_argument("--resample", type=int, help="passes per step, 1-8: a tighter fit to the given stems "
                    "for that many times the sampling time (default: the model's)")
+    g.add_argument("--silent-retries", type=int, metavar="N",
+                   help="0-4: how often the daemon samples a window again when a generated stem comes out "
+                        "silent there (default: the daemon's, 2; 0: what the model made first)")
     g.add_argument("--output-sample-rate", type=int, metavar="HZ",
                    help="rate of the written stems (default: first given stem's)")
     g.add_argument("--bit-depth", choices=sorted(wavio.BIT_DEPTHS),
@@ -202,7 +205,7 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
         resample=args.resample, output_sample_rate=args.output_sample_rate, duration=args.duration,
         region=region, length=None if args.length == "region" else args.length, takes=args.takes,
-        redo=redo_field(args))
+        redo=redo_field(args), silent_retries=args.silent_retries)
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
@@ -216,7 +219,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
         "seed": d.seeds[take], "take": take, "takes": d.takes,
         "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
-        "region": d.region, "windows": d.windows, "redo": d.redo,
+        "region": d.region, "windows": d.windows, "redo": d.redo, "silent_rerolls": d.silent_rerolls,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
@@ -250,7 +253,7 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
                         ("--schedule", done.schedule), ("--resample", done.resample),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
-                        ("--duration", args.duration)):
+                        ("--duration", args.duration), ("--silent-retries", args.silent_retries)):
         if value is not None:
             parts += [flag, str(value)]
     if args.meter:

@@ -146,6 +146,7 @@ class Done:
     resample: int | None = None
     seeds: tuple[int, ...] = ()  # every take's seed, in take order (`_to_event` always fills it)
     redo: dict[str, Any] | None = None  # {stem, start, end} of a redo request
+    silent_rerolls: int | None = None  # windows sampled again for a silent stem (None: an older daemon)
 
     @property
     def takes(self) -> int:
@@ -189,13 +190,14 @@ class GenerateRequest:
     length: str | None = None  # "region" or "bars" (needs region tempo and meter)
     takes: int | None = None  # takes in one batch: seeds seed, seed + 1, ...
     redo: dict[str, Any] | None = None  # {stem, start, end} (seconds) or {stem, bars: [first, last]}
+    silent_retries: int | None = None  # re-samplings of a window with a silent generated stem (daemon: 2)
 
     def header(self, job_id: str) -> dict[str, Any]:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
         for name in ("seed", "steps", "sampler", "schedule", "resample", "output_sample_rate", "duration",
-                     "region", "length", "takes", "redo"):
+                     "region", "length", "takes", "redo", "silent_retries"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -266,7 +268,7 @@ def _to_event(msg: P.Message) -> Event | None:
         seeds = tuple(t["seed"] for t in h.get("takes", [{"seed": h["seed"]}]))
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
-                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"))
+                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_rerolls"))
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))
