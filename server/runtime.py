@@ -209,7 +209,8 @@ class Bundle:
 
     def generate(self, shape: tuple[int, int, int], *, seed: int, steps: int | None = None,
                  sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
-                 mask: np.ndarray | None = None, S_churn: float | None = None, resample: int | None = None,
+                 mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
+                 resample: int | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
@@ -218,8 +219,9 @@ class Bundle:
         (Eq. 4-6 of the MSLDM paper): `mask` (0/1, broadcastable to `shape`) is 1 over the
         given stems' channel blocks and/or given frame spans, `given` holds their latents.
         Noise comes from `rng` or a numpy Generator seeded with `seed`. `resample`: takes
-        per step with a mask (RePaint resampling; default the manifest's). `callback(step,
-        total, sigma, x)` may raise `sampling.Cancelled`."""
+        per step with a mask (RePaint resampling; default the manifest's); `S_churn`, `S_tmin`:
+        the churn and the lowest noise level it is added at (default the manifest's).
+        `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
 
@@ -230,7 +232,7 @@ class Bundle:
         return sampling.generate(
             self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
-            S_tmin=d.S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
+            S_tmin=d.S_tmin if S_tmin is None else S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
             resample=resample or d.resample, resample_tmin=d.resample_tmin,
             resample_tmax=d.resample_tmax, callback=callback)
 

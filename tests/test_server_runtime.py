@@ -344,3 +344,24 @@ def test_no_reroll_where_the_given_stems_rest_or_for_a_redone_stem(bundle, monke
         t = Timings()
         list(generate_region(bundle, loud, ["drums"], n, seed=seed, steps=2, timings=t, kept_frames=kept))
         assert t.rerolls == 0
+
+
+def test_a_window_sampled_again_adds_churn_at_every_noise_level(bundle, monkeypatch):
+    # the retry samples with S_tmin 0 (churn at every noise level: on the bundled model the
+    # setting that left no guitar empty), the first attempt with the bundle's own
+    from server.windowing import REROLL_S_TMIN
+
+    _silent_unless_positive(bundle, monkeypatch)
+    seen, real = [], bundle.generate
+
+    def spy(*args, **kw):
+        seen.append(kw.get("S_tmin"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bundle, "generate", spy)
+    n = int(2.5 * WINDOW * HOP)
+    given = {"bass": (0.1 * np.random.default_rng(3).standard_normal(n)).astype(np.float32)}
+    rerolls = sum(_run_region(bundle, given, n, seed, 2)[1] for seed in range(4))
+    assert REROLL_S_TMIN == 0.0 and rerolls > 0
+    assert seen.count(None) == 4 * 3 and seen.count(REROLL_S_TMIN) >= 1  # 4 regions x 3 windows first
+    assert len(seen) == seen.count(None) + seen.count(REROLL_S_TMIN)
