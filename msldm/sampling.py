@@ -192,11 +192,6 @@ CALLS: dict[str, Callable[[int], int]] = {"euler": lambda steps: steps, "heun": 
 MAX_RESAMPLE = 8  # more passes per step than this cost more than they bring
 
 
-def calls_per_run(sampler: str, steps: int, resample: int = 1) -> int:
-    """Number of denoiser calls a run of `sampler` with `steps` steps makes."""
-    return resample * CALLS[sampler](steps)
-
-
 def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0,
                      resample_tmax: float = float("inf")) -> int:
     """Denoiser calls of a partial generation over `sigmas` whose steps take the passes of

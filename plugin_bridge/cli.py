@@ -219,7 +219,8 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
         "seed": d.seeds[take], "take": take, "takes": d.takes,
         "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
-        "region": d.region, "windows": d.windows, "redo": d.redo, "silent_rerolls": d.silent_rerolls,
+        "region": d.region, "windows": d.windows, "redo": d.redo,
+        "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
@@ -253,7 +254,7 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
                         ("--schedule", done.schedule), ("--resample", done.resample),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
-                        ("--duration", args.duration), ("--silent-retries", args.silent_retries)):
+                        ("--duration", args.duration), ("--silent-retries", done.silent_retries)):
         if value is not None:
             parts += [flag, str(value)]
     if args.meter:

@@ -146,7 +146,8 @@ class Done:
     resample: int | None = None
     seeds: tuple[int, ...] = ()  # every take's seed, in take order (`_to_event` always fills it)
     redo: dict[str, Any] | None = None  # {stem, start, end} of a redo request
-    silent_rerolls: int | None = None  # windows sampled again for a silent stem (None: an older daemon)
+    silent_retries: int | None = None  # the retries allowed for a silent stem (None: an older daemon)
+    take_rerolls: tuple[int, ...] = ()  # per take, extra samplings of a window for a silent stem
 
     @property
     def takes(self) -> int:
@@ -265,10 +266,12 @@ def _to_event(msg: P.Message) -> Event | None:
         return Chunk(h["job_id"], h["stem"], h["offset"], audio, h["sample_rate"], h["window"], h["final"],
                      h.get("take", 0))
     if msg.type == "done":
-        seeds = tuple(t["seed"] for t in h.get("takes", [{"seed": h["seed"]}]))
+        takes = h.get("takes", [{"seed": h["seed"]}])
+        seeds = tuple(t["seed"] for t in takes)
+        rerolls = tuple(int(t.get("silent_rerolls", 0)) for t in takes) if "silent_rerolls" in h else ()
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
-                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_rerolls"))
+                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls)
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

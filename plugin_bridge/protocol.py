@@ -132,8 +132,8 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("sampler", "str", False, "\"euler\" or \"heun\"; default from the bundle"),
         _f("schedule", "str", False, "noise schedule: \"karras\" or \"melody\" (few steps, after MeLoDy); default from the bundle"),
         _f("resample", "int", False, "passes per step, 1..max_resample (RePaint resampling: a tighter fit "
-           "to the given stems, that many times the sampling time; steps x resample <= max_steps); "
-           "default from the bundle"),
+           "to the given stems, that many times the sampling time on the steps of the bundle's resample band, "
+           "every step for the bundled model; steps x resample <= max_steps); default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
@@ -208,15 +208,17 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("frames", "int", True, "length of every stem, at `sample_rate`"),
         _f("sample_rate", "int", True, "output sample rate"),
         _f("seed", "int", True, "seed used (take 0's)"),
-        _f("takes", "list", False, "[{take, seed}] of every take, in order (always sent; absent: one take)"),
+        _f("takes", "list", False, "[{take, seed, silent_rerolls}] of every take, in order (always sent; absent: "
+           "one take)"),
         _f("redo", "object", False, "with a `redo` request: {stem, start, end}, the range redone, in seconds"),
         _f("steps", "int", True, "steps used"),
         _f("sampler", "str", True, "sampler used"),
         _f("schedule", "str", True, "noise schedule used"),
         _f("resample", "int", True, "passes per step used"),
         _f("windows", "int", True, "number of model windows the region took"),
-        _f("silent_rerolls", "int", False, "windows sampled again because a generated stem came out silent "
-           "(summed over takes; see `silent_retries`)"),
+        _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
+        _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out silent, "
+           "summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
            "convert_rate (to the output sample rate; also sent as `resample`, its old name), total"),
         _f("region", "object", False, "the request's `region`, verbatim"),

@@ -78,8 +78,10 @@ def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, 
     bass = 0.3 * np.sin(2 * np.pi * 55 * t)
     drums = 0.3 * np.random.default_rng(0).standard_normal(n) * (np.sin(2 * np.pi * 2 * t) > 0.9)
     pcm = [np.stack([x, x], axis=1).astype(np.float32) for x in (bass, drums)]
+    # silent_retries 0: the same work for every seed (a retry, when one happens, costs one more
+    # window's sampling; `msldm demo` runs with the daemon's default)
     h: dict[str, Any] = {"type": "generate", "job_id": job_id, "generate": ["guitar", "piano"], "seed": 1,
-                         "output_sample_rate": OUT_RATE,
+                         "output_sample_rate": OUT_RATE, "silent_retries": 0,
                          "given": [{"stem": s, "sample_rate": IN_RATE, "channels": 2, "frames": n}
                                    for s in ("bass", "drums")]}
     if steps:

@@ -229,7 +229,7 @@ class OscFront:
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
         casts = {"seed": int, "steps": int, "output_sample_rate": int, "duration": _finite_float,
-                 "sampler": str, "schedule": str, "resample": int, "takes": int}
+                 "sampler": str, "schedule": str, "resample": int, "takes": int, "silent_retries": int}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)

@@ -11,12 +11,12 @@ spectral SourceVAE's) starts each window at the phase the previous window's deco
 there, so the crossfades join two signals in phase. `generate_region` yields the stems
 piece by piece as soon as each window is decoded (time to first audio = one window).
 
-A requested stem that comes out silent over a window's new frames, where the given stems do
-sound, is a failed take, not a rest: the model was trained on windows where every part
-plays. Such a window is sampled again for that take from the take's own noise stream, with
-churn at every noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the
-attempt whose quietest requested stem sounds most, before anything of it is streamed;
-`Timings.rerolls` counts the extra samplings.
+A requested stem that comes out silent over a window's new frames, where a given stem
+sounds or where nothing is given (total generation), is a failed take, not a rest: the model
+was trained on windows where every part plays. Such a window is sampled again for that take
+from the take's own noise stream, with churn at every noise level (`REROLL_S_TMIN`), up to
+`silent_retries` times, keeping the attempt whose quietest requested stem sounds most,
+before anything of it is streamed; `Timings.rerolls` counts the extra samplings per take.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from msldm.eval.density import audible_fraction
+from msldm.eval.density import EMPTY_FRACTION, audible_fraction
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -104,14 +104,19 @@ class Timings:
     encode: float = 0.0
     sample: float = 0.0
     decode: float = 0.0
-    rerolls: int = 0  # windows of a take sampled again because a requested stem came out silent
+    rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings of its windows (silence)
+
+    @property
+    def rerolls_total(self) -> int:
+        """Extra samplings of a window for a silent stem, over every take."""
+        return sum(self.rerolls.values())
 
 
 SILENT_RETRIES = 2
 """Default extra samplings of a window of a take whose requested stem is silent (0: never)."""
-SILENT_SHARE = 0.05
-"""A stem is silent over a span when under this share of its frames is audible (the
-evaluation's empty-stem rule, `msldm.eval.density`: frame RMS above -50 dBFS)."""
+SILENT_SHARE = EMPTY_FRACTION
+"""A stem is silent over a span when under this share (5%) of its frames is audible: the
+evaluation's empty-stem rule (`msldm.eval.density`: frame RMS above -50 dBFS)."""
 REROLL_S_TMIN = 0.0
 """A window sampled again adds its churn at every noise level (EDM's S_tmin 0), whatever the
 bundle's S_tmin: on the bundled model that setting never left a guitar given drums and piano
@@ -185,6 +190,17 @@ class Crossfader:
         return a[: self.H]
 
 
+@dataclass(frozen=True)
+class SamplerArgs:
+    """A request's sampler settings (None: the bundle's default)."""
+
+    steps: int | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    resample: int | None = None
+    churn: float | None = None
+
+
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
                     schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
@@ -200,13 +216,12 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     `TakeNoise`); the given stems are encoded once for all of them. `kept_frames`: for a given
     stem that is also requested (a redo), a bool `[F]` over the region's latent frames: True
     where its latents are imposed, False where they are generated (a redone stem is never
-    rerolled). `silent_retries`: see the module docstring.
+    sampled again for silence). `silent_retries`: see the module docstring.
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
     F = max(1, -(-n_samples // D))
     plan = WindowPlan(F, W, default_overlap(W) if overlap is None else overlap)
-    starts = plan.starts
     audio = np.zeros((len(given), 1, plan.padded_frames * D), np.float32)  # [G,1,N_pad]
     for g, stem in enumerate(given):
         x = given[stem][:n_samples]
@@ -216,36 +231,22 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
+    args = SamplerArgs(steps, sampler, schedule, resample, churn)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
+    judged = [r for r in requested if r not in kept]
     prev, emitted, phase = None, 0, None
-    for i, s in enumerate(starts):
-        last = i == len(starts) - 1
-        frames = {stem: m[s:s + W] for stem, m in kept.items()}
-        window_audio = audio[:, :, s * D:(s + W) * D]
-
-        def sample(noise: TakeNoise, rows: list[int], window_hook: StepHook | None,
-                   S_tmin: float | None = None) -> np.ndarray:
-            return _sample_window(bundle, window_audio, list(given), requested,
-                                  None if prev is None else prev[rows], plan, noise, steps, sampler, schedule,
-                                  resample, i, window_hook, t, cache, churn, len(rows), frames, S_tmin)
-
-        def decode(z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
-            t0 = time.perf_counter()
-            start = None if phase is None else phase.reshape(takes, -1, phase.shape[-1])[rows].reshape(
-                -1, phase.shape[-1])
-            res = _decode_stems(bundle, z, requested, start, plan.hop)
-            t.decode += time.perf_counter() - t0
-            return res
-
+    for i, s in enumerate(plan.starts):
+        last = i == len(plan.starts) - 1
+        win = _Window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, phase, plan, i,
+                      args, {stem: m[s:s + W] for stem, m in kept.items()}, t, cache)
         rows = list(range(takes))
-        z = sample(rng, rows, hook)
-        out, nxt = decode(z, rows)
-        span = (0 if i == 0 else plan.overlap * D, min(W * D, n_samples - s * D))
-        judged = [r for r in requested if r not in kept]
+        z = win.sample(rng, rows, hook)
+        out, nxt = win.decode(z, rows)
+        span = (0 if i == 0 else plan.overlap * D, min(W * D, n_samples - s * D))  # new, in-region samples
         if silent_retries > 0 and judged and span[1] - span[0] >= MIN_CHECK_SECONDS * bundle.sample_rate \
-                and _given_sounds(window_audio, span):
-            z, out, nxt = _reroll_silent(z, out, nxt, judged, span, silent_retries, rng, sample, decode, hook, t)
+                and _given_sounds(win.audio, span):
+            z, out, nxt = _reroll_silent(win, z, out, nxt, judged, span, silent_retries, rng, hook)
         prev, phase = z, nxt
         n = 0
         for b in range(takes):
@@ -253,6 +254,47 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
             n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
             yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last, take=b)
         emitted += n
+
+
+@dataclass
+class _Window:
+    """One window of a region: sampling and decoding it for all takes, or for some of them
+    (`rows`) when they are sampled again. `audio` `[G,1,W*D]` holds the given stems,
+    `prev` `[takes,K*C,W]` the previous window's latents, `phase` `[takes*R,F]` the decoder's
+    phase offsets where this window starts (R requested stems), `kept` a redo's frames."""
+
+    bundle: Bundle
+    audio: np.ndarray
+    given: list[str]
+    requested: Sequence[str]
+    prev: np.ndarray | None
+    phase: np.ndarray | None
+    plan: WindowPlan
+    index: int
+    args: SamplerArgs
+    kept: dict[str, np.ndarray]
+    t: Timings
+    cache: EncodeCache | None
+
+    def sample(self, noise: TakeNoise, rows: list[int], hook: StepHook | None,
+               S_tmin: float | None = None) -> np.ndarray:
+        """Joint latents `[len(rows),K*C,W]` of the takes `rows`, from `noise` (their streams)."""
+        a = self.args
+        return _sample_window(self.bundle, self.audio, self.given, self.requested,
+                              None if self.prev is None else self.prev[rows], self.plan, noise, a.steps,
+                              a.sampler, a.schedule, a.resample, self.index, hook, self.t, self.cache,
+                              a.churn, len(rows), self.kept, S_tmin)
+
+    def decode(self, z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+        """`_decode_stems` of `z` `[len(rows),K*C,W]`, each take starting at its own phase."""
+        t0 = time.perf_counter()
+        start = None
+        if self.phase is not None:
+            f = self.phase.shape[-1]
+            start = self.phase.reshape(-1, len(self.requested), f)[rows].reshape(-1, f)  # [rows*R,F]
+        res = _decode_stems(self.bundle, z, self.requested, start, self.plan.hop)
+        self.t.decode += time.perf_counter() - t0
+        return res
 
 
 def _quietest(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int]) -> float:
@@ -266,30 +308,31 @@ def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
     return len(audio) == 0 or any(audible_fraction(a[0, span[0]:span[1]]) >= SILENT_SHARE for a in audio)
 
 
-def _reroll_silent(z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,
+def _reroll_silent(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,
                    judged: Sequence[str], span: tuple[int, int], retries: int, rng: TakeNoise,
-                   sample: Callable, decode: Callable, hook: StepHook | None, t: Timings):
+                   hook: StepHook | None) -> tuple[np.ndarray, list[dict[str, np.ndarray]], np.ndarray | None]:
     """Sample again, from their own noise, the takes of this window whose quietest judged stem
     is silent; keep per take the attempt whose quietest stem sounds most. Progress stays at
-    the window's end while it runs (the hook still lets a cancel through)."""
+    the window's end while it runs (the hook still lets a cancel through). Returns `z`
+    `[takes,K*C,W]`, `out` (per take, stem -> `[W*D]`) and `nxt` `[takes*R,F]` (or None)
+    with the kept attempts in place; counts each extra sampling in `win.t.rerolls`."""
     score = [_quietest(o, judged, span) for o in out]
-    R = len(out[0])
+    R = len(win.requested)
     hold = None if hook is None else (lambda window, step, total: hook(window, total, total))
+    z, nxt = z.copy(), None if nxt is None else nxt.copy()
     for _ in range(retries):
         bad = [b for b, q in enumerate(score) if q < SILENT_SHARE]
         if not bad:
             break
-        t.rerolls += len(bad)
-        z2 = sample(rng.subset(bad), bad, hold, REROLL_S_TMIN)
-        out2, nxt2 = decode(z2, bad)
+        for b in bad:
+            win.t.rerolls[b] = win.t.rerolls.get(b, 0) + 1
+        z2 = win.sample(rng.subset(bad), bad, hold, REROLL_S_TMIN)
+        out2, nxt2 = win.decode(z2, bad)
         for j, b in enumerate(bad):
             q = _quietest(out2[j], judged, span)
             if q > score[b]:
-                score[b], out[b] = q, out2[j]
-                z = z.copy()
-                z[b] = z2[j]
+                score[b], out[b], z[b] = q, out2[j], z2[j]
                 if nxt is not None:
-                    nxt = nxt.copy()
                     nxt[b * R:(b + 1) * R] = nxt2[j * R:(j + 1) * R]
     return z, out, nxt
 

@@ -73,6 +73,7 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     meta = json.loads(_only(tmp_path / "a", "region.seed*.msldm.json").read_text())
     argv = shlex.split(meta["command"])
     assert argv[argv.index("--silent-retries") + 1] == "1" and isinstance(meta["silent_rerolls"], int)
+    assert meta["silent_retries"] == 1
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
     assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"

@@ -109,6 +109,9 @@ def test_cli_parses(tmp_path: Path) -> None:
     args = parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path),
                               "--silent-retries", "0", "--threads", "1"])
     assert config_from_args(args).silent_retries == 0 and args.threads == 1
+    for bad in (["--silent-retries", "5"], ["--silent-retries", "-1"], ["--threads", "-2"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path), *bad])
 
 
 class _ChurnLevel:
@@ -166,3 +169,7 @@ def test_per_clip_records_and_the_paired_table(corpus: Path, tmp_path: Path) -> 
     assert f"{want:.3f} ± " in row and "| G / guitar / empty | 1.000 ± 0.000 |" in table
     saved = json.loads((tmp_path / "quiet" / "metrics.json").read_text())
     assert saved["tasks"]["G"]["per_clip"]["guitar"]["empty"] == [1.0] * len(segs)
+    assert "pairs)" in table  # silence has no harmonic fit: fewer pairs than clips, and it says so
+    other = dict(quiet, config={**quiet["config"], "seed": 1})
+    with pytest.raises(ValueError, match="clips"):
+        paired_table({"real": real, "other seed": other})

@@ -222,7 +222,7 @@ def test_resampling_recovers_more_of_the_conditional_at_equal_calls() -> None:
     assert recovered(50, 3) > recovered(150, 1) + 0.1
     assert recovered(8, 3) > recovered(25, 1) + 0.05
     assert recovered(25, 1) < recovered(25, 2) < recovered(25, 4)
-    assert sampling.calls_per_run("euler", 8, 3) == 24 and sampling.calls_per_run("heun", 6, 2) == 22
+    assert sampling.calls_for_sigmas("euler", sampling.karras_sigmas(8), 3) == 24 and sampling.calls_for_sigmas("heun", sampling.karras_sigmas(6), 2) == 22
 
 
 def test_resample_counts_steps_once_and_needs_noise() -> None:
@@ -263,7 +263,7 @@ def test_resample_tmin_resamples_only_the_high_noise_steps() -> None:
     assert len(calls) == sampling.calls_for_sigmas("euler", sigmas, 3, 0.5) == 3 * hi + 6 - hi
     # heun: two calls a pass, one on the last step (to sigma 0), which is never resampled here
     assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.5) == 3 * 2 * hi + 2 * (5 - hi) + 1
-    assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.0) == sampling.calls_per_run("heun", 6, 3)
+    assert sampling.calls_for_sigmas("heun", sigmas, 3, 0.0) == 3 * (2 * 6 - 1)
     # a band at the low noise levels: the steps below 0.5, the last one (to 0) among them
     assert sampling.passes_per_step(sigmas, 2, 0.0, 0.5) == [1] * hi + [2] * (6 - hi)
     assert sampling.calls_for_sigmas("heun", sigmas, 2, 0.0, 0.5) == 2 * hi + 2 * 2 * (5 - hi) + 2 * 1
@@ -394,7 +394,7 @@ def test_callback_cancel_and_call_count() -> None:
     calls.clear()
     sampling.generate(denoise, x0, sampling.karras_sigmas(10), sampler="heun",
                       randn=np.zeros_like)
-    assert len(calls) == sampling.calls_per_run("heun", 10)
+    assert len(calls) == sampling.calls_for_sigmas("heun", sampling.karras_sigmas(10))
 
 
 @pytest.mark.parametrize("sampler", sorted(sampling.SAMPLERS))
@@ -411,7 +411,7 @@ def test_callback_receives_the_denoised_estimate(sampler: str) -> None:
     sigmas = sampling.karras_sigmas(5)
     sampling.generate(denoise, np.ones((1, 3)), sigmas, sampler=sampler, randn=np.zeros_like,
                       callback=lambda step, total, sigma, x, denoised: seen.append((sigma, denoised)))
-    assert len(seen) == 5 and len(outputs) == sampling.calls_per_run(sampler, 5)
+    assert len(seen) == 5 and len(outputs) == sampling.calls_for_sigmas(sampler, sampling.karras_sigmas(5))
     per_step = 1 if sampler == "euler" else 2  # Heun's second call is at the next level
     for i, (sigma_next, denoised) in enumerate(seen):
         s, expected = outputs[per_step * i]
@@ -429,7 +429,7 @@ def test_a_new_sampler_is_one_function_and_a_registry_entry(monkeypatch: pytest.
     calls = []
     out = sampling.generate(lambda x, s: calls.append(s) or x * 0.0, np.ones(2), sampling.karras_sigmas(4),
                             sampler="mine", randn=np.zeros_like)
-    assert len(calls) == sampling.calls_per_run("mine", 4) == 4 and np.allclose(out, 0.0)
+    assert len(calls) == sampling.calls_for_sigmas("mine", sampling.karras_sigmas(4)) == 4 and np.allclose(out, 0.0)
 
 
 def test_sampler_module_is_framework_free() -> None:

@@ -384,3 +384,15 @@ def test_osc_takes_write_one_file_per_stem_and_seed(osc_daemon, folders):
         assert a.shape == b.shape and np.abs(a - b).max() > 1e-3
     finally:
         r.close()
+
+
+def test_osc_passes_silent_retries_on_and_refuses_a_bad_value(osc_daemon, folders):
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["sr0", r.port, "bass=bass.wav", "generate=drums", "silent_retries=0"])
+        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "sr0"]
+        _send(osc_daemon, "/msldm/generate", ["sr9", r.port, "bass=bass.wav", "generate=drums", "silent_retries=9"])
+        err = r.wait("/msldm/error")
+        assert err[1:3] == ["sr9", "bad_field"] and "silent_retries" in err[3], err
+    finally:
+        r.close()

@@ -620,11 +620,15 @@ def test_done_says_how_many_windows_were_sampled_again_for_a_silent_stem(client,
 
     monkeypatch.setattr(Bundle, "decode", decode)
     given = {"bass": tone(3.0, 44100)}
-    for retries in (0, 2):
-        h, pcm = gen_header(f"silent-{retries}", given, 44100, ["drums"], silent_retries=retries)
+    for retries, takes in ((0, 1), (2, 1), (1, 2)):
+        h, pcm = gen_header(f"silent-{retries}", given, 44100, ["drums"], silent_retries=retries, takes=takes)
         done = client.run_job(h, pcm).final
         assert done.type == "done", done.header
-        assert done.header["silent_rerolls"] == retries * done.header["windows"], done.header
+        assert done.header["silent_retries"] == retries
+        assert done.header["silent_rerolls"] == retries * takes * done.header["windows"], done.header
+        assert [t["silent_rerolls"] for t in done.header["takes"]] == [retries * done.header["windows"]] * takes
+    h, pcm = gen_header("silent-default", given, 44100, ["drums"])
+    assert client.run_job(h, pcm).final.header["silent_retries"] == 2  # the daemon's default, echoed
 
 
 def test_a_stereo_stem_cannot_be_redone(client):

@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from typing import TYPE_CHECKING
@@ -60,10 +61,10 @@ def register(subparsers: Any) -> None:
                    help="another run's metrics.json as a row of the sub-FAD table (repeatable)")
     p.add_argument("--name", default=None, help="model name in the report (default: bundle folder)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--silent-retries", type=int, default=None,
+    p.add_argument("--silent-retries", type=_retries, default=None,
                    help="extra samplings of a window whose generated stem is silent (default: the daemon's, 2; "
                         "0: the model's first attempt, as it comes)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=_non_negative, default=0,
                    help="onnxruntime threads of the bundle (0: all cores); 1 lets an eval share a 2-core "
                         "machine with a 1-thread training run without both spinning at barriers")
     p.set_defaults(func=_run)
@@ -125,6 +126,8 @@ def _compare(args: argparse.Namespace) -> int:
             runs[name] = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a metrics.json ({exc})") from None
+    if args.paired and len(runs) < 2:
+        raise ValueError("--paired compares runs with the first: give at least two NAME=METRICS_JSON")
     table = paired_table(runs) if args.paired else compare_table(runs)
     print(table)
     if args.out:
@@ -147,6 +150,23 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
                       silent_retries=getattr(args, "silent_retries", None))
+
+
+def _retries(text: str) -> int:
+    """`--silent-retries`: an integer in the daemon's range (0..4)."""
+    from server.requests import MAX_SILENT_RETRIES
+
+    value = int(text)
+    if not 0 <= value <= MAX_SILENT_RETRIES:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SILENT_RETRIES} (the daemon's range), got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -180,11 +200,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         from msldm.eval import transcribe
         transcribe.SESSION_THREADS = args.threads
+    if cfg.silent_retries is None:  # record what ran: the daemon's default
+        from server.windowing import SILENT_RETRIES
+        cfg = dataclasses.replace(cfg, silent_retries=SILENT_RETRIES)
     generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries)
     name = args.name or Path(args.bundle).name
     metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
-    print(f"wrote {Path(args.out) / 'report.md'} ({generator.rerolls} windows sampled again for a silent stem, "
-          f"silent_retries {generator.silent_retries})")
+    print(f"wrote {Path(args.out) / 'report.md'} ({generator.rerolls} extra samplings of a window for a "
+          f"silent stem, silent_retries {generator.silent_retries})")
     if args.baseline:  # every measure side by side with the baselines' runs
         import json
 

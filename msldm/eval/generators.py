@@ -64,7 +64,7 @@ class BundleGenerator:
 
         self.bundle = Bundle.load(bundle_dir, threads=threads)
         self.silent_retries = SILENT_RETRIES if silent_retries is None else silent_retries
-        self.rerolls = 0  # windows sampled again for a silent stem, over every call
+        self.rerolls = 0  # extra samplings of a window for a silent stem, over every call
         self.sample_rate = self.bundle.sample_rate
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
@@ -79,7 +79,7 @@ class BundleGenerator:
                                      timings=t, silent_retries=self.silent_retries):
             for s in targets:
                 out[s].append(piece.stems[s])
-        self.rerolls += t.rerolls
+        self.rerolls += t.rerolls_total
         return {s: np.concatenate(parts).astype(np.float32) for s, parts in out.items()}
 
     def reconstruct(self, audio: np.ndarray) -> np.ndarray:

@@ -177,6 +177,9 @@ def write_report(generator: Generator, data_dir: str | Path, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics, st = run_evaluation(generator, data_dir, cfg)
+    if hasattr(generator, "silent_retries"):  # the bundle generator: what its daemon-side retries did
+        metrics["silent_retries"] = generator.silent_retries
+        metrics["silent_rerolls"] = generator.rerolls
     figures = [save_example(out, st, cfg, task, i, gen) for (task, i), gen in sorted(st.examples.items())]
     wavio.write_json_atomic(out / "metrics.json", _clean(metrics))  # type: ignore[arg-type]
     text = render_report(metrics, model_name, baselines, figures)
@@ -284,13 +287,19 @@ def compare_table(runs: Mapping[str, Mapping]) -> str:
 
 def paired_table(runs: Mapping[str, Mapping]) -> str:
     """Markdown table of every per-clip measure of the later runs minus the first, pair by pair
-    over the clips both scored (mean ± standard error of the differences, `paired_difference`).
-    The runs must share clips and seeds (the same `msldm eval` data, n, seconds and seed); a
-    measure one of them lacks is "-"."""
+    over the clips both scored: mean ± standard error of the differences (`paired_difference`)
+    and, in brackets, the number of pairs when some clip lacked a value in either run. The
+    runs must share clips and seeds: a run whose segments (tracks and offsets) or seed differ
+    from the first's raises ValueError. A measure one of them lacks is "-"."""
     from msldm.eval.pipeline import paired_difference
 
     names = list(runs)
     base = runs[names[0]]
+    for name in names[1:]:
+        same = [runs[name].get(k) == base.get(k) for k in ("segments",)] + [
+            runs[name].get("config", {}).get(k) == base.get("config", {}).get(k) for k in ("seed", "seconds")]
+        if not all(same):
+            raise ValueError(f"{name} was not run on {names[0]}'s clips (segments, seed and seconds must match)")
     lines = [f"| measure (minus {names[0]}) | " + " | ".join(names[1:]) + " |", "|---" * len(names) + "|"]
     for task, entry in base.get("tasks", {}).items():
         for stem, fields in entry.get("per_clip", {}).items():
@@ -301,7 +310,7 @@ def paired_table(runs: Mapping[str, Mapping]) -> str:
                     if b is None or len(b) != len(a):
                         cells.append("-")
                         continue
-                    m, se, _ = paired_difference(a, b)
-                    cells.append(f"{_f(m, 3)} ± {_f(se, 3)}")
+                    m, se, n = paired_difference(a, b)
+                    cells.append(f"{_f(m, 3)} ± {_f(se, 3)}" + ("" if n == len(a) else f" ({n} pairs)"))
                 lines.append(f"| {task} / {stem} / {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
