@@ -20,7 +20,19 @@
 #       multi:train,validation=~/.cache/msldm/data/multi-latents full:train=~/.cache/msldm/data/full-latents
 #   LATENTS=~/.cache/msldm/data/mix4-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run5 bash scripts/train_denoiser_cpu.sh
 # Its window filter counted a frame as sounding above -70 dBFS (9228 windows); FRAME_DB=-50
-# (--frame-threshold-db) keeps 5428, without the faint tails: the next experiment.
+# (--frame-threshold-db) keeps 5428, without the faint tails (run 6, 6792 steps, not shipped).
+# Run 7 (2026-12-04, not shipped; docs/model-card.md) used the plays-through corpus's training
+# split alone with the 10-hour corpus's validation split, FRAME_DB=-50: only 2745 windows,
+# fewer than the shipped third run had (3169); total generation improved (FD 66 -> 31 at step
+# 9750), the guitar given drums and piano got quieter and emptier:
+#   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix7-latents \
+#       --stats-from msldm/assets/cpu/diffusion.safetensors \
+#       full:train=~/.cache/msldm/data/full-latents multi:validation=~/.cache/msldm/data/multi-latents
+#   THREADS=1 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix7-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run7 \
+#       bash scripts/train_denoiser_cpu.sh
+# THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
+# training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
+# without the spinning that two 2-thread jobs cause.
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly; if the state is gone it warm-starts from the committed weights.
 # Windows are kept only where every stem sounds in at least 60% of the window's frames
