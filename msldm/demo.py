@@ -26,6 +26,7 @@ class DemoReport:
     seconds: float
     providers: dict[str, str]
     model: str
+    silent_rerolls: int | None = None  # windows the daemon sampled again for a silent part
 
     def __str__(self) -> str:
         lines = [f"accompaniment for the example region ({self.seconds:.1f} s) by model "
@@ -37,6 +38,9 @@ class DemoReport:
         lines.append("  time: " + ", ".join(f"{k} {t[k]:.2f} s" for k in stages if k in t))
         lines.append(f"  real-time factor {t['end_to_end'] / self.seconds:.2f} "
                      f"(end to end / region length)")
+        if self.silent_rerolls:
+            lines.append(f"  {self.silent_rerolls} window sampling(s) repeated because a generated part came "
+                         "out silent")
         return "\n".join(lines)
 
 
@@ -120,11 +124,13 @@ def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float
                "daemon_total": float(daemon_t.get("total", 0.0))}
     record = {"region": region, "model": hello.get("model"), "providers": hello.get("providers"),
               "seed": result.done.seed, "steps": result.done.steps,
-              "schedule": result.done.schedule, "resample": result.done.resample, "timings_s": timings,
+              "schedule": result.done.schedule, "resample": result.done.resample,
+              "silent_retries": result.done.silent_retries, "silent_rerolls": sum(result.done.take_rerolls),
+              "timings_s": timings,
               "files": {k: str(v) for k, v in written.items()}}
     wavio.write_json_atomic(out / "demo.json", record)
     return DemoReport(out, written, timings, n / rate, hello.get("providers", {}),
-                      str(hello.get("model")))
+                      str(hello.get("model")), sum(result.done.take_rerolls))
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:

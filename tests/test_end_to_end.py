@@ -64,6 +64,8 @@ def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: P
         assert np.abs(original - written).max() < 1e-4
     record = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert record["steps"] == 2 and record["seed"] == 3 and record["schedule"] == "karras"
+    assert record["silent_retries"] == 2 and record["silent_rerolls"] == (report.silent_rerolls or 0)
+    assert ("sampling(s) repeated" in str(report)) == bool(report.silent_rerolls)
     t = record["timings_s"]
     assert 0 < t["first_audio"] <= t["end_to_end"]
 
