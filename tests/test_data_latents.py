@@ -138,13 +138,9 @@ def test_frame_share_keeps_windows_where_every_stem_plays_through() -> None:
 
 
 def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -> None:
-    import importlib.util
-    from pathlib import Path
+    from script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "merge_latents", Path(__file__).resolve().parents[1] / "scripts" / "merge_latents.py")
-    merge_latents = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(merge_latents)
+    merge_latents = load_script("merge_latents")
     src = setup["base"] / "merge-src"
     _cli(["latents", "--vae", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(src),
           "--device", "cpu", "--window-frames", "16", "--no-progress"])

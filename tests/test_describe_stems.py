@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def describe():
-    spec = importlib.util.spec_from_file_location(
-        "describe_stems", Path(__file__).resolve().parents[1] / "scripts" / "describe_stems.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("describe_stems")
 
 
 def test_a_bass_line_in_a_minor_and_a_late_silent_start(describe, tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 
 from msldm.checkpoint import load_diffusion, save_checkpoint
 from msldm.config import get_preset
@@ -14,11 +14,7 @@ from msldm.edm import EDMDenoiser
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "half_weights", Path(__file__).resolve().parents[1] / "scripts" / "half_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("half_weights")
 
 
 def test_half_weights_keeps_the_model_and_sets_provenance_and_sampler(tmp_path: Path) -> None:
