@@ -29,8 +29,11 @@ SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 
 
 def scale_pcs(key: str) -> set[int]:
-    """`"F:minor"` -> the pitch classes of F natural minor."""
+    """`"F:minor"` -> the pitch classes of F natural minor. Raises ValueError for a key that is
+    not TONIC[:major|minor] with a tonic of `NAMES`."""
     tonic, _, mode = key.partition(":")
+    if tonic not in NAMES or (mode or "major") not in SCALES:
+        raise ValueError(f"key {key!r}: want TONIC[:major|minor], TONIC one of {' '.join(NAMES)}")
     return {(NAMES.index(tonic) + d) % 12 for d in SCALES[mode or "major"]}
 
 
@@ -66,8 +69,13 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--key", help="tonic:mode for the in-key share, e.g. F:minor or Eb:major")
     args = parser.parse_args()
-    for path in args.files:
-        print(describe(path, args.key))
+    try:
+        if args.key:
+            scale_pcs(args.key)
+        for path in args.files:
+            print(describe(path, args.key))
+    except (ValueError, sf.LibsndfileError) as e:  # a bad key, a missing or unreadable file
+        parser.error(str(e))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from msldm.eval.density import EMPTY_FRACTION, audible_fraction
+from msldm.eval.density import EMPTY_FRACTION, audible_fraction, is_empty
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -305,7 +305,7 @@ def _quietest(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[i
 def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
     """True for total generation, or when some given stem of the window `[G,1,W*D]` sounds
     over `span` (where the given part rests, a resting generated part may be right)."""
-    return len(audio) == 0 or any(audible_fraction(a[0, span[0]:span[1]]) >= SILENT_SHARE for a in audio)
+    return len(audio) == 0 or not all(is_empty(a[0, span[0]:span[1]], min_fraction=SILENT_SHARE) for a in audio)
 
 
 def _reroll_silent(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,

@@ -31,3 +31,13 @@ def test_a_bass_line_in_a_minor_and_a_late_silent_start(describe, tmp_path: Path
     sf.write(str(tmp_path / "drums.wav"), np.zeros(sr, np.float32), sr)
     d = describe.describe(tmp_path / "drums.wav")
     assert d["first_sound_s"] is None and "notes" not in d and d["audible_share@-50dB"] == 0.0
+
+
+def test_a_bad_key_or_a_missing_file_is_a_one_line_error(describe, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(describe.__file__)
+    for args, words in ((["--key", "H:minor", str(script)], "TONIC"), ([str(tmp_path / "none.wav")], "none.wav")):
+        r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr

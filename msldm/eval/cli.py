@@ -149,7 +149,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       sweep_n=args.sweep_n, embedding=args.embedding,
                       embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
-                      silent_retries=getattr(args, "silent_retries", None))
+                      silent_retries=args.silent_retries)
 
 
 def _retries(text: str) -> int:
