@@ -214,3 +214,33 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
     for bad in ("nan", "inf", "3"):
         with pytest.raises(SystemExit):
             main(base + ["--frame-threshold-db", bad])
+
+
+def test_resume_reseeds_a_generator_saved_on_another_kind_of_device(tmp_path: Path, capsys) -> None:
+    from msldm.train.state import load_train_state, save_train_state
+
+    class CudaLike:  # a CUDA generator's state is 16 bytes (Philox), a CPU one's 5056 (Mersenne Twister)
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+
+        def get_state(self) -> torch.Tensor:
+            return torch.zeros(16, dtype=torch.uint8)
+
+        def set_state(self, state: torch.Tensor) -> None:
+            raise AssertionError("a CPU generator's state cannot drive this one")
+
+        def manual_seed(self, seed: int) -> "CudaLike":
+            self.seeds.append(seed)
+            return self
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cpu = torch.Generator().manual_seed(3)
+    save_train_state(tmp_path, 7, {"m": model}, {"m": opt}, {}, {}, {"noise": cpu})
+    other = CudaLike()
+    load_train_state(tmp_path, {"m": model}, {"m": opt}, {}, {}, {"noise": other})
+    assert other.seeds == [7]
+    assert "not exact" in capsys.readouterr().err
+    same = torch.Generator()
+    load_train_state(tmp_path, {"m": model}, {"m": opt}, {}, {}, {"noise": same})
+    assert torch.equal(same.get_state(), cpu.get_state())  # the same kind of device: exact

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -216,7 +217,14 @@ def load_train_state(out: str | Path, modules: dict[str, nn.Module],
     for name, s in schedulers.items():
         s.load_state_dict(scalars["schedulers"][name])
     for name, g in generators.items():
-        g.set_state(rng[f"gen.{name}"])
+        saved = rng[f"gen.{name}"]
+        if saved.numel() == g.get_state().numel():
+            g.set_state(saved)
+        else:  # written on another kind of device (CPU <-> CUDA): its stream cannot continue here
+            g.manual_seed(int(scalars["step"]))
+            print(f"train state: generator {name!r} was saved on another kind of device; "
+                  f"reseeded from the step ({scalars['step']}), so this resume is not exact",
+                  file=sys.stderr)
     set_rng_state(rng, json.loads(rng_meta["rng"]))
     return scalars
 
