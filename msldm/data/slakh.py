@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
@@ -130,6 +129,8 @@ class Track:
         self.files = (self._original_files(source, class_map or CLASS_TO_STEM)
                       if self.layout == "original" else
                       {s: [f] for s in source if (f := self.path / f"{s}.wav").is_file()})
+        import soundfile as sf  # here, not at the top: training on latents (a GPU box) needs no audio I/O
+
         infos = [sf.info(str(f)) for fs in self.files.values() for f in fs]
         self.source_rate = infos[0].samplerate if infos else sample_rate
         if any(i.samplerate != self.source_rate for i in infos):
@@ -151,6 +152,8 @@ class Track:
 
     def _read_stem(self, stem: str, start_src: int, stop_src: int) -> np.ndarray:
         """Sum of the stem's files over source samples [start_src, stop_src) `[n]`."""
+        import soundfile as sf
+
         out = np.zeros(max(stop_src - start_src, 0), dtype=np.float32)
         for f in self.files.get(stem, []):
             x = _to_mono(sf.read(str(f), start=start_src, stop=stop_src, dtype="float32",
