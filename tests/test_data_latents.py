@@ -176,3 +176,36 @@ def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -
     stats = load_stats(setup["base"] / "merged-ckpt")
     torch.testing.assert_close(stats["latent_mean"], mean)
     torch.testing.assert_close(stats["latent_std"], std)
+
+
+def test_packed_latents_unpack_to_the_filtered_windows_within_half_a_step(setup: dict) -> None:
+    from script_loader import load_script
+
+    pack_latents = load_script("pack_latents")
+    src = setup["base"] / "pack-src"
+    _cli(["latents", "--vae", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(src),
+          "--device", "cpu", "--window-frames", "16", "--no-progress"])
+    windows = LatentChunks(src, "train", 8, activity=ActivityFilter(min_frame_share=0.6))
+    assert len(windows) > 1
+    packed, out = setup["base"] / "packed", setup["base"] / "unpacked"
+    step = 0.05
+    pack_latents.main(["pack", "--latents", str(src), "--out", str(packed), "--parts", "2",
+                       "--window", "8", "--step", str(step)])
+    pack_latents.main(["unpack", "--out", str(out), str(packed / "part0"), str(packed / "part1")])
+    std = np.asarray(json.loads((src / "stats.json").read_text())["latent_std"], np.float32)[:, None]
+    index = json.loads((out / "index.json").read_text())
+    assert index["hop"] == json.loads((src / "index.json").read_text())["hop"]
+    assert len(index["splits"]["train"]) == len(windows)  # every filtered window, in one part or the other
+    unpacked = LatentChunks(out, "train", 8, activity=ActivityFilter(min_frame_share=0.6))
+    assert len(unpacked) == len(windows)
+    by_name = {f"{windows.names[t]}_at{s}": windows[i].numpy() for i, (t, s) in enumerate(windows.index)}
+    for name, (t, _) in zip(unpacked.names, unpacked.index):
+        error = np.abs(unpacked[t].numpy() - by_name[name]) / std
+        assert error.max() <= step / 2 + 1e-4
+    assert "validation" in index["splits"]
+    with pytest.raises(SystemExit, match="another cache or window"):
+        other = setup["base"] / "packed-other"
+        pack_latents.main(["pack", "--latents", str(src), "--out", str(other), "--parts", "1",
+                           "--window", "4"])
+        pack_latents.main(["unpack", "--out", str(setup["base"] / "mixed"), str(packed / "part0"),
+                           str(other / "part0")])
