@@ -49,12 +49,14 @@ LATENTS=${LATENTS:-$HOME/.cache/msldm/data/mix-latents}
 RUN=${RUN:-$HOME/.cache/msldm/runs/denoiser-cpu-plays}
 PRESET=${PRESET:-cpu}
 THREADS=${THREADS:-2}
+BATCH=${BATCH:-8}
+LR=${LR:-5e-4}
 INIT=${INIT:-msldm/assets/cpu/diffusion.safetensors}
 mkdir -p "$(dirname "$RUN")"
 RESUME=""; [ -f "$INIT" ] && RESUME="--init $INIT"; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train diffusion \
-    --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch 8 --lr 5e-4 \
+    --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch "$BATCH" --lr "$LR" \
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
     --min-frame-share 0.6 ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     >> "$RUN.out" 2>&1 &

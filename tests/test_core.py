@@ -56,6 +56,17 @@ def test_denoiser_shapes_every_preset(name: str) -> None:
     assert y.shape == x.shape
 
 
+def test_gpu_preset_swaps_in_for_cpu_and_its_half_weights_travel() -> None:
+    """The gpu preset differs from cpu only in its U-Net (same VAE, window and sampler, so its
+    bundle serves the same requests), and its float16 weights fit one 16 MiB file, the most the
+    device tool brings back."""
+    cpu, gpu = get_preset("cpu"), get_preset("gpu")
+    assert (gpu.vae, gpu.sampler, gpu.diffusion.window_frames) == (cpu.vae, cpu.sampler, cpu.diffusion.window_frames)
+    with torch.device("meta"):
+        sizes = [sum(p.numel() for p in EDMDenoiser(c.diffusion).parameters()) for c in (cpu, gpu)]
+    assert sizes[1] > 1.5 * sizes[0] and 2 * sizes[1] < 16 * 2**20
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("n", [1001, 320 * 7 + 13])
 def test_vae_shapes_every_preset_odd_lengths(name: str, n: int) -> None:
