@@ -3,24 +3,28 @@
 # carried per call), from latents packed by scripts/pack_latents.py. The data travels over
 # several calls while the machine stays warm (30 s idle at most between calls):
 #
-#   stage DIR   copy DIR's packed part (and DIR/init.safetensors, else the committed cpu weights,
-#               when present) into $WORK; return
-#   smoke DIR   stage DIR, then run 60 steps of each preset on what is staged (does it run here,
-#               how fast); return
-#   train DIR   stage DIR, unpack every staged part, then train side by side until TRAIN_S
-#               seconds have passed:
-#                 a: the cpu preset, warm-started from the committed weights (the CPU default)
-#                 b: the gpu preset (7.2M parameters) from scratch
-#               then stop both cleanly (SIGTERM: final checkpoint) and leave in $OUT each run's
-#               EMA weights as float16 (a at a third, two thirds and the end of the time, b at
-#               two thirds and the end: the tool returns at most 8 files, 64 MiB) and logs.tgz.
-#               The weights are judged at home by the CPU eval, never by the loss alone.
+#   stage DIR            copy DIR's packed part and its start weights (DIR/init-PRESET.safetensors)
+#                        into $WORK; the committed cpu weights start the cpu preset when no other
+#                        weights are staged for it; return
+#   smoke DIR [PRESET..] stage DIR, then run 60 steps of each preset on what is staged (does it run
+#                        here, how fast); return
+#   train DIR [PRESET..] stage DIR, unpack every staged part, then train one run per preset (default:
+#                        cpu and gpu) side by side, each from its staged start weights or from
+#                        scratch, until TRAIN_S seconds have passed; then stop them cleanly (SIGTERM:
+#                        final checkpoint) and leave in $OUT each run's EMA weights as float16 at a
+#                        third, two thirds and the end of the time, PRESET-{t1,t2,end}.safetensors,
+#                        and logs.tgz. At most two runs: the tool brings back 8 files, 64 MiB.
+#                        The weights are judged at home by the CPU eval, never by the loss alone.
 #
-# A part that did not arrive (the machine went back between calls) costs its share of windows;
-# every part is a fair sample. Run from the repository root with the device's python3 (torch;
-# PY=... for another). TRAIN_S, BATCH, LR, DEVICE, WORK and OUT override the defaults.
+# 2026-12-04: cpu (warm) and gpu (scratch) side by side, TRAIN_S=500 BATCH=256, ran 3.3 steps/s
+# each while the trainer drew its noise on the CPU (since fixed); docs/model-card.md has the
+# results and the calls made. A part that did not arrive (the machine went back between calls)
+# costs its share of windows; every part is a fair sample. Run from the repository root with the
+# device's python3 (torch; PY=... for another). TRAIN_S, BATCH, LR, DEVICE, WORK and OUT override
+# the defaults.
 set -uo pipefail
-MODE=$1; PART=$2
+MODE=$1; PART=$2; shift 2
+if [ $# -gt 0 ]; then RUNS=("$@"); else RUNS=(cpu gpu); fi
 WORK=${WORK:-/tmp/msldm-gpu}
 OUT=${OUT:-$WORK/out}
 TRAIN_S=${TRAIN_S:-420}
@@ -32,13 +36,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # script
 T0=$(date +%s)
 mkdir -p "$WORK/parts" "$OUT"
 cp -r "$PART"/part* "$WORK/parts/" && echo "staged $(ls "$WORK/parts")"
-for f in "$PART/init.safetensors" msldm/assets/cpu/diffusion.safetensors; do  # run a's start
-    [ -f "$f" ] && cp "$f" "$WORK/init.safetensors" && break
-done
+cp "$PART"/init-*.safetensors "$WORK/" 2>/dev/null  # start weights, by preset
+[ -f "$WORK/init-cpu.safetensors" ] || [ ! -f msldm/assets/cpu/diffusion.safetensors ] \
+    || cp msldm/assets/cpu/diffusion.safetensors "$WORK/init-cpu.safetensors"
 [ "$MODE" = stage ] && exit 0
 if [ "$MODE" = smoke ]; then  # check the trainer runs here and time it: 60 steps of each preset
     "$PY" scripts/pack_latents.py unpack --out "$WORK/smoke-lat" "$WORK"/parts/part* | tail -1 || exit 1
-    for preset in cpu gpu; do
+    for preset in "${RUNS[@]}"; do
         rm -rf "$WORK/smoke-$preset"; s=$(date +%s%N)
         "$PY" -m msldm.train.cli train diffusion --preset $preset --latents "$WORK/smoke-lat" \
             --out "$WORK/smoke-$preset" --steps 60 --batch "$BATCH" --device "$DEVICE" --workers 3 \
@@ -54,16 +58,17 @@ rm -rf "$WORK/lat"
 "$PY" scripts/pack_latents.py unpack --out "$WORK/lat" "$WORK"/parts/part* | tail -4 || exit 1
 echo "unpacked at +$(( $(date +%s) - T0 )) s"
 
-common=(--latents "$WORK/lat" --steps 10000000 --batch "$BATCH" --lr "$LR" --device "$DEVICE" --workers 3
-        --log-every 100 --val-every 500 --val-batches 8 --ckpt-every 500 --ema-decay 0.9995
-        --min-frame-share 0.6 --frame-threshold-db -50 --no-progress)
-INIT=(); [ -f "$WORK/init.safetensors" ] && INIT=(--init "$WORK/init.safetensors")
-"$PY" -m msldm.train.cli train diffusion --preset cpu --out "$WORK/run-a" "${INIT[@]}" "${common[@]}" \
-    > "$WORK/a.out" 2>&1 &
-PA=$!
-"$PY" -m msldm.train.cli train diffusion --preset gpu --out "$WORK/run-b" "${common[@]}" \
-    > "$WORK/b.out" 2>&1 &
-PB=$!
+common=(--latents "$WORK/lat" --steps 10000000 --batch "$BATCH" --lr "$LR" --device "$DEVICE"
+        --workers $(( 6 / ${#RUNS[@]} )) --log-every 100 --val-every 500 --val-batches 8 --ckpt-every 500
+        --ema-decay 0.9995 --min-frame-share 0.6 --frame-threshold-db -50 --no-progress)
+PIDS=()
+for preset in "${RUNS[@]}"; do
+    INIT=(); [ -f "$WORK/init-$preset.safetensors" ] && INIT=(--init "$WORK/init-$preset.safetensors")
+    echo "run $preset: ${INIT[*]:-from scratch}"
+    "$PY" -m msldm.train.cli train diffusion --preset "$preset" --out "$WORK/run-$preset" "${INIT[@]}" \
+        "${common[@]}" > "$WORK/$preset.out" 2>&1 &
+    PIDS+=($!)
+done
 
 nap() { local s=$(( $1 - $(date +%s) )); [ "$s" -gt 0 ] && sleep "$s"; return 0; }
 snapshot() {  # snapshot TAG RUNS...: float16 EMA weights as $OUT/RUN-TAG.safetensors
@@ -72,18 +77,18 @@ snapshot() {  # snapshot TAG RUNS...: float16 EMA weights as $OUT/RUN-TAG.safete
         [ -f "$WORK/run-$r/diffusion.safetensors" ] || continue
         step=$("$PY" -c "import json;print(json.load(open('$WORK/run-$r/train_state.json'))['step'])" 2>/dev/null)
         "$PY" scripts/half_weights.py "$WORK/run-$r/diffusion.safetensors" "$OUT/$r-$tag.safetensors" \
-            --provenance "scripts/train_denoiser_gpu.sh run $r, step $step" >/dev/null \
+            --provenance "scripts/train_denoiser_gpu.sh, preset $r, step $step" >/dev/null \
             && echo "$r-$tag: step $step"
     done
 }
 START=$(date +%s)
-nap $(( START + TRAIN_S / 3 )); snapshot t1 a
-tail -qn 1 "$WORK"/run-?/log.jsonl 2>/dev/null
-nap $(( START + 2 * TRAIN_S / 3 )); snapshot t2 a b
-tail -qn 1 "$WORK"/run-?/log.jsonl 2>/dev/null
+nap $(( START + TRAIN_S / 3 )); snapshot t1 "${RUNS[@]}"
+tail -qn 1 "$WORK"/run-*/log.jsonl 2>/dev/null
+nap $(( START + 2 * TRAIN_S / 3 )); snapshot t2 "${RUNS[@]}"
+tail -qn 1 "$WORK"/run-*/log.jsonl 2>/dev/null
 nap $(( START + TRAIN_S ))
-kill -TERM $PA $PB; wait $PA $PB
-snapshot end a b
-for r in a b; do grep -h '"val' "$WORK/run-$r/log.jsonl"; tail -n 2 "$WORK/$r.out"; done
-tar -czf "$OUT/logs.tgz" -C "$WORK" a.out b.out run-a/log.jsonl run-b/log.jsonl 2>/dev/null
+kill -TERM "${PIDS[@]}"; wait "${PIDS[@]}"
+snapshot end "${RUNS[@]}"
+for r in "${RUNS[@]}"; do grep -h '"val' "$WORK/run-$r/log.jsonl"; tail -n 2 "$WORK/$r.out"; done
+tar -czf "$OUT/logs.tgz" -C "$WORK" $(cd "$WORK" && ls -d ./*.out run-*/log.jsonl 2>/dev/null)
 echo "done at +$(( $(date +%s) - T0 )) s"; ls -la "$OUT"
