@@ -30,6 +30,14 @@
 #       full:train=~/.cache/msldm/data/full-latents multi:validation=~/.cache/msldm/data/multi-latents
 #   THREADS=1 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix7-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run7 \
 #       bash scripts/train_denoiser_cpu.sh
+# Between GPU sessions the gpu preset's run (scripts/train_denoiser_gpu.sh, docs/model-card.md)
+# continues here on the larger mix5 cache (docs/data.md; 8125 windows), from the weights the
+# H200 brought back, 2026-12-04:
+#   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix5-latents \
+#       --stats-from msldm/assets/cpu/diffusion.safetensors multi:train,validation=~/.cache/msldm/data/multi-latents \
+#       full:train=~/.cache/msldm/data/full-latents full2:train=~/.cache/msldm/data/full2-latents
+#   PRESET=gpu BATCH=16 LR=3e-4 FRAME_DB=-50 INIT=<the GPU run's weights> \
+#       LATENTS=~/.cache/msldm/data/mix5-latents RUN=~/.cache/msldm/runs/denoiser-gpu-b5 bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
