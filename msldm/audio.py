@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 
 def convert_rate(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -25,6 +24,8 @@ resample = convert_rate
 
 def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read a sound file, mix it down to mono and convert it to `sample_rate`. Returns `[N]` float32."""
+    import soundfile as sf  # here: training on latents (a lent GPU box) has no soundfile
+
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [N, channels]
     mono = data.mean(axis=1)
     mono = convert_rate(mono, sr, sample_rate)

@@ -129,7 +129,7 @@ class Track:
         self.files = (self._original_files(source, class_map or CLASS_TO_STEM)
                       if self.layout == "original" else
                       {s: [f] for s in source if (f := self.path / f"{s}.wav").is_file()})
-        import soundfile as sf  # here, not at the top: training on latents (a GPU box) needs no audio I/O
+        import soundfile as sf  # here: training on latents (a lent GPU box) has no soundfile
 
         infos = [sf.info(str(f)) for fs in self.files.values() for f in fs]
         self.source_rate = infos[0].samplerate if infos else sample_rate
