@@ -11,9 +11,11 @@
 #   train DIR [PRESET..] stage DIR, unpack every staged part, then train one run per preset (default:
 #                        cpu and gpu) side by side, each from its staged start weights or from
 #                        scratch, until TRAIN_S seconds have passed; then stop them cleanly (SIGTERM:
-#                        final checkpoint) and leave in $OUT each run's EMA weights as float16 at a
-#                        third, two thirds and the end of the time, PRESET-{t1,t2,end}.safetensors,
-#                        and logs.tgz. At most two runs: the tool brings back 8 files, 64 MiB.
+#                        final checkpoint) and leave in $OUT each run's EMA weights as float16 at
+#                        two thirds and the end of the time (and at a third when one run trains),
+#                        PRESET-{t1,t2,end}.safetensors, and logs.tgz. At most two runs: the tool
+#                        brings back 8 files, 64 MiB. The trainer's filter is the one the parts
+#                        were packed with.
 #                        The weights are judged at home by the CPU eval, never by the loss alone.
 #
 # 2026-12-04: cpu (warm) and gpu (scratch) side by side, TRAIN_S=500 BATCH=256, ran 3.3 steps/s
@@ -23,7 +25,10 @@
 # device's python3 (torch; PY=... for another). TRAIN_S, BATCH, LR, DEVICE, WORK and OUT override
 # the defaults.
 set -uo pipefail
+usage="usage: $0 stage|smoke|train PACKED_DIR [PRESET...]"
+[ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 MODE=$1; PART=$2; shift 2
+case $MODE in stage|smoke|train) ;; *) echo "$usage" >&2; exit 2 ;; esac
 if [ $# -gt 0 ]; then RUNS=("$@"); else RUNS=(cpu gpu); fi
 WORK=${WORK:-/tmp/msldm-gpu}
 OUT=${OUT:-$WORK/out}
@@ -58,9 +63,16 @@ rm -rf "$WORK/lat"
 "$PY" scripts/pack_latents.py unpack --out "$WORK/lat" "$WORK"/parts/part* | tail -4 || exit 1
 echo "unpacked at +$(( $(date +%s) - T0 )) s"
 
+# the filter the parts were packed with (the unpacked index.json records it), so the trainer keeps
+# exactly the windows chosen at home
+read -ra FILTER < <("$PY" -c "import json, math
+f = json.load(open('$WORK/lat/index.json'))['packed']['filter']
+db = ['--frame-threshold-db', str(20 * math.log10(f['frame_threshold']))] if 'frame_threshold' in f else []
+print(' '.join(['--min-frame-share', str(f['min_frame_share'])] + db))") || exit 1
+echo "filter: ${FILTER[*]}"
 common=(--latents "$WORK/lat" --steps 10000000 --batch "$BATCH" --lr "$LR" --device "$DEVICE"
         --workers $(( 6 / ${#RUNS[@]} )) --log-every 100 --val-every 500 --val-batches 8 --ckpt-every 500
-        --ema-decay 0.9995 --min-frame-share 0.6 --frame-threshold-db -50 --no-progress)
+        --ema-decay 0.9995 "${FILTER[@]}" --no-progress)
 PIDS=()
 for preset in "${RUNS[@]}"; do
     INIT=(); [ -f "$WORK/init-$preset.safetensors" ] && INIT=(--init "$WORK/init-$preset.safetensors")
@@ -82,12 +94,15 @@ snapshot() {  # snapshot TAG RUNS...: float16 EMA weights as $OUT/RUN-TAG.safete
     done
 }
 START=$(date +%s)
-nap $(( START + TRAIN_S / 3 )); snapshot t1 "${RUNS[@]}"
+# t1 only for a single run: two runs' three float16 snapshots would pass the 64 MiB that comes back
+nap $(( START + TRAIN_S / 3 )); [ ${#RUNS[@]} -gt 1 ] || snapshot t1 "${RUNS[@]}"
 tail -qn 1 "$WORK"/run-*/log.jsonl 2>/dev/null
 nap $(( START + 2 * TRAIN_S / 3 )); snapshot t2 "${RUNS[@]}"
 tail -qn 1 "$WORK"/run-*/log.jsonl 2>/dev/null
 nap $(( START + TRAIN_S ))
-kill -TERM "${PIDS[@]}"; wait "${PIDS[@]}"
+kill -TERM "${PIDS[@]}"  # each finishes its step and writes its final checkpoint
+for _ in $(seq 90); do kill -0 "${PIDS[@]}" 2>/dev/null || break; sleep 1; done
+kill -KILL "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null
 snapshot end "${RUNS[@]}"
 for r in "${RUNS[@]}"; do grep -h '"val' "$WORK/run-$r/log.jsonl"; tail -n 2 "$WORK/$r.out"; done
 tar -czf "$OUT/logs.tgz" -C "$WORK" $(cd "$WORK" && ls -d ./*.out run-*/log.jsonl 2>/dev/null)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -178,34 +179,45 @@ def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -
     torch.testing.assert_close(stats["latent_std"], std)
 
 
-def test_packed_latents_unpack_to_the_filtered_windows_within_half_a_step(setup: dict) -> None:
+def test_packed_latents_unpack_to_the_trainers_windows_within_half_a_step(setup: dict) -> None:
     from script_loader import load_script
 
+    from msldm.train.runs import diffusion_datasets
+
     pack_latents = load_script("pack_latents")
+    assert pack_latents.spans([0, 4, 8, 20], 8) == [(0, 16), (20, 28)]
     src = setup["base"] / "pack-src"
     _cli(["latents", "--vae", str(setup["ckpt"]), "--data", str(setup["data"]), "--out", str(src),
           "--device", "cpu", "--window-frames", "16", "--no-progress"])
-    windows = LatentChunks(src, "train", 8, activity=ActivityFilter(min_frame_share=0.6))
-    assert len(windows) > 1
+    config = dataclasses.replace(setup["config"], diffusion=dataclasses.replace(setup["config"].diffusion,
+                                                                                 window_frames=8))
+    activity = ActivityFilter(min_frame_share=0.6)
+    windows = diffusion_datasets(config, src, activity)[0]  # the trainer's: hop 4 for W = 8
+    assert len(windows) > len({t for t, _ in windows.index})  # tracks give overlapping windows
     packed, out = setup["base"] / "packed", setup["base"] / "unpacked"
     step = 0.05
     pack_latents.main(["pack", "--latents", str(src), "--out", str(packed), "--parts", "2",
                        "--window", "8", "--step", str(step)])
     pack_latents.main(["unpack", "--out", str(out), str(packed / "part0"), str(packed / "part1")])
-    std = np.asarray(json.loads((src / "stats.json").read_text())["latent_std"], np.float32)[:, None]
     index = json.loads((out / "index.json").read_text())
     assert index["hop"] == json.loads((src / "index.json").read_text())["hop"]
-    assert len(index["splits"]["train"]) == len(windows)  # every filtered window, in one part or the other
-    unpacked = LatentChunks(out, "train", 8, activity=ActivityFilter(min_frame_share=0.6))
-    assert len(unpacked) == len(windows)
-    by_name = {f"{windows.names[t]}_at{s}": windows[i].numpy() for i, (t, s) in enumerate(windows.index)}
-    for name, (t, _) in zip(unpacked.names, unpacked.index):
-        error = np.abs(unpacked[t].numpy() - by_name[name]) / std
-        assert error.max() <= step / 2 + 1e-4
+    assert index["packed"]["hop"] == 4 and index["packed"]["filter"] == {"min_frame_share": 0.6}
     assert "validation" in index["splits"]
-    with pytest.raises(SystemExit, match="another cache or window"):
-        other = setup["base"] / "packed-other"
-        pack_latents.main(["pack", "--latents", str(src), "--out", str(other), "--parts", "1",
-                           "--window", "4"])
+    unpacked = diffusion_datasets(config, out, activity)[0]
+    std = np.asarray(json.loads((src / "stats.json").read_text())["latent_std"], np.float32)[:, None]
+    source = {(windows.names[t], s): i for i, (t, s) in enumerate(windows.index)}
+    seen = set()
+    for j, (t, s) in enumerate(unpacked.index):  # every window again, each where it was
+        track, _, offset = unpacked.names[t].rpartition("_at")
+        key = (track, int(offset) + s)
+        assert key in source and key not in seen
+        seen.add(key)
+        error = np.abs(unpacked[j].numpy() - windows[source[key]].numpy()) / std
+        assert error.max() <= step / 2 + 1e-4
+    assert len(seen) == len(source)
+    other = setup["base"] / "packed-other"
+    pack_latents.main(["pack", "--latents", str(src), "--out", str(other), "--parts", "1",
+                       "--window", "8", "--min-frame-share", "0.3"])
+    with pytest.raises(SystemExit, match="filter"):
         pack_latents.main(["unpack", "--out", str(setup["base"] / "mixed"), str(packed / "part0"),
                            str(other / "part0")])
