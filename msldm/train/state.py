@@ -221,10 +221,10 @@ def load_train_state(out: str | Path, modules: dict[str, nn.Module],
         if saved.numel() == g.get_state().numel():
             g.set_state(saved)
         else:  # written on another kind of device (CPU <-> CUDA): its stream cannot continue here
-            g.manual_seed(int(scalars["step"]))
+            g.manual_seed(g.initial_seed() * 1_000_003 + int(scalars["step"]))  # per seed and rank
             print(f"train state: generator {name!r} was saved on another kind of device; "
-                  f"reseeded from the step ({scalars['step']}), so this resume is not exact",
-                  file=sys.stderr)
+                  f"reseeded from its seed and the step ({scalars['step']}), so this resume is not "
+                  "exact", file=sys.stderr)
     set_rng_state(rng, json.loads(rng_meta["rng"]))
     return scalars
 
