@@ -173,3 +173,18 @@ def test_per_clip_records_and_the_paired_table(corpus: Path, tmp_path: Path) -> 
     other = dict(quiet, config={**quiet["config"], "seed": 1})
     with pytest.raises(ValueError, match="clips"):
         paired_table({"real": real, "other seed": other})
+
+
+def test_pooled_norm_is_not_swayed_by_one_clip_with_a_small_gap() -> None:
+    from msldm.eval.pipeline import pooled_norm, summarise_records
+
+    clip = {"rhythmic": 0.5, "rhythmic_real": 0.7, "rhythmic_mismatched": 0.3, "rhythmic_norm": 0.5}
+    tiny = {"rhythmic": 0.0, "rhythmic_real": 0.36, "rhythmic_mismatched": 0.3, "rhythmic_norm": -5.0}
+    nan = {"rhythmic": float("nan"), "rhythmic_real": 0.7, "rhythmic_mismatched": 0.3, "rhythmic_norm": float("nan")}
+    recs = [clip] * 9 + [tiny, nan]
+    out = summarise_records({"bass": recs})["bass"]
+    assert out["rhythmic_norm"] == pytest.approx(-0.05)  # (9 * 0.5 - 5) / 10: one clip sinks the mean
+    # means over the 10 finite clips: (0.45 - 0.3) / (0.666 - 0.3)
+    assert out["rhythmic_norm_pooled"] == pytest.approx((0.45 - 0.3) / (0.666 - 0.3))
+    assert "harmonic_norm_pooled" not in out
+    assert np.isnan(pooled_norm([nan], "rhythmic"))
