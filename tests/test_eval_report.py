@@ -170,6 +170,7 @@ def test_per_clip_records_and_the_paired_table(corpus: Path, tmp_path: Path) -> 
     saved = json.loads((tmp_path / "quiet" / "metrics.json").read_text())
     assert saved["tasks"]["G"]["per_clip"]["guitar"]["empty"] == [1.0] * len(segs)
     assert "pairs)" in table  # silence has no harmonic fit: fewer pairs than clips, and it says so
+    assert len(clips["rhythmic"]) == len(segs) and "| G / guitar / rhythmic |" in table  # raw fits too
     other = dict(quiet, config={**quiet["config"], "seed": 1})
     with pytest.raises(ValueError, match="clips"):
         paired_table({"real": real, "other seed": other})

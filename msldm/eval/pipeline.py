@@ -161,10 +161,13 @@ SE_FIELDS = ("harmonic_norm", "rhythmic_norm", "level_db", "comb_share", "audibl
 difference of two runs smaller than about twice it is not a difference."""
 
 
-PER_CLIP_FIELDS = ("harmonic_norm", "rhythmic_norm", "level_db", "comb_share", "audible_fraction", "empty")
+PER_CLIP_FIELDS = ("harmonic_norm", "rhythmic_norm", "harmonic", "rhythmic", "level_db", "comb_share",
+                   "audible_fraction", "empty")
 """Fields kept clip by clip in the metrics (`tasks.<task>.per_clip`): two runs on the same
 clips and seeds are compared pair by pair (`paired_difference`), which sees a difference the
-means' standard errors hide."""
+means' standard errors hide. The raw fits are kept too: on the same clips both runs share
+each clip's real and mismatched scores, so their paired raw difference is the robust one
+(a per-clip normalised figure divides by that clip's gap, small on some clips)."""
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, int]:
