@@ -358,8 +358,12 @@ def _cpu() -> ModelConfig:
     # Churn only where sigma >= 0.3 (EDM's S_tmin; 20 of the 40 steps), by the 24-clip sweep of
     # 2026-12-03 (docs/model-card.md): guitar rhythmic fit 0.17 -> 0.51, guitar level +5.0 ->
     # +0.8 dB, bass comb share 0.056 -> 0.035, total-generation empty guitars 0.33 -> 0.17.
+    # RePaint: 3 passes on the steps where sigma >= 0.6, 1 below (70 denoiser calls per window
+    # against 80 for 2 passes on every step), by the 24-clip eval with the daemon's silent-window
+    # retry on 2026-12-04 (docs/model-card.md): harmonic fit 0.92 / 0.92 -> 0.98 / 0.94 (pooled),
+    # rhythm unchanged, sub-FAD 13.5 -> 12.5, total-generation FD 60.0 -> 51.2, 25% fewer retries.
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
-                  sampler=SamplerConfig(steps=40, resample=2, S_churn=20.0, S_tmin=0.3))
+                  sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=20.0, S_tmin=0.3))
 
 
 def _gpu() -> ModelConfig:
