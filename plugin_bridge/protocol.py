@@ -133,7 +133,8 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedule", "str", False, "noise schedule: \"karras\" or \"melody\" (few steps, after MeLoDy); default from the bundle"),
         _f("resample", "int", False, "passes per step, 1..max_resample (RePaint resampling: a tighter fit "
            "to the given stems, that many times the sampling time on the steps of the bundle's resample band, "
-           "every step for the bundled model; steps x resample <= max_steps); default from the bundle"),
+           "the steps where sigma >= 0.6 for the bundled model, which sends 3; steps x resample <= max_steps); "
+           "default from the bundle"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
