@@ -10,13 +10,17 @@ flags as `packed`). The latents are normalised with the cache's stats (the train
 data's spread is about 0.5 there), rounded to a step of `--step` (int8), coded as differences from
 the previous frame and compressed with LZMA; the RMS travels as float32 under LZMA. Tracks are
 dealt round-robin into `--parts` training parts, each a fair sample of the whole, so a part that
-never arrives costs data, not coverage; the validation tracks (at most `--max-val-tracks`) go to
-part0 alone. On 2026-12-04, step 0.08 (a rounding error of 0.023, 4.5% of the spread) packed mix4
-(17408 training windows at hop 64, 1.67M frames in 2138 tracks) into about 190 MiB.
+never arrives costs data, not coverage (a part's header.json, written when the pack is done,
+lists its splits); the validation tracks (at most `--max-val-tracks`) go to
+part0 alone. On 2026-12-04, step 0.08 (a rounding error of 0.023, 4.5% of the spread) packed mix5
+(26655 training windows at hop 64, 2.5M frames in 3111 tracks) into 294 MiB, six parts of
+47-52 MiB, in 16 minutes on one core; unpacked, the trainer counts its 26655 windows again.
+Every file is written whole or not at all (`msldm.atomic`), and `unpack` writes index.json
+last, so an interrupted run leaves no cache the trainer would read.
 
-    python scripts/pack_latents.py pack --latents ~/.cache/msldm/data/mix4-latents --out P \\
-        --parts 4 --frame-threshold-db -50 --min-frame-share 0.6
-    python scripts/pack_latents.py unpack --out LATENTS P/part0 P/part1 P/part2 P/part3
+    python scripts/pack_latents.py pack --latents ~/.cache/msldm/data/mix5-latents --out P \\
+        --parts 6 --frame-threshold-db -50 --min-frame-share 0.6
+    python scripts/pack_latents.py unpack --out LATENTS P/part0 P/part1 ... P/part5
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import lzma
 from pathlib import Path
 
 import numpy as np
+
+from msldm.atomic import atomic_write_bytes, atomic_write_text
 
 MAGIC = "msldm-packed-latents"
 VERSION = 2
@@ -57,10 +63,12 @@ def spans(starts: list[int], window: int) -> list[tuple[int, int]]:
     return out
 
 
-def _stats(stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.asarray(stats["latent_mean"], np.float32)[None, :, None]
-    std = np.asarray(stats["latent_std"], np.float32)[None, :, None]
-    return mean, std  # [1, C, 1] each
+def _stats(latents: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The cache's normalisation (`msldm.data.latents.load_stats`) as `[1, C, 1]` arrays."""
+    from msldm.data.latents import load_stats
+
+    stats = load_stats(latents)
+    return tuple(stats[k].numpy()[None, :, None] for k in ("latent_mean", "latent_std"))
 
 
 def _filter(args: argparse.Namespace) -> dict:
@@ -73,20 +81,21 @@ def _filter(args: argparse.Namespace) -> dict:
 def pack(args: argparse.Namespace) -> None:
     from msldm.data.latents import LatentChunks
     from msldm.data.slakh import ActivityFilter
-    from msldm.train.runs import CHUNK_HOP_FRAMES
+    from msldm.train.runs import window_hop
 
     src, out = Path(args.latents).expanduser(), Path(args.out)
     header = json.loads((src / "index.json").read_text())
     stats = json.loads((src / "stats.json").read_text())
-    mean, std = _stats(stats)
+    mean, std = _stats(src)
     W = args.window
-    hop = args.hop or max(1, min(W // 2, CHUNK_HOP_FRAMES))
+    hop = args.hop or window_hop(W)
     flags = _filter(args)
-    meta = {"index": {k: v for k, v in header.items() if k != "splits"}, "stats": stats,
-            "window": W, "hop": hop, "filter": flags, "step": args.step}
+    meta = {"format": MAGIC, "version": VERSION, "index": {k: v for k, v in header.items() if k != "splits"},
+            "stats": stats, "window": W, "hop": hop, "filter": flags, "step": args.step}
     for k in range(args.parts):
         (out / f"part{k}").mkdir(parents=True, exist_ok=True)
-        (out / f"part{k}" / "header.json").write_text(json.dumps(meta))
+        (out / f"part{k}" / "header.json").unlink(missing_ok=True)  # written last: the part is whole
+    written: dict[int, list[str]] = {k: [] for k in range(args.parts)}
     total = 0
     for split in ("train", "validation"):
         if split not in header["splits"]:
@@ -114,39 +123,44 @@ def pack(args: argparse.Namespace) -> None:
             z = np.concatenate(zs, axis=-1)  # [K, C, sum(lengths)]
             rms = np.concatenate(rs, axis=-1)  # [K, sum(lengths)]
             blob, rms_blob = encode(z, args.step), lzma.compress(rms.tobytes(), preset=6)
-            stem = out / f"part{k}" / split
-            stem.with_suffix(".xz").write_bytes(blob)
-            stem.with_suffix(".rms.xz").write_bytes(rms_blob)
-            stem.with_suffix(".json").write_text(json.dumps(
-                {"format": MAGIC, "version": VERSION, "split": split, "shape": list(z.shape),
-                 "names": names, "lengths": lengths}))
+            stem = out / f"part{k}" / split  # the .json last: it is what unpack looks for
+            atomic_write_bytes(stem.with_suffix(".xz"), blob)
+            atomic_write_bytes(stem.with_suffix(".rms.xz"), rms_blob)
+            atomic_write_text(stem.with_suffix(".json"), json.dumps(
+                {"split": split, "shape": list(z.shape), "names": names, "lengths": lengths}))
+            written[k].append(split)
             size = len(blob) + len(rms_blob)
             total += size
             print(f"part{k} {split}: {len(names)} spans, {z.shape[-1]} frames, {size / 2**20:.1f} MiB",
                   flush=True)
+    for k, split_names in written.items():
+        atomic_write_text(out / f"part{k}" / "header.json", json.dumps({**meta, "splits": split_names}))
     print(f"packed {total / 2**20:.1f} MiB in {args.parts} parts under {out} (hop {hop}, filter {flags})")
 
 
 def unpack(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    (out / "index.json").unlink(missing_ok=True)  # a cache being rewritten is no cache until done
     first: dict | None = None
     splits: dict[str, dict[str, int]] = {}
     for part in map(Path, args.parts):
+        if not (part / "header.json").is_file():
+            raise SystemExit(f"{part} is not a whole packed part (no header.json: another folder, "
+                             "or an interrupted pack)")
         meta = json.loads((part / "header.json").read_text())
+        if meta.get("format") != MAGIC or meta.get("version") != VERSION:
+            raise SystemExit(f"{part}: not packed by this script's version {VERSION}")
+        names = meta.pop("splits")
         if first is None:
             first = meta
             out.mkdir(parents=True, exist_ok=True)
-            (out / "stats.json").write_text(json.dumps(meta["stats"]))
-            mean, std = _stats(meta["stats"])
+            atomic_write_text(out / "stats.json", json.dumps(meta["stats"]))
+            mean, std = _stats(out)
         elif meta != first:
             raise SystemExit(f"{part} was packed from another cache, window, hop, filter or step "
                              f"than {args.parts[0]}")
-        for info_path in sorted(part.glob("*.json")):
+        for info_path in (part / f"{name}.json" for name in names):
             info = json.loads(info_path.read_text())
-            if info.get("format") != MAGIC:
-                continue
-            if info["version"] != VERSION:
-                raise SystemExit(f"{info_path}: packed with version {info['version']}, not {VERSION}")
             shape = tuple(info["shape"])  # [K, C, T]
             z = decode(info_path.with_suffix(".xz").read_bytes(), shape, meta["step"])
             rms = np.frombuffer(lzma.decompress(info_path.with_suffix(".rms.xz").read_bytes()),
@@ -163,8 +177,8 @@ def unpack(args: argparse.Namespace) -> None:
     if first is None:
         raise SystemExit("no parts given")
     packed = {k: first[k] for k in ("window", "hop", "filter", "step")}
-    (out / "index.json").write_text(json.dumps({**first["index"], "splits": splits, "packed": packed},
-                                               indent=1))
+    atomic_write_text(out / "index.json", json.dumps({**first["index"], "splits": splits, "packed": packed},
+                                                     indent=1))
     print(f"unpacked {sum(map(len, splits.values()))} spans into {out}; train with the filter {packed['filter']}")
 
 

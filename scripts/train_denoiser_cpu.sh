@@ -31,8 +31,8 @@
 #   THREADS=1 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix7-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run7 \
 #       bash scripts/train_denoiser_cpu.sh
 # Between GPU sessions the gpu preset's run (scripts/train_denoiser_gpu.sh, docs/model-card.md)
-# continues here on the larger mix5 cache (docs/data.md; 26655 training windows at the trainer's hop), from the weights the
-# H200 brought back, 2026-12-04:
+# continues here on the larger mix5 cache (docs/data.md; 26655 training windows at the
+# trainer's hop), from the weights the H200 brought back, 2026-12-04:
 #   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix5-latents \
 #       --stats-from msldm/assets/cpu/diffusion.safetensors multi:train,validation=~/.cache/msldm/data/multi-latents \
 #       full:train=~/.cache/msldm/data/full-latents full2:train=~/.cache/msldm/data/full2-latents

@@ -221,3 +221,7 @@ def test_packed_latents_unpack_to_the_trainers_windows_within_half_a_step(setup:
     with pytest.raises(SystemExit, match="filter"):
         pack_latents.main(["unpack", "--out", str(setup["base"] / "mixed"), str(packed / "part0"),
                            str(other / "part0")])
+    (other / "part0" / "header.json").unlink()  # what an interrupted pack leaves
+    with pytest.raises(SystemExit, match="not a whole packed part"):
+        pack_latents.main(["unpack", "--out", str(setup["base"] / "cut"), str(other / "part0")])
+    assert not (setup["base"] / "cut" / "index.json").exists()

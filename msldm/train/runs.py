@@ -92,14 +92,19 @@ CHUNK_HOP_FRAMES = 64
 """Most frames between the starts of two training windows of the denoiser (0.93 s)."""
 
 
+def window_hop(window_frames: int) -> int:
+    """Frames between the starts of two training windows of the denoiser: half a window or
+    `CHUNK_HOP_FRAMES`, whichever is less (a long window over short tracks would otherwise
+    always start at a track's first frame)."""
+    return max(1, min(window_frames // 2, CHUNK_HOP_FRAMES))
+
+
 def diffusion_datasets(config: ModelConfig, latents: str | Path,
                        activity: ActivityFilter = ActivityFilter()
                        ) -> tuple[Dataset, Dataset | None]:
-    """(train, validation) latent windows `[K, C, window_frames]`, starting every half window
-    or every `CHUNK_HOP_FRAMES`, whichever is less (a long window over short tracks would
-    otherwise always start at a track's first frame)."""
+    """(train, validation) latent windows `[K, C, window_frames]`, starting every `window_hop`."""
     W = config.diffusion.window_frames
-    hop = max(1, min(W // 2, CHUNK_HOP_FRAMES))
+    hop = window_hop(W)
 
     def make(split: str) -> Dataset:
         return LatentChunks(latents, split, W, hop, config.diffusion.stems, activity)
