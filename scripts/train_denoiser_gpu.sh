@@ -21,9 +21,10 @@
 # 2026-12-04: cpu (warm) and gpu (scratch) side by side, TRAIN_S=500 BATCH=256, ran 3.3 steps/s
 # each while the trainer drew its noise on the CPU (since fixed); docs/model-card.md has the
 # results and the calls made. A part that did not arrive (the machine went back between calls)
-# costs its share of windows; every part is a fair sample. Run from the repository root with the
-# device's python3 (torch; PY=... for another). TRAIN_S, BATCH, LR, DEVICE, WORK and OUT override
-# the defaults.
+# costs its share of windows; every part is a fair sample. The trainer holds the windows on the
+# GPU and cuts each batch there (`--resident`, on by default on a GPU). Run from the repository
+# root with the device's python3 (torch; PY=... for another). TRAIN_S, BATCH, LR, EMA, DEVICE,
+# WORK and OUT override the defaults.
 set -uo pipefail
 usage="usage: $0 stage|smoke|train PACKED_DIR [PRESET...]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
@@ -37,6 +38,7 @@ BATCH=${BATCH:-128}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
 LR=${LR:-5e-4}
+EMA=${EMA:-0.9995}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # scripts/ import msldm from here
 T0=$(date +%s)
 mkdir -p "$WORK/parts" "$OUT"
@@ -72,7 +74,7 @@ print(' '.join(['--min-frame-share', str(f['min_frame_share'])] + db))") || exit
 echo "filter: ${FILTER[*]}"
 common=(--latents "$WORK/lat" --steps 10000000 --batch "$BATCH" --lr "$LR" --device "$DEVICE"
         --workers $(( 6 / ${#RUNS[@]} )) --log-every 100 --val-every 500 --val-batches 8 --ckpt-every 500
-        --ema-decay 0.9995 "${FILTER[@]}" --no-progress)
+        --ema-decay "$EMA" "${FILTER[@]}" --no-progress)
 PIDS=()
 for preset in "${RUNS[@]}"; do
     INIT=(); [ -f "$WORK/init-$preset.safetensors" ] && INIT=(--init "$WORK/init-$preset.safetensors")

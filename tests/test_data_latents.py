@@ -15,7 +15,7 @@ from corpus_fixtures import SR, write_corpus
 from msldm.checkpoint import save_checkpoint
 from msldm.config import STEMS, get_preset
 from msldm.data.cli_latents import add_latents_parser
-from msldm.data.latents import LatentChunks, encode_track, extract_latents, latent_stats
+from msldm.data.latents import LatentChunks, ResidentWindows, encode_track, extract_latents, latent_stats
 from msldm.data.slakh import ActivityFilter, Track
 
 torch.set_num_threads(1)  # the test machine is shared: threads only contend
@@ -122,6 +122,22 @@ def test_latent_chunks_windows_stems_and_activity(setup: dict) -> None:
     with pytest.raises(ValueError, match="no stems"):
         LatentChunks(out, "train", 16, stems=("mix",))
     assert latent_stats(out)["frames"] == 2 * 4 * T
+
+
+def test_resident_windows_cut_the_same_batches(setup: dict) -> None:
+    out = setup["base"] / "lat"  # written by the CLI test
+    if not (out / "index.json").is_file():
+        pytest.skip("needs the CLI test's output")
+    ds = LatentChunks(out, "train", 16, 8, stems=("drums", "piano"), activity=ActivityFilter(threshold=0.0))
+    ds.index = ds.index[1:-2]  # spans that start and end inside the tracks
+    resident = ResidentWindows(ds, "cpu")
+    assert len(resident) == len(ds)
+    assert resident.data.shape[-1] < sum(json.loads((out / "index.json").read_text())["splits"]["train"].values())
+    items = [len(ds) - 1, 0, 3, 3, len(ds) // 2]
+    batch = resident.gather(items)
+    assert batch.shape == (5, 2, 80, 16) and batch.dtype == torch.float32
+    torch.testing.assert_close(batch, torch.stack([ds[i] for i in items]), rtol=0, atol=0)
+    torch.testing.assert_close(resident[2], ds[2], rtol=0, atol=0)
 
 
 def test_frame_share_keeps_windows_where_every_stem_plays_through() -> None:

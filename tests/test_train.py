@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 from pathlib import Path
@@ -82,6 +83,24 @@ def test_diffusion_training_loss_falls_and_exports(corpus: dict, tmp_path: Path)
     model, config, meta, stats = load_diffusion(tmp_path / "diffusion.safetensors")
     assert meta["step"] == 40 and config.diffusion.window_frames == 16
     assert stats["latent_std"].shape == (80,) and not torch.allclose(stats["latent_std"], torch.ones(80))
+
+
+def test_resident_windows_train_the_same_run(corpus: dict, tmp_path: Path) -> None:
+    """Windows held on the device (what a GPU run uses) give the DataLoader's batches: the same
+    losses and weights, validation included."""
+    def run(out: Path, resident: bool) -> list[dict[str, float]]:
+        cfg = _cfg(out, 4, batch=3, val_every=2, val_batches=1, ckpt_every=4)
+        return train_diffusion(tiny_config(), corpus["latents"], cfg, DistInfo(), lr=1e-3,
+                               activity=ActivityFilter(threshold=0), resident=resident)
+
+    loader, resident = run(tmp_path / "a", False), run(tmp_path / "b", True)
+    assert [h["loss"] for h in resident] == [h["loss"] for h in loader]
+    vals = [[json.loads(l)["val"] for l in (tmp_path / d / "log.jsonl").read_text().splitlines()
+             if "val" in json.loads(l)] for d in "ab"]
+    assert vals[0] == vals[1] and len(vals[0]) == 2
+    wa = load_diffusion(tmp_path / "a" / "diffusion.safetensors")[0].state_dict()
+    wb = load_diffusion(tmp_path / "b" / "diffusion.safetensors")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.parametrize("kind", ["vae", "diffusion"])

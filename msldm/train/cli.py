@@ -122,7 +122,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
                 out = out / config.diffusion.stems[0]  # one independent model per stem
             cfg = dataclasses.replace(_train_config(args, out), meta={"baseline": args.baseline})
             train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
-                            vae_path=args.vae, activity=activity, init=args.init)
+                            vae_path=args.vae, activity=activity, init=args.init,
+                            resident={"auto": None, "on": True, "off": False}[args.resident])
     finally:
         cleanup()
 
@@ -156,6 +157,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--stem", default=None, help="ISLDM: train only this stem's model")
     diff.add_argument("--init", default=None, metavar="CKPT",
                       help="start from these denoiser weights when there is no run state to resume")
+    diff.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
+                      help="hold the training windows on the training device and cut batches "
+                           "there (auto: on a GPU); the batches are the same either way")
     diff.set_defaults(func=_run_diffusion)
 
 

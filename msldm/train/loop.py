@@ -1,6 +1,7 @@
 """The one training loop shared by the SourceVAE and the diffusion model.
 
-Per step: next batch of the resumable data stream -> `task.train_step` -> EMA update. Every
+Per step: next batch of the resumable data stream (a DataLoader's workers, or one `gather` of a
+set held on the training device) -> `task.train_step` -> EMA update. Every
 `log_every` steps the losses (averaged over processes) go to TensorBoard and tqdm; every
 `val_every` the validation loss; every `media_every` audio and spectrograms (rank 0); every
 `ckpt_every` (and at the end) the EMA weights are exported as a checkpoint
@@ -62,6 +63,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _stack(dataset: Dataset, items: list[int]) -> torch.Tensor:
+    if hasattr(dataset, "gather"):  # a resident set cuts the batch in one operation
+        return dataset.gather(items)
     return torch.stack([dataset[i] for i in items])
 
 
@@ -145,9 +148,12 @@ def train(task: TrainTask, train_set: Dataset, cfg: TrainConfig, info: DistInfo 
     start = loop.resume()
     sampler = StreamSampler(len(train_set), cfg.batch, cfg.seed, info.rank, info.world_size,
                             start_batch=start)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed), worker_init_fn=_ignore_stop_signals,
-                        pin_memory=info.device.type == "cuda")
+    if hasattr(train_set, "gather"):  # held on the training device: no workers, no copies
+        loader: Any = (train_set.gather(items) for items in sampler)
+    else:
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed),
+                            worker_init_fn=_ignore_stop_signals, pin_memory=info.device.type == "cuda")
     history: list[dict[str, float]] = []
     pbar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and info.is_main),
                 desc=f"train {task.kind}", unit="step")

@@ -16,7 +16,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from msldm.config import STEMS, ModelConfig
-from msldm.data.latents import LatentChunks, load_stats
+from msldm.data.latents import LatentChunks, ResidentWindows, load_stats
 from msldm.data.slakh import MIX, ActivityFilter, ChunkSpec, SlakhChunks
 from msldm.train.distributed import DistInfo
 from msldm.train.loop import TrainConfig, seed_everything, train
@@ -117,14 +117,19 @@ def diffusion_datasets(config: ModelConfig, latents: str | Path,
 def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, info: DistInfo,
                     *, lr: float | None = None, amp: bool = True, vae_path: str | None = None,
                     activity: ActivityFilter = ActivityFilter(),
-                    init: str | Path | None = None) -> list[dict[str, float]]:
+                    init: str | Path | None = None,
+                    resident: bool | None = None) -> list[dict[str, float]]:
     """Train the denoiser of `config` on `latents`; writes `<out>/diffusion.safetensors` with
     the latents' per-channel statistics (`latent_mean`, `latent_std`). `init`: a diffusion
     checkpoint of the same U-Net to start from (a warm start when the run state is gone;
-    ignored when the run resumes)."""
+    ignored when the run resumes). `resident`: hold the windows on the training device
+    (`ResidentWindows`; default: on a GPU). The batches, and so the run, are the same."""
     config = diffusion_config(config, latents)
     seed_everything(cfg.seed)
     train_set, val_set = diffusion_datasets(config, latents, activity)
+    if resident if resident is not None else info.device.type == "cuda":
+        train_set = ResidentWindows(train_set, info.device)
+        val_set = ResidentWindows(val_set, info.device) if val_set is not None else None
     vae = None
     if vae_path and cfg.media_every:
         from msldm.checkpoint import load_vae
