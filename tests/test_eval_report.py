@@ -171,6 +171,12 @@ def test_per_clip_records_and_the_paired_table(corpus: Path, tmp_path: Path) -> 
     assert saved["tasks"]["G"]["per_clip"]["guitar"]["empty"] == [1.0] * len(segs)
     assert "pairs)" in table  # silence has no harmonic fit: fewer pairs than clips, and it says so
     assert len(clips["rhythmic"]) == len(segs) and "| G / guitar / rhythmic |" in table  # raw fits too
+    # the real stem's share at the comb's pitch, beside the generated one: the oracle's are equal,
+    # and silence (no notes) has none of its own but the same real one
+    assert clips["comb_share_real"] == clips["comb_share"] and len(clips["comb_share"]) == len(segs)
+    assert quiet["tasks"]["G"]["per_clip"]["guitar"]["comb_share_real"] == clips["comb_share_real"]
+    assert all(np.isnan(quiet["tasks"]["G"]["per_clip"]["guitar"]["comb_share"]))
+    assert "comb share (real)" in (tmp_path / "real" / "report.md").read_text()
     other = dict(quiet, config={**quiet["config"], "seed": 1})
     with pytest.raises(ValueError, match="clips"):
         paired_table({"real": real, "other seed": other})

@@ -110,6 +110,11 @@ def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ..
     if stem in PITCHED_STEMS:  # what a transcription hears: notes, range, the frame-rate comb
         rec.update(pitch_diagnostics(stem_notes(audio, cfg.sample_rate), len(audio) / cfg.sample_rate,
                                      cfg.frame_rate_hz))
+        # the real stem's share at that pitch: a bass line in C#, F# or A plays C#2 (69.3 Hz, the
+        # comb's MIDI pitch) as real notes, so a clip's comb share is read against its real one
+        real = st.segments[i].stems[stem]
+        rec["comb_share_real"] = pitch_diagnostics(stem_notes(real, cfg.sample_rate), len(real) / cfg.sample_rate,
+                                                   cfg.frame_rate_hz)["comb_share"]
     if given_names:
         ctx = _context(st, cfg, i, given_names)
         refs = _references(st, cfg, i, given_names, stem)
@@ -162,7 +167,7 @@ difference of two runs smaller than about twice it is not a difference."""
 
 
 PER_CLIP_FIELDS = ("harmonic_norm", "rhythmic_norm", "harmonic", "rhythmic", "level_db", "comb_share",
-                   "audible_fraction", "empty")
+                   "comb_share_real", "audible_fraction", "empty")
 """Fields kept clip by clip in the metrics (`tasks.<task>.per_clip`): two runs on the same
 clips and seeds are compared pair by pair (`paired_difference`), which sees a difference the
 means' standard errors hide. The raw fits are kept too: on the same clips both runs share

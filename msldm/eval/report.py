@@ -50,7 +50,7 @@ def _pm(m: Mapping, key: str) -> str:
 
 def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
     lines = ["| Task | Stem | harmonic (raw / real / mism) | harmonic norm (pooled) | rhythmic (raw / real / mism) "
-             "| rhythmic norm (pooled) | audible | empty rate | notes / s | pitch range | comb share |",
+             "| rhythmic norm (pooled) | audible | empty rate | notes / s | pitch range | comb share (real) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, entry in tasks.items():
         for stem, m in entry["stems"].items():
@@ -61,7 +61,7 @@ def _fit_table(tasks: Mapping[str, Mapping]) -> list[str]:
                          f"| {rhy} | {_pm(m, 'rhythmic_norm')} ({_f(m.get('rhythmic_norm_pooled'))}) | "
                          f"{_f(m.get('audible_fraction'))} | "
                          f"{_f(m.get('empty_rate'))} | {_f(m.get('notes_per_s'), 1)} | {rng} | "
-                         f"{_f(m.get('comb_share'))} |")
+                         f"{_f(m.get('comb_share'))} ({_f(m.get('comb_share_real'))}) |")
     return lines
 
 
