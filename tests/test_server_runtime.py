@@ -43,6 +43,22 @@ def test_load_reports_real_providers_quietly(tiny_bundle, capfd):  # noqa: F811
     assert (b.K, b.C, b.D, b.window_frames) == (4, C, HOP, WINDOW)
 
 
+def test_sessions_do_not_spin_between_runs_unless_asked(tiny_bundle, monkeypatch):  # noqa: F811
+    import server.runtime as runtime
+
+    def spinning(b: Bundle) -> set[str]:
+        def entry(opts) -> str:
+            try:
+                return opts.get_session_config_entry("session.intra_op.allow_spinning")
+            except Exception:  # not set: onnxruntime's default (spinning)
+                return "default"
+        return {entry(s.get_session_options()) for s in b.sessions.values()}
+
+    assert spinning(Bundle.load(tiny_bundle, threads=2, warmup=False)) == {"0"}
+    monkeypatch.setattr(runtime, "SPIN", True)
+    assert spinning(Bundle.load(tiny_bundle, threads=2, warmup=False)) == {"default"}
+
+
 def test_hash_mismatch_is_refused(tiny_bundle, tmp_path):  # noqa: F811
     bad = tmp_path / "b"
     shutil.copytree(tiny_bundle, bad)
