@@ -137,7 +137,8 @@ def test_foreign_annotation_is_a_clear_error(foreign: Path) -> None:
 def test_compare_puts_runs_side_by_side(tmp_path: Path) -> None:
     a = {"tasks": {"BG": {"subfad": 3.0, "stems": {"bass": {"harmonic_norm": 0.1, "comb_share": 1.0}}}},
          "reconstruction": {"piano": {"note_f1": 0.0}}}
-    b = {"tasks": {"BG": {"subfad": 1.5, "stems": {"bass": {"harmonic_norm": 0.7, "comb_share": 0.0}}}},
+    b = {"tasks": {"BG": {"subfad": 1.5, "stems": {"bass": {"harmonic_norm": 0.7, "comb_share": 0.0,
+                                                            "comb_share_real": 0.25}}}},
          "reconstruction": {"piano": {"note_f1": 0.8}}}
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
@@ -146,4 +147,5 @@ def test_compare_puts_runs_side_by_side(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "| measure | old | new |" in out.stdout
     assert "| BG / bass / harmonic_norm | 0.100 | 0.700 |" in out.stdout
+    assert "| BG / bass / comb_share_real | " in out.stdout and "0.250 |" in out.stdout  # the real stem's share too
     assert "| reconstruction / piano / note_f1 | 0.000 | 0.800 |" in out.stdout

@@ -256,7 +256,8 @@ def load_baseline(path: str | Path) -> dict[str, float]:
 
 
 COMPARE_STEM_KEYS = ("harmonic_norm", "rhythmic_norm", "harmonic_norm_pooled", "rhythmic_norm_pooled",
-                     "harmonic", "rhythmic", "audible_fraction", "empty_rate", "notes_per_s", "comb_share")
+                     "harmonic", "rhythmic", "audible_fraction", "empty_rate", "notes_per_s", "comb_share",
+                     "comb_share_real")
 COMPARE_RECON_KEYS = ("note_f1", "chroma_cos", "onset_f1", "comb_share", "logmel_l1", "stft_sc", "si_sdr")
 
 
