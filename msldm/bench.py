@@ -61,9 +61,11 @@ def time_onnxruntime(spec: dict[str, Any]) -> dict[str, Any]:
     """Worker: median stage times of the bundle on onnxruntime (the server's runtime)."""
     import numpy as np
 
+    import server.runtime
     from msldm import sampling
     from server.runtime import Bundle
 
+    server.runtime.SPIN = bool(spec.get("spin", server.runtime.SPIN))  # before the sessions open
     b = Bundle.load(spec["bundle"], threads=spec["threads"])
     steps = spec["steps"] or b.sampler_defaults.steps
     T = _frames(spec["seconds"], b.sample_rate, b.D, b.frame_multiple)
@@ -173,27 +175,31 @@ def run_worker(backend: str, malloc: str, spec: dict[str, Any]) -> dict[str, Any
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{backend} worker failed:\n{r.stderr[-3000:]}")
-    return {**json.loads(r.stdout.strip().splitlines()[-1]), "backend": backend, "malloc": malloc}
+    spin = ("on" if spec["spin"] else "off") if backend == "onnxruntime" else "-"
+    return {**json.loads(r.stdout.strip().splitlines()[-1]), "backend": backend, "malloc": malloc, "spin": spin}
 
 
 def bench(bundle: Path, vae: Path | None, diffusion: Path | None, *, seconds: float = 12.0,
           steps: int | None = None, repeats: int = 3, threads: int = 0,
-          mallocs: tuple[str, ...] = ("default", "tuned")) -> list[dict[str, Any]]:
-    """All rows: onnxruntime always, PyTorch when both checkpoints are given."""
+          mallocs: tuple[str, ...] = ("default", "tuned"),
+          spins: tuple[bool, ...] = (False,)) -> list[dict[str, Any]]:
+    """All rows: onnxruntime always (once per `spins` setting: its threads busy-waiting between
+    runs or not, `server.runtime.SPIN`), PyTorch when both checkpoints are given."""
     spec = {"bundle": str(bundle), "vae": str(vae) if vae else None,
             "diffusion": str(diffusion) if diffusion else None, "seconds": seconds,
             "steps": steps, "repeats": repeats, "threads": threads or (os.cpu_count() or 1)}
-    backends = ["onnxruntime"] + (["torch"] if vae and diffusion else [])
-    return [run_worker(b, m, spec) | {"seconds": seconds} for b in backends for m in mallocs]
+    runs = [("onnxruntime", m, s) for m in mallocs for s in spins]
+    runs += [("torch", m, False) for m in mallocs] if vae and diffusion else []
+    return [run_worker(b, m, spec | {"spin": s}) | {"seconds": seconds} for b, m, s in runs]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of the rows (seconds; RTF = total / audio length)."""
-    head = ("| backend | malloc | encode | step | sampling | decode | end-to-end | RTF |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = ("| backend | malloc | spin | encode | step | sampling | decode | end-to-end | RTF |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['backend']} ({', '.join(r['providers'])}) | {r['malloc']} | "
+        lines.append(f"| {r['backend']} ({', '.join(r['providers'])}) | {r['malloc']} | {r['spin']} | "
                      + " | ".join(f"{r[k]:.3f}" for k in ("encode", "step", "sample", "decode", "total"))
                      + f" | {r['total'] / r['seconds']:.2f} |")
     r0 = rows[0]
@@ -216,6 +222,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="threads per backend (default: all cores)")
     p.add_argument("--malloc", choices=["default", "tuned", "both"], default="both")
+    p.add_argument("--spin", choices=["off", "on", "both"], default="off",
+                   help="onnxruntime's threads busy-wait between runs (its own default) or not "
+                        "(the daemon's); both: a row each")
     try:
         from server.cli import add_bench_arguments
         add_bench_arguments(p)
@@ -235,7 +244,8 @@ def run_bench(args: argparse.Namespace) -> int:
     mallocs = ("default", "tuned") if args.malloc == "both" else (args.malloc,)
     machine = machine_speed()
     rows = bench(args.bundle, args.vae, args.diffusion, seconds=args.seconds, steps=args.steps,
-                 repeats=args.repeats, threads=args.threads, mallocs=mallocs)
+                 repeats=args.repeats, threads=args.threads, mallocs=mallocs,
+                 spins={"off": (False,), "on": (True,), "both": (False, True)}[args.spin])
     print(format_table(rows))
     print(format_machine(machine))
     if args.vae is None:

@@ -91,7 +91,9 @@ between two denoiser calls the sampler's own numpy work (noise, imputation) runs
 thread, and a spinning worker takes the other core from it; and a daemon beside a DAW should
 not burn a core between calls. On the 2-core CPU (2026-12-04), a process that loads the
 bundle and generates a 12 s region (2 given + 2 generated stems) twice, 10 runs paired with
-spinning ones: CPU time 0.72 of theirs, wall time 0.95 (median of pair ratios; 0.83-1.11)."""
+spinning ones: CPU time 0.72 of theirs (every pair under 0.87), wall time 0.95 (median of pair
+ratios; 0.83-1.11, within the machine's wander). `msldm bench --spin both` puts the two side
+by side (wall time only; `/usr/bin/time` around `--spin on` and `--spin off` for CPU time)."""
 
 
 def _session(path: Path, providers: list[str], threads: int) -> ort.InferenceSession:

@@ -50,6 +50,15 @@ def test_bundle_only_times_onnxruntime(tiny, capsys):
     assert "machine: " in out and "GFLOP/s" in out
 
 
+def test_spin_both_gives_onnxruntime_a_row_each(tiny, capsys):
+    args = _parser().parse_args(["bench", "--bundle", str(tiny[0]), "--seconds", "0.3", "--steps", "1",
+                                 "--repeats", "1", "--malloc", "default", "--spin", "both"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| onnxruntime")]
+    assert [row.split(" | ")[2] for row in rows] == ["off", "on"]
+
+
 def test_machine_speed_is_a_positive_figure():
     from msldm.bench import format_machine, machine_speed
 
