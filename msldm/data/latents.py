@@ -237,22 +237,20 @@ class ResidentWindows(Dataset):
     (`ds.index` unchanged, so `gather(items)` equals `stack([ds[i] for i in items])`).
     """
 
-    def __init__(self, chunks: LatentChunks, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32):
-        self.window, self.stems, self.split = chunks.window, chunks.stems, chunks.split
-        self.device = torch.device(device)
-        spans: dict[int, tuple[int, int]] = {}
+    def __init__(self, chunks: LatentChunks, device: torch.device | str):
+        self.window, self.device = chunks.window, torch.device(device)
+        spans: dict[int, tuple[int, int]] = {}  # track -> the frames its kept windows cover
         for t, start in chunks.index:
             lo, hi = spans.get(t, (start, start))
             spans[t] = (min(lo, start), max(hi, start + chunks.window))
-        pieces, where, offset = [], {}, 0
-        for t, (lo, hi) in sorted(spans.items()):
-            z = np.ascontiguousarray(chunks._array(t)[chunks.rows, :, lo:hi], dtype=np.float32)
-            pieces.append(torch.from_numpy(z).to(self.device, dtype))
+        K, C = len(chunks.rows), int(chunks.header["latent_dim"])
+        self.data = torch.empty(K, C, sum(hi - lo for lo, hi in spans.values()), device=self.device)
+        where, offset = {}, 0
+        for t, (lo, hi) in sorted(spans.items()):  # one track at a time: no second copy of the set
+            self.data[:, :, offset:offset + hi - lo] = torch.from_numpy(
+                np.ascontiguousarray(chunks._array(t)[chunks.rows, :, lo:hi], dtype=np.float32))
             where[t] = offset - lo  # frame `start` of track t is column `start + where[t]`
             offset += hi - lo
-        K, C = len(chunks.rows), int(chunks.header["latent_dim"])
-        self.data = torch.cat(pieces, dim=-1) if pieces else torch.zeros(K, C, 0, device=self.device)
         self.starts = torch.tensor([start + where[t] for t, start in chunks.index],
                                    dtype=torch.long, device=self.device)
         self._frames = torch.arange(self.window, device=self.device)
@@ -264,7 +262,7 @@ class ResidentWindows(Dataset):
         """Windows `items` as float32 `[B, K', C, W]` on the device."""
         idx = torch.as_tensor(items, dtype=torch.long).to(self.device)
         cols = self.starts[idx][:, None] + self._frames[None]  # [B, W]
-        return self.data[:, :, cols].permute(2, 0, 1, 3).float().contiguous()  # [K', C, B, W] -> [B, K', C, W]
+        return self.data[:, :, cols].permute(2, 0, 1, 3).contiguous()  # [K', C, B, W] -> [B, K', C, W]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.gather([i])[0]
