@@ -6,7 +6,9 @@ function and one registry entry each.
 
 Framework-free on purpose: this module imports neither torch nor numpy. Arrays are
 whatever the caller uses (numpy `ndarray` or `torch.Tensor`); the code only needs
-`+`, `-`, `*` with arrays and Python floats. Randomness and the denoiser are passed in:
+`+`, `-`, `*` with arrays and Python floats, and, for partial generation, what both share
+of comparison, `~`, `reshape`, `sum` and boolean-mask assignment (`MaskedNoise`).
+Randomness and the denoiser are passed in:
 
 - ``denoise(x, sigma) -> x0_hat``: the preconditioned denoiser D(x; sigma) of EDM,
   `sigma` a Python float; returns an array shaped like `x`.
@@ -205,6 +207,34 @@ def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, r
 
 # ----------------------------------------------------------------------------- imputation
 
+class MaskedNoise:
+    """Standard normal noise at the positions where `where` is True, zeros elsewhere, drawing
+    only as many numbers as it keeps.
+
+    `where`: a boolean array `[B, ...]`. When every row b holds the same number n of True
+    positions, a call draws `randn` of a `[B, n]` array (row b of the draw from take b's
+    stream, as `server.windowing.TakeNoise` keeps it) and scatters row b over row b's
+    positions in order; otherwise it draws the whole shape and zeroes the rest. Partial
+    generation needs fresh noise only where it is used: on the given part for Eq. 5, on the
+    generated part for the sampler's churn and RePaint passes (the given part of the state is
+    replaced before every denoiser call), which halves the numbers drawn for two given stems
+    of four. Returns an array shaped and typed like `like` (shaped like `where`)."""
+
+    def __init__(self, where: Array, randn: Randn):
+        self.where, self.randn = where, randn
+        self.rows = int(where.shape[0])
+        counts = [int(c) for c in where.reshape(self.rows, -1).sum(1)]
+        self.n = counts[0] if counts and all(c == counts[0] for c in counts) else -1
+
+    def __call__(self, like: Array) -> Array:
+        if self.n < 0:  # rows differ: draw everything, keep what is used
+            return self.randn(like) * self.where
+        out = like * 0.0
+        if self.n:
+            out[self.where] = self.randn(like.reshape(self.rows, -1)[:, :self.n]).reshape(-1)
+        return out
+
+
 class Imputation:
     """Partial generation by imputation (Eq. 4-6 of the MSLDM paper).
 
@@ -215,15 +245,20 @@ class Imputation:
     `given`: an array shaped like the sampler state holding Z_I(0) where `mask` is 1
     (values elsewhere are ignored). `mask`: 0/1 array broadcastable to that shape; a
     stem's channel block (imputation across stems) or a span of frames (continuation in
-    time) or both. An all-zero mask is total generation.
+    time) or both. An all-zero mask is total generation. `state_randn` is the noise the
+    sampler should add to its state: `randn` over the generated part only (what it adds to
+    the given part is never seen).
     """
 
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn):
         self.denoise, self.given, self.mask, self.randn = denoise, given, mask, randn
         self.keep = 1.0 - mask
+        at = (mask + given * 0.0) > 0.5  # given positions, shaped like the state
+        self.given_randn = MaskedNoise(at, randn)
+        self.state_randn = MaskedNoise(~at, randn)
 
     def noised_given(self, sigma: float) -> Array:
-        return self.given + self.randn(self.given) * sigma
+        return self.given + self.given_randn(self.given) * sigma
 
     def combine(self, x: Array, z_given: Array) -> Array:
         """mask * z_given + (1 - mask) * x: exact in the given part for finite x."""
@@ -261,4 +296,4 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     if given is None:
         raise ValueError("a mask needs the given latents")
     imp = Imputation(denoise, given, mask, randn)
-    return imp.finish(fn(imp, x, sigmas, **kwargs))
+    return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

@@ -340,6 +340,58 @@ def test_denoiser_sees_given_block_noised_to_sigma() -> None:
     assert not np.array_equal(seen[0][1][:, GIVEN] - 2.0, seen[1][1][:, GIVEN] - 0.3)
 
 
+def test_masked_noise_draws_only_the_kept_positions() -> None:
+    """Row b's draw fills row b's True positions in order, zeros elsewhere; rows with
+    different counts fall back to a whole draw, zeroed where unused."""
+    drawn = []
+
+    def randn(like: np.ndarray) -> np.ndarray:
+        drawn.append(like.shape)
+        return np.arange(1, like.size + 1, dtype=np.float32).reshape(like.shape)
+
+    where = np.zeros((2, 3, 4), bool)
+    where[:, 1] = True
+    where[:, 2, :2] = True
+    out = sampling.MaskedNoise(where, randn)(np.zeros((2, 3, 4), np.float32))
+    assert drawn == [(2, 6)] and out.dtype == np.float32
+    assert np.array_equal(out[0][where[0]], np.arange(1, 7)) and np.array_equal(out[1][where[1]], np.arange(7, 13))
+    assert not out[~where].any()
+    uneven = where.copy()
+    uneven[1, 0, 0] = True
+    out = sampling.MaskedNoise(uneven, randn)(np.zeros((2, 3, 4), np.float32))
+    assert drawn[-1] == (2, 3, 4) and not out[~uneven].any() and out[uneven].all()
+    empty = sampling.MaskedNoise(np.zeros((2, 3, 4), bool), randn)
+    assert not empty(np.ones((2, 3, 4))).any() and drawn[-1] == (2, 3, 4)
+
+
+def test_partial_generation_draws_noise_only_where_it_is_used() -> None:
+    """With half the channels given, every draw after the initial noise covers half of them:
+    the given half for Eq. 5, the generated half for churn and RePaint passes; the given
+    part of the result is still the given latents exactly."""
+    drawn = []
+    rng = np.random.default_rng(0)
+
+    def randn(like: np.ndarray) -> np.ndarray:
+        drawn.append(like.size)
+        return rng.standard_normal(like.shape)
+
+    given = rng.standard_normal((2, 4, 6))
+    mask = np.zeros((1, 4, 1))
+    mask[:, 2:] = 1.0
+    out = sampling.generate(lambda x, s: x * 0.5, rng.standard_normal((2, 4, 6)), sampling.karras_sigmas(6),
+                            randn=randn, given=given, mask=mask, S_churn=5.0, resample=2)
+    assert drawn and set(drawn) == {2 * 2 * 6}
+    assert np.array_equal(out[:, 2:], given[:, 2:])
+
+
+def test_masked_noise_works_on_torch_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    where = torch.zeros(1, 4, 3, dtype=torch.bool)
+    where[:, :2] = True
+    out = sampling.MaskedNoise(where, lambda like: torch.ones(like.shape))(torch.zeros(1, 4, 3))
+    assert torch.equal(out, where.float())
+
+
 # ------------------------------------------------------------------ schedules, plumbing
 
 def test_karras_schedule() -> None:
