@@ -281,8 +281,10 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
     `resample` applies to partial generation only: with nothing given there is nothing for
-    the extra takes to fit. Returns the sampled latent; where `mask` is 1 it equals `given`
-    exactly.
+    the extra takes to fit. In partial generation the sampler's churn and RePaint noise is
+    drawn over the generated part only (`Imputation.state_randn`), so a seed's draws differ
+    from a total generation's after the initial noise. Returns the sampled latent; where
+    `mask` is 1 it equals `given` exactly.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
