@@ -139,6 +139,33 @@ def test_churn_reaches_the_generator_in_the_main_run_and_the_sweep(corpus: Path,
     assert set(gen.seen[:-3]) == {5.0} and gen.seen[-3:] == [0.0, None, 40.0]  # main run, then sweep
 
 
+class _Seeds:
+    """Records the seed of every call; every target is silence."""
+
+    def __init__(self) -> None:
+        self.seeds: list[int] = []
+
+    def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras", resample=1, churn=None):
+        self.seeds.append(seed)
+        return {s: np.zeros(n_samples, np.float32) for s in targets}
+
+
+def test_a_draw_keeps_the_clips_and_changes_every_generation_seed(corpus: Path, tmp_path: Path) -> None:
+    args = argparse.ArgumentParser(prog="msldm")
+    register(args.add_subparsers(dest="command"))
+    assert config_from_args(args.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path),
+                                             "--draw", "2"])).draw == 2
+    runs = {}
+    for draw in (0, 1):
+        gen = _Seeds()
+        runs[draw] = (write_report(gen, corpus, tmp_path / f"d{draw}", _cfg(draw=draw, subsets=("B",), sweep_n=0),
+                                   "seeds"), gen.seeds)
+    (m0, s0), (m1, s1) = runs[0], runs[1]
+    assert m0["segments"] == m1["segments"] and len(s0) == len(s1) == 4
+    assert not set(s0) & set(s1)
+    assert "draw 1." in (tmp_path / "d1" / "report.md").read_text()
+
+
 def test_summary_gives_the_standard_error_of_the_main_fields() -> None:
     from msldm.eval.pipeline import standard_error, summarise_records
 

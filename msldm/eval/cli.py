@@ -60,7 +60,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--baseline", action="append", default=[], metavar="NAME=METRICS_JSON",
                    help="another run's metrics.json as a row of the sub-FAD table (repeatable)")
     p.add_argument("--name", default=None, help="model name in the report (default: bundle folder)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="picks the clips and seeds the generations")
+    p.add_argument("--draw", type=_non_negative, default=0,
+                   help="another draw of the generations on the same clips (0: the first): how far the "
+                        "figures move with the sampler's noise alone; `msldm compare --paired` pairs draws")
     p.add_argument("--silent-retries", type=_retries, default=None,
                    help="extra samplings of a window whose generated stem is silent (default: the daemon's, 2; "
                         "0: the model's first attempt, as it comes)")
@@ -147,7 +150,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       sweep_resamples=tuple(int(r) for r in _names(args.resamples)),
                       churn=_churn(args.churn), sweep_churns=tuple(_churn(c) for c in _names(args.churns)),
                       sweep_n=args.sweep_n, embedding=args.embedding,
-                      embedding_weights=args.embedding_weights, seed=args.seed, split=args.split,
+                      embedding_weights=args.embedding_weights, seed=args.seed, draw=args.draw,
+                      split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
                       silent_retries=args.silent_retries)
 

@@ -28,6 +28,8 @@ from msldm.eval.transcribe import pitch_diagnostics
 from msldm.eval.reconstruction import reconstruction_metrics
 from msldm.eval.tables import STEMS, TOTAL, parse_subsets, subset_stems
 
+DRAW_STRIDE = 1_000_003
+"""Generator seeds of draw d are clip seeds + d * this: no two draws of any eval size share one."""
 PITCH_FIELDS = ("notes_per_s", "pitch_low", "pitch_high", "comb_share")
 FIT_FIELDS = ("harmonic", "harmonic_norm", "harmonic_real", "harmonic_mismatched",
               "rhythmic", "rhythmic_norm", "rhythmic_real", "rhythmic_mismatched")
@@ -55,7 +57,8 @@ class EvalConfig:
     recon_n: int = 16
     embedding: str = "stats"
     embedding_weights: str | None = None
-    seed: int = 0
+    seed: int = 0  # the clips' draw and the generations' seeds
+    draw: int = 0  # another draw of the generations on the same clips (seeds offset by draw * DRAW_STRIDE)
     split: str = "test"
     save_examples: int = 2  # segments per task whose audio and spectrograms are written
     use_annotation: bool = True
@@ -141,8 +144,8 @@ def run_task(st: RunState, cfg: EvalConfig, generator: Generator, task: str, ste
         given = {s: seg.stems[s] for s in given_names}
         n = len(seg.stems["bass"])
         t0 = time.perf_counter()
-        out = generator(given, list(targets), n_samples=n, seed=cfg.seed + i, steps=steps, sampler=sampler,
-                        schedule=schedule, resample=resample, churn=churn)
+        out = generator(given, list(targets), n_samples=n, seed=cfg.seed + i + cfg.draw * DRAW_STRIDE,
+                        steps=steps, sampler=sampler, schedule=schedule, resample=resample, churn=churn)
         seconds += time.perf_counter() - t0
         out = {s: np.pad(np.asarray(out[s], np.float32).reshape(-1)[:n], (0, max(0, n - len(out[s]))))
                for s in targets}
