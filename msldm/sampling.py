@@ -251,7 +251,7 @@ class Imputation:
     """
 
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn):
-        self.denoise, self.given, self.mask, self.randn = denoise, given, mask, randn
+        self.denoise, self.given, self.mask = denoise, given, mask
         self.keep = 1.0 - mask
         at = (mask + given * 0.0) > 0.5  # given positions, shaped like the state
         self.given_randn = MaskedNoise(at, randn)
