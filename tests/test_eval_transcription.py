@@ -149,3 +149,28 @@ def test_compare_puts_runs_side_by_side(tmp_path: Path) -> None:
     assert "| BG / bass / harmonic_norm | 0.100 | 0.700 |" in out.stdout
     assert "| BG / bass / comb_share_real | " in out.stdout and "0.250 |" in out.stdout  # the real stem's share too
     assert "| reconstruction / piano / note_f1 | 0.000 | 0.800 |" in out.stdout
+
+
+def test_compare_pools_draws_of_one_run(tmp_path: Path) -> None:
+    """NAME=A,B,C: draws of the same clips give mean ± sd (min-max); other clips are refused."""
+    def run(rhythm: float, segments: list) -> Path:
+        m = {"config": {"seed": 0, "seconds": 12.0}, "segments": segments,
+             "tasks": {"BG": {"subfad": 10.0, "stems": {"bass": {"rhythmic_norm_pooled": rhythm}}}}}
+        path = tmp_path / f"{rhythm}-{len(segments)}.json"
+        path.write_text(json.dumps(m))
+        return path
+
+    clips = [["Track1", 0.0], ["Track2", 3.0]]
+    d = [run(r, clips) for r in (0.5, 0.6, 0.7)]
+    cmd = [sys.executable, "-m", "msldm", "compare", f"one={d[0]}", f"three={d[0]},{d[1]},{d[2]}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| measure | one | three (3 draws) |" in out.stdout
+    assert "| BG / bass / rhythmic_norm_pooled | 0.500 | 0.600 ± 0.100 (0.500-0.700) |" in out.stdout
+    other = run(0.9, clips[:1])
+    out = subprocess.run([sys.executable, "-m", "msldm", "compare", f"mixed={d[0]},{other}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "same clips" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "msldm", "compare", "--paired", f"a={d[0]}", f"b={d[1]},{d[2]}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "one metrics.json per run" in out.stderr

@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
     c = subparsers.add_parser("compare", help="every measure of two or more eval runs in one table",
                               description=__doc__, epilog=COMPARE_EXAMPLE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="runs to put side by side")
+    c.add_argument("runs", nargs="+", metavar="NAME=METRICS_JSON", help="runs to put side by side; "
+                   "NAME=A.json,B.json,... takes draws of one run on the same clips (`msldm eval --draw`) "
+                   "and shows mean ± sd (min-max) over them")
     c.add_argument("--out", default=None, help="also write the table to this markdown file")
     c.add_argument("--paired", action="store_true",
                    help="per-clip differences of each run from the first (same clips and seeds), "
@@ -111,7 +113,8 @@ def _fit_check(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPARE_EXAMPLE = "example: msldm compare preview=reports/preview/metrics.json new=reports/new/metrics.json"
+COMPARE_EXAMPLE = ("example: msldm compare preview=reports/preview/metrics.json new=reports/new/metrics.json\n"
+                   "         msldm compare new=reports/new/metrics.json,reports/new-draw1/metrics.json")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -120,17 +123,22 @@ def _compare(args: argparse.Namespace) -> int:
 
     from msldm.eval.report import compare_table, paired_table
 
-    runs = {}
+    runs: dict[str, Any] = {}
     for spec in args.runs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
+        name, sep, paths = spec.partition("=")
+        if not sep or not name or not paths:
             raise ValueError(f"expected NAME=METRICS_JSON, got {spec!r}")
-        try:
-            runs[name] = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a metrics.json ({exc})") from None
+        draws = []
+        for path in paths.split(","):
+            try:
+                draws.append(json.loads(Path(path).read_text()))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: not a metrics.json ({exc})") from None
+        runs[name] = draws[0] if len(draws) == 1 else draws
     if args.paired and len(runs) < 2:
         raise ValueError("--paired compares runs with the first: give at least two NAME=METRICS_JSON")
+    if args.paired and any(isinstance(m, list) for m in runs.values()):
+        raise ValueError("--paired takes one metrics.json per run (pair draws one against another)")
     table = paired_table(runs) if args.paired else compare_table(runs)
     print(table)
     if args.out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -278,15 +278,38 @@ def flatten_metrics(metrics: Mapping) -> dict[str, float]:
     return flat
 
 
-def compare_table(runs: Mapping[str, Mapping]) -> str:
+def _same_clips(a: Mapping, b: Mapping) -> bool:
+    """True when two metrics.json scored the same segments with the same seed and length."""
+    return a.get("segments") == b.get("segments") and all(
+        a.get("config", {}).get(k) == b.get("config", {}).get(k) for k in ("seed", "seconds"))
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    """`mean ± sd (lo-hi)` of the finite values (one value: itself; none: "-")."""
+    v = [float(x) for x in values if isinstance(x, (int, float)) and math.isfinite(x)]
+    if len(v) < 2:
+        return _f(v[0], 3) if v else "-"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} ({min(v):.3f}-{max(v):.3f})"
+
+
+def compare_table(runs: Mapping[str, Mapping | Sequence[Mapping]]) -> str:
     """Markdown table, one row per measure and one column per run (`{name: metrics}`); a measure
-    missing from a run is "-"."""
-    flats = {name: flatten_metrics(m) for name, m in runs.items()}
+    missing from a run is "-". A run given as several metrics (draws of the same clips,
+    `msldm eval --draw`) shows `mean ± sd (min-max)` over them; draws of other clips raise
+    ValueError."""
+    draws = {name: list(m) if isinstance(m, Sequence) else [m] for name, m in runs.items()}
+    for name, ms in draws.items():
+        if not all(_same_clips(ms[0], m) for m in ms[1:]):
+            raise ValueError(f"{name}: its metrics were not run on the same clips (segments, seed, seconds)")
+    flats = {name: [flatten_metrics(m) for m in ms] for name, ms in draws.items()}
     keys: list[str] = []
-    for f in flats.values():
-        keys += [k for k in f if k not in keys]
-    lines = ["| measure | " + " | ".join(flats) + " |", "|---" * (len(flats) + 1) + "|"]
-    lines += [f"| {k} | " + " | ".join(_f(f.get(k), 3) for f in flats.values()) + " |" for k in keys]
+    for fs in flats.values():
+        for f in fs:
+            keys += [k for k in f if k not in keys]
+    header = [name + (f" ({len(fs)} draws)" if len(fs) > 1 else "") for name, fs in flats.items()]
+    lines = ["| measure | " + " | ".join(header) + " |", "|---" * (len(flats) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(_mean_sd([f.get(k) for f in fs]) for fs in flats.values()) + " |"
+              for k in keys]
     return "\n".join(lines)
 
 
@@ -301,9 +324,7 @@ def paired_table(runs: Mapping[str, Mapping]) -> str:
     names = list(runs)
     base = runs[names[0]]
     for name in names[1:]:
-        same = [runs[name].get(k) == base.get(k) for k in ("segments",)] + [
-            runs[name].get("config", {}).get(k) == base.get("config", {}).get(k) for k in ("seed", "seconds")]
-        if not all(same):
+        if not _same_clips(runs[name], base):
             raise ValueError(f"{name} was not run on {names[0]}'s clips (segments, seed and seconds must match)")
     lines = [f"| measure (minus {names[0]}) | " + " | ".join(names[1:]) + " |", "|---" * len(names) + "|"]
     for task, entry in base.get("tasks", {}).items():
