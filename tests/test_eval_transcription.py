@@ -174,3 +174,6 @@ def test_compare_pools_draws_of_one_run(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "msldm", "compare", "--paired", f"a={d[0]}", f"b={d[1]},{d[2]}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "one metrics.json per run" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "msldm", "compare", f"a={d[0]},"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "empty path" in out.stderr and "Traceback" not in out.stderr

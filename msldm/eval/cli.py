@@ -130,6 +130,8 @@ def _compare(args: argparse.Namespace) -> int:
             raise ValueError(f"expected NAME=METRICS_JSON, got {spec!r}")
         draws = []
         for path in paths.split(","):
+            if not path:
+                raise ValueError(f"an empty path in {spec!r}: give NAME=A.json,B.json with no empty item")
             try:
                 draws.append(json.loads(Path(path).read_text()))
             except json.JSONDecodeError as exc:
