@@ -63,14 +63,16 @@ class CarryDecoderGraph(DecoderGraph):
 
 
 class DenoiserGraph(nn.Module):
-    """`x [B, K*C, T], sigma [B] -> denoised [B, K*C, T]`: `EDMDenoiser` as is."""
+    """`x [B, K*C, T], sigma [B] -> denoised [B, K*C, T]`: `EDMDenoiser` as is (a conditional
+    one also takes `given` and `mask`, both `[B, K*C, T]`)."""
 
     def __init__(self, denoiser: EDMDenoiser) -> None:
         super().__init__()
         self.denoiser = denoiser
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(x, sigma)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, given: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.denoiser(x, sigma, given, mask)
 
 
 @dataclass

@@ -20,7 +20,11 @@ GRAPHS = ("encoder", "denoiser", "decoder")
 IO = {"encoder": {"input": "audio", "output": "latent"},
       "denoiser": {"inputs": ["x", "sigma"], "output": "denoised"},
       "decoder": {"input": "latent", "output": "audio"}}
-"""Graph input / output names (the contract); a phase-carrying decoder's are `decoder_io`."""
+"""Graph input / output names (the contract); a phase-carrying decoder's are `decoder_io`,
+a conditional denoiser's `CONDITIONAL_DENOISER_IO`."""
+CONDITIONAL_DENOISER_IO = {"inputs": ["x", "sigma", "given", "mask"], "output": "denoised"}
+"""Given-stem conditioning: `given` (the given latents, zero elsewhere) and `mask` (0/1), both
+`[B, K*C, T]` like `x`."""
 
 
 def decoder_io(bins: int) -> dict[str, Any]:
@@ -64,7 +68,8 @@ def build_manifest(root: Path, config: ModelConfig, *, opset: int, precision: st
         "window_frames": diff.window_frames, "frame_multiple": diff.unet.total_factor,
         "opset": opset, "precision": precision, "weights_storage": weights_storage,
         "sampler": sampler_block(config), "files": files,
-        "io": dict(IO, decoder=decoder_io(phase_bins)) if phase_bins else IO,
+        "io": dict(IO, **({"decoder": decoder_io(phase_bins)} if phase_bins else {}),
+                   **({"denoiser": CONDITIONAL_DENOISER_IO} if diff.conditional else {})),
         "provenance": {"config": _json_safe(config.to_dict()), **provenance},
     }
 

@@ -21,7 +21,7 @@ import torch
 
 from export import fp16 as fp16_mod
 from export.graphs import CarryDecoderGraph, GraphModules, build_graph_modules, round_weights_to_half
-from export.manifest import GRAPHS, build_manifest, decoder_io, write_manifest
+from export.manifest import CONDITIONAL_DENOISER_IO, GRAPHS, build_manifest, decoder_io, write_manifest
 from msldm.hashing import sha256_file
 from export.ops import check_tensorrt_ops
 
@@ -81,11 +81,20 @@ def _graph_specs(modules: GraphModules, K: int, C: int, D: int, T: int) -> dict[
     return {
         "encoder": (modules.encoder, (torch.randn(1, 1, T * D),), ["audio"], ["latent"],
                     {"audio": {0: "B", 2: "N"}, "latent": {0: "B", 2: "T"}}),
-        "denoiser": (modules.denoiser, (torch.randn(1, K * C, T), torch.ones(1)),
-                     ["x", "sigma"], ["denoised"],
-                     {"x": {0: "B", 2: "T"}, "sigma": {0: "B"}, "denoised": {0: "B", 2: "T"}}),
+        "denoiser": _denoiser_spec(modules, K, C, T),
         "decoder": _decoder_spec(modules, C, T),
     }
+
+
+def _denoiser_spec(modules: GraphModules, K: int, C: int, T: int) -> tuple:
+    axes = {"x": {0: "B", 2: "T"}, "sigma": {0: "B"}, "denoised": {0: "B", 2: "T"}}
+    if not modules.edm.cfg.conditional:
+        return modules.denoiser, (torch.randn(1, K * C, T), torch.ones(1)), ["x", "sigma"], ["denoised"], axes
+    io = CONDITIONAL_DENOISER_IO
+    mask = torch.zeros(1, K * C, T)
+    mask[:, :C] = 1.0
+    return (modules.denoiser, (torch.randn(1, K * C, T), torch.ones(1), torch.randn(1, K * C, T), mask),
+            list(io["inputs"]), [io["output"]], dict(axes, given={0: "B", 2: "T"}, mask={0: "B", 2: "T"}))
 
 
 def _phase_bins(modules: GraphModules) -> int | None:

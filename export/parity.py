@@ -52,10 +52,18 @@ def graph_errors(bundle, pipe: TorchPipeline, frames: tuple[int, ...], seed: int
         ref = pipe.encode(torch.from_numpy(audio)).numpy()
         err["encoder"] = max(err["encoder"], float(np.abs(bundle.encode(audio) - ref).max()))
         x = rng.standard_normal((2, K * C, T)).astype(np.float32)
+        cond = [(None, None)]
+        if bundle.conditional:  # a given part too: stem 0 and the first half of stem 1's frames
+            mask = np.zeros_like(x)
+            mask[:, :C] = 1.0
+            mask[:, C:2 * C, :T // 2] = 1.0
+            cond.append((rng.standard_normal(x.shape).astype(np.float32) * mask, mask))
         for sigma in PARITY_SIGMAS:
             xs = x * np.float32(max(sigma, 1.0))
-            ref = pipe.denoise(torch.from_numpy(xs), sigma).numpy()
-            err["denoiser"] = max(err["denoiser"], float(np.abs(bundle.denoise(xs, sigma) - ref).max()))
+            for g, m in cond:
+                ref = pipe.denoise(torch.from_numpy(xs), sigma, *(None if a is None else torch.from_numpy(a)
+                                                                   for a in (g, m))).numpy()
+                err["denoiser"] = max(err["denoiser"], float(np.abs(bundle.denoise(xs, sigma, g, m) - ref).max()))
         z = rng.standard_normal((2, C, T)).astype(np.float32)
         ref = pipe.decode(torch.from_numpy(z)).numpy()
         err["decoder"] = max(err["decoder"], float(np.abs(bundle.decode(z) - ref).max()))
@@ -81,7 +89,7 @@ def _torch_generate(pipe: TorchPipeline, given: torch.Tensor, mask: torch.Tensor
 
     noise = torch.from_numpy(rng.standard_normal(tuple(given.shape), dtype=np.float32))
     return sampling.generate(pipe.denoise, noise, sigmas, randn=randn, given=given, mask=mask,
-                             **sc.sampling_kwargs())
+                             conditional=pipe.conditional, **sc.sampling_kwargs())
 
 
 @torch.no_grad()

@@ -115,7 +115,8 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             return sampling.generate(pipe.denoise, torch.randn(given.shape, generator=gen), sigmas,
                                      randn=lambda x: torch.randn(x.shape, generator=gen),
-                                     given=given, mask=mask, **sc.sampling_kwargs())
+                                     given=given, mask=mask, conditional=pipe.conditional,
+                                     **sc.sampling_kwargs())
 
     calls = sampling.calls_for_sigmas(sc.sampler, sigmas, sc.resample, sc.resample_tmin, sc.resample_tmax)
     res = _median_runs(lambda: _stage_times(

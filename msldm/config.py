@@ -9,6 +9,8 @@ Presets (`PRESETS`, `get_preset(name)`):
 - ``preview``: the earlier stand-in (DAC-style VAE, no pitch); kept for comparison.
 - ``cpu``: the shipped default: the spectral SourceVAE and a denoiser sized by measurement
   for a 2-core CPU.
+- ``cpu_given`` / ``tiny_given``: ``cpu`` / ``tiny`` with given-stem conditioning (the U-Net
+  also reads the given stems' clean latents; `UNetConfig.cond_channels`).
 - ``small``: a larger DAC-VAE model sized for GPU training (< ~30M parameters in all).
 - ``paper`` and ``paper_large``: the sizes of Appendix A of the MSLDM paper
   (DAC-24kHz-size SourceVAE with C = 80, D = 320; U-Nets "MSLDM" and "MSLDM-Large").
@@ -102,6 +104,11 @@ class UNetConfig:
     attention_head_dim: int = 64
     embedding_dim: int = 256  # sigma embedding width
     norm_groups: int = 8
+    # Given-stem conditioning (0: off, the paper's joint model): channels of a second input, the
+    # given latents (K*C) and one mask channel per stem (K), added to the first level through a
+    # zero-initialised 1x1 convolution, so a conditional U-Net warm-started from a joint one
+    # computes the same function until it learns to read them (msldm.edm.EDMDenoiser).
+    cond_channels: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -134,6 +141,11 @@ class DiffusionConfig:
     @property
     def K(self) -> int:
         return len(self.stems)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the U-Net also reads the given stems' clean latents and their mask."""
+        return self.unet.cond_channels > 0
 
 
 @dataclass(frozen=True)
@@ -377,7 +389,26 @@ def _gpu() -> ModelConfig:
     return _model("gpu", _spectral_vae(), unet, window_frames=256, sampler=_cpu().sampler)
 
 
-PRESETS = {"tiny": _tiny, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
+def _given(base: ModelConfig, name: str) -> ModelConfig:
+    # `base` with given-stem conditioning: the U-Net also reads the given stems' clean latents
+    # and a mask (K*C + K channels). Partial generation still imputes (Eq. 5); the extra input
+    # shows the denoiser the given part without noise at every level, where imputation alone
+    # shows it buried under sigma. Warm-starts from `base`'s weights (the new input's
+    # convolution starts at zero), trained with random given subsets (`--given-prob`).
+    d = base.diffusion
+    unet = dataclasses.replace(d.unet, cond_channels=d.unet.in_channels + d.K)
+    return dataclasses.replace(base, name=name, diffusion=dataclasses.replace(d, unet=unet))
+
+
+def _tiny_given() -> ModelConfig:
+    return _given(_tiny(), "tiny_given")
+
+
+def _cpu_given() -> ModelConfig:
+    return _given(_cpu(), "cpu_given")
+
+
+PRESETS = {"tiny": _tiny, "tiny_given": _tiny_given, "cpu_given": _cpu_given, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
            "gpu": _gpu, "small": _small, "paper": _paper, "paper_large": _paper_large}
 
 

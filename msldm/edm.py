@@ -30,6 +30,11 @@ class EDMDenoiser(nn.Module):
 
     `forward(x [B, K*C, T], sigma [B]) -> [B, K*C, T]`, an estimate of the clean latent.
     Works in the normalised latent space (see `msldm.checkpoint` for the statistics).
+
+    A conditional denoiser (`cfg.conditional`, given-stem conditioning) also takes
+    `given` (shaped like `x`: the given stems' clean latents where `mask` is 1) and `mask`
+    (0/1, broadcastable to `x`: per stem and frame, as `msldm.sampling.Imputation` holds it);
+    both None means nothing is given (total generation). The joint denoiser ignores them.
     """
 
     def __init__(self, cfg: DiffusionConfig):
@@ -37,10 +42,24 @@ class EDMDenoiser(nn.Module):
         self.cfg = cfg
         self.unet = UNet1d(cfg.unet)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def condition(self, x: torch.Tensor, given: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        """The U-Net's second input `[B, K*C + K, T]`: the given latents scaled to unit
+        spread, zero where not given, then each stem's mask (its first channel's)."""
+        if mask is None:
+            m = torch.zeros_like(x)
+            g = m
+        else:
+            m = mask.to(x.dtype).expand_as(x)
+            g = m if given is None else given.to(x.dtype) * m
+        C = self.cfg.latent_dim
+        return torch.cat([g * (1.0 / self.cfg.sigma_data), m[:, ::C]], dim=1)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, given: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         sigma = sigma.to(x.dtype).reshape(-1)
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.cfg.sigma_data)
-        F_x = self.unet(x * c_in[:, None, None], c_noise)
+        cond = self.condition(x, given, mask) if self.cfg.conditional else None
+        F_x = self.unet(x * c_in[:, None, None], c_noise, cond)
         return c_skip[:, None, None] * x + c_out[:, None, None] * F_x.to(x.dtype)
 
 
@@ -64,17 +83,54 @@ def sample_training_sigma(cfg: DiffusionConfig, n: int, generator: torch.Generat
     raise ValueError(f"unknown train_sigma {cfg.train_sigma!r}")
 
 
-def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_given_mask(cfg: DiffusionConfig, B: int, T: int, given_prob: float,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                      prefix_prob: float = 0.25) -> torch.Tensor:
+    """Training masks of given-stem conditioning, `[B, K*C, T]` of 0/1 (1: given).
+
+    Each row is conditioned with probability `given_prob` (else all zero: total generation);
+    a conditioned row gives each stem with probability 1/2 but never all K (one drawn stem is
+    then generated), and with probability `prefix_prob` also gives the first L frames of every
+    stem, L ~ U{1..T/2}: the daemon's continuation of a window in time.
+    """
+    K, C = cfg.K, cfg.latent_dim
+    row = _draw(torch.rand, (B, 1), generator, device) < given_prob
+    stems = _draw(torch.rand, (B, K), generator, device) < 0.5
+    drop = (_draw(torch.rand, (B,), generator, device) * K).long().clamp_max(K - 1)
+    full = stems.all(dim=1)
+    stems[full, drop[full]] = False
+    prefix = _draw(torch.rand, (B,), generator, device) < prefix_prob
+    length = 1 + (_draw(torch.rand, (B,), generator, device) * max(T // 2, 1)).long()
+    frames = torch.arange(T, device=device)[None, :] < torch.where(prefix, length, 0)[:, None]  # [B, T]
+    m = (stems[:, :, None] | frames[:, None, :]) & row[:, :, None]  # [B, K, T]
+    return m.to(torch.float32).repeat_interleave(C, dim=1)
+
+
+def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
+             given_prob: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
     """EDM loss: E[ lambda(sigma) * ||D(z0 + sigma n; sigma) - z0||^2 ] with
     lambda = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (Eq. 8, Table 1 of Karras et al.).
 
     `z0`: normalised clean latents `[B, K*C, T]`. Returns a scalar tensor.
+
+    A conditional denoiser is shown a given part (`mask`, or `random_given_mask` with
+    `given_prob` when None): noised like the rest, as imputation's Eq. 5 shows it, and clean
+    through its second input. With a mask the loss is the mean over the generated positions
+    only (for a joint denoiser too, which sees the given part noised only: the figure
+    imputation's first step starts from).
     """
     cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
     B = z0.shape[0]
     sigma = sample_training_sigma(cfg, B, generator, z0.device).to(z0.dtype)
     noise = _draw(torch.randn, tuple(z0.shape), generator, z0.device).to(z0.dtype)
-    denoised = model(z0 + noise * sigma[:, None, None], sigma)
     d2 = cfg.sigma_data ** 2
     weight = (sigma ** 2 + d2) / (sigma * cfg.sigma_data) ** 2
-    return (weight[:, None, None] * (denoised - z0) ** 2).mean()
+    x = z0 + noise * sigma[:, None, None]
+    if cfg.conditional and mask is None:
+        mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device)
+    if mask is None:
+        return (weight[:, None, None] * (model(x, sigma) - z0) ** 2).mean()
+    mask = mask.to(z0.dtype).expand_as(z0)
+    denoised = model(x, sigma, z0, mask) if cfg.conditional else model(x, sigma)
+    keep = 1.0 - mask
+    return (weight[:, None, None] * keep * (denoised - z0) ** 2).sum() / keep.sum().clamp_min(1.0)

@@ -79,10 +79,16 @@ class TorchPipeline:
         """normalised latent `[B, C, T]` -> audio `[B, 1, T*D]`."""
         return self.vae.decode(z * self.std + self.mean)
 
+    @property
+    def conditional(self) -> bool:
+        """The denoiser reads the given part clean too (given-stem conditioning)."""
+        return self.config.diffusion.conditional
+
     @torch.no_grad()
-    def denoise(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: float, given: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         s = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)
-        return self.denoiser(x, s)
+        return self.denoiser(x, s, given, mask)
 
     def frames_for(self, n_samples: int) -> int:
         """Latent frames covering `n_samples`, rounded up to the U-Net's multiple."""
@@ -119,7 +125,8 @@ class TorchPipeline:
         noise = randn(x_given) if noise is None else noise.to(self.device)
         sigmas = sc.sigmas(self.config.diffusion.sigma_data)
         z = sampling.generate(self.denoise, noise, sigmas, randn=randn, given=x_given if given else None,
-                              mask=mask if given else None, callback=callback, **sc.sampling_kwargs())
+                              mask=mask if given else None, callback=callback, conditional=self.conditional,
+                              **sc.sampling_kwargs())
         timings["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         idx = [self.stems.index(s) for s in generate]

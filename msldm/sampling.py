@@ -248,14 +248,19 @@ class Imputation:
     time) or both. An all-zero mask is total generation. `state_randn` is the noise the
     sampler should add to its state: `randn` over the generated part only (what it adds to
     the given part is never seen).
+
+    `conditional`: the denoiser also reads the given part clean (given-stem conditioning,
+    `msldm.edm.EDMDenoiser`): it is then called as `denoise(x, sigma, given, mask)`, with
+    `given` zero where `mask` is 0 and `mask` at the state's shape.
     """
 
-    def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn):
+    def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False):
         self.denoise, self.given, self.mask = denoise, given, mask
         self.keep = 1.0 - mask
         at = (mask + given * 0.0) > 0.5  # given positions, shaped like the state
         self.given_randn = MaskedNoise(at, randn)
         self.state_randn = MaskedNoise(~at, randn)
+        self.cond = (given * mask, mask + given * 0.0) if conditional else None
 
     def noised_given(self, sigma: float) -> Array:
         return self.given + self.given_randn(self.given) * sigma
@@ -265,6 +270,8 @@ class Imputation:
         return z_given * self.mask + x * self.keep
 
     def __call__(self, x: Array, sigma: float) -> Array:
+        if self.cond is not None:
+            return self.denoise(self.combine(x, self.noised_given(sigma)), sigma, *self.cond)
         return self.denoise(self.combine(x, self.noised_given(sigma)), sigma)
 
     def finish(self, x: Array) -> Array:
@@ -276,7 +283,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              randn: Randn, given: Array | None = None, mask: Array | None = None,
              S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
              S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
-             resample_tmax: float = float("inf"), callback: StepCallback | None = None) -> Array:
+             resample_tmax: float = float("inf"), callback: StepCallback | None = None,
+             conditional: bool = False) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -284,7 +292,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     the extra takes to fit. In partial generation the sampler's churn and RePaint noise is
     drawn over the generated part only (`Imputation.state_randn`), so a seed's draws differ
     from a total generation's after the initial noise. Returns the sampled latent; where
-    `mask` is 1 it equals `given` exactly.
+    `mask` is 1 it equals `given` exactly. `conditional`: the denoiser takes the given part
+    too (`Imputation`); in total generation it is called as `denoise(x, sigma)` either way.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -297,5 +306,5 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:
         raise ValueError("a mask needs the given latents")
-    imp = Imputation(denoise, given, mask, randn)
+    imp = Imputation(denoise, given, mask, randn, conditional)
     return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

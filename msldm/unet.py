@@ -93,7 +93,8 @@ class Level(nn.Module):
 
 
 class UNet1d(nn.Module):
-    """F_theta of EDM: `forward(x [B, K*C, T], c_noise [B]) -> [B, K*C, T]`.
+    """F_theta of EDM: `forward(x [B, K*C, T], c_noise [B]) -> [B, K*C, T]`; a conditional
+    U-Net (`cfg.cond_channels` > 0) also takes `cond [B, cond_channels, T]`.
 
     T must be a multiple of `cfg.total_factor` (the product of the down-sampling factors).
     """
@@ -104,6 +105,11 @@ class UNet1d(nn.Module):
         c0 = cfg.channels[0]
         self.embed = SigmaEmbedding(cfg.embedding_dim)
         self.stem = nn.Conv1d(cfg.in_channels, c0, 3, padding=1)
+        self.cond: nn.Conv1d | None = None
+        if cfg.cond_channels:  # given-stem conditioning; zero at first: the joint model's function
+            self.cond = nn.Conv1d(cfg.cond_channels, c0, 1)
+            nn.init.zeros_(self.cond.weight)
+            nn.init.zeros_(self.cond.bias)
         levels, c_prev = [], c0
         for i in range(len(cfg.channels)):
             levels.append(Level(cfg, i, c_prev))
@@ -112,9 +118,13 @@ class UNet1d(nn.Module):
         self.head = nn.Sequential(nn.GroupNorm(cfg.norm_groups, c0), nn.SiLU(),
                                   nn.Conv1d(c0, cfg.in_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(c_noise)
         h = self.stem(x)
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this U-Net is conditional: pass cond [B, cond_channels, T]")
+            h = h + self.cond(cond)
         skips: list[list[torch.Tensor]] = []
         for lv in self.levels:
             h = lv.down(h)

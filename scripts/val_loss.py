@@ -9,6 +9,9 @@ batches of 8 drawn at a fixed stride; batch b uses noise seed 1000 + b for every
 so two checkpoints are compared on identical inputs (a paired comparison; unlike the
 training log's validation, which scores the raw weights, this scores what was exported:
 the EMA weights). Each checkpoint is normalised with the folder's `stats.json`.
+
+`--given drums,piano` scores only the other stems' positions with those stems given: noised
+for every model (imputation's Eq. 5), clean as well for a conditional one (`cpu_given`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,22 @@ from msldm.edm import edm_loss
 
 
 def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tensor], batches: int,
-             batch: int = 8) -> float:
+             batch: int = 8, given: tuple[str, ...] = ()) -> float:
     model = load_diffusion(checkpoint)[0]
+    d = model.cfg
+    unknown = set(given) - set(d.stems)
+    if unknown:
+        raise SystemExit(f"--given: {sorted(unknown)} not among the model's stems {list(d.stems)}")
+    mask = None
+    if given:
+        mask = torch.tensor([float(s in given) for s in d.stems]).repeat_interleave(d.latent_dim)[None, :, None]
     mean, std = stats["latent_mean"][None, None, :, None], stats["latent_std"][None, None, :, None]
     total = 0.0
     with torch.no_grad():
         for b in range(batches):
             z = torch.stack([chunks[(b * batch + i) * 7 % len(chunks)] for i in range(batch)])
             z = ((z - mean) / std).reshape(batch, -1, z.shape[-1])
-            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b)))
+            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask))
     return total / batches
 
 
@@ -42,14 +52,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=24)
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--min-frame-share", type=float, default=0.6)
+    parser.add_argument("--given", default="", help="comma-separated stems given (e.g. drums,piano)")
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
     torch.set_num_threads(1)
     chunks = LatentChunks(args.latents, "validation", args.window,
                           activity=ActivityFilter(threshold=1e-3, min_frame_share=args.min_frame_share))
     stats = load_stats(args.latents)
+    given = tuple(s for s in args.given.split(",") if s)
     for path in args.checkpoints:
-        print(f"{path}: {val_loss(path, chunks, stats, args.batches):.4f} ({len(chunks)} windows)")
+        loss = val_loss(path, chunks, stats, args.batches, given=given)
+        print(f"{path}: {loss:.4f} ({len(chunks)} windows{', given ' + '+'.join(given) if given else ''})")
 
 
 if __name__ == "__main__":

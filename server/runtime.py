@@ -182,11 +182,25 @@ class Bundle:
         io = self.io["encoder"]
         return self.sessions["encoder"].run([io["output"]], {io["input"]: audio})[0]
 
-    def denoise(self, x: np.ndarray, sigma: float) -> np.ndarray:
-        """D(x; sigma) for `x [B,K*C,T]` (T a multiple of frame_multiple) and a scalar sigma."""
+    @property
+    def conditional(self) -> bool:
+        """The denoiser graph also reads the given part clean (given-stem conditioning: two
+        more inputs, the given latents and their mask, both shaped like the state)."""
+        return len(self.io["denoiser"]["inputs"]) == 4
+
+    def denoise(self, x: np.ndarray, sigma: float, given: np.ndarray | None = None,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """D(x; sigma) for `x [B,K*C,T]` (T a multiple of frame_multiple) and a scalar sigma;
+        a conditional graph also gets `given` and `mask` (broadcastable to `x`; None: nothing
+        given), a joint one ignores them."""
         io = self.io["denoiser"]
+        x = np.asarray(x, dtype=np.float32)
         s = np.full((x.shape[0],), sigma, dtype=np.float32)
-        feeds = {io["inputs"][0]: np.asarray(x, dtype=np.float32), io["inputs"][1]: s}
+        feeds = {io["inputs"][0]: x, io["inputs"][1]: s}
+        if self.conditional:
+            m = np.zeros_like(x) if mask is None else np.broadcast_to(np.asarray(mask, np.float32), x.shape)
+            g = np.zeros_like(x) if given is None else np.asarray(given, np.float32) * m
+            feeds[io["inputs"][2]], feeds[io["inputs"][3]] = np.ascontiguousarray(g), np.ascontiguousarray(m)
         return self.sessions["denoiser"].run([io["output"]], feeds)[0]
 
     @property
@@ -247,7 +261,7 @@ class Bundle:
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin if S_tmin is None else S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
             resample=resample or d.resample, resample_tmin=d.resample_tmin,
-            resample_tmax=d.resample_tmax, callback=callback)
+            resample_tmax=d.resample_tmax, callback=callback, conditional=self.conditional)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

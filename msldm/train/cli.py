@@ -123,7 +123,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
             cfg = dataclasses.replace(_train_config(args, out), meta={"baseline": args.baseline})
             train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
                             vae_path=args.vae, activity=activity, init=args.init,
-                            resident={"auto": None, "on": True, "off": False}[args.resident])
+                            resident={"auto": None, "on": True, "off": False}[args.resident],
+                            given_prob=args.given_prob)
     finally:
         cleanup()
 
@@ -160,6 +161,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
                       help="hold the training windows on the training device and cut batches "
                            "there (auto: on a GPU); the batches are the same either way")
+    diff.add_argument("--given-prob", type=float, default=0.5, metavar="P",
+                      help="a conditional preset (cpu_given): share of the training rows shown a "
+                           "given part (random stems, sometimes a span of frames); default 0.5")
     diff.set_defaults(func=_run_diffusion)
 
 

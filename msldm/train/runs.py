@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from msldm.config import STEMS, ModelConfig
@@ -114,16 +116,27 @@ def diffusion_datasets(config: ModelConfig, latents: str | Path,
     return make("train"), val
 
 
+def warm_start_conditional(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `state` into `model`, strictly, except that a conditional U-Net may start from a
+    joint one: its conditioning convolution (`unet.cond.*`, zero at construction) is then
+    the only thing missing, and the model computes the joint one's function."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("unet.cond.") for k in missing):
+        model.load_state_dict(state)  # strict: raises with PyTorch's own listing
+
+
 def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, info: DistInfo,
                     *, lr: float | None = None, amp: bool = True, vae_path: str | None = None,
                     activity: ActivityFilter = ActivityFilter(),
                     init: str | Path | None = None,
-                    resident: bool | None = None) -> list[dict[str, float]]:
+                    resident: bool | None = None, given_prob: float = 0.5) -> list[dict[str, float]]:
     """Train the denoiser of `config` on `latents`; writes `<out>/diffusion.safetensors` with
     the latents' per-channel statistics (`latent_mean`, `latent_std`). `init`: a diffusion
     checkpoint of the same U-Net to start from (a warm start when the run state is gone;
-    ignored when the run resumes). `resident`: hold the windows on the training device
-    (`ResidentWindows`; default: on a GPU). The batches, and so the run, are the same."""
+    ignored when the run resumes; a joint U-Net's weights start a conditional one of the same
+    size, `warm_start_conditional`). `resident`: hold the windows on the training device
+    (`ResidentWindows`; default: on a GPU). The batches, and so the run, are the same.
+    `given_prob`: the share of a conditional model's rows trained with a given part."""
     config = diffusion_config(config, latents)
     seed_everything(cfg.seed)
     train_set, val_set = diffusion_datasets(config, latents, activity)
@@ -134,10 +147,11 @@ def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, 
     if vae_path and cfg.media_every:
         from msldm.checkpoint import load_vae
         vae = load_vae(vae_path, info.device)[0]
-    task = DiffusionTask(config, info, load_stats(latents), lr=lr, amp=amp, seed=cfg.seed, vae=vae)
+    task = DiffusionTask(config, info, load_stats(latents), lr=lr, amp=amp, seed=cfg.seed, vae=vae,
+                         given_prob=given_prob)
     if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
         from msldm.checkpoint import load_diffusion
-        task.modules["denoiser"].load_state_dict(load_diffusion(init)[0].state_dict())
+        warm_start_conditional(task.modules["denoiser"], load_diffusion(init)[0].state_dict())
     meta = {"latents": str(latents), "vae_checkpoint": vae_path, **cfg.meta}
     return train(task, train_set, dataclasses.replace(cfg, meta=meta), info, val_set)
 

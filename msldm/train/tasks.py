@@ -200,7 +200,7 @@ class DiffusionTask(TrainTask):
 
     def __init__(self, config: ModelConfig, info: DistInfo, stats: dict[str, torch.Tensor],
                  lr: float | None = None, amp: bool = True, seed: int = 0,
-                 grad_clip: float = 1.0, vae: nn.Module | None = None):
+                 grad_clip: float = 1.0, vae: nn.Module | None = None, given_prob: float = 0.5):
         from msldm.edm import EDMDenoiser
 
         self.config, self.info = config, info
@@ -215,6 +215,7 @@ class DiffusionTask(TrainTask):
         self.ema_name = "denoiser"
         self.stats = {k: v.to(info.device) for k, v in stats.items()}
         self.amp, self.grad_clip, self.vae = amp_dtype(info, amp), grad_clip, vae
+        self.given_prob = given_prob  # share of a conditional model's batch rows with a given part
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         z = batch.to(self.info.device)  # [B, K, C, W]
@@ -233,7 +234,7 @@ class DiffusionTask(TrainTask):
         opt = self.optimizers["denoiser"]
         opt.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = edm_loss(self.model, self.prepare(batch), self.generators["noise"])
+            loss = edm_loss(self.model, self.prepare(batch), self.generators["noise"], given_prob=self.given_prob)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.modules["denoiser"].parameters(), self.grad_clip)
         opt.step()
@@ -243,10 +244,16 @@ class DiffusionTask(TrainTask):
     def val_step(self, batch: torch.Tensor) -> dict[str, float]:
         from msldm.edm import edm_loss
 
-        g = torch.Generator().manual_seed(1234)  # same sigmas and noise at every validation
-        with self._autocast():
-            loss = edm_loss(self.modules["denoiser"], self.prepare(batch), g)
-        return {"loss": float(loss)}
+        model, z0 = self.modules["denoiser"], self.prepare(batch)
+        d = self.config.diffusion
+        given = torch.tensor([float(s in ("drums", "piano")) for s in d.stems], device=z0.device)
+        with self._autocast():  # the same sigmas and noise at every validation
+            loss = edm_loss(model, z0, torch.Generator().manual_seed(1234),
+                            mask=torch.zeros_like(z0) if d.conditional else None)
+            # bass and guitar given drums and piano, the README's request, on the same draws
+            loss_bg = edm_loss(model, z0, torch.Generator().manual_seed(1234),
+                               mask=given.repeat_interleave(d.latent_dim)[None, :, None])
+        return {"loss": float(loss), "loss_bg": float(loss_bg)}
 
     def export(self, path: Path, ema_module: nn.Module, meta: dict[str, Any]) -> Path:
         extra = {k: v.detach().cpu() for k, v in self.stats.items()}

@@ -1,0 +1,221 @@
+"""Given-stem conditioning: a denoiser that reads the given stems clean as well as noised.
+
+The warm start from a joint model, the training masks and loss, the sampler's calls, the
+exported graph with its two extra inputs, and the daemon's windows feeding them. The model
+is the tiny preset with random weights: plumbing, not quality.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from msldm import sampling
+from msldm.config import ModelConfig, get_preset
+from msldm.edm import EDMDenoiser, edm_loss, random_given_mask
+from msldm.train.runs import warm_start_conditional
+
+torch.set_num_threads(1)
+
+
+def _pair(seed: int = 0) -> tuple[EDMDenoiser, EDMDenoiser, ModelConfig]:
+    torch.manual_seed(seed)
+    joint = EDMDenoiser(get_preset("tiny").diffusion).eval()
+    cfg = get_preset("tiny_given")
+    given = EDMDenoiser(cfg.diffusion).eval()
+    warm_start_conditional(given, joint.state_dict())
+    return joint, given, cfg
+
+
+def test_preset_adds_the_given_latents_and_a_mask_per_stem():
+    cfg = get_preset("cpu_given")
+    assert cfg.diffusion.conditional and not get_preset("cpu").diffusion.conditional
+    assert cfg.diffusion.unet.cond_channels == 4 * 80 + 4
+    assert cfg.diffusion.unet.channels == get_preset("cpu").diffusion.unet.channels
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_warm_start_from_a_joint_model_computes_its_function():
+    joint, given, cfg = _pair()
+    x, sigma = torch.randn(2, 320, 16), torch.tensor([0.3, 2.0])
+    mask = random_given_mask(cfg.diffusion, 2, 16, 1.0, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = joint(x, sigma)
+        torch.testing.assert_close(given(x, sigma), ref, rtol=0, atol=0)
+        torch.testing.assert_close(given(x, sigma, torch.randn_like(x), mask), ref, rtol=0, atol=0)
+        with torch.no_grad():  # once the conditioning has weights, the given part changes the output
+            given.unet.cond.weight.normal_()
+        assert not torch.allclose(given(x, sigma, torch.randn_like(x), mask), ref)
+        assert torch.equal(given(x, sigma), given(x, sigma, torch.zeros_like(x), torch.zeros_like(x)))
+
+
+def test_warm_start_refuses_weights_of_another_model():
+    _, given, _ = _pair()
+    other = EDMDenoiser(get_preset("cpu").diffusion).state_dict()
+    with pytest.raises(RuntimeError):
+        warm_start_conditional(given, other)
+    state = dict(given.state_dict())
+    state.pop("unet.head.2.weight")
+    with pytest.raises(RuntimeError, match="head"):
+        warm_start_conditional(given, state)
+
+
+def test_training_masks_give_some_stems_never_all_and_sometimes_a_prefix():
+    d = get_preset("tiny_given").diffusion
+    g = torch.Generator().manual_seed(0)
+    m = random_given_mask(d, 4000, 32, 0.5, g)
+    assert m.shape == (4000, 320, 32) and set(m.unique().tolist()) <= {0.0, 1.0}
+    per_stem = m.reshape(4000, 4, 80, 32)
+    assert torch.equal(per_stem, per_stem[:, :, :1].expand_as(per_stem))  # a stem's channels agree
+    stems = per_stem[:, :, 0]  # [B, K, T]
+    given_rows = stems.flatten(1).any(1)
+    assert 0.4 < given_rows.float().mean() < 0.6  # given_prob, less the rows that drew nothing
+    assert not stems.all(dim=(1, 2)).any()  # never everything given
+    whole = stems.all(dim=2)  # stems given over every frame
+    partial_rows = (stems.any(dim=2) & ~whole).any(1)
+    assert 0.05 < partial_rows.float().mean() < 0.25  # continuation in time: 0.25 of the given rows
+    for b in torch.nonzero(partial_rows)[:50, 0]:  # the span is the same prefix of every other stem
+        rest = stems[b][~whole[b]]  # [stems not wholly given, T]
+        n = int(rest[0].sum())
+        assert 1 <= n <= 16 and rest[:, :n].all() and not rest[:, n:].any()
+    assert not random_given_mask(d, 64, 32, 0.0, g).any()
+
+
+class _Stub(nn.Module):
+    """A 'denoiser' whose output is a parameter: the loss's gradient shows what it scores."""
+
+    def __init__(self, cfg, shape):
+        super().__init__()
+        self.cfg, self.out, self.seen = cfg, nn.Parameter(torch.zeros(shape)), None
+
+    def forward(self, x, sigma, given=None, mask=None):
+        self.seen = (given, mask)
+        return self.out + 0 * x
+
+
+def test_loss_scores_only_the_generated_part_and_shows_the_given_part_clean():
+    d = get_preset("tiny_given").diffusion
+    z0 = torch.randn(2, 320, 8)
+    mask = torch.zeros(2, 320, 8)
+    mask[:, 80:160] = 1.0  # drums given
+    mask[1, :, :3] = 1.0  # and, in row 1, the first 3 frames of every stem
+    stub = _Stub(d, z0.shape)
+    edm_loss(stub, z0, torch.Generator().manual_seed(0), mask=mask).backward()
+    grad = stub.out.grad
+    assert torch.all(grad[mask > 0] == 0) and torch.all(grad[mask == 0] != 0)
+    given, seen_mask = stub.seen
+    assert torch.equal(given, z0) and torch.equal(seen_mask, mask)
+    # the joint model's loss with a mask scores the same positions, without the clean input
+    joint = _Stub(get_preset("tiny").diffusion, z0.shape)
+    edm_loss(joint, z0, torch.Generator().manual_seed(0), mask=mask).backward()
+    assert joint.seen == (None, None) and torch.equal(joint.out.grad != 0, mask == 0)
+
+
+def test_conditional_training_runs_from_a_joint_checkpoint(tmp_path: Path):
+    from msldm.checkpoint import load_diffusion, save_checkpoint
+    from msldm.train.distributed import DistInfo
+    from msldm.train.tasks import DiffusionTask
+
+    joint, _, cfg = _pair()
+    stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
+    task = DiffusionTask(cfg, DistInfo(), stats, lr=1e-3, amp=False, given_prob=1.0)
+    warm_start_conditional(task.modules["denoiser"], joint.state_dict())
+    batch = torch.randn(4, 4, 80, 16)
+    before = task.modules["denoiser"].unet.cond.weight.detach().clone()
+    logs = [task.train_step(batch, i) for i in range(3)]
+    assert all(np.isfinite(v["loss"]) for v in logs)
+    assert not torch.equal(task.modules["denoiser"].unet.cond.weight, before)  # it learns to read them
+    val = task.val_step(batch)
+    assert set(val) == {"loss", "loss_bg"} and all(np.isfinite(v) for v in val.values())
+    path = save_checkpoint(tmp_path / "d.safetensors", "diffusion", cfg, task.modules["denoiser"], extra=stats)
+    model, cfg2, _, _ = load_diffusion(path)
+    assert cfg2.diffusion.conditional and model.unet.cond is not None
+
+
+def test_imputation_calls_a_conditional_denoiser_with_the_given_part_and_its_mask():
+    calls = []
+
+    def denoise(x, sigma, *cond):
+        calls.append(cond)
+        return x * 0.5
+
+    rng = np.random.default_rng(0)
+    given = rng.standard_normal((1, 8, 6)).astype(np.float32)
+    mask = np.zeros((1, 8, 1), np.float32)
+    mask[:, :4] = 1.0
+
+    def randn(like):
+        return rng.standard_normal(like.shape).astype(np.float32)
+
+    sigmas = sampling.karras_sigmas(3)
+    noise = randn(given)
+    out = sampling.generate(denoise, noise, sigmas, randn=randn, given=given, mask=mask, conditional=True)
+    assert len(calls) == 3 and all(len(c) == 2 for c in calls)
+    g, m = calls[0]
+    assert m.shape == given.shape and np.array_equal(m[:, :4], np.ones((1, 4, 6)))
+    assert np.array_equal(g, given * m) and not g[:, 4:].any()
+    np.testing.assert_array_equal(out[:, :4], given[:, :4])
+    calls.clear()  # a joint denoiser (the default) gets two arguments; total generation too
+    sampling.generate(denoise, noise, sigmas, randn=randn, given=given, mask=mask)
+    sampling.generate(denoise, noise, sigmas, randn=randn, conditional=True)
+    assert calls == [()] * 6
+
+
+@pytest.fixture(scope="module")
+def given_bundle(tmp_path_factory) -> Path:
+    from export.onnx_export import ExportOptions, export_bundle
+    from export.parity import random_checkpoints
+
+    ckpts = random_checkpoints("tiny_given", tmp_path_factory.mktemp("ckpt"), seed=0)
+    out = tmp_path_factory.mktemp("bundle") / "tiny_given"
+    export_bundle(*ckpts, out, ExportOptions(parity_frames=(4, 10), parity_steps=3))  # raises beyond parity
+    return out
+
+
+def test_exported_conditional_denoiser_takes_the_given_part(given_bundle: Path):
+    from export.manifest import verify_bundle
+    from server.runtime import Bundle
+
+    m = verify_bundle(given_bundle)
+    assert m["io"]["denoiser"] == {"inputs": ["x", "sigma", "given", "mask"], "output": "denoised"}
+    b = Bundle.load(given_bundle, providers=["CPUExecutionProvider"])
+    assert b.conditional
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 320, 8)).astype(np.float32)
+    given = rng.standard_normal(x.shape).astype(np.float32)
+    mask = b.stem_mask(["drums"], 8)
+    plain = b.denoise(x, 0.7)
+    np.testing.assert_array_equal(plain, b.denoise(x, 0.7, given, np.zeros_like(x)))
+    assert np.abs(b.denoise(x, 0.7, given, mask) - plain).max() > 1e-4
+    # only the given part is read: what `given` holds elsewhere does not matter
+    np.testing.assert_array_equal(b.denoise(x, 0.7, given, mask), b.denoise(x, 0.7, given * mask, mask))
+
+
+def test_daemon_windows_feed_the_given_stems_and_the_continued_frames(given_bundle: Path, monkeypatch):
+    from server.runtime import Bundle
+    from server.windowing import default_overlap, generate_region
+
+    b = Bundle.load(given_bundle, providers=["CPUExecutionProvider"])
+    W, C, D = b.window_frames, b.C, b.D
+    seen = []
+    real = b.denoise
+
+    def spy(x, sigma, given=None, mask=None):
+        seen.append((given, mask))
+        return real(x, sigma, given, mask)
+
+    monkeypatch.setattr(b, "denoise", spy)
+    n = int(1.5 * W * D)
+    bass = np.random.default_rng(2).standard_normal(n).astype(np.float32) * 0.1
+    pieces = list(generate_region(b, {"bass": bass}, ["drums"], n, seed=1, steps=2, silent_retries=0))
+    assert len(pieces) == 2 and sum(len(p.stems["drums"]) for p in pieces) == n
+    assert all(g is not None and m is not None for g, m in seen)
+    O = default_overlap(W)
+    first, last = seen[0][1], seen[-1][1]
+    assert first[0, :C].all() and not first[0, C:].any()  # window 0: the bass
+    assert last[0, :C].all() and last[0, C:2 * C, :O].all() and not last[0, C:2 * C, O:].any()
+    assert not last[0, 2 * C:].any()  # guitar and piano neither given nor requested
