@@ -38,6 +38,12 @@
 #       full:train=~/.cache/msldm/data/full-latents full2:train=~/.cache/msldm/data/full2-latents
 #   PRESET=gpu BATCH=16 LR=3e-4 FRAME_DB=-50 INIT=<the GPU run's weights> \
 #       LATENTS=~/.cache/msldm/data/mix5-latents RUN=~/.cache/msldm/runs/denoiser-gpu-b5 bash scripts/train_denoiser_cpu.sh
+# Given-stem conditioning (2026-12-04, fifth session; docs/model-card.md): the cpu U-Net with a
+# second input, the given stems' clean latents and their mask, warm-started from the committed
+# weights (its new input starts at zero), half of each batch's rows shown a random given part,
+# on mix6 (docs/data.md):
+#   PRESET=cpu_given LR=3e-4 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents \
+#       RUN=~/.cache/msldm/runs/denoiser-given1 bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.

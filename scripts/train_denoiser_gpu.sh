@@ -79,6 +79,9 @@ common=(--latents "$WORK/lat" --steps 10000000 --batch "$BATCH" --lr "$LR" --dev
 PIDS=()
 for preset in "${RUNS[@]}"; do
     INIT=(); [ -f "$WORK/init-$preset.safetensors" ] && INIT=(--init "$WORK/init-$preset.safetensors")
+    base=${preset%_given}  # a conditional preset (cpu_given) starts from its joint model's weights
+    [ ${#INIT[@]} -eq 0 ] && [ "$base" != "$preset" ] && [ -f "$WORK/init-$base.safetensors" ] \
+        && INIT=(--init "$WORK/init-$base.safetensors")
     echo "run $preset: ${INIT[*]:-from scratch}"
     "$PY" -m msldm.train.cli train diffusion --preset "$preset" --out "$WORK/run-$preset" "${INIT[@]}" \
         "${common[@]}" > "$WORK/$preset.out" 2>&1 &
