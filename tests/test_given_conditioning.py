@@ -131,6 +131,14 @@ def test_conditional_training_runs_from_a_joint_checkpoint(tmp_path: Path):
     assert not torch.equal(task.modules["denoiser"].unet.cond.weight, before)  # it learns to read them
     val = task.val_step(batch)
     assert set(val) == {"loss", "loss_bg"} and all(np.isfinite(v) for v in val.values())
+    groups = task.optimizers["denoiser"].param_groups
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-3
+    adapter = DiffusionTask(cfg, DistInfo(), stats, lr=1e-4, amp=False, cond_lr=3e-3)
+    g0, g1 = adapter.optimizers["denoiser"].param_groups  # the conditioning input at its own rate
+    assert (g0["lr"], g1["lr"]) == (1e-4, 3e-3)
+    cond = {id(p) for p in adapter.modules["denoiser"].unet.cond.parameters()}
+    assert {id(p) for p in g1["params"]} == cond and not cond & {id(p) for p in g0["params"]}
+    assert len(g0["params"]) + len(g1["params"]) == len(list(adapter.modules["denoiser"].parameters()))
     path = save_checkpoint(tmp_path / "d.safetensors", "diffusion", cfg, task.modules["denoiser"], extra=stats)
     model, cfg2, _, _ = load_diffusion(path)
     assert cfg2.diffusion.conditional and model.unet.cond is not None

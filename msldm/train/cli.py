@@ -124,7 +124,7 @@ def _run_diffusion(args: argparse.Namespace) -> None:
             train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
                             vae_path=args.vae, activity=activity, init=args.init,
                             resident={"auto": None, "on": True, "off": False}[args.resident],
-                            given_prob=args.given_prob)
+                            given_prob=args.given_prob, cond_lr=args.cond_lr)
     finally:
         cleanup()
 
@@ -164,6 +164,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--given-prob", type=float, default=0.5, metavar="P",
                       help="a conditional preset (cpu_given): share of the training rows shown a "
                            "given part (random stems, sometimes a span of frames); default 0.5")
+    diff.add_argument("--cond-lr", type=float, default=None, metavar="LR",
+                      help="a conditional preset: learning rate of the conditioning input alone "
+                           "(default --lr), e.g. higher while the joint model's weights move slowly")
     diff.set_defaults(func=_run_diffusion)
 
 

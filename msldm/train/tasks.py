@@ -200,14 +200,22 @@ class DiffusionTask(TrainTask):
 
     def __init__(self, config: ModelConfig, info: DistInfo, stats: dict[str, torch.Tensor],
                  lr: float | None = None, amp: bool = True, seed: int = 0,
-                 grad_clip: float = 1.0, vae: nn.Module | None = None, given_prob: float = 0.5):
+                 grad_clip: float = 1.0, vae: nn.Module | None = None, given_prob: float = 0.5,
+                 cond_lr: float | None = None):
         from msldm.edm import EDMDenoiser
 
         self.config, self.info = config, info
         model = EDMDenoiser(config.diffusion).to(info.device)
         self.model = wrap(model, info)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr or 2e-5, betas=(0.95, 0.999),
-                                eps=1e-6, weight_decay=1e-3)
+        groups: list[dict[str, Any]] = [{"params": [p for n, p in model.named_parameters()
+                                                    if not n.startswith("unet.cond.")]}]
+        if model.unet.cond is not None and cond_lr is not None:
+            # the conditioning input's own rate: it starts at zero while the rest is trained
+            # already (a joint model's weights), the adapter fine-tune of ControlNet's kind
+            groups.append({"params": list(model.unet.cond.parameters()), "lr": cond_lr})
+        else:
+            groups[0]["params"] = list(model.parameters())
+        opt = torch.optim.AdamW(groups, lr=lr or 2e-5, betas=(0.95, 0.999), eps=1e-6, weight_decay=1e-3)
         self.modules, self.optimizers, self.schedulers = {"denoiser": model}, {"denoiser": opt}, {}
         # On the training device: a CPU generator drawing each step's [B, K*C, W] noise held a GPU
         # run to 3 steps/s with the main process at 100% CPU (H200, 2026-12-04).
