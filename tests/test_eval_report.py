@@ -222,3 +222,69 @@ def test_pooled_norm_is_not_swayed_by_one_clip_with_a_small_gap() -> None:
     assert out["rhythmic_norm_pooled"] == pytest.approx((0.45 - 0.3) / (0.666 - 0.3))
     assert "harmonic_norm_pooled" not in out
     assert np.isnan(pooled_norm([nan], "rhythmic"))
+
+
+def test_vae_ceiling_scores_the_real_stems_through_a_round_trip(corpus: Path, tmp_path: Path) -> None:
+    cfg = _cfg(subsets=("G",), sweep_n=0, save_examples=0, recon_n=0)
+    segs = load_segments(corpus, cfg.n, cfg.seconds)
+    seen = []
+
+    def half(audio):  # a 'VAE' that halves the level: -6 dB, the same notes and onsets
+        seen.append(len(audio))
+        return 0.5 * audio
+
+    real = write_report(OracleGenerator(segs), corpus, tmp_path / "real", cfg, "real")
+    ceil = write_report(OracleGenerator(segs, round_trip=half), corpus, tmp_path / "ceil", cfg, "ceiling")
+    assert len(seen) == len(segs)  # once per clip and generated stem
+    r, c = real["tasks"]["G"]["stems"]["guitar"], ceil["tasks"]["G"]["stems"]["guitar"]
+    assert c["level_db"] == pytest.approx(r["level_db"] - 20 * np.log10(2), abs=1e-3)
+    assert c["rhythmic_norm_pooled"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_cli_vae_ceiling_runs_the_bundles_round_trip(corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from server_fixtures import build_tiny_bundle
+
+    from msldm.eval import cli
+    from msldm.eval.generators import BundleGenerator
+
+    bundle = build_tiny_bundle(tmp_path / "bundle")
+    calls = []
+    real = BundleGenerator.reconstruct
+
+    def spy(self, audio):
+        calls.append(len(audio))
+        return real(self, audio)
+
+    def no_sampling(*a, **k):
+        raise AssertionError("the ceiling samples nothing")
+
+    monkeypatch.setattr(BundleGenerator, "reconstruct", spy)
+    monkeypatch.setattr(BundleGenerator, "__call__", no_sampling)
+    argv = ["eval", "--bundle", str(bundle), "--data", str(corpus), "--out", str(tmp_path / "out"),
+            "--n", "3", "--seconds", str(SECONDS), "--subsets", "G", "--steps", "2", "--sweep-n", "0",
+            "--recon-n", "0", "--vae-ceiling", "--draw", "2"]
+    assert cli.main(argv) == 0
+    assert calls == [int(SECONDS * 22050)] * 3
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "ceiling" in (tmp_path / "out" / "report.md").read_text()
+    assert saved["tasks"]["G"]["stems"]["guitar"]["clips"] == 3
+    with pytest.raises(SystemExit, match="--bundle"):
+        cli.main(["eval", "--vae", "v.safetensors", "--data", str(corpus), "--out", str(tmp_path / "x"),
+                  "--vae-ceiling"])
+
+
+def test_vae_ceiling_follows_the_clips_of_any_draw(corpus: Path) -> None:
+    from msldm.eval.cli import _vae_ceiling
+    from msldm.eval.pipeline import DRAW_STRIDE
+
+    class Fake:
+        def reconstruct(self, audio):
+            return -audio
+
+    cfg = _cfg(n=3, draw=2, seed=5)
+    segs = load_segments(corpus, cfg.n, cfg.seconds, split=cfg.split, seed=cfg.seed)
+    gen = _vae_ceiling(Fake(), str(corpus), cfg)
+    for i, seg in enumerate(segs):
+        out = gen({}, ["guitar"], n_samples=len(seg.stems["guitar"]), seed=cfg.seed + i + 2 * DRAW_STRIDE,
+                  steps=1, sampler="euler")
+        np.testing.assert_array_equal(out["guitar"], -seg.stems["guitar"])

@@ -33,6 +33,10 @@ def register(subparsers: Any) -> None:
     which.add_argument("--bundle", help="model bundle folder (manifest.json + ONNX files)")
     which.add_argument("--vae", help="a SourceVAE checkpoint: only the reconstruction section (torch)")
     p.add_argument("--recon-n", type=int, default=16, help="segments of the reconstruction section")
+    p.add_argument("--vae-ceiling", action="store_true",
+                   help="with --bundle: score the real stems through the bundle's encoder and decoder "
+                        "instead of generations: the fit, level and density any denoiser could reach "
+                        "through this VAE (the report's name says so)")
     p.add_argument("--data", required=True, help="data root (with test/) or a folder of TrackNNNNN")
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--n", type=int, default=200, help="number of segments (paper: 200)")
@@ -192,6 +196,21 @@ def _churn(text: str) -> float | None:
     return None if text.strip() == "bundle" else float(text)
 
 
+def _vae_ceiling(bundle_generator: Any, data: str, cfg: "EvalConfig") -> Any:
+    """The real stems of the evaluation's clips through the bundle's VAE, as a generator (the
+    clips drawn as `run_evaluation` draws them; seeds offset by the draw, as it offsets them)."""
+    from msldm.eval.data import load_segments
+    from msldm.eval.generators import OracleGenerator
+    from msldm.eval.pipeline import DRAW_STRIDE
+
+    segments = load_segments(data, cfg.n, cfg.seconds, cfg.sample_rate, cfg.split, cfg.seed,
+                             use_annotation=cfg.use_annotation)
+    oracle = OracleGenerator(segments, base_seed=cfg.seed + cfg.draw * DRAW_STRIDE,
+                             round_trip=bundle_generator.reconstruct)
+    oracle.rerolls, oracle.silent_retries = 0, 0  # nothing is sampled
+    return oracle
+
+
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -199,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
     from msldm.eval.report import load_baseline, write_report
 
     cfg = config_from_args(args)
+    if args.vae_ceiling and not args.bundle:
+        raise SystemExit("msldm eval: --vae-ceiling scores the real stems through a bundle's VAE: give --bundle")
     if args.vae:
         from msldm.eval.generators import TorchVAEReconstructor
         from msldm.eval.report import write_reconstruction_report
@@ -219,6 +240,9 @@ def _run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, silent_retries=SILENT_RETRIES)
     generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries)
     name = args.name or Path(args.bundle).name
+    if args.vae_ceiling:
+        generator = _vae_ceiling(generator, args.data, cfg)
+        name = f"{name}: the real stems through its VAE (ceiling)"
     metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
     print(f"wrote {Path(args.out) / 'report.md'} ({generator.rerolls} extra samplings of a window for a "
           f"silent stem, silent_retries {generator.silent_retries})")

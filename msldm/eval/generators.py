@@ -11,7 +11,7 @@ A generator may also offer `reconstruct(audio [N]) -> [N]` (the VAE round trip).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -35,16 +35,24 @@ class SilenceGenerator:
 
 class OracleGenerator:
     """Returns the real stems of the segment (seed - base_seed indexes `segments`): an upper
-    bound; optionally from segment `index + offset` instead (offset != 0: a mismatched one)."""
+    bound; optionally from segment `index + offset` instead (offset != 0: a mismatched one).
 
-    def __init__(self, segments: Sequence, base_seed: int = 0, offset: int = 0) -> None:
+    `round_trip` (e.g. a bundle's `reconstruct`): the real stems through it, the bound of any
+    denoiser whose stems come out of that decoder (`msldm eval --vae-ceiling`)."""
+
+    def __init__(self, segments: Sequence, base_seed: int = 0, offset: int = 0,
+                 round_trip: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.segments, self.base_seed, self.offset = segments, base_seed, offset
+        self.round_trip = round_trip
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
                  resample=1, churn=None):
         seg = self.segments[(seed - self.base_seed + self.offset) % len(self.segments)]
         n = n_samples
-        return {s: np.pad(seg.stems[s], (0, max(0, n - len(seg.stems[s]))))[:n] for s in targets}
+        out = {s: np.pad(seg.stems[s], (0, max(0, n - len(seg.stems[s]))))[:n] for s in targets}
+        if self.round_trip is not None:
+            out = {s: np.asarray(self.round_trip(a), np.float32)[:n] for s, a in out.items()}
+        return out
 
     def reconstruct(self, audio: np.ndarray) -> np.ndarray:
         """Identity round trip."""
