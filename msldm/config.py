@@ -9,8 +9,8 @@ Presets (`PRESETS`, `get_preset(name)`):
 - ``preview``: the earlier stand-in (DAC-style VAE, no pitch); kept for comparison.
 - ``cpu``: the shipped default: the spectral SourceVAE and a denoiser sized by measurement
   for a 2-core CPU.
-- ``cpu_given`` / ``tiny_given``: ``cpu`` / ``tiny`` with given-stem conditioning (the U-Net
-  also reads the given stems' clean latents; `UNetConfig.cond_channels`).
+- ``cpu_given`` / ``gpu_given`` / ``tiny_given``: ``cpu`` / ``gpu`` / ``tiny`` with given-stem
+  conditioning (the U-Net also reads the given stems' clean latents; `UNetConfig.cond_channels`).
 - ``small``: a larger DAC-VAE model sized for GPU training (< ~30M parameters in all).
 - ``paper`` and ``paper_large``: the sizes of Appendix A of the MSLDM paper
   (DAC-24kHz-size SourceVAE with C = 80, D = 320; U-Nets "MSLDM" and "MSLDM-Large").
@@ -408,7 +408,11 @@ def _cpu_given() -> ModelConfig:
     return _given(_cpu(), "cpu_given")
 
 
-PRESETS = {"tiny": _tiny, "tiny_given": _tiny_given, "cpu_given": _cpu_given, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
+def _gpu_given() -> ModelConfig:
+    return _given(_gpu(), "gpu_given")
+
+
+PRESETS = {"tiny": _tiny, "tiny_given": _tiny_given, "cpu_given": _cpu_given, "gpu_given": _gpu_given, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
            "gpu": _gpu, "small": _small, "paper": _paper, "paper_large": _paper_large}
 
 

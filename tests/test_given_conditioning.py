@@ -36,6 +36,7 @@ def test_preset_adds_the_given_latents_and_a_mask_per_stem():
     assert cfg.diffusion.conditional and not get_preset("cpu").diffusion.conditional
     assert cfg.diffusion.unet.cond_channels == 4 * 80 + 4
     assert cfg.diffusion.unet.channels == get_preset("cpu").diffusion.unet.channels
+    assert get_preset("gpu_given").diffusion.unet.channels == get_preset("gpu").diffusion.unet.channels
     assert ModelConfig.from_json(cfg.to_json()) == cfg
 
 
