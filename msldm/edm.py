@@ -107,7 +107,8 @@ def random_given_mask(cfg: DiffusionConfig, B: int, T: int, given_prob: float,
 
 
 def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
-             given_prob: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+             given_prob: float = 0.0, mask: torch.Tensor | None = None,
+             sigma: float | None = None) -> torch.Tensor:
     """EDM loss: E[ lambda(sigma) * ||D(z0 + sigma n; sigma) - z0||^2 ] with
     lambda = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (Eq. 8, Table 1 of Karras et al.).
 
@@ -117,11 +118,13 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
     `given_prob` when None): noised like the rest, as imputation's Eq. 5 shows it, and clean
     through its second input. With a mask the loss is the mean over the generated positions
     only (for a joint denoiser too, which sees the given part noised only: the figure
-    imputation's first step starts from).
+    imputation's first step starts from). `sigma`: score at this noise level instead of drawn
+    ones (the draws are made all the same, so the noise is the one a drawn run would use).
     """
     cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
     B = z0.shape[0]
-    sigma = sample_training_sigma(cfg, B, generator, z0.device).to(z0.dtype)
+    drawn = sample_training_sigma(cfg, B, generator, z0.device).to(z0.dtype)
+    sigma = drawn if sigma is None else torch.full_like(drawn, float(sigma))
     noise = _draw(torch.randn, tuple(z0.shape), generator, z0.device).to(z0.dtype)
     d2 = cfg.sigma_data ** 2
     weight = (sigma ** 2 + d2) / (sigma * cfg.sigma_data) ** 2

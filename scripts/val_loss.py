@@ -12,6 +12,9 @@ the EMA weights). Each checkpoint is normalised with the folder's `stats.json`.
 
 `--given drums,piano` scores only the other stems' positions with those stems given: noised
 for every model (imputation's Eq. 5), clean as well for a conditional one (`cpu_given`).
+`--sigmas 0.5,2` scores at those noise levels only (one line each) instead of drawing them;
+`--blind` hides the clean given part from a conditional model (zeros in its second input):
+the difference to the same run without it is what the model reads there.
 """
 
 from __future__ import annotations
@@ -26,9 +29,24 @@ from msldm.data.slakh import ActivityFilter
 from msldm.edm import edm_loss
 
 
+class _Blind(torch.nn.Module):
+    """A conditional denoiser shown nothing through its second input."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.cfg = model, model.cfg
+
+    def forward(self, x, sigma, given=None, mask=None):
+        return self.model(x, sigma)
+
+
+
 def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tensor], batches: int,
-             batch: int = 8, given: tuple[str, ...] = ()) -> float:
+             batch: int = 8, given: tuple[str, ...] = (), sigma: float | None = None,
+             blind: bool = False) -> float:
     model = load_diffusion(checkpoint)[0]
+    if blind:
+        model = _Blind(model)
     d = model.cfg
     unknown = set(given) - set(d.stems)
     if unknown:
@@ -42,7 +60,7 @@ def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tenso
         for b in range(batches):
             z = torch.stack([chunks[(b * batch + i) * 7 % len(chunks)] for i in range(batch)])
             z = ((z - mean) / std).reshape(batch, -1, z.shape[-1])
-            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask))
+            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask, sigma=sigma))
     return total / batches
 
 
@@ -53,6 +71,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--min-frame-share", type=float, default=0.6)
     parser.add_argument("--given", default="", help="comma-separated stems given (e.g. drums,piano)")
+    parser.add_argument("--sigmas", default="", help="comma-separated fixed noise levels (default: drawn)")
+    parser.add_argument("--blind", action="store_true", help="a conditional model without its clean input")
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -60,9 +80,13 @@ def main() -> None:
                           activity=ActivityFilter(threshold=1e-3, min_frame_share=args.min_frame_share))
     stats = load_stats(args.latents)
     given = tuple(s for s in args.given.split(",") if s)
+    sigmas = [float(s) for s in args.sigmas.split(",") if s] or [None]
     for path in args.checkpoints:
-        loss = val_loss(path, chunks, stats, args.batches, given=given)
-        print(f"{path}: {loss:.4f} ({len(chunks)} windows{', given ' + '+'.join(given) if given else ''})")
+        for sigma in sigmas:
+            loss = val_loss(path, chunks, stats, args.batches, given=given, sigma=sigma, blind=args.blind)
+            at = "" if sigma is None else f", sigma {sigma:g}"
+            print(f"{path}: {loss:.4f} ({len(chunks)} windows{', given ' + '+'.join(given) if given else ''}"
+                  f"{at}{', blind' if args.blind else ''})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 
 from msldm import sampling
 from msldm.config import ModelConfig, get_preset
-from msldm.edm import EDMDenoiser, edm_loss, random_given_mask
+from msldm.edm import EDMDenoiser, edm_loss, random_given_mask, sample_training_sigma
 from msldm.train.runs import warm_start_conditional
 
 torch.set_num_threads(1)
@@ -228,3 +228,24 @@ def test_daemon_windows_feed_the_given_stems_and_the_continued_frames(given_bund
     assert first[0, :C].all() and not first[0, C:].any()  # window 0: the bass
     assert last[0, :C].all() and last[0, C:2 * C, :O].all() and not last[0, C:2 * C, O:].any()
     assert not last[0, 2 * C:].any()  # guitar and piano neither given nor requested
+
+
+def test_loss_at_a_fixed_noise_level_uses_the_drawn_runs_noise():
+    d = get_preset("tiny").diffusion
+    z0 = torch.randn(3, 320, 8)
+    stub = _Stub(d, z0.shape)
+    with torch.no_grad():
+        stub.out.normal_()
+        fixed = edm_loss(stub, z0, torch.Generator().manual_seed(4), sigma=0.7)
+    w = (0.7 ** 2 + 0.16) / (0.7 * 0.4) ** 2
+    assert float(fixed) == pytest.approx(float((w * (stub.out.detach() - z0) ** 2).mean()), rel=1e-6)
+
+    class Echo(_Stub):  # returns its noisy input: the loss then reads the noise it was given
+        def forward(self, x, sigma, given=None, mask=None):
+            return x
+
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    a = edm_loss(Echo(d, z0.shape), z0, g1, sigma=0.7)
+    sample_training_sigma(d, 3, g2)  # a drawn run's draws, in order: levels, then noise
+    noise = torch.randn(z0.shape, generator=g2)
+    assert float(a.detach()) == pytest.approx(float((w * (0.7 * noise) ** 2).mean()), rel=1e-6)
