@@ -40,6 +40,10 @@ def load_cpu_bundle(root: str | Path):
     return Bundle.load(root, providers=["CPUExecutionProvider"])
 
 
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(a)
+
+
 @torch.no_grad()
 def graph_errors(bundle, pipe: TorchPipeline, frames: tuple[int, ...], seed: int = 0
                  ) -> dict[str, float]:
@@ -61,8 +65,7 @@ def graph_errors(bundle, pipe: TorchPipeline, frames: tuple[int, ...], seed: int
         for sigma in PARITY_SIGMAS:
             xs = x * np.float32(max(sigma, 1.0))
             for g, m in cond:
-                ref = pipe.denoise(torch.from_numpy(xs), sigma, *(None if a is None else torch.from_numpy(a)
-                                                                   for a in (g, m))).numpy()
+                ref = pipe.denoise(torch.from_numpy(xs), sigma, _tensor(g), _tensor(m)).numpy()
                 err["denoiser"] = max(err["denoiser"], float(np.abs(bundle.denoise(xs, sigma, g, m) - ref).max()))
         z = rng.standard_normal((2, C, T)).astype(np.float32)
         ref = pipe.decode(torch.from_numpy(z)).numpy()

@@ -412,8 +412,9 @@ def _gpu_given() -> ModelConfig:
     return _given(_gpu(), "gpu_given")
 
 
-PRESETS = {"tiny": _tiny, "tiny_given": _tiny_given, "cpu_given": _cpu_given, "gpu_given": _gpu_given, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
-           "gpu": _gpu, "small": _small, "paper": _paper, "paper_large": _paper_large}
+PRESETS = {"tiny": _tiny, "tiny_spectral": _tiny_spectral, "preview": _preview, "spectral": _spectral, "cpu": _cpu,
+           "gpu": _gpu, "small": _small, "paper": _paper, "paper_large": _paper_large,
+           "tiny_given": _tiny_given, "cpu_given": _cpu_given, "gpu_given": _gpu_given}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -257,10 +257,11 @@ class Imputation:
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False):
         self.denoise, self.given, self.mask = denoise, given, mask
         self.keep = 1.0 - mask
-        at = (mask + given * 0.0) > 0.5  # given positions, shaped like the state
+        full = mask + given * 0.0  # the mask at the state's shape
+        at = full > 0.5  # given positions
         self.given_randn = MaskedNoise(at, randn)
         self.state_randn = MaskedNoise(~at, randn)
-        self.cond = (given * mask, mask + given * 0.0) if conditional else None
+        self.cond = (given * full, full) if conditional else None
 
     def noised_given(self, sigma: float) -> Array:
         return self.given + self.given_randn(self.given) * sigma

@@ -197,10 +197,12 @@ class Bundle:
         x = np.asarray(x, dtype=np.float32)
         s = np.full((x.shape[0],), sigma, dtype=np.float32)
         feeds = {io["inputs"][0]: x, io["inputs"][1]: s}
-        if self.conditional:
-            m = np.zeros_like(x) if mask is None else np.broadcast_to(np.asarray(mask, np.float32), x.shape)
-            g = np.zeros_like(x) if given is None else np.asarray(given, np.float32) * m
-            feeds[io["inputs"][2]], feeds[io["inputs"][3]] = np.ascontiguousarray(g), np.ascontiguousarray(m)
+        if self.conditional:  # the graph reads `given` only where `mask` is 1 (it multiplies them)
+            zero = None if given is not None and mask is not None else np.zeros_like(x)
+            g = zero if given is None else np.asarray(given, np.float32)
+            m = zero if mask is None else np.asarray(mask, np.float32)
+            feeds[io["inputs"][2]] = np.ascontiguousarray(np.broadcast_to(g, x.shape))
+            feeds[io["inputs"][3]] = np.ascontiguousarray(np.broadcast_to(m, x.shape))
         return self.sessions["denoiser"].run([io["output"]], feeds)[0]
 
     @property

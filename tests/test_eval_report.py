@@ -268,6 +268,7 @@ def test_cli_vae_ceiling_runs_the_bundles_round_trip(corpus: Path, tmp_path: Pat
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert "ceiling" in (tmp_path / "out" / "report.md").read_text()
     assert saved["tasks"]["G"]["stems"]["guitar"]["clips"] == 3
+    assert saved["config"]["silent_retries"] == 0 and saved["config"]["draw"] == 2  # nothing was sampled
     with pytest.raises(SystemExit, match="--bundle"):
         cli.main(["eval", "--vae", "v.safetensors", "--data", str(corpus), "--out", str(tmp_path / "x"),
                   "--vae-ceiling"])

@@ -249,3 +249,65 @@ def test_loss_at_a_fixed_noise_level_uses_the_drawn_runs_noise():
     sample_training_sigma(d, 3, g2)  # a drawn run's draws, in order: levels, then noise
     noise = torch.randn(z0.shape, generator=g2)
     assert float(a.detach()) == pytest.approx(float((w * (0.7 * noise) ** 2).mean()), rel=1e-6)
+
+
+def test_conditional_options_on_a_joint_model_are_a_clear_error(tmp_path: Path):
+    from msldm.train import cli
+    from msldm.train.distributed import DistInfo
+    from msldm.train.tasks import DiffusionTask
+
+    stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
+    with pytest.raises(ValueError, match="conditional preset"):
+        DiffusionTask(get_preset("tiny"), DistInfo(), stats, lr=1e-3, amp=False, cond_lr=3e-3)
+    for flag in (["--cond-lr", "1e-3"], ["--given-prob", "0.3"]):
+        with pytest.raises(SystemExit, match="conditional preset"):
+            cli.main(["train", "diffusion", "--preset", "tiny", "--latents", str(tmp_path / "none"),
+                      "--out", str(tmp_path / "run"), "--steps", "1", *flag])
+
+
+def test_validation_scores_bass_and_guitar_given_drums_and_piano_only_where_the_stems_allow():
+    import dataclasses
+
+    from msldm.train.distributed import DistInfo
+    from msldm.train.tasks import DiffusionTask
+
+    stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
+    cfg = get_preset("tiny")
+    assert set(DiffusionTask(cfg, DistInfo(), stats, amp=False).val_step(torch.randn(2, 4, 80, 16))) == {
+        "loss", "loss_bg"}
+    one = dataclasses.replace(cfg, diffusion=dataclasses.replace(
+        cfg.diffusion, stems=("bass",), unet=dataclasses.replace(cfg.diffusion.unet, in_channels=80)))
+    assert set(DiffusionTask(one, DistInfo(), stats, amp=False).val_step(torch.randn(2, 1, 80, 16))) == {"loss"}
+
+
+def test_interpolated_weights_run_from_the_joint_model_to_the_conditional_one(tmp_path: Path):
+    from script_loader import load_script
+
+    from msldm.checkpoint import load_diffusion, save_checkpoint
+
+    joint, given, cfg = _pair()
+    with torch.no_grad():
+        for q in given.parameters():
+            q.add_(0.01 * torch.randn_like(q))  # a fine-tune: every weight moved, the new input too
+    stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
+    a = save_checkpoint(tmp_path / "a.safetensors", "diffusion", get_preset("tiny"), joint, extra=stats)
+    b = save_checkpoint(tmp_path / "b.safetensors", "diffusion", cfg, given, extra=stats)
+    mod = load_script("interpolate_weights")
+    x, s = torch.randn(1, 320, 16), torch.tensor([1.0])
+    mask = random_given_mask(cfg.diffusion, 1, 16, 1.0, torch.Generator().manual_seed(0))
+    outs = {}
+    for w in (0.0, 0.5, 1.0):
+        mod.interpolate(str(a), str(b), w, str(tmp_path / f"w{w}.safetensors"))
+        model = load_diffusion(tmp_path / f"w{w}.safetensors")[0]
+        with torch.no_grad():
+            outs[w] = model(x, s, x, mask)
+        assert not (tmp_path / f"w{w}.partial").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(outs[0.0], joint(x, s), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(outs[1.0], given(x, s, x, mask), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(outs[0.5], outs[0.0]) and not torch.allclose(outs[0.5], outs[1.0])
+    other = save_checkpoint(tmp_path / "o.safetensors", "diffusion", get_preset("cpu"),
+                            EDMDenoiser(get_preset("cpu").diffusion), extra=stats)
+    with pytest.raises(SystemExit, match="shape|lacks"):
+        mod.interpolate(str(other), str(b), 0.5, str(tmp_path / "bad.safetensors"))
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -40,6 +40,8 @@ class OracleGenerator:
     `round_trip` (e.g. a bundle's `reconstruct`): the real stems through it, the bound of any
     denoiser whose stems come out of that decoder (`msldm eval --vae-ceiling`)."""
 
+    rerolls = silent_retries = 0  # it samples nothing (read like a `BundleGenerator`'s)
+
     def __init__(self, segments: Sequence, base_seed: int = 0, offset: int = 0,
                  round_trip: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.segments, self.base_seed, self.offset = segments, base_seed, offset

@@ -105,6 +105,10 @@ def _run_diffusion(args: argparse.Namespace) -> None:
     from msldm.train.runs import train_diffusion
 
     configs = baseline_configs(get_preset(args.preset), args.baseline)
+    joint = [c.name for c in configs if not c.diffusion.conditional]
+    if joint and (args.given_prob is not None or args.cond_lr is not None):
+        raise SystemExit(f"--given-prob and --cond-lr train a conditional preset (cpu_given, gpu_given, "
+                         f"tiny_given); {joint[0]!r} has no conditioning input")
     if args.stem:
         if args.baseline != "isldm":
             raise SystemExit("--stem picks one of ISLDM's per-stem models: use it with --baseline isldm")
@@ -124,7 +128,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
             train_diffusion(config, args.latents, cfg, info, lr=args.lr, amp=not args.no_amp,
                             vae_path=args.vae, activity=activity, init=args.init,
                             resident={"auto": None, "on": True, "off": False}[args.resident],
-                            given_prob=args.given_prob, cond_lr=args.cond_lr)
+                            given_prob=0.5 if args.given_prob is None else args.given_prob,
+                            cond_lr=args.cond_lr)
     finally:
         cleanup()
 
@@ -161,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
                       help="hold the training windows on the training device and cut batches "
                            "there (auto: on a GPU); the batches are the same either way")
-    diff.add_argument("--given-prob", type=float, default=0.5, metavar="P",
+    diff.add_argument("--given-prob", type=float, default=None, metavar="P",
                       help="a conditional preset (cpu_given): share of the training rows shown a "
                            "given part (random stems, sometimes a span of frames); default 0.5")
     diff.add_argument("--cond-lr", type=float, default=None, metavar="LR",

@@ -207,14 +207,17 @@ class DiffusionTask(TrainTask):
         self.config, self.info = config, info
         model = EDMDenoiser(config.diffusion).to(info.device)
         self.model = wrap(model, info)
-        groups: list[dict[str, Any]] = [{"params": [p for n, p in model.named_parameters()
-                                                    if not n.startswith("unet.cond.")]}]
-        if model.unet.cond is not None and cond_lr is not None:
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+        if cond_lr is not None:
+            if model.unet.cond is None:
+                raise ValueError(f"a conditioning learning rate needs a conditional preset "
+                                 f"(e.g. cpu_given); {config.name!r} has no conditioning input")
             # the conditioning input's own rate: it starts at zero while the rest is trained
             # already (a joint model's weights), the adapter fine-tune of ControlNet's kind
-            groups.append({"params": list(model.unet.cond.parameters()), "lr": cond_lr})
-        else:
-            groups[0]["params"] = list(model.parameters())
+            cond = list(model.unet.cond.parameters())
+            ids = {id(p) for p in cond}
+            groups = [{"params": [p for p in groups[0]["params"] if id(p) not in ids]},
+                      {"params": cond, "lr": cond_lr}]
         opt = torch.optim.AdamW(groups, lr=lr or 2e-5, betas=(0.95, 0.999), eps=1e-6, weight_decay=1e-3)
         self.modules, self.optimizers, self.schedulers = {"denoiser": model}, {"denoiser": opt}, {}
         # On the training device: a CPU generator drawing each step's [B, K*C, W] noise held a GPU
@@ -254,14 +257,14 @@ class DiffusionTask(TrainTask):
 
         model, z0 = self.modules["denoiser"], self.prepare(batch)
         d = self.config.diffusion
-        given = torch.tensor([float(s in ("drums", "piano")) for s in d.stems], device=z0.device)
         with self._autocast():  # the same sigmas and noise at every validation
-            loss = edm_loss(model, z0, torch.Generator().manual_seed(1234),
-                            mask=torch.zeros_like(z0) if d.conditional else None)
-            # bass and guitar given drums and piano, the README's request, on the same draws
-            loss_bg = edm_loss(model, z0, torch.Generator().manual_seed(1234),
-                               mask=given.repeat_interleave(d.latent_dim)[None, :, None])
-        return {"loss": float(loss), "loss_bg": float(loss_bg)}
+            out = {"loss": float(edm_loss(model, z0, torch.Generator().manual_seed(1234),
+                                          mask=torch.zeros_like(z0) if d.conditional else None))}
+            given = [float(s in ("drums", "piano")) for s in d.stems]
+            if 0 < sum(given) == 2 < len(given):  # the README's request: the rest given drums and piano
+                m = torch.tensor(given, device=z0.device).repeat_interleave(d.latent_dim)[None, :, None]
+                out["loss_bg"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m))
+        return out
 
     def export(self, path: Path, ema_module: nn.Module, meta: dict[str, Any]) -> Path:
         extra = {k: v.detach().cpu() for k, v in self.stats.items()}
