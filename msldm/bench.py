@@ -82,8 +82,7 @@ def time_onnxruntime(spec: dict[str, Any]) -> dict[str, Any]:
         return b.decode(lat[:, 2 * b.C:].reshape(2, b.C, T))  # generated stems as a batch
 
     d = b.sampler_defaults
-    calls = sampling.calls_for_sigmas(d.sampler, b.sigmas(steps), d.resample, d.resample_tmin,
-                                     d.resample_tmax)
+    calls = d.partial_calls(b.sigmas(steps))
     res = _median_runs(lambda: _stage_times(lambda: b.encode(audio), sample, decode, calls),
                        spec["repeats"])
     return {**res, "providers": sorted(set(b.providers.values())), "frames": T, "steps": steps}
@@ -118,7 +117,7 @@ def time_torch(spec: dict[str, Any]) -> dict[str, Any]:
                                      given=given, mask=mask, conditional=pipe.conditional,
                                      **sc.sampling_kwargs())
 
-    calls = sampling.calls_for_sigmas(sc.sampler, sigmas, sc.resample, sc.resample_tmin, sc.resample_tmax)
+    calls = sc.partial_calls(sigmas)
     res = _median_runs(lambda: _stage_times(
         lambda: pipe.encode(audio), sample,
         lambda lat: pipe.decode(lat[:, 2 * C:].reshape(2, C, T)), calls), spec["repeats"])

@@ -148,6 +148,9 @@ class DiffusionConfig:
         return self.unet.cond_channels > 0
 
 
+MAX_GUIDANCE = 8.0  # given-part guidance weights above this leave the data far behind
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Defaults of the sampler (Sec. 2.3 of the MSLDM paper uses euler, 150 steps, churn 20)."""
@@ -165,6 +168,10 @@ class SamplerConfig:
     S_tmin: float = 0.0
     S_tmax: float = float("inf")
     S_noise: float = 1.0
+    guidance: float = 1.0  # partial generation: given-part guidance weight (msldm.sampling.Imputation; 1: off)
+    guidance_reverse: float = 1.0  # its contrast: the given part reversed in time, scaled by this (0: no signal)
+    guidance_tmin: float = 0.0  # guided calls: those at a noise level in [guidance_tmin, guidance_tmax]
+    guidance_tmax: float = float("inf")
 
     def __post_init__(self) -> None:
         from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
@@ -177,6 +184,13 @@ class SamplerConfig:
         if not 0 <= self.resample_tmin <= self.resample_tmax:
             raise ValueError(f"need 0 <= resample_tmin <= resample_tmax, got {self.resample_tmin}, "
                              f"{self.resample_tmax}")
+        if not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE}] (1: off), got {self.guidance}")
+        if not 0 <= self.guidance_reverse <= 1:
+            raise ValueError(f"guidance_reverse must be in [0, 1], got {self.guidance_reverse}")
+        if not 0 <= self.guidance_tmin <= self.guidance_tmax:
+            raise ValueError(f"need 0 <= guidance_tmin <= guidance_tmax, got {self.guidance_tmin}, "
+                             f"{self.guidance_tmax}")
 
     @staticmethod
     def parse_assignments(items: list[str]) -> dict[str, str]:
@@ -212,7 +226,18 @@ class SamplerConfig:
         """The keyword arguments of `msldm.sampling.generate` this config sets."""
         return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
                 "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
+                "guidance": self.guidance, "guidance_reverse": self.guidance_reverse,
+                "guidance_tmin": self.guidance_tmin, "guidance_tmax": self.guidance_tmax,
                 "resample_tmax": self.resample_tmax}
+
+    def partial_calls(self, sigmas: list[float]) -> int:
+        """Denoiser calls of one partial generation over `sigmas` with this config's RePaint
+        passes, churn and guidance (`msldm.sampling.calls_for_sigmas`)."""
+        from msldm.sampling import calls_for_sigmas
+        return calls_for_sigmas(self.sampler, sigmas, self.resample, self.resample_tmin, self.resample_tmax,
+                                guidance=self.guidance, guidance_tmin=self.guidance_tmin,
+                                guidance_tmax=self.guidance_tmax, S_churn=self.S_churn, S_tmin=self.S_tmin,
+                                S_tmax=self.S_tmax)
 
     def sigmas(self, sigma_data: float) -> list[float]:
         """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""

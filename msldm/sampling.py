@@ -191,18 +191,38 @@ SAMPLERS: dict[str, Callable[..., Array]] = {"euler": sample_euler, "heun": samp
 """The registry `generate` dispatches on: one function per sampler, all with `sample`'s keywords."""
 CALLS: dict[str, Callable[[int], int]] = {"euler": lambda steps: steps, "heun": lambda steps: 2 * steps - 1}
 """Denoiser calls of one take of `steps` steps, per sampler (a new sampler adds its entry)."""
+CALL_SIGMAS: dict[str, Callable[[float, float], list[float]]] = {
+    "euler": lambda sigma_hat, sigma_next: [sigma_hat],
+    "heun": lambda sigma_hat, sigma_next: [sigma_hat, sigma_next] if sigma_next > 0 else [sigma_hat]}
+"""The noise levels one step from sigma_hat to sigma_next calls the denoiser at, per sampler:
+what guidance's band is judged on (`calls_for_sigmas`)."""
 MAX_RESAMPLE = 8  # more passes per step than this cost more than they bring
 
 
 def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0,
-                     resample_tmax: float = float("inf")) -> int:
+                     resample_tmax: float = float("inf"), *, guidance: float = 1.0, guidance_tmin: float = 0.0,
+                     guidance_tmax: float = float("inf"), S_churn: float = 0.0, S_tmin: float = 0.0,
+                     S_tmax: float = float("inf")) -> int:
     """Denoiser calls of a partial generation over `sigmas` whose steps take the passes of
     `passes_per_step`. A step's calls are read off `CALLS`: the last step (to sigma 0) makes
-    CALLS(1), step i before it CALLS(n - i) - CALLS(n - i - 1)."""
+    CALLS(1), step i before it CALLS(n - i) - CALLS(n - i - 1). With `guidance` != 1 every
+    call at a noise level in [guidance_tmin, guidance_tmax] is two (`Imputation`); the levels
+    are the ones the sampler calls at (`CALL_SIGMAS`, after the churn of `S_churn`, `S_tmin`,
+    `S_tmax`)."""
     passes = passes_per_step(sigmas, resample, resample_tmin, resample_tmax)
     n, calls = len(passes), CALLS[sampler]
-    per_step = [calls(n - i) - calls(n - i - 1) for i in range(n - 1)] + [calls(1)] if n else []
-    return sum(c * p for c, p in zip(per_step, passes))
+    if guidance == 1.0:
+        per_step = [calls(n - i) - calls(n - i - 1) for i in range(n - 1)] + [calls(1)] if n else []
+        return sum(c * p for c, p in zip(per_step, passes))
+    if sampler not in CALL_SIGMAS:
+        raise ValueError(f"guidance needs the sampler's call levels: add {sampler!r} to CALL_SIGMAS")
+    total = 0
+    for i, p in enumerate(passes):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        sigma_hat = sigma * (1.0 + _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax))
+        levels = CALL_SIGMAS[sampler](sigma_hat, sigma_next)
+        total += p * sum(2 if guidance_tmin <= s <= guidance_tmax else 1 for s in levels)
+    return total
 
 
 # ----------------------------------------------------------------------------- imputation
@@ -235,6 +255,12 @@ class MaskedNoise:
         return out
 
 
+def reversed_in_time(a: Array) -> Array:
+    """`a` with its last axis (frames) in reverse order, by integer-list indexing (numpy and
+    torch alike)."""
+    return a[..., list(range(int(a.shape[-1]) - 1, -1, -1))]
+
+
 class Imputation:
     """Partial generation by imputation (Eq. 4-6 of the MSLDM paper).
 
@@ -252,16 +278,31 @@ class Imputation:
     `conditional`: the denoiser also reads the given part clean (given-stem conditioning,
     `msldm.edm.EDMDenoiser`): it is then called as `denoise(x, sigma, given, mask)`, with
     `given` zero where `mask` is 0 and `mask` at the state's shape.
+
+    `guidance` w != 1: given-part guidance, after classifier-free guidance (Ho and Salimans
+    2022) with the given part in the place of the condition. On calls at a noise level in
+    [`guidance_tmin`, `guidance_tmax`] the denoiser runs twice, on the state with the given
+    part (D) and with a contrast in its place (U): the given latents played backwards in
+    time, scaled by `guidance_reverse` (1: the given stems' level, timbre and key without
+    their timing; 0: no signal at all), noised alike; the estimate is U + w (D - U), which
+    pushes the generated part further towards what fits the given part's timing than the
+    joint model's own pull does. Costs one more call per guided call (`calls_for_sigmas`).
     """
 
-    def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False):
+    def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False,
+                 guidance: float = 1.0, guidance_tmin: float = 0.0, guidance_tmax: float = float("inf"),
+                 guidance_reverse: float = 1.0):
         self.denoise, self.given, self.mask = denoise, given, mask
         self.keep = 1.0 - mask
         full = mask + given * 0.0  # the mask at the state's shape
         at = full > 0.5  # given positions
         self.given_randn = MaskedNoise(at, randn)
         self.state_randn = MaskedNoise(~at, randn)
+        self.guidance, self.band = float(guidance), (float(guidance_tmin), float(guidance_tmax))
+        self.contrast = reversed_in_time(given) * float(guidance_reverse) if self.guidance != 1.0 else None
+        # a conditional denoiser's clean inputs, computed once: (given part, mask) of each branch
         self.cond = (given * full, full) if conditional else None
+        self.contrast_cond = (self.contrast * full, full) if conditional and self.contrast is not None else None
 
     def noised_given(self, sigma: float) -> Array:
         return self.given + self.given_randn(self.given) * sigma
@@ -270,10 +311,22 @@ class Imputation:
         """mask * z_given + (1 - mask) * x: exact in the given part for finite x."""
         return z_given * self.mask + x * self.keep
 
+    def _denoise(self, x: Array, sigma: float, given: Array, cond: tuple[Array, Array] | None) -> Array:
+        """The denoiser on the state with `given`, noised to `sigma`, in the given part (and
+        `cond`, a conditional denoiser's clean inputs)."""
+        z = self.combine(x, given + self.given_randn(given) * sigma)
+        return self.denoise(z, sigma) if cond is None else self.denoise(z, sigma, *cond)
+
+    def guided(self, sigma: float) -> bool:
+        """Whether a call at `sigma` is guided (two denoiser calls)."""
+        return self.contrast is not None and self.band[0] <= sigma <= self.band[1]
+
     def __call__(self, x: Array, sigma: float) -> Array:
-        if self.cond is not None:
-            return self.denoise(self.combine(x, self.noised_given(sigma)), sigma, *self.cond)
-        return self.denoise(self.combine(x, self.noised_given(sigma)), sigma)
+        d = self._denoise(x, sigma, self.given, self.cond)
+        if not self.guided(sigma):
+            return d
+        u = self._denoise(x, sigma, self.contrast, self.contrast_cond)
+        return u + (d - u) * self.guidance
 
     def finish(self, x: Array) -> Array:
         """The final sample with the given part put back bit-exact."""
@@ -285,12 +338,13 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
              S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
              resample_tmax: float = float("inf"), callback: StepCallback | None = None,
-             conditional: bool = False) -> Array:
+             conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
+             guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
     `resample` applies to partial generation only: with nothing given there is nothing for
-    the extra takes to fit. In partial generation the sampler's churn and RePaint noise is
+    the extra takes to fit; so do the `guidance` fields (`Imputation`). In partial generation the sampler's churn and RePaint noise is
     drawn over the generated part only (`Imputation.state_randn`), so a seed's draws differ
     from a total generation's after the initial noise. Returns the sampled latent; where
     `mask` is 1 it equals `given` exactly. `conditional`: the denoiser takes the given part
@@ -307,5 +361,6 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:
         raise ValueError("a mask needs the given latents")
-    imp = Imputation(denoise, given, mask, randn, conditional)
+    imp = Imputation(denoise, given, mask, randn, conditional, guidance, guidance_tmin, guidance_tmax,
+                     guidance_reverse)
     return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

@@ -48,10 +48,11 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 """Top-level manifest fields every bundle has (the one list: the exporter checks it too)."""
 
 
-LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None}
+LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None, "guidance": 1.0,
+                                        "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
-RePaint passes on every step)."""
+RePaint passes on every step; `guidance` 1: no given-part guidance)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -69,7 +70,7 @@ def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
         raise BundleError(f"manifest sampler block: missing {missing}, unknown {unknown}; every field of "
                           f"{fields} is written by `msldm export` (re-export the bundle)")
     kinds = {"sampler": str, "schedule": str, "steps": int, "resample": int}  # the rest are floats
-    d = dict(block, **{k: math.inf for k in ("S_tmax", "resample_tmax") if block[k] is None})
+    d = dict(block, **{k: math.inf for k in ("S_tmax", "resample_tmax", "guidance_tmax") if block[k] is None})
     try:
         return SamplerConfig(**{k: kinds.get(k, float)(v) for k, v in d.items()})
     except (TypeError, ValueError) as e:
@@ -239,7 +240,7 @@ class Bundle:
     def generate(self, shape: tuple[int, int, int], *, seed: int, steps: int | None = None,
                  sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
                  mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
-                 resample: int | None = None,
+                 resample: int | None = None, guidance: float | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
@@ -249,7 +250,8 @@ class Bundle:
         given stems' channel blocks and/or given frame spans, `given` holds their latents.
         Noise comes from `rng` or a numpy Generator seeded with `seed`. `resample`: takes
         per step with a mask (RePaint resampling; default the manifest's); `S_churn`, `S_tmin`:
-        the churn and the lowest noise level it is added at (default the manifest's).
+        the churn and the lowest noise level it is added at; `guidance`: the given-part
+        guidance weight (`msldm.sampling.Imputation`; 1 off); each by default the manifest's.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -263,7 +265,9 @@ class Bundle:
             given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
             S_tmin=d.S_tmin if S_tmin is None else S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
             resample=resample or d.resample, resample_tmin=d.resample_tmin,
-            resample_tmax=d.resample_tmax, callback=callback, conditional=self.conditional)
+            resample_tmax=d.resample_tmax, callback=callback, conditional=self.conditional,
+            guidance=d.guidance if guidance is None else guidance, guidance_tmin=d.guidance_tmin,
+            guidance_tmax=d.guidance_tmax, guidance_reverse=d.guidance_reverse)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--churns", default="bundle",
                    help="S_churn values of the sweep, e.g. 0,10,20 ('bundle': the bundle's)")
     p.add_argument("--churn", default="bundle", help="S_churn of the main run ('bundle': the bundle's)")
+    p.add_argument("--sampler-field", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a field of the bundle's sampler defaults set for this run (repeatable), e.g. "
+                        "guidance=3 resample=1: what `msldm export --sampler` would write, without exporting")
     p.add_argument("--subsets", default="all", help="all | partial | comma list like B,DG,BDGP")
     p.add_argument("--split", default="test")
     p.add_argument("--sweep-n", type=int, default=8, help="segments per sweep point (0: no sweep)")
@@ -167,7 +170,19 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       embedding_weights=args.embedding_weights, seed=args.seed, draw=args.draw,
                       split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
-                      silent_retries=args.silent_retries)
+                      silent_retries=args.silent_retries,
+                      sampler_fields=tuple(sorted(_sampler_fields(args.sampler_field).items())))
+
+
+def _sampler_fields(items: list[str]) -> dict[str, str]:
+    """`--sampler-field` items as {field: text}, checked against the sampler config's fields."""
+    from msldm.config import SamplerConfig
+    try:
+        fields = SamplerConfig.parse_assignments(items)
+        SamplerConfig().with_overrides(fields)
+    except ValueError as e:
+        raise SystemExit(f"msldm eval: --sampler-field: {e}") from None
+    return fields
 
 
 def _retries(text: str) -> int:
@@ -238,7 +253,8 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.silent_retries is None:  # record what ran: the daemon's default
         from server.windowing import SILENT_RETRIES
         cfg = dataclasses.replace(cfg, silent_retries=SILENT_RETRIES)
-    generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries)
+    generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries,
+                                sampler_fields=dict(cfg.sampler_fields))
     name = args.name or Path(args.bundle).name
     if args.vae_ceiling:
         generator = _vae_ceiling(generator, args.data, cfg)

@@ -66,13 +66,18 @@ class BundleGenerator:
     exactly as the daemon does (`server.windowing.generate_region`): windows of the bundle's
     length, continuation by imputation in time, crossfades in phase; given stems imposed by
     imputation (total generation: none given); silent windows sampled again as the daemon's
-    default does (`silent_retries`, 0: the model's first attempt always)."""
+    default does (`silent_retries`, 0: the model's first attempt always). `sampler_fields`:
+    {field: text} set on the bundle's sampler defaults (`SamplerConfig.with_overrides`), as if
+    its manifest said so."""
 
-    def __init__(self, bundle_dir: str | Path, threads: int = 0, silent_retries: int | None = None) -> None:
+    def __init__(self, bundle_dir: str | Path, threads: int = 0, silent_retries: int | None = None,
+                 sampler_fields: dict[str, str] | None = None) -> None:
         from server.runtime import Bundle  # onnxruntime only, no torch
         from server.windowing import SILENT_RETRIES
 
         self.bundle = Bundle.load(bundle_dir, threads=threads)
+        if sampler_fields:
+            self.bundle.sampler_defaults = self.bundle.sampler_defaults.with_overrides(dict(sampler_fields))
         self.silent_retries = SILENT_RETRIES if silent_retries is None else silent_retries
         self.rerolls = 0  # extra samplings of a window for a silent stem, over every call
         self.sample_rate = self.bundle.sample_rate

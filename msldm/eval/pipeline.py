@@ -64,6 +64,7 @@ class EvalConfig:
     use_annotation: bool = True
     frame_rate_hz: float = 22050 / 320  # latent frame rate (sample_rate / hop): a decoder comb's pitch
     silent_retries: int | None = None  # the bundle generator's re-sampling of silent windows (None: the daemon's)
+    sampler_fields: tuple[tuple[str, str], ...] = ()  # (field, text) set on the bundle's sampler defaults
 
 
 @dataclass

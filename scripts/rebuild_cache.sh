@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Rebuild this machine's data cache (~/.cache/msldm/data) after a wipe, with the documented
+# commands (docs/data.md), stage by stage, each resumable (`--resume`; a finished stage is
+# skipped when its marker file exists). Every corpus is a pure function of its command, so
+# the rebuilt data are the ones the evaluations and runs in docs/ were measured on.
+#
+#   bash scripts/rebuild_cache.sh eval        # test + validation of the 10-hour corpus, the held-out composer (~1.5 min)
+#   bash scripts/rebuild_cache.sh train       # the training splits: 10-hour corpus, three plays-through draws
+#   bash scripts/rebuild_cache.sh latents     # their latents by the bundled SourceVAE, joined as mix6-latents
+#   bash scripts/rebuild_cache.sh all         # all three, in that order
+#
+# WORKERS (default 2) sets the render processes; run it under nice beside other work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MSLDM=${MSLDM:-.venv/bin/msldm}
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-$HOME/.cache/msldm/data}
+WORKERS=${WORKERS:-2}
+VAE=msldm/assets/vae-spectral/vae.safetensors
+GM=/usr/share/sounds/sf2/FluidR3_GM.sf2
+MONO=/usr/share/sounds/sf3/FluidR3Mono_GM.sf3
+TIM=/usr/share/sounds/sf2/TimGM6mb.sf2
+for f in "$GM" "$MONO" "$TIM"; do
+    [ -f "$f" ] || { echo "missing soundfont $f: apt-get install fluid-soundfont-gm fluidr3mono-gm-soundfont timgm6mb-soundfont" >&2; exit 2; }
+done
+mkdir -p "$DATA"
+
+done_mark() { [ -f "$DATA/.done-$1" ]; }
+mark() { touch "$DATA/.done-$1"; }
+step() {  # step NAME command...: run unless done, then mark
+    local name=$1; shift
+    if done_mark "$name"; then echo "[rebuild] $name: done before"; return; fi
+    echo "[rebuild] $name: $(date +%T)"
+    "$@"
+    mark "$name"
+}
+synth() {  # synth OUT SEED TRACKS SPLITS [composer]
+    local out=$1 seed=$2 tracks=$3 splits=$4 composer=${5:-}
+    "$MSLDM" data synth ${composer:+--composer $composer} --out "$DATA/$out" --tracks "$tracks" \
+        --seed "$seed" --workers "$WORKERS" --augment --seconds 15 --soundfonts "$GM,$MONO" \
+        --holdout-soundfont "$TIM" --splits "$splits" --resume
+}
+latents() {  # latents CORPUS SPLITS
+    "$MSLDM" data latents --vae "$VAE" --data "$DATA/$1" --out "$DATA/$1-latents" --splits ${2//,/ }
+}
+
+stage_eval() {
+    step multi-eval synth multi 1 3000 test,validation
+    step heldout "$MSLDM" data synth --composer heldout --out "$DATA/heldout" --tracks 40 --seed 2 \
+        --workers 1 --seconds 15 --augment --soundfont "$TIM"
+}
+stage_train() {
+    step full-train synth full 3 2000 train synth-full
+    step full2-train synth full2 5 2000 train synth-full
+    step full3-train synth full3 7 2000 train synth-full
+    step multi-train synth multi 1 3000 train
+}
+stage_latents() {
+    step multi-latents latents multi train,validation
+    step full-latents latents full train
+    step full2-latents latents full2 train
+    step full3-latents latents full3 train
+    step mix6 "$PY" scripts/merge_latents.py --out "$DATA/mix6-latents" --stats-from msldm/assets/cpu/diffusion.safetensors \
+        multi:train,validation="$DATA/multi-latents" full:train="$DATA/full-latents" \
+        full2:train="$DATA/full2-latents" full3:train="$DATA/full3-latents"
+}
+
+case "${1:-}" in
+    eval) stage_eval ;;
+    train) stage_train ;;
+    latents) stage_latents ;;
+    all) stage_eval; stage_train; stage_latents ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
+esac
+echo "[rebuild] ${1}: finished $(date +%T)"
