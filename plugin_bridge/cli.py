@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise schedule; melody suits few steps (default: the model's)")
     g.add_argument("--resample", type=int, help="passes per step, 1-8: a tighter fit to the given stems "
                    "for that many times the sampling time (default: the model's)")
+    g.add_argument("--guidance", type=float, metavar="W",
+                   help="0-8: how strongly the generated stems follow the given ones' timing (1: the model's own "
+                        "pull; more is tighter; default: the model's)")
     g.add_argument("--silent-retries", type=int, metavar="N",
                    help="0-4: how often the daemon samples a window again when a generated stem comes out "
                         "silent there (default: the daemon's, 2; 0: what the model made first)")
@@ -203,7 +206,8 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
     return GenerateRequest(
         generate=tuple(args.generate), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
-        resample=args.resample, output_sample_rate=args.output_sample_rate, duration=args.duration,
+        resample=args.resample, guidance=args.guidance, output_sample_rate=args.output_sample_rate,
+        duration=args.duration,
         region=region, length=None if args.length == "region" else args.length, takes=args.takes,
         redo=redo_field(args), silent_retries=args.silent_retries)
 
@@ -219,6 +223,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
         "seed": d.seeds[take], "take": take, "takes": d.takes,
         "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
+        "guidance": d.guidance,
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
@@ -252,7 +257,7 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
     if args.length != "region":
         parts += ["--length", args.length]
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
-                        ("--schedule", done.schedule), ("--resample", done.resample),
+                        ("--schedule", done.schedule), ("--resample", done.resample), ("--guidance", done.guidance),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
                         ("--duration", args.duration), ("--silent-retries", done.silent_retries)):
         if value is not None:

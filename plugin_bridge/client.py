@@ -148,6 +148,7 @@ class Done:
     redo: dict[str, Any] | None = None  # {stem, start, end} of a redo request
     silent_retries: int | None = None  # the retries allowed for a silent stem (None: an older daemon)
     take_rerolls: tuple[int, ...] = ()  # per take, extra samplings of a window for a silent stem
+    guidance: float | None = None  # the given-part guidance used (None: an older daemon)
 
     @property
     def takes(self) -> int:
@@ -185,6 +186,7 @@ class GenerateRequest:
     sampler: str | None = None
     schedule: str | None = None
     resample: int | None = None
+    guidance: float | None = None  # how strongly the generated stems follow the given ones (daemon: the bundle's)
     output_sample_rate: int | None = None
     duration: float | None = None
     region: dict[str, Any] | None = None
@@ -197,7 +199,7 @@ class GenerateRequest:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
-        for name in ("seed", "steps", "sampler", "schedule", "resample", "output_sample_rate", "duration",
+        for name in ("seed", "steps", "sampler", "schedule", "resample", "guidance", "output_sample_rate", "duration",
                      "region", "length", "takes", "redo", "silent_retries"):
             value = getattr(self, name)
             if value is not None:
@@ -271,7 +273,8 @@ def _to_event(msg: P.Message) -> Event | None:
         rerolls = tuple(int(t.get("silent_rerolls", 0)) for t in takes) if "silent_rerolls" in h else ()
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
-                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls)
+                    h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls,
+                    h.get("guidance"))
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

@@ -135,6 +135,9 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
            "to the given stems, that many times the sampling time on the steps of the bundle's resample band, "
            "the steps where sigma >= 0.6 for the bundled model, which sends 3; steps x resample <= max_steps); "
            "default from the bundle"),
+        _f("guidance", "number", False, "0..max_guidance: how strongly the generated stems follow the given ones' "
+           "timing (given-part guidance: 1 is the model's own pull, more is tighter, each guided step costs a "
+           "second denoiser call); default from the bundle (`default_guidance`). Ignored when nothing is given"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
@@ -165,6 +168,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("default_schedule", "str", True, "schedule used when `generate` names none"),
         _f("max_resample", "int", True, "largest `resample` accepted"),
         _f("default_resample", "int", True, "`resample` used when `generate` names none"),
+        _f("max_guidance", "number", True, "largest `guidance` accepted"),
+        _f("default_guidance", "number", True, "`guidance` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
         _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_takes, max_queue "
            "(waiting jobs, all clients), max_queue_per_client (waiting jobs of one client), min_sample_rate, "
@@ -216,6 +221,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("sampler", "str", True, "sampler used"),
         _f("schedule", "str", True, "noise schedule used"),
         _f("resample", "int", True, "passes per step used"),
+        _f("guidance", "number", False, "given-part guidance weight used (sent since the field existed)"),
         _f("windows", "int", True, "number of model windows the region took"),
         _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
         _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out silent, "

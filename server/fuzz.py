@@ -39,7 +39,7 @@ LITERALS = {"INF": "1e400", "NINF": "-1e400", "BIG": str(2 ** 70), "NBIG": str(-
 WEIRD: list[Any] = [None, True, False, -1, 0, 1, 2 ** 31, 2 ** 63, 2 ** 64 - 1, 1e308, -0.0, 0.5, 3.7,
                     "", "x", "\u0000", "é" * 40, "a" * 300, [], {}, [1, 2], {"a": {"b": [None]}},
                     *(f"@{k}@" for k in LITERALS), ["@INF@"], {"t": "@BIG@"}]
-FIELDS = ["job_id", "given", "generate", "seed", "steps", "sampler", "schedule", "resample",
+FIELDS = ["job_id", "given", "generate", "seed", "steps", "sampler", "schedule", "resample", "guidance",
           "output_sample_rate", "duration", "region", "takes", "redo", "length", "silent_retries"]
 GIVEN_FIELDS = ["stem", "sample_rate", "channels", "frames"]
 

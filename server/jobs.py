@@ -252,7 +252,8 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     hook = _progress_hook(job, windows, time.perf_counter())
     t, t_convert = Timings(), 0.0
     pieces = generate_region(bundle, given, req.generate, span[1] - span[0], seed=req.seed, steps=req.steps,
-                             sampler=req.sampler, schedule=req.schedule, resample=req.resample, hook=hook,
+                             sampler=req.sampler, schedule=req.schedule, resample=req.resample,
+                             guidance=req.guidance, hook=hook,
                              timings=t, cache=cache, takes=req.takes, kept_frames=kept,
                              silent_retries=req.silent_retries)
     if req.redo is not None:
@@ -279,7 +280,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
             "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0)}
                                         for b, s in enumerate(req.seeds)],
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
-            "resample": req.resample, "windows": windows,
+            "resample": req.resample, "guidance": req.guidance, "windows": windows,
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
     if req.redo is not None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, check_sample_rate,
                                     given_infos, pcm_from_bytes)
+from msldm.config import MAX_GUIDANCE
 from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
 from server.windowing import SILENT_RETRIES
@@ -62,6 +63,7 @@ class ModelInfo:
     schedules: tuple[str, ...] = ("karras",)
     default_schedule: str = "karras"
     default_resample: int = 1
+    default_guidance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class JobRequest:
     region: dict[str, Any] | None = None
     schedule: str = "karras"
     resample: int = 1
+    guidance: float = 1.0
     takes: int = 1
     redo: Redo | None = None
     silent_retries: int = SILENT_RETRIES
@@ -155,13 +158,22 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     seed, steps, sampler, schedule, resample = _sampling_args(h, model, limits, job_id)
     takes = _takes(h, seed, limits, job_id)
     redo = None if redo_stem is None else _redo_range(h, redo_stem, frames / rate, rate, job_id)
+    guidance = _guidance(h, model, job_id)
     retries = h.get("silent_retries", SILENT_RETRIES)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_SILENT_RETRIES:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'silent_retries' must be an integer in [0, {MAX_SILENT_RETRIES}], "
                             f"got {retries!r}", job_id)
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
                       sampler, h.get("region"), schedule=schedule, resample=resample, takes=takes, redo=redo,
-                      silent_retries=retries)
+                      silent_retries=retries, guidance=guidance)
+
+
+def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:
+    g = h.get("guidance", model.default_guidance)
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g) or not 0 <= g <= MAX_GUIDANCE:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'guidance' must be a number in [0, {MAX_GUIDANCE:g}] "
+                            f"(1: the model's own pull), got {g!r}", job_id)
+    return float(g)
 
 
 def _takes(h: dict[str, Any], seed: int, limits: Limits, job_id: str | None) -> int:

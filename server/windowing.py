@@ -199,12 +199,13 @@ class SamplerArgs:
     schedule: str | None = None
     resample: int | None = None
     churn: float | None = None
+    guidance: float | None = None
 
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
                     n_samples: int, *, seed: int, steps: int | None = None, sampler: str | None = None,
                     schedule: str | None = None, resample: int | None = None, overlap: int | None = None,
-                    churn: float | None = None, hook: StepHook | None = None,
+                    churn: float | None = None, guidance: float | None = None, hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None, takes: int = 1,
                     kept_frames: dict[str, np.ndarray] | None = None,
                     silent_retries: int = SILENT_RETRIES) -> Iterator[Piece]:
@@ -231,7 +232,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
-    args = SamplerArgs(steps, sampler, schedule, resample, churn)
+    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
@@ -283,7 +284,7 @@ class _Window:
         return _sample_window(self.bundle, self.audio, self.given, self.requested,
                               None if self.prev is None else self.prev[rows], self.plan, noise, a.steps,
                               a.sampler, a.schedule, a.resample, self.index, hook, self.t, self.cache,
-                              a.churn, len(rows), self.kept, S_tmin)
+                              a.churn, len(rows), self.kept, S_tmin, a.guidance)
 
     def decode(self, z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
         """`_decode_stems` of `z` `[len(rows),K*C,W]`, each take starting at its own phase."""
@@ -343,7 +344,8 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    window: int,
                    hook: StepHook | None, t: Timings, cache: EncodeCache | None,
                    churn: float | None = None, takes: int = 1,
-                   kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None) -> np.ndarray:
+                   kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None,
+                   guidance: float | None = None) -> np.ndarray:
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
     imposed from `prev`'s last O frames (each take continuing its own previous window)."""
@@ -368,7 +370,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
     out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
-                          resample=resample, rng=rng, S_churn=churn, S_tmin=S_tmin,
+                          resample=resample, guidance=guidance, rng=rng, S_churn=churn, S_tmin=S_tmin,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
     t.sample += time.perf_counter() - t0

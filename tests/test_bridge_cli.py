@@ -68,7 +68,7 @@ def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp
 def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  # noqa: F811
     r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
                 "--make", "bass", "--out", str(tmp_path / "a"), "--sample-rate", "22050", "--bit-depth", "32f",
-                "--schedule", "melody", "--resample", "2", "--silent-retries", "1")
+                "--schedule", "melody", "--resample", "2", "--silent-retries", "1", "--guidance", "2.5")
     assert r.returncode == 0, r.stderr
     meta = json.loads(_only(tmp_path / "a", "region.seed*.msldm.json").read_text())
     argv = shlex.split(meta["command"])
@@ -77,6 +77,7 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
     assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"
+    assert meta["guidance"] == 2.5 and argv[argv.index("--guidance") + 1] == "2.5"
     assert Path(argv[argv.index("--out") + 1]).is_absolute() and argv[argv.index("--sampler") + 1] == "euler"
     # asked with the old names (--make, --sample-rate), reproduced with the current ones
     assert argv[argv.index("--generate") + 1] == "bass" and argv[argv.index("--output-sample-rate") + 1] == "22050"

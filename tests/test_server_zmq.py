@@ -590,6 +590,8 @@ def test_a_redo_of_bars_maps_bar_numbers_to_the_region(client):
     ({"takes": True}, "bad_field", "takes"), ({"takes": 2, "seed": 2 ** 63 - 1}, "bad_field", "seed"),
     ({"silent_retries": -1}, "bad_field", "silent_retries"), ({"silent_retries": 5}, "bad_field", "silent_retries"),
     ({"silent_retries": 1.5}, "bad_field", "silent_retries"), ({"silent_retries": False}, "bad_field", "silent_retries"),
+    ({"guidance": -0.5}, "bad_field", "guidance"), ({"guidance": 9}, "bad_field", "guidance"),
+    ({"guidance": "3"}, "bad_field", "guidance"), ({"guidance": True}, "bad_field", "guidance"),
     ({"redo": {"stem": "guitar", "start": 0, "end": 1}}, "bad_field", "given"),
     ({"redo": {"stem": "bass", "start": 0}}, "missing_field", "end"),
     ({"redo": {"stem": "bass", "start": 0.5, "end": 0.2}}, "bad_field", "start < end"),
@@ -629,6 +631,20 @@ def test_done_says_how_many_windows_were_sampled_again_for_a_silent_stem(client,
         assert [t["silent_rerolls"] for t in done.header["takes"]] == [retries * done.header["windows"]] * takes
     h, pcm = gen_header("silent-default", given, 44100, ["drums"])
     assert client.run_job(h, pcm).final.header["silent_retries"] == 2  # the daemon's default, echoed
+
+
+def test_guidance_is_the_bundles_unless_asked_and_changes_the_generated_stems(client):
+    given = {"drums": tone(2.0, 44100, 110.0)}
+    hello = client.request({"type": "hello"}).header
+    assert hello["max_guidance"] == 8.0 and hello["default_guidance"] == 1.0  # the handmade bundle: unguided
+    out = {}
+    for g in (None, 1.0, 3.0):
+        extra = {} if g is None else {"guidance": g}
+        h, pcm = gen_header(f"guid-{g}", given, 44100, ["bass"], seed=5, **extra)
+        res = client.run_job(h, pcm)
+        assert res.final.type == "done" and res.final.header["guidance"] == (1.0 if g is None else g), res.final.header
+        out[g] = res.stems()["bass"]
+    assert np.array_equal(out[None], out[1.0]) and not np.array_equal(out[1.0], out[3.0])
 
 
 def test_a_stereo_stem_cannot_be_redone(client):
