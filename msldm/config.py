@@ -399,8 +399,14 @@ def _cpu() -> ModelConfig:
     # against 80 for 2 passes on every step), by the 24-clip eval with the daemon's silent-window
     # retry on 2026-12-04 (docs/model-card.md): harmonic fit 0.92 / 0.92 -> 0.98 / 0.94 (pooled),
     # rhythm unchanged, sub-FAD 13.5 -> 12.5, total-generation FD 60.0 -> 51.2, 25% fewer retries.
+    # Given-part guidance stays off by default (guidance 1): at 3, with 1 RePaint pass, it put the
+    # guitar on the beat more often on the training composer's test songs (rhythmic fit 0.52 ->
+    # 0.61, three draws) but lost harmonic fit there and rhythm and harmony on the held-out
+    # composer (2026-12-05, docs/model-card.md); its band, sigma >= 0.3, is what a request for
+    # guidance gets.
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
-                  sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=20.0, S_tmin=0.3))
+                  sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=20.0, S_tmin=0.3,
+                                        guidance_tmin=0.3))
 
 
 def _gpu() -> ModelConfig:
