@@ -226,9 +226,9 @@ class SamplerConfig:
         """The keyword arguments of `msldm.sampling.generate` this config sets."""
         return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
                 "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
-                "guidance": self.guidance, "guidance_reverse": self.guidance_reverse,
-                "guidance_tmin": self.guidance_tmin, "guidance_tmax": self.guidance_tmax,
-                "resample_tmax": self.resample_tmax}
+                "resample_tmax": self.resample_tmax, "guidance": self.guidance,
+                "guidance_reverse": self.guidance_reverse, "guidance_tmin": self.guidance_tmin,
+                "guidance_tmax": self.guidance_tmax}
 
     def partial_calls(self, sigmas: list[float]) -> int:
         """Denoiser calls of one partial generation over `sigmas` with this config's RePaint

@@ -344,8 +344,9 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
     `resample` applies to partial generation only: with nothing given there is nothing for
-    the extra takes to fit; so do the `guidance` fields (`Imputation`). In partial generation the sampler's churn and RePaint noise is
-    drawn over the generated part only (`Imputation.state_randn`), so a seed's draws differ
+    the extra takes to fit; so do the `guidance` fields (`Imputation`). In partial generation
+    the sampler's churn and RePaint noise is drawn over the generated part only
+    (`Imputation.state_randn`), so a seed's draws differ
     from a total generation's after the initial noise. Returns the sampled latent; where
     `mask` is 1 it equals `given` exactly. `conditional`: the denoiser takes the given part
     too (`Imputation`); in total generation it is called as `denoise(x, sigma)` either way.

@@ -370,7 +370,8 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
     out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
-                          resample=resample, guidance=guidance, rng=rng, S_churn=churn, S_tmin=S_tmin,
+                          resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
+                          rng=rng, S_churn=churn, S_tmin=S_tmin,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
     t.sample += time.perf_counter() - t0

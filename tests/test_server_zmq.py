@@ -350,6 +350,8 @@ def test_a_region_holding_1e400_ends_with_an_error(client):
     (_generate_text("huge", ', "duration": %d' % 2 ** 70), "duration"),
     (_generate_text("huge-seed", ', "seed": %d' % 2 ** 70), "seed"),
     (_generate_text("huge-steps", ', "steps": %d' % 2 ** 70), "steps"),
+    (_generate_text("huge-guidance", ', "guidance": %d' % 2 ** 70), "guidance"),
+    (_generate_text("inf-guidance", ', "guidance": 1e400'), "guidance"),
 ])
 def test_overflowing_numbers_are_bad_field_not_internal(client, frames, field):
     """Fault 2: these were `internal` errors."""
@@ -357,6 +359,19 @@ def test_overflowing_numbers_are_bad_field_not_internal(client, frames, field):
     m = client.recv(10)
     assert m.type == "error" and m.header["code"] == "bad_field", m.header
     assert field in m.header["message"]
+
+
+def test_request_validation_never_raises_on_a_huge_integer():
+    """`build_request` called directly (not through the wire decoder, which maps overflowing
+    literals first): an int past int64 is a clear ProtocolError, never numpy's TypeError."""
+    from server.requests import Limits, ModelInfo, build_request
+
+    model = ModelInfo(("bass", "drums", "guitar", "piano"), 22050, ("euler",), 4, "euler")
+    for extra in ({"duration": 2 ** 70}, {"duration": 1.0, "guidance": 2 ** 70},
+                  {"duration": 1.0, "redo": {"stem": "bass", "start": 0, "end": 2 ** 70}}):
+        h = {"type": "generate", "job_id": "j", "given": [], "generate": ["bass"], **extra}
+        with pytest.raises(P.ProtocolError):
+            build_request(P.Message("generate", h, []), model, Limits())
 
 
 def test_one_client_cannot_fill_the_queue(tiny_bundle):  # noqa: F811
@@ -645,6 +660,15 @@ def test_guidance_is_the_bundles_unless_asked_and_changes_the_generated_stems(cl
         assert res.final.type == "done" and res.final.header["guidance"] == (1.0 if g is None else g), res.final.header
         out[g] = res.stems()["bass"]
     assert np.array_equal(out[None], out[1.0]) and not np.array_equal(out[1.0], out[3.0])
+    # with nothing given there is nothing to follow: total generation (its windows after the
+    # first continue the previous one by imputation in time) is the same at any guidance
+    total = {}
+    for g in (1.0, 3.0):
+        h, pcm = gen_header(f"guid-total-{g}", {}, 22050, ["bass"], seed=5, duration=3.0, guidance=g)
+        res = client.run_job(h, pcm)
+        assert res.final.type == "done" and res.final.header["windows"] > 1, res.final.header
+        total[g] = res.stems()["bass"]
+    assert np.array_equal(total[1.0], total[3.0])
 
 
 def test_a_stereo_stem_cannot_be_redone(client):
