@@ -396,3 +396,16 @@ def test_osc_passes_silent_retries_on_and_refuses_a_bad_value(osc_daemon, folder
         assert err[1:3] == ["sr9", "bad_field"] and "silent_retries" in err[3], err
     finally:
         r.close()
+
+
+def test_osc_passes_guidance_on_and_refuses_a_bad_value(osc_daemon, folders):
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["g3", r.port, "bass=bass.wav", "generate=drums", "guidance=2.5"])
+        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "g3"]
+        for job, value in (("g9", "9"), ("gx", "tight")):
+            _send(osc_daemon, "/msldm/generate", [job, r.port, "bass=bass.wav", "generate=drums", f"guidance={value}"])
+            err = r.wait("/msldm/error")
+            assert err[1:3] == [job, "bad_field"] and "guidance" in err[3], err
+    finally:
+        r.close()
