@@ -111,6 +111,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="noise schedule; melody suits few steps (default: the model's)")
     p.add_argument("--resample", type=int, default=None,
                    help="passes per step, 1-8: a tighter fit to the given stems (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="0-8: how strongly the generated stems follow the given ones' timing (1: the model's "
+                        "own pull; default: the model's); e.g. --guidance 3 --resample 1")
     p.set_defaults(func=_run_demo)
 
 
@@ -118,7 +121,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from msldm.demo import run_demo
 
     print(run_demo(args.out, args.bundle, args.seed, args.steps, schedule=args.schedule,
-                   resample=args.resample))
+                   resample=args.resample, guidance=args.guidance))
     return 0
 
 

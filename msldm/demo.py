@@ -46,7 +46,7 @@ class DemoReport:
 
 def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | None = None,
              example: Path = EXAMPLE_DIR, progress: bool = True, schedule: str | None = None,
-             resample: int | None = None) -> DemoReport:
+             resample: int | None = None, guidance: float | None = None) -> DemoReport:
     """Generate accompaniment for the example region into `out`; returns what was written."""
     from msldm import wavio
     from msldm.cli_common import ProgressBar
@@ -67,6 +67,7 @@ def run_demo(out: Path, bundle: Path | None = None, seed: int = 0, steps: int | 
         request = GenerateRequest(
             given=tuple(GivenStem(s, a.audio, a.sample_rate) for s, a in files.items()),
             generate=tuple(region["generate"]), seed=seed, steps=steps, schedule=schedule, resample=resample,
+            guidance=guidance,
             region={"tempo": region["tempo"], "meter": region["meter"],
                     "start_bar": region["start_bar"]})
         t1 = time.perf_counter()
@@ -125,6 +126,7 @@ def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float
     record = {"region": region, "model": hello.get("model"), "providers": hello.get("providers"),
               "seed": result.done.seed, "steps": result.done.steps,
               "schedule": result.done.schedule, "resample": result.done.resample,
+              "guidance": result.done.guidance,
               "silent_retries": result.done.silent_retries, "silent_rerolls": sum(result.done.take_rerolls),
               "timings_s": timings,
               "files": {k: str(v) for k, v in written.items()}}

@@ -80,6 +80,11 @@ def test_demo_same_seed_same_stems(exported_tiny: Path, tmp_path: Path) -> None:
     m = run_demo(tmp_path / "m", bundle=exported_tiny, seed=5, steps=3, progress=False, schedule="melody")
     assert json.loads((tmp_path / "m" / "demo.json").read_text())["schedule"] == "melody"
     assert not np.array_equal(sf.read(k.files["bass"])[0], sf.read(m.files["bass"])[0])
+    # guidance reaches the daemon: recorded, and the stems move
+    g = run_demo(tmp_path / "g", bundle=exported_tiny, seed=5, steps=2, progress=False, guidance=3.0)
+    assert json.loads((tmp_path / "g" / "demo.json").read_text())["guidance"] == 3.0
+    assert json.loads((tmp_path / "a" / "demo.json").read_text())["guidance"] == 1.0
+    assert not np.array_equal(sf.read(a.files["bass"])[0], sf.read(g.files["bass"])[0])
 
 
 def test_demo_without_bundle_says_so(tmp_path: Path) -> None:
