@@ -47,6 +47,23 @@ def test_eval_generator_passes_the_schedule(exported_tiny: Path) -> None:
     assert not np.allclose(run["karras"], run["melody"])
 
 
+def test_eval_generator_takes_sampler_fields_as_the_manifest_would(exported_tiny: Path) -> None:
+    from msldm.eval.cli import _sampler_fields
+    from msldm.eval.generators import BundleGenerator
+
+    drums = np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1
+    kw = dict(n_samples=4000, seed=1, steps=3, sampler="euler")
+    plain = BundleGenerator(exported_tiny)({"drums": drums}, ["bass"], **kw)["bass"]
+    guided_gen = BundleGenerator(exported_tiny, sampler_fields=_sampler_fields(["guidance=3"]))
+    assert guided_gen.bundle.sampler_defaults.guidance == 3.0
+    guided = guided_gen({"drums": drums}, ["bass"], **kw)["bass"]
+    assert not np.allclose(plain, guided)
+    with pytest.raises(SystemExit, match="unknown sampler field"):
+        _sampler_fields(["guidence=3"])
+    with pytest.raises(SystemExit, match="guidance must"):
+        _sampler_fields(["guidance=20"])
+
+
 def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: Path) -> None:
     report = run_demo(tmp_path / "demo", bundle=exported_tiny, seed=3, steps=2, progress=False)
     region = json.loads((EXAMPLE_DIR / "region.json").read_text())
