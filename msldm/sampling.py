@@ -304,9 +304,6 @@ class Imputation:
         self.cond = (given * full, full) if conditional else None
         self.contrast_cond = (self.contrast * full, full) if conditional and self.contrast is not None else None
 
-    def noised_given(self, sigma: float) -> Array:
-        return self.given + self.given_randn(self.given) * sigma
-
     def combine(self, x: Array, z_given: Array) -> Array:
         """mask * z_given + (1 - mask) * x: exact in the given part for finite x."""
         return z_given * self.mask + x * self.keep

@@ -244,10 +244,16 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
 CLIENT_SPECS: dict[str, MessageSpec] = {m.type: m for m in CLIENT_MESSAGES}
 SERVER_SPECS: dict[str, MessageSpec] = {m.type: m for m in SERVER_MESSAGES}
 
+def is_number(v: Any) -> bool:
+    """A finite JSON number: any int (however large; `math.isfinite` and `np.isfinite` fail on
+    ints past float or int64 range) or a finite float; never a bool."""
+    return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)))
+
+
 _KIND_CHECKS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number": is_number,
     "bool": lambda v: isinstance(v, bool),
     "list": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),

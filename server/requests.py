@@ -7,14 +7,13 @@ worker (`JobRequest.model_rate_given`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, check_sample_rate,
-                                    given_infos, pcm_from_bytes)
+                                    given_infos, is_number, pcm_from_bytes)
 from msldm.config import MAX_GUIDANCE
 from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
@@ -169,15 +168,9 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
                       silent_retries=retries, guidance=guidance)
 
 
-def _finite_number(v: Any) -> bool:
-    """A JSON number that is finite: any int (however large; `np.isfinite` raises on an int past
-    int64) or a finite float; never a bool."""
-    return not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)))
-
-
 def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:
     g = h.get("guidance", model.default_guidance)
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= MAX_GUIDANCE:  # NaN fails too
+    if not is_number(g) or not 0 <= g <= MAX_GUIDANCE:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'guidance' must be a number in [0, {MAX_GUIDANCE:g}] "
                             f"(1: the model's own pull), got {g!r}", job_id)
     return float(g)
@@ -236,7 +229,7 @@ def _redo_range(h: dict[str, Any], stem: str, seconds: float, rate: int, job_id:
         end = min(end, seconds)
     else:
         start, end = redo.get("start"), redo.get("end")
-        if not all(_finite_number(v) for v in (start, end)):
+        if not all(is_number(v) for v in (start, end)):
             raise ProtocolError(ErrorCode.MISSING_FIELD if start is None or end is None else ErrorCode.BAD_FIELD,
                                 "'redo' needs 'start' and 'end' (seconds from the region start) or 'bars'",
                                 job_id)
@@ -317,7 +310,7 @@ def _duration(h: dict[str, Any], infos: list[PcmInfo], job_id: str | None) -> tu
     if "duration" not in h:
         raise ProtocolError(ErrorCode.MISSING_FIELD, "'duration' is required when no stem is given", job_id)
     d = h["duration"]
-    if not _finite_number(d) or d < 0:
+    if not is_number(d) or d < 0:
         raise ProtocolError(ErrorCode.BAD_FIELD, "'duration' must be a non-negative number of seconds", job_id)
     if d == 0:
         raise ProtocolError(ErrorCode.EMPTY_REGION, "'duration' is 0: empty region", job_id)

@@ -260,14 +260,11 @@ class Bundle:
             return rng.standard_normal(like.shape, dtype=np.float32)
 
         noise = rng.standard_normal(shape, dtype=np.float32)
-        return sampling.generate(
-            self.denoise, noise, self.sigmas(steps, schedule), sampler=sampler or d.sampler, randn=randn,
-            given=given, mask=mask, S_churn=d.S_churn if S_churn is None else S_churn,
-            S_tmin=d.S_tmin if S_tmin is None else S_tmin, S_tmax=d.S_tmax, S_noise=d.S_noise,
-            resample=resample or d.resample, resample_tmin=d.resample_tmin,
-            resample_tmax=d.resample_tmax, callback=callback, conditional=self.conditional,
-            guidance=d.guidance if guidance is None else guidance, guidance_tmin=d.guidance_tmin,
-            guidance_tmax=d.guidance_tmax, guidance_reverse=d.guidance_reverse)
+        asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
+                 "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
+        kwargs = {**d.sampling_kwargs(), **{k: v for k, v in asked.items() if v is not None}}
+        return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
+                                 mask=mask, callback=callback, conditional=self.conditional, **kwargs)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

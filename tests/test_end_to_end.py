@@ -64,6 +64,17 @@ def test_eval_generator_takes_sampler_fields_as_the_manifest_would(exported_tiny
         _sampler_fields(["guidance=20"])
 
 
+def test_eval_refuses_a_sampler_field_the_bundle_defaults_contradict(tmp_path: Path) -> None:
+    from msldm.cli import main
+    from server.cli import default_bundle
+
+    # resample_tmax 0.5 is a valid field alone, but under the shipped bundle's resample_tmin (0.6)
+    with pytest.raises(SystemExit, match="msldm eval: need 0 <= resample_tmin <= resample_tmax, got 0.6, 0.5"):
+        main(["eval", "--bundle", str(default_bundle()), "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+              "--sampler-field", "resample_tmax=0.5"])
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
 def test_demo_through_daemon_on_exported_bundle(exported_tiny: Path, tmp_path: Path) -> None:
     report = run_demo(tmp_path / "demo", bundle=exported_tiny, seed=3, steps=2, progress=False)
     region = json.loads((EXAMPLE_DIR / "region.json").read_text())

@@ -253,8 +253,11 @@ def _run(args: argparse.Namespace) -> int:
     if cfg.silent_retries is None:  # record what ran: the daemon's default
         from server.windowing import SILENT_RETRIES
         cfg = dataclasses.replace(cfg, silent_retries=SILENT_RETRIES)
-    generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries,
-                                sampler_fields=dict(cfg.sampler_fields))
+    try:
+        generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries,
+                                    sampler_fields=dict(cfg.sampler_fields))
+    except ValueError as e:  # a bundle that does not load, or a --sampler-field its defaults refuse
+        raise SystemExit(f"msldm eval: {e}") from None
     name = args.name or Path(args.bundle).name
     if args.vae_ceiling:
         generator = _vae_ceiling(generator, args.data, cfg)
