@@ -264,7 +264,8 @@ class Bundle:
                  "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
         kwargs = {**d.sampling_kwargs(), **{k: v for k, v in asked.items() if v is not None}}
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
-                                 mask=mask, callback=callback, conditional=self.conditional, **kwargs)
+                                 mask=mask, callback=callback, conditional=self.conditional,
+                                 concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

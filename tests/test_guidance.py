@@ -140,3 +140,34 @@ def test_the_shipped_manifest_writes_every_guidance_field() -> None:
 
     block = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json").read_text())["sampler"]
     assert {"guidance", "guidance_reverse", "guidance_tmin", "guidance_tmax"} <= set(block)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_batched_guided_call_equals_two_calls(conditional: bool) -> None:
+    """With `concat`, a guided call is one denoiser call on both branches (D's rows first, the
+    clean inputs of a conditional denoiser joined alike), and the sampler's output is the
+    two-call one: the noise is drawn in the same order."""
+    given = np.repeat(GIVEN, 2, axis=0)  # two takes
+
+    def run(concat):
+        rng, calls = np.random.default_rng(5), Recorder()
+        out = sampling.generate(calls, rng.standard_normal((2, 2, 4)), sampling.karras_sigmas(6),
+                                randn=lambda like: rng.standard_normal(like.shape), S_churn=10.0, given=given,
+                                mask=MASK, resample=2, guidance=2.5, guidance_tmin=0.3, conditional=conditional,
+                                concat=concat)
+        return out, calls.calls
+
+    two, two_calls = run(None)
+    one, one_calls = run(lambda arrays: np.concatenate(arrays, axis=0))
+    assert np.array_equal(one, two)
+    batched = [c for c in one_calls if c[0].shape[0] == 4]
+    assert batched and len(one_calls) + len(batched) == len(two_calls)
+    # a batched call holds what the two calls held, D's rows first
+    i = next(i for i, c in enumerate(one_calls) if c[0].shape[0] == 4)
+    d, u = two_calls[i], two_calls[i + 1]
+    assert np.array_equal(one_calls[i][0], np.concatenate([d[0], u[0]]))
+    if conditional:
+        for k in range(2):
+            assert np.array_equal(one_calls[i][2][k], np.concatenate([np.broadcast_to(d[2][k], d[0].shape),
+                                                                       np.broadcast_to(u[2][k], u[0].shape)]))
+

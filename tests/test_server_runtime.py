@@ -160,6 +160,28 @@ def test_partial_generation_keeps_given_and_is_seeded(bundle):
     assert not np.allclose(a[:, C:], c[:, C:])
 
 
+def test_guided_generation_batches_both_branches_into_one_call(bundle, monkeypatch):
+    """With guidance the runtime runs a guided call's two denoiser evaluations as one call on
+    twice the rows; the result is the two-call sampler's up to a batched call's float rounding."""
+    from msldm import sampling
+
+    T, takes = 8, 2
+    mask = bundle.stem_mask(["bass", "drums"], T)
+    given = np.repeat(np.random.default_rng(1).standard_normal((1, 4 * C, T)).astype(np.float32), takes, axis=0)
+    rows = []
+    real = bundle.denoise
+    monkeypatch.setattr(bundle, "denoise", lambda x, s, *cond: rows.append(x.shape[0]) or real(x, s, *cond))
+    one = bundle.generate((takes, 4 * C, T), seed=3, given=given, mask=mask, guidance=3.0)
+    assert 2 * takes in rows and set(rows) <= {takes, 2 * takes}
+    plain = sampling.generate
+    monkeypatch.setattr(sampling, "generate", lambda *a, **k: plain(*a, **{**k, "concat": None}))
+    rows.clear()
+    two = bundle.generate((takes, 4 * C, T), seed=3, given=given, mask=mask, guidance=3.0)
+    assert set(rows) == {takes}
+    np.testing.assert_allclose(one, two, rtol=0, atol=1e-5)
+    assert not np.allclose(one, bundle.generate((takes, 4 * C, T), seed=3, given=given, mask=mask))
+
+
 def test_window_plan_covers_the_region():
     plan = WindowPlan(frames=160, window=64, overlap=16)
     assert plan.starts == [0, 48, 96]
