@@ -109,7 +109,9 @@ def test_cli_parses(tmp_path: Path) -> None:
     args = parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path),
                               "--silent-retries", "0", "--threads", "1"])
     assert config_from_args(args).silent_retries == 0 and args.threads == 1
-    for bad in (["--silent-retries", "5"], ["--silent-retries", "-1"], ["--threads", "-2"]):
+    assert cfg.save_examples == 2 and config_from_args(parser.parse_args(
+        ["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path), "--save-examples", "24"])).save_examples == 24
+    for bad in (["--silent-retries", "5"], ["--silent-retries", "-1"], ["--threads", "-2"], ["--save-examples", "-1"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["eval", "--bundle", "b", "--data", "d", "--out", str(tmp_path), *bad])
 

@@ -33,6 +33,9 @@ def register(subparsers: Any) -> None:
     which.add_argument("--bundle", help="model bundle folder (manifest.json + ONNX files)")
     which.add_argument("--vae", help="a SourceVAE checkpoint: only the reconstruction section (torch)")
     p.add_argument("--recon-n", type=int, default=16, help="segments of the reconstruction section")
+    p.add_argument("--save-examples", type=_non_negative, default=2, metavar="N",
+                   help="segments per task whose generated audio and spectrograms are written under "
+                        "audio/ and figures/ (default 2)")
     p.add_argument("--vae-ceiling", action="store_true",
                    help="with --bundle: score the real stems through the bundle's encoder and decoder "
                         "instead of generations: the fit, level and density any denoiser could reach "
@@ -170,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       embedding_weights=args.embedding_weights, seed=args.seed, draw=args.draw,
                       split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
-                      silent_retries=args.silent_retries,
+                      save_examples=args.save_examples, silent_retries=args.silent_retries,
                       sampler_fields=tuple(sorted(_sampler_fields(args.sampler_field).items())))
 
 
