@@ -226,6 +226,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "guidance": d.guidance,
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
+        "fit": d.take_fits[take] if d.take_fits else None,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
                    "sample_rate": f.sample_rate, "channels": f.channels, "frames": f.frames} for s, f in files],
@@ -363,6 +364,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         files_written += len(written)
     print(f"msldm-bridge: {files_written} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
           f"(seed {', '.join(map(str, d.seeds))}; {d.steps} steps)", file=sys.stderr)
+    if d.take_fits:  # the daemon's estimate of each take's fit to the given stems: audition in this order
+        order = sorted(range(d.takes), key=lambda t: d.take_fits[t]["rank"])
+        print("msldm-bridge: takes by estimated fit, best first: " + ", ".join(
+            f"seed {d.seeds[t]} ({d.take_fits[t]['fit']:.2f})" for t in order), file=sys.stderr)
     return 0
 
 

@@ -215,7 +215,9 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("sample_rate", "int", True, "output sample rate"),
         _f("seed", "int", True, "seed used (take 0's)"),
         _f("takes", "list", False, "[{take, seed, silent_rerolls}] of every take, in order (always sent; absent: "
-           "one take)"),
+           "one take); in a job of two or more takes (not a redo) each entry also has `fit` (0-1), `rank` (1: the "
+           "best) and `stem_fit` ({stem: {rhythm, harmony, score}}): the daemon's estimate of how the take fits "
+           "the given stems (Takes)"),
         _f("redo", "object", False, "with a `redo` request: {stem, start, end}, the range redone, in seconds"),
         _f("steps", "int", True, "steps used"),
         _f("sampler", "str", True, "sampler used"),
@@ -227,7 +229,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out silent, "
            "summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
-           "convert_rate (to the output sample rate; also sent as `resample`, its old name), total"),
+           "convert_rate (to the output sample rate; also sent as `resample`, its old name), rank (scoring "
+           "the takes; 0 for one take), total"),
         _f("region", "object", False, "the request's `region`, verbatim"),
     )),
     MessageSpec("error", "s2c", "A request failed or a job ended without result.", (

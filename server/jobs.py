@@ -24,6 +24,7 @@ import numpy as np
 from msldm.sampling import Cancelled
 from plugin_bridge.protocol import ErrorCode, ProtocolError
 from server.audio import StreamRateConverter, convert_rate, fit_length
+from server.fit import Scorer, rank, take_score
 from server.requests import REDO_FADE_SECONDS, JobRequest, Limits
 from server.runtime import Bundle
 from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
@@ -262,18 +263,26 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
         converters = {(b, s): StreamRateConverter(bundle.sample_rate, req.output_sample_rate, req.output_frames)
                       for b in range(req.takes) for s in req.generate}
         offsets = {key: 0 for key in converters}
+        heard: dict[tuple[int, str], list[np.ndarray]] = {key: [] for key in converters} if req.takes > 1 else {}
         for piece in pieces:
             job.check()
             for stem, a in piece.stems.items():
                 key = (piece.take, stem)
+                if heard:
+                    heard[key].append(a)
                 t0 = time.perf_counter()
                 y = converters[key].push(a, last=piece.last)
                 t_convert += time.perf_counter() - t0
                 if len(y) or piece.last:
                     job.sink.chunk(job, stem, offsets[key], y, piece.window, piece.last, piece.take)
                     offsets[key] += len(y)
+    fits, t_rank = None, 0.0
+    if req.redo is None and req.takes > 1:
+        t0 = time.perf_counter()
+        fits = _rank_takes(bundle, given, heard, req)
+        t_rank = time.perf_counter() - t0
     timings = {"queue": t_start - job.submitted, "prepare": t_prep, "encode": t.encode,
-               "sample": t.sample, "decode": t.decode, "convert_rate": t_convert,
+               "sample": t.sample, "decode": t.decode, "convert_rate": t_convert, "rank": t_rank,
                "resample": t_convert,  # convert_rate's old name: version-1 clients read it
                "total": time.perf_counter() - job.submitted}
     info = {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
@@ -283,9 +292,41 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
             "resample": req.resample, "guidance": req.guidance, "windows": windows,
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
+    if fits is not None:
+        for entry, (score, rank, stems) in zip(info["takes"], fits):
+            entry.update(fit=round(score, 4), rank=rank, stem_fit=stems)
     if req.redo is not None:
         info["redo"] = req.redo.to_dict()
     return info
+
+
+def region_beat_seconds(region: Any) -> float | None:
+    """The beat of a request's `region` ({tempo, meter}) in seconds, for the take ranking's grid:
+    60 / tempo (tempo counts the meter's unit), a dotted quarter in compound meters (6/8, 9/8,
+    12/8); None when the region gives no usable tempo (then the grid is estimated)."""
+    if not isinstance(region, dict):
+        return None
+    tempo, meter = region.get("tempo"), region.get("meter", [4, 4])
+    if isinstance(tempo, bool) or not isinstance(tempo, (int, float)) or not 0 < tempo <= 2000:
+        return None
+    compound = (isinstance(meter, list) and len(meter) == 2 and meter[1] == 8 and isinstance(meter[0], int)
+                and not isinstance(meter[0], bool) and meter[0] % 3 == 0)
+    return 60.0 / float(tempo) * (3 if compound else 1)
+
+
+def _rank_takes(bundle: Bundle, given: dict[str, np.ndarray], heard: dict[tuple[int, str], list[np.ndarray]],
+                req: JobRequest) -> list[tuple[float, int, dict[str, dict]]]:
+    """Each take's estimated fit to the given stems (`server.fit`, at model rate, over the
+    region), its rank (1: the likeliest keeper) and its stems' figures."""
+    scorer = Scorer(given, bundle.sample_rate, region_beat_seconds(req.region))
+    per_take = []
+    for b in range(req.takes):
+        generated = {s: np.concatenate(heard[(b, s)]) if heard[(b, s)] else np.zeros(0, np.float32)
+                     for s in req.generate}
+        per_take.append(scorer(generated))
+    scores = [take_score(f) for f in per_take]
+    ranks = rank(scores)
+    return [(sc, r, {s: f.as_dict() for s, f in fits.items()}) for sc, r, fits in zip(scores, ranks, per_take)]
 
 
 def _redo_span(bundle: Bundle, req: JobRequest, n: int) -> tuple[tuple[int, int], dict[str, np.ndarray]]:

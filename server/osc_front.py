@@ -12,6 +12,8 @@ packet's source port):
                           duration=<seconds>   (sample_rate=<Hz>: output_sample_rate's old name)
                     -> /msldm/queued <job_id> <position:i>
                        /msldm/progress <job_id> <step:i> <total:i>  (at most 10 per second)
+                       /msldm/takes <job_id> <json:s>  (takes > 1: [{take, seed, fit, rank, stem_fit}],
+                                                        the estimated fit of each take, rank 1 the best)
                        /msldm/done <job_id> <path:s>...            (the written stems)
                        /msldm/error <job_id> <code:s> <message:s>
     /msldm/cancel   <job_id:s> [reply_port:i]
@@ -103,6 +105,10 @@ class OscSink:
             log.exception("job %s: writing the stems failed", job.job_id)
             self.error(job, ErrorCode.BAD_PATH, f"could not write the stems to {self.output.final}: {e}")
             return
+        ranked = [t for t in info.get("takes", []) if "rank" in t]
+        if ranked:  # several takes: the daemon's estimate of each one's fit, before the paths
+            self.front.send(self.reply_to, "/msldm/takes", job.job_id, json.dumps(
+                [{k: t[k] for k in ("take", "seed", "fit", "rank", "stem_fit")} for t in ranked]))
         self.front.send(self.reply_to, "/msldm/done", job.job_id, *map(str, paths))
 
     def error(self, job: Job, code: ErrorCode, message: str) -> None:

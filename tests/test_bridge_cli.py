@@ -247,6 +247,10 @@ def test_four_takes_are_four_files_per_stem_named_by_seed_with_their_own_sidecar
     assert all(np.abs(audio[i] - audio[j]).max() > 1e-3 for i in range(4) for j in range(i + 1, 4))
     metas = [json.loads(Path(p).read_text()) for k, p in lines if k == "sidecar"]
     assert [m["seed"] for m in metas] == [20, 21, 22, 23] and [m["take"] for m in metas] == [0, 1, 2, 3]
+    # each sidecar keeps its take's estimated fit and rank; stderr lists the takes best first
+    assert sorted(m["fit"]["rank"] for m in metas) == [1, 2, 3, 4]
+    best = min(metas, key=lambda m: m["fit"]["rank"])
+    assert f"best first: seed {best['seed']} ({best['fit']['fit']:.2f})" in r.stderr
     # each sidecar's command remakes its own take alone
     argv = shlex.split(metas[2]["command"])
     assert "--takes" not in argv and argv[argv.index("--seed") + 1] == "22"

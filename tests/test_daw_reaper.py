@@ -4,6 +4,8 @@ live daemon. The fake renders like REAPER's "stems only / time selection" render
 
 from __future__ import annotations
 
+import json
+
 import functools
 import os
 import shlex
@@ -248,7 +250,11 @@ def test_takes_become_reaper_takes_named_by_region_stem_and_seed(fake, live_daem
     assert len(takes) == 3
     [item] = fake.tracks[2].items
     assert [t.file for t in item.takes] == [str(t["bass"]) for t in takes] and item.active == 0
-    assert [t.name for t in item.takes] == [f"msldm-1_000s.seed{s}.bass" for s in (40, 41, 42)]
+    assert sorted(t.name for t in item.takes) == [f"msldm-1_000s.seed{s}.bass" for s in (40, 41, 42)]
+    # the takes in the daemon's rank order: the one it estimates fits best plays first
+    ranks = [json.loads(Path(t.file).with_name(Path(t.file).name.replace(".bass.wav", ".msldm.json")).read_text())
+             ["fit"]["rank"] for t in item.takes]
+    assert ranks == [1, 2, 3]
     audio = [sf.read(t.file, dtype="float32")[0] for t in item.takes]
     assert np.abs(audio[0] - audio[1]).max() > 1e-3 and np.abs(audio[1] - audio[2]).max() > 1e-3
     # the same selection again, new seeds: new files beside the old ones, none overwritten
@@ -362,3 +368,23 @@ def test_reascript_is_thin_and_logic_is_stdlib_only():
             "bad = [m for m in ('numpy', 'zmq', 'soundfile') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_run_bridge_keeps_seed_order_unless_every_sidecar_has_a_rank(tmp_path):
+    class Done:
+        returncode, stderr = 0, ""
+
+        def __init__(self, stdout):
+            self.stdout = stdout
+
+    def lines(names):
+        return "".join(f"bass\t{tmp_path / n}.bass.wav\nsidecar\t{tmp_path / n}.msldm.json\n" for n in names)
+
+    names = ["r.seed1", "r.seed2", "r.seed3"]
+    for n, rank in zip(names, (3, 1, 2)):
+        (tmp_path / f"{n}.msldm.json").write_text(json.dumps({"fit": {"fit": 0.5, "rank": rank}}))
+    takes = logic.run_bridge([], runner=lambda *a, **k: Done(lines(names)))
+    assert [t["bass"].name for t in takes] == ["r.seed2.bass.wav", "r.seed3.bass.wav", "r.seed1.bass.wav"]
+    (tmp_path / "r.seed3.msldm.json").write_text(json.dumps({"fit": None}))  # one without: seed order
+    takes = logic.run_bridge([], runner=lambda *a, **k: Done(lines(names)))
+    assert [t["bass"].name for t in takes] == [f"{n}.bass.wav" for n in names]

@@ -375,6 +375,11 @@ def test_osc_takes_write_one_file_per_stem_and_seed(osc_daemon, folders):
         _send(osc_daemon, "/msldm/generate", ["tk", r.port, "bass=bass.wav", "generate=drums,piano", "seed=3",
                                               "takes=2"])
         assert r.wait("/msldm/queued")[:2] == ["/msldm/queued", "tk"]
+        takes = r.wait("/msldm/takes", timeout=30)  # sent just before done: each take's estimated fit
+        assert takes[:2] == ["/msldm/takes", "tk"], takes
+        ranked = json.loads(takes[2])
+        assert [t["seed"] for t in ranked] == [3, 4] and sorted(t["rank"] for t in ranked) == [1, 2]
+        assert all(0.0 <= t["fit"] <= 1.0 and set(t["stem_fit"]) == {"drums", "piano"} for t in ranked)
         done = r.wait("/msldm/done", timeout=30)
         assert done[:2] == ["/msldm/done", "tk"]
         names = sorted(Path(p).name for p in done[2:])

@@ -560,11 +560,24 @@ def test_four_takes_in_one_request_encode_the_given_stems_once(client, monkeypat
             for j in range(i + 1, 4):
                 assert np.abs(takes[i][stem] - takes[j][stem]).max() > 1e-3, (stem, i, j)
     assert {m.header["take"] for m in res.of("chunk")} == {0, 1, 2, 3}
-    # take 2 is what a one-take request with its seed makes
+    # every take is scored against the given stems and ranked, the best first
+    entries = done.header["takes"]
+    assert sorted(e["rank"] for e in entries) == [1, 2, 3, 4]
+    by_rank = sorted(entries, key=lambda e: e["rank"])
+    assert all(a["fit"] >= b["fit"] for a, b in zip(by_rank, by_rank[1:]))
+    for e in entries:
+        assert set(e["stem_fit"]) == {"drums", "guitar"}
+        assert e["fit"] == pytest.approx(np.mean([f["score"] for f in e["stem_fit"].values()]), abs=1e-3)
+        assert e["stem_fit"]["guitar"]["harmony"] is not None  # a pitched stem (piano, bass) is given
+        assert e["stem_fit"]["drums"]["rhythm"] is None or 0.0 <= e["stem_fit"]["drums"]["rhythm"] <= 1.0
+    assert done.header["timings"]["rank"] > 0.0
+    # take 2 is what a one-take request with its seed makes; a one-take job is not scored
     h1, pcm1 = gen_header("takes-1", given, 48000, ["drums", "guitar"], seed=7)
-    alone = client.run_job(h1, pcm1).stems()
+    res1 = client.run_job(h1, pcm1)
+    alone = res1.stems()
     for stem in ("drums", "guitar"):
         np.testing.assert_allclose(takes[2][stem], alone[stem], atol=1e-4)
+    assert "fit" not in res1.final.header["takes"][0] and res1.final.header["timings"]["rank"] == 0.0
 
 
 def test_a_redo_keeps_the_stem_outside_the_range_bit_exact_and_changes_the_inside(client):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import json
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -210,18 +211,33 @@ def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[s
 
 def run_bridge(cmd: list[str], runner: Callable[..., Any] = subprocess.run) -> list[dict[str, Path]]:
     """Run the bridge; returns one `{stem: path}` per take from its output lines (a take's
-    `stem<TAB>path` lines, then its `sidecar<TAB>path`)."""
+    `stem<TAB>path` lines, then its `sidecar<TAB>path`), the take the daemon ranks best first
+    when every sidecar holds a rank (several takes), else in seed order."""
     r = runner(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError("msldm-bridge failed:\n" + (r.stderr or r.stdout).strip()[-1500:])
     takes: list[dict[str, Path]] = [{}]
+    ranks: list[int | None] = []
     for line in r.stdout.splitlines():
         stem, sep, path = line.partition("\t")
         if sep and stem == "sidecar":
+            ranks.append(_sidecar_rank(Path(path)))
             takes.append({})
         elif sep:
             takes[-1][stem] = Path(path)
-    return [t for t in takes if t]
+    takes = [t for t in takes if t]
+    if len(ranks) == len(takes) > 1 and all(r is not None for r in ranks):
+        takes = [t for _, t in sorted(zip(ranks, takes), key=lambda rt: rt[0])]
+    return takes
+
+
+def _sidecar_rank(path: Path) -> int | None:
+    """The take's rank among its job's takes (1: the best) from its sidecar, None if absent."""
+    try:
+        fit = json.loads(path.read_text()).get("fit")
+        return int(fit["rank"]) if isinstance(fit, dict) and isinstance(fit.get("rank"), int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def insert_stems(rp: Reaper, sel: Selection, takes: list[dict[str, Path]]) -> list[Any]:
@@ -246,7 +262,7 @@ def insert_stems(rp: Reaper, sel: Selection, takes: list[dict[str, Path]]) -> li
             api.RPR_SetMediaItemTake_Source(take, api.RPR_PCM_Source_CreateFromFile(str(path)))
         for k, path in enumerate(paths):
             api.RPR_GetSetMediaItemTakeInfo_String(api.RPR_GetTake(item, k), "P_NAME", path.stem, True)
-        api.RPR_SetActiveTake(api.RPR_GetTake(item, 0))  # the first take plays; T cycles through the rest
+        api.RPR_SetActiveTake(api.RPR_GetTake(item, 0))  # the first (best-ranked) take plays; T cycles the rest
         api.RPR_UpdateItemInProject(item)
         new.append(track)
         index += 1

@@ -1,0 +1,106 @@
+"""Does the daemon's take ranking (`server.fit`) pick the takes the evaluation's ruler prefers?
+
+Input: several draws of one `msldm eval` on the same clips, each run with `--save-examples N`
+(N = the clips, so every generation's audio is kept) and one task (BG by default). For every
+clip the draws are its takes; the script scores each take with `server.fit` against the clip's
+real given stems, ranks them, and prints the ruler's figures (pooled, normalised as the eval
+report's "norm (pooled)") of the take ranked first, of an average take (the mean over draws)
+and of the best take the ruler itself would pick (an upper bound), with the within-clip rank
+correlation of estimate and ruler.
+
+    .venv/bin/python scripts/rank_check.py --data ~/.cache/msldm/data/multi/test [--tempo] \\
+        R0 R1 R2        # eval output folders of draws 0, 1, 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from msldm.wavio import read_audio  # noqa: E402
+from server import fit  # noqa: E402
+from server.jobs import region_beat_seconds  # noqa: E402
+
+STEMS = ("bass", "drums", "guitar", "piano")
+
+
+def load_given(track_dir: Path, stems: list[str], offset: float, n: int, sr: int) -> dict[str, np.ndarray]:
+    out = {}
+    for s in stems:
+        f = read_audio(track_dir / f"{s}.wav")
+        a, rate = f.audio, f.sample_rate
+        if rate != sr:
+            raise SystemExit(f"{track_dir / s}.wav is at {rate} Hz, the generations at {sr}")
+        a = a.mean(axis=1) if a.ndim == 2 else a
+        start = int(round(offset * sr))
+        seg = a[start:start + n]
+        out[s] = np.pad(seg, (0, n - len(seg))).astype(np.float32)
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 and ra.std() and rb.std() else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="eval output folders (draws of the same clips)")
+    ap.add_argument("--data", required=True, help="the split's folder of TrackNNNNN (the eval's --data + split)")
+    ap.add_argument("--task", default="BG", help="the task whose takes are ranked (default BG)")
+    ap.add_argument("--tempo", action="store_true",
+                    help="give the scorer each clip's annotated tempo, as a DAW sends `region.tempo` "
+                         "(the clips start on a downbeat); without it the grid is estimated from the audio")
+    args = ap.parse_args(argv)
+    metrics = [json.loads((Path(r) / "metrics.json").read_text()) for r in args.runs]
+    targets = [STEMS[i] for i, c in enumerate("BDGP") if c in args.task]
+    given_names = [s for s in STEMS if s not in targets]
+    segs = metrics[0]["segments"]
+    sr = int(metrics[0]["config"].get("sample_rate", 22050))
+    n = int(round(float(metrics[0]["config"]["seconds"]) * sr))
+    takes = len(args.runs)
+    est = np.zeros((len(segs), takes))  # take score
+    ruler = {s: {k: np.zeros((len(segs), takes)) for k in ("rhythmic", "harmonic")} for s in targets}
+    for d, (run, m) in enumerate(zip(args.runs, metrics)):
+        per_clip = m["tasks"][args.task]["per_clip"]
+        for s in targets:
+            for k in ruler[s]:
+                ruler[s][k][:, d] = per_clip[s][k]
+        for i, seg in enumerate(segs):
+            gen = {}
+            for s in targets:
+                a = read_audio(Path(run) / "audio" / args.task / f"{i:03d}_{s}.wav").audio
+                gen[s] = (a.mean(axis=1) if a.ndim == 2 else a)[:n].astype(np.float32)
+            given = load_given(Path(args.data) / seg["track"], given_names, float(seg.get("offset", 0.0)), n, sr)
+            beat = None
+            if args.tempo:  # the clip's annotated tempo, as a DAW would send it (`region.tempo`)
+                ann = json.loads((Path(args.data) / seg["track"] / "annotation.json").read_text())
+                beat = region_beat_seconds({"tempo": ann["tempo"], "meter": ann.get("meter", [4, 4])})
+            est[i, d] = fit.take_score(fit.stem_fits(gen, given, sr, beat))
+    pick = est.argmax(axis=1)
+    rows = np.arange(len(segs))
+    print(f"{len(segs)} clips x {takes} takes, task {args.task}")
+    print("| stem / fit | take ranked first | average take | ruler's best take | within-clip Spearman |")
+    print("|---|---|---|---|---|")
+    stems_summary = metrics[0]["tasks"][args.task]["stems"]
+    for s in targets:
+        for k in ("rhythmic", "harmonic"):
+            r = ruler[s][k]
+            real, mism = stems_summary[s][f"{k}_real"], stems_summary[s][f"{k}_mismatched"]
+            norm = (lambda v: (v - mism) / (real - mism)) if abs(real - mism) > 1e-9 else (lambda v: float("nan"))
+            first = norm(float(r[rows, pick].mean()))
+            avg = norm(float(r.mean()))
+            best = norm(float(r.max(axis=1).mean()))
+            rho = np.nanmean([spearman(est[i], r[i]) for i in rows]) if takes > 2 else float("nan")
+            print(f"| {s} {k} (pooled) | {first:.3f} | {avg:.3f} | {best:.3f} | {rho:+.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

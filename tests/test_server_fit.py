@@ -1,0 +1,107 @@
+"""The daemon's estimate of a take's fit (`server.fit`): it hears a part on the given stems' beat
+and in their key, and tells them from a part off the beat or in another key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server import fit
+
+SR = 22050
+BPM = 120.0
+SECONDS = 8.0
+N = int(SR * SECONDS)
+
+
+def clicks(times: np.ndarray, freq: float = 0.0, decay: float = 0.03, seconds: float = SECONDS) -> np.ndarray:
+    """Short decaying tones (noise bursts when freq is 0) starting at `times` (s)."""
+    n = int(SR * seconds)
+    out = np.zeros(n, np.float32)
+    rng = np.random.default_rng(0)
+    length = int(8 * decay * SR)  # rings out to -70 dB, then a 5 ms fade: no click at the end
+    t = np.arange(length) / SR
+    env = np.exp(-t / decay) * np.minimum(1.0, (length - np.arange(length)) / (0.005 * SR))
+    for start in times:
+        i = int(round(start * SR))
+        if i >= n:
+            continue
+        sig = np.sin(2 * np.pi * freq * t) if freq else rng.standard_normal(length)
+        seg = (0.3 * env * sig)[: n - i]
+        out[i:i + len(seg)] += seg.astype(np.float32)
+    return out
+
+
+def chord_notes(times: np.ndarray, midis: list[int], decay: float = 0.25) -> np.ndarray:
+    return sum(clicks(times, 440.0 * 2 ** ((m - 69) / 12), decay) for m in midis)
+
+
+BEAT = 60.0 / BPM
+EIGHTHS = np.arange(0, SECONDS, BEAT / 2)
+DRUMS = clicks(np.arange(0, SECONDS, BEAT)) + 0.5 * clicks(EIGHTHS)  # 8ths, the beats accented
+PIANO = chord_notes(np.arange(0, SECONDS, BEAT), [60, 64, 67])  # C major on every beat
+
+
+def test_a_part_on_the_beat_fits_better_than_one_off_it() -> None:
+    on = chord_notes(EIGHTHS, [48])  # C, on the 8ths
+    off = chord_notes(EIGHTHS + 0.37 * BEAT / 2 + 0.011, [48])  # the same, shifted off every grid point
+    given = {"drums": DRUMS, "piano": PIANO}
+    a = fit.stem_fits({"bass": on}, given, SR)["bass"]
+    b = fit.stem_fits({"bass": off}, given, SR)["bass"]
+    assert a.rhythm is not None and b.rhythm is not None
+    assert a.rhythm > 0.7 and a.rhythm > b.rhythm + 0.3
+
+
+def test_a_part_in_the_key_fits_better_than_a_tritone_away() -> None:
+    given = {"drums": DRUMS, "piano": PIANO}
+    same = fit.stem_fits({"guitar": chord_notes(EIGHTHS, [55, 60, 64])}, given, SR)["guitar"]
+    far = fit.stem_fits({"guitar": chord_notes(EIGHTHS, [54, 61, 66])}, given, SR)["guitar"]
+    assert same.harmony > 0.7 and same.harmony > far.harmony + 0.5
+
+
+def test_silence_scores_zero_and_drums_alone_give_no_harmony() -> None:
+    fits = fit.stem_fits({"bass": np.zeros(N, np.float32), "guitar": chord_notes(EIGHTHS, [60])}, {"drums": DRUMS}, SR)
+    assert fits["bass"].score == 0.0
+    assert fits["guitar"].harmony is None and fits["guitar"].rhythm is not None
+    assert fits["guitar"].score == pytest.approx(fits["guitar"].rhythm)
+
+
+def test_total_generation_scores_a_stem_against_the_other_generated_ones() -> None:
+    gen = {"drums": DRUMS, "bass": chord_notes(EIGHTHS, [48]), "piano": PIANO}
+    fits = fit.stem_fits(gen, {}, SR)
+    assert set(fits) == set(gen) and all(f.harmony is None for f in fits.values())
+    assert fits["bass"].rhythm > 0.7
+
+
+def test_ranks_put_the_highest_score_first_and_keep_order_on_ties() -> None:
+    assert fit.rank([0.2, 0.9, 0.5]) == [3, 1, 2]
+    assert fit.rank([0.5, 0.5]) == [1, 2]
+    assert fit.take_score({}) == 0.0
+
+
+def test_the_grid_follows_the_tempo() -> None:
+    env = fit.onset_envelope(fit.magnitude(DRUMS))
+    grid = fit.estimate_grid(env, SR)
+    assert grid is not None
+    beat_frames = BEAT * SR / fit.HOP
+    assert grid.unit * grid.per_beat == pytest.approx(beat_frames, rel=0.04) or \
+        grid.unit * grid.per_beat == pytest.approx(2 * beat_frames, rel=0.04)
+
+
+def test_the_daws_tempo_sets_the_grid_from_the_region_start() -> None:
+    from server.jobs import region_beat_seconds
+
+    assert region_beat_seconds({"tempo": 120, "meter": [4, 4]}) == pytest.approx(0.5)
+    assert region_beat_seconds({"tempo": 180, "meter": [6, 8]}) == pytest.approx(1.0)  # dotted quarters
+    assert region_beat_seconds({"tempo": 90}) == pytest.approx(60 / 90)
+    for bad in (None, {}, {"tempo": "fast"}, {"tempo": True}, {"tempo": -5}, {"tempo": 1e9}, [120]):
+        assert region_beat_seconds(bad) is None
+    env = fit.onset_envelope(fit.magnitude(DRUMS))
+    grid = fit.grid_from_beat(env, SR, BEAT)
+    assert grid is not None and grid.phase == 0.0 and grid.per_beat in (4, 3)
+    assert grid.unit * grid.per_beat == pytest.approx(BEAT * SR / fit.HOP)
+    given = {"drums": DRUMS, "piano": PIANO}
+    on = fit.stem_fits({"bass": chord_notes(EIGHTHS, [48])}, given, SR, beat_seconds=BEAT)["bass"]
+    off = fit.stem_fits({"bass": chord_notes(EIGHTHS + 0.37 * BEAT / 2 + 0.011, [48])}, given, SR,
+                        beat_seconds=BEAT)["bass"]
+    assert on.rhythm > 0.7 and on.rhythm > off.rhythm + 0.3
