@@ -9,8 +9,9 @@
     msldm-bridge --server tcp://studio:5555 --curve-server-key server.key \\
         --curve-client-key laptop.key_secret status          # a remote daemon (CurveZMQ)
 
-Progress goes to stderr as plain text; stdout gets, take by take, one `stem<TAB>path` line
-per written file and then `sidecar<TAB>path`, so DAW scripts can read it. Files are named by
+Progress goes to stderr as plain text; stdout gets, take by take (the daemon's best-ranked
+take first when it ranked several, `docs/protocol.md`), one `stem<TAB>path` line per written
+file and then `sidecar<TAB>path`, so DAW scripts can read it. Files are named by
 region and seed (`<region>.seed<seed>.<stem>.wav`), so no take overwrites another. Exit codes: 0 ok, 1 the
 daemon refused or failed the job, 2 no daemon / bad arguments, 130 cancelled (Ctrl-C).
 """
@@ -351,7 +352,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     wavio.remove_stale_parts(args.out)
     d, files_written = result.done, 0
-    for take, stems in enumerate(result.takes):
+    order = sorted(range(d.takes), key=lambda t: d.take_fits[t]["rank"]) if d.take_fits else range(d.takes)
+    for take in order:  # the daemon's best-ranked take first when it ranked them, else in seed order
+        stems = result.takes[take]
         name = wavio.take_name(args.region, d.seeds[take], redo_label(args))
         written = {stem: wavio.write_wav_atomic(wavio.stem_path(args.out, name, stem), audio,
                                                 result.sample_rate, bit_depth)
@@ -365,7 +368,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"msldm-bridge: {files_written} stem(s) in {args.out} after {time.monotonic() - t0:.2f} s "
           f"(seed {', '.join(map(str, d.seeds))}; {d.steps} steps)", file=sys.stderr)
     if d.take_fits:  # the daemon's estimate of each take's fit to the given stems: audition in this order
-        order = sorted(range(d.takes), key=lambda t: d.take_fits[t]["rank"])
         print("msldm-bridge: takes by estimated fit, best first: " + ", ".join(
             f"seed {d.seeds[t]} ({d.take_fits[t]['fit']:.2f})" for t in order), file=sys.stderr)
     return 0

@@ -94,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             r = ruler[s][k]
             real, mism = stems_summary[s][f"{k}_real"], stems_summary[s][f"{k}_mismatched"]
             norm = (lambda v: (v - mism) / (real - mism)) if abs(real - mism) > 1e-9 else (lambda v: float("nan"))
-            first = norm(float(r[rows, pick].mean()))
-            avg = norm(float(r.mean()))
-            best = norm(float(r.max(axis=1).mean()))
+            # clips where the ruler hears no voiced note in some take (NaN) are left out, as the eval does
+            ok = ~np.isnan(r).any(axis=1)
+            first = norm(float(r[rows, pick][ok].mean()))
+            avg = norm(float(r[ok].mean()))
+            best = norm(float(r[ok].max(axis=1).mean()))
             rho = np.nanmean([spearman(est[i], r[i]) for i in rows]) if takes > 2 else float("nan")
             print(f"| {s} {k} (pooled) | {first:.3f} | {avg:.3f} | {best:.3f} | {rho:+.2f} |")
     return 0

@@ -369,22 +369,3 @@ def test_reascript_is_thin_and_logic_is_stdlib_only():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
-
-def test_run_bridge_keeps_seed_order_unless_every_sidecar_has_a_rank(tmp_path):
-    class Done:
-        returncode, stderr = 0, ""
-
-        def __init__(self, stdout):
-            self.stdout = stdout
-
-    def lines(names):
-        return "".join(f"bass\t{tmp_path / n}.bass.wav\nsidecar\t{tmp_path / n}.msldm.json\n" for n in names)
-
-    names = ["r.seed1", "r.seed2", "r.seed3"]
-    for n, rank in zip(names, (3, 1, 2)):
-        (tmp_path / f"{n}.msldm.json").write_text(json.dumps({"fit": {"fit": 0.5, "rank": rank}}))
-    takes = logic.run_bridge([], runner=lambda *a, **k: Done(lines(names)))
-    assert [t["bass"].name for t in takes] == ["r.seed2.bass.wav", "r.seed3.bass.wav", "r.seed1.bass.wav"]
-    (tmp_path / "r.seed3.msldm.json").write_text(json.dumps({"fit": None}))  # one without: seed order
-    takes = logic.run_bridge([], runner=lambda *a, **k: Done(lines(names)))
-    assert [t["bass"].name for t in takes] == [f"{n}.bass.wav" for n in names]

@@ -4,7 +4,8 @@
 own renderer: "stems only", bounds = time selection, WAV), runs `msldm-bridge generate`
 on them, and inserts each generated stem on a new track below the selection, at the
 selection's start, in one undo step. With several takes, each stem's item holds them as
-REAPER takes (named `<region>.seed<seed>.<stem>`, the file's name), so switching takes
+REAPER takes (named `<region>.seed<seed>.<stem>`, the file's name; the daemon's best-ranked
+take first and active), so switching takes
 auditions them; every take has its own files, so a later run never overwrites one. `api` is anything with REAPER's `RPR_*` functions
 as attributes (inside REAPER: the `reaper_python` module); tests pass a fake. This module
 imports only the standard library, so it runs in REAPER's embedded Python without numpy.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import json
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -211,33 +211,19 @@ def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[s
 
 def run_bridge(cmd: list[str], runner: Callable[..., Any] = subprocess.run) -> list[dict[str, Path]]:
     """Run the bridge; returns one `{stem: path}` per take from its output lines (a take's
-    `stem<TAB>path` lines, then its `sidecar<TAB>path`), the take the daemon ranks best first
-    when every sidecar holds a rank (several takes), else in seed order."""
+    `stem<TAB>path` lines, then its `sidecar<TAB>path`), in the bridge's order: the daemon's
+    best-ranked take first when it ranked several."""
     r = runner(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError("msldm-bridge failed:\n" + (r.stderr or r.stdout).strip()[-1500:])
     takes: list[dict[str, Path]] = [{}]
-    ranks: list[int | None] = []
     for line in r.stdout.splitlines():
         stem, sep, path = line.partition("\t")
         if sep and stem == "sidecar":
-            ranks.append(_sidecar_rank(Path(path)))
             takes.append({})
         elif sep:
             takes[-1][stem] = Path(path)
-    takes = [t for t in takes if t]
-    if len(ranks) == len(takes) > 1 and all(r is not None for r in ranks):
-        takes = [t for _, t in sorted(zip(ranks, takes), key=lambda rt: rt[0])]
-    return takes
-
-
-def _sidecar_rank(path: Path) -> int | None:
-    """The take's rank among its job's takes (1: the best) from its sidecar, None if absent."""
-    try:
-        fit = json.loads(path.read_text()).get("fit")
-        return int(fit["rank"]) if isinstance(fit, dict) and isinstance(fit.get("rank"), int) else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    return [t for t in takes if t]
 
 
 def insert_stems(rp: Reaper, sel: Selection, takes: list[dict[str, Path]]) -> list[Any]:
