@@ -15,7 +15,7 @@ Pitch notes, chords from the annotation), and it never changes what is generated
 - **Rhythm** of a stem: sqrt(grid x metric), where grid is the share of its onset strength
   within `TOLERANCE_S` of a grid point and metric the (non-negative) correlation of its
   onset-strength profile over the positions of a 4-beat cycle with the context's profile.
-- **Harmony** of a stem: the energy-weighted mean, over `SEGMENT_S` segments, of the cosine
+- **Harmony** of a pitched stem (not drums): the energy-weighted mean, over `SEGMENT_S` segments, of the cosine
   between its chroma and the chroma of the given pitched stems (every stem but drums; a
   `CHROMA_FFT`-point STFT, bins between 130 Hz and 4 kHz, each into its nearest pitch class).
   None when no pitched stem is given.
@@ -248,7 +248,8 @@ class Scorer:
         heard = [s for s in self.given if not self.feats[s][0]]
         out: dict[str, StemFit] = {}
         for stem, (silent, env, chr_) in feats.items():
-            no_harmony = None if self.ctx_chroma is None else 0.0
+            judged = self.ctx_chroma is not None and stem not in UNPITCHED  # drums have no harmony to judge
+            no_harmony = 0.0 if judged else None
             if silent:
                 out[stem] = StemFit(0.0, no_harmony)
                 continue
@@ -267,7 +268,7 @@ class Scorer:
                 share = _on_grid_share(f, w, grid, self.sr)
                 rhythm = math.sqrt(share * _correlation(profile(f, w, grid), profile(cf, cw, grid)))
             harmony = None
-            if self.ctx_chroma is not None:
+            if judged:
                 mine = self._seg_chroma([chr_])
                 n = min(len(mine), len(self.ctx_chroma))
                 a, b = mine[:n], self.ctx_chroma[:n]

@@ -279,7 +279,10 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     fits, t_rank = None, 0.0
     if req.redo is None and req.takes > 1:
         t0 = time.perf_counter()
-        fits = _rank_takes(bundle, given, heard, req)
+        try:
+            fits = _rank_takes(bundle, given, heard, req)
+        except Exception:  # an estimate must never cost the takes already streamed: done goes out unranked
+            log.exception("job %s: ranking the takes failed; done is sent without ranks", job.job_id)
         t_rank = time.perf_counter() - t0
     timings = {"queue": t_start - job.submitted, "prepare": t_prep, "encode": t.encode,
                "sample": t.sample, "decode": t.decode, "convert_rate": t_convert, "rank": t_rank,
@@ -293,8 +296,8 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
             "timings": {k: round(v, 6) for k, v in timings.items()}}
     if fits is not None:
-        for entry, (score, rank, stems) in zip(info["takes"], fits):
-            entry.update(fit=round(score, 4), rank=rank, stem_fit=stems)
+        for entry, (score, place, stems) in zip(info["takes"], fits):
+            entry.update(fit=round(score, 4), rank=place, stem_fit=stems)
     if req.redo is not None:
         info["redo"] = req.redo.to_dict()
     return info

@@ -64,6 +64,8 @@ def test_silence_scores_zero_and_drums_alone_give_no_harmony() -> None:
     assert fits["bass"].score == 0.0
     assert fits["guitar"].harmony is None and fits["guitar"].rhythm is not None
     assert fits["guitar"].score == pytest.approx(fits["guitar"].rhythm)
+    drums = fit.stem_fits({"drums": DRUMS}, {"piano": PIANO}, SR)["drums"]  # unpitched: no harmony judged
+    assert drums.harmony is None and drums.rhythm is not None
 
 
 def test_total_generation_scores_a_stem_against_the_other_generated_ones() -> None:
