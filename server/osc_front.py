@@ -9,7 +9,8 @@ packet's source port):
                     keys: <stem>=<wav path> (a given stem; repeat per stem),
                           generate=<stem>[,<stem>...], seed=<int>, steps=<int>, takes=<int>,
                           sampler=<name>, schedule=<name>, resample=<int>, guidance=<number>, output_sample_rate=<Hz>,
-                          duration=<seconds>   (sample_rate=<Hz>: output_sample_rate's old name)
+                          duration=<seconds>, tempo=<bpm>, meter=<beats>/<unit> (the region's; the grid
+                          the takes are ranked on)   (sample_rate=<Hz>: output_sample_rate's old name)
                     -> /msldm/queued <job_id> <position:i>
                        /msldm/progress <job_id> <step:i> <total:i>  (at most 10 per second)
                        /msldm/takes <job_id> <json:s>  (takes > 1: [{take, seed, fit, rank, stem_fit}],
@@ -244,6 +245,8 @@ class OscFront:
             key = OLD_OPTION_NAMES.get(key, key)
             if key == "generate":
                 header["generate"] = [s for s in value.split(",") if s]
+            elif key in ("tempo", "meter"):  # the region's beat: the take ranking's grid (docs/protocol.md)
+                header.setdefault("region", {})[key] = _region_value(key, value, job_id)
             elif key in casts:
                 try:
                     v = casts[key](value)
@@ -266,6 +269,24 @@ class OscFront:
             raise ProtocolError(ErrorCode.BAD_PATH, f"cannot read {path!r}: {e}", job_id) from None
         P.check_sample_rate(rate, f"sample rate of {path!r}", job_id)
         return to_mono(audio), rate
+
+
+def _region_value(key: str, text: str, job_id: str) -> Any:
+    """`tempo=<bpm>` (a finite number > 0) or `meter=<beats>/<unit>` (e.g. 6/8) as the protocol's
+    `region.tempo` / `region.meter`."""
+    try:
+        if key == "tempo":
+            v = _finite_float(text)
+            if v > 0:
+                return v
+        else:
+            beats, unit = (int(x) for x in text.split("/"))
+            if beats > 0 and unit > 0:
+                return [beats, unit]
+    except ValueError:
+        pass
+    raise ProtocolError(ErrorCode.BAD_FIELD, f"{key}={text!r} is not valid (tempo=<bpm>, meter=<beats>/<unit>)",
+                        job_id)
 
 
 def _finite_float(text: str) -> float:

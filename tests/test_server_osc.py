@@ -196,6 +196,9 @@ def test_output_sample_rate_option_and_its_old_name():
         header, pcm = OscFront._request(front, "j1", ["generate=bass", option, "duration=2"])
         assert header["output_sample_rate"] == 48000 and "sample_rate" not in header
         assert header["generate"] == ["bass"] and header["duration"] == 2.0 and pcm == []
+    # tempo and meter become the protocol's region, which the take ranking's grid reads
+    header, _ = OscFront._request(front, "j2", ["generate=bass", "duration=2", "tempo=92.5", "meter=6/8"])
+    assert header["region"] == {"tempo": 92.5, "meter": [6, 8]}
 
 
 def test_stems_that_cannot_be_published_are_an_error_reply_and_leave_nothing(tmp_path):
@@ -373,7 +376,7 @@ def test_osc_takes_write_one_file_per_stem_and_seed(osc_daemon, folders):
     r = Replies()
     try:
         _send(osc_daemon, "/msldm/generate", ["tk", r.port, "bass=bass.wav", "generate=drums,piano", "seed=3",
-                                              "takes=2"])
+                                              "takes=2", "tempo=120", "meter=4/4"])
         assert r.wait("/msldm/queued")[:2] == ["/msldm/queued", "tk"]
         takes = r.wait("/msldm/takes", timeout=30)  # sent just before done: each take's estimated fit
         assert takes[:2] == ["/msldm/takes", "tk"], takes
@@ -387,6 +390,17 @@ def test_osc_takes_write_one_file_per_stem_and_seed(osc_daemon, folders):
         assert sorted(p.name for p in (out / "tk").iterdir()) == names
         a, b = (sf.read(str(out / "tk" / f"drums.seed{s}.wav"), dtype="float32")[0] for s in (3, 4))
         assert a.shape == b.shape and np.abs(a - b).max() > 1e-3
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("bad", ["tempo=0", "tempo=fast", "tempo=nan", "meter=4", "meter=0/4", "meter=a/b"])
+def test_osc_refuses_a_bad_tempo_or_meter(osc_daemon, folders, bad):
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["tm", r.port, "bass=bass.wav", "generate=drums", bad])
+        err = r.wait("/msldm/error")
+        assert err[1:3] == ["tm", "bad_field"] and bad.split("=")[0] in err[3], err
     finally:
         r.close()
 
