@@ -107,3 +107,17 @@ def test_the_daws_tempo_sets_the_grid_from_the_region_start() -> None:
     off = fit.stem_fits({"bass": chord_notes(EIGHTHS + 0.37 * BEAT / 2 + 0.011, [48])}, given, SR,
                         beat_seconds=BEAT)["bass"]
     assert on.rhythm > 0.7 and on.rhythm > off.rhythm + 0.3
+
+
+def test_an_estimated_grid_does_not_drift_over_a_long_region() -> None:
+    """The autocorrelation's whole-frame lag is refined on the onsets: over 12 s at 127 bpm the
+    grid must stay on the beats to a fraction of the onset tolerance."""
+    bpm, seconds = 127.0, 12.0
+    beat = 60.0 / bpm
+    drums = clicks(np.arange(0, seconds, beat / 2), seconds=seconds) + clicks(np.arange(0, seconds, beat),
+                                                                              seconds=seconds)
+    grid = fit.estimate_grid(fit.onset_envelope(fit.magnitude(drums)), SR)
+    assert grid is not None
+    beat_frames = beat * SR / fit.HOP
+    per = grid.unit * grid.per_beat
+    assert min(abs(per - beat_frames), abs(per - 2 * beat_frames), abs(per - beat_frames / 2)) < 0.05
