@@ -369,7 +369,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
           f"(seed {', '.join(map(str, d.seeds))}; {d.steps} steps)", file=sys.stderr)
     if d.take_fits:  # the daemon's estimate of each take's fit to the given stems: audition in this order
         print("msldm-bridge: takes by estimated fit, best first: " + ", ".join(
-            f"seed {d.seeds[t]} ({d.take_fits[t]['fit']:.2f})" for t in order), file=sys.stderr)
+            f"seed {d.seeds[t]} ({d.take_fits[t]['fit']:.2f})" for t in order)
+              + ("" if args.tempo is not None else " (give --tempo: the ranking follows the beat better "
+                 "on the DAW's tempo than on one read from the audio)"), file=sys.stderr)
     return 0
 
 

@@ -249,6 +249,7 @@ def test_four_takes_are_four_files_per_stem_named_by_seed_with_their_own_sidecar
     assert sorted(m["seed"] for m in metas) == [20, 21, 22, 23] and all(m["take"] == m["seed"] - 20 for m in metas)
     assert [Path(p).name for k, p in lines if k == "bass"] == [f"region.seed{m['seed']}.bass.wav" for m in metas]
     assert "best first: " + ", ".join(f"seed {m['seed']} ({m['fit']['fit']:.2f})" for m in metas) in r.stderr
+    assert "give --tempo" in r.stderr  # no tempo was given: the bridge says what would rank better
     by_seed = {m["seed"]: p for m, (k, p) in zip(metas, [x for x in lines if x[0] == "bass"])}
     audio = [sf.read(by_seed[s], dtype="float32")[0] for s in (20, 21, 22, 23)]
     assert all(np.abs(audio[i] - audio[j]).max() > 1e-3 for i in range(4) for j in range(i + 1, 4))
