@@ -8,17 +8,19 @@ Pitch notes, chords from the annotation), and it never changes what is generated
 - **Onsets**: half-wave rectified log-magnitude spectral flux (`N_FFT` 1024, `HOP` 256 = 11.6
   ms at 22.05 kHz), peaks above a tenth of the stem's largest, at least `MIN_GAP_S` apart.
 - **Grid** of the context (the given stems; in total generation the other generated stems):
-  the region's beat when the request's `region.tempo` gives it (from the region start, which a
-  DAW cuts at a bar line); otherwise the beat period is the autocorrelation peak of their summed onset envelope between 60 and
-  200 bpm (weighted towards 120 bpm by an octave-wide prior), the subdivision (4: 16ths, or 3:
-  triplets) and phase those on which the context's onsets land most above chance.
+  the region's beat when the request's `region.tempo` gives it, counted from the region start
+  (which a DAW cuts at a bar line). Otherwise the beat is the autocorrelation peak of their
+  summed onset envelope between 60 and 200 bpm (weighted towards 120 bpm by an octave-wide
+  prior), then fitted to their onsets by least squares so that it does not drift. Either way
+  the subdivision (4: 16ths, or 3: triplets), and without a tempo the phase, are those on which
+  the context's onsets land most above chance.
 - **Rhythm** of a stem: sqrt(grid x metric), where grid is the share of its onset strength
   within `TOLERANCE_S` of a grid point and metric the (non-negative) correlation of its
   onset-strength profile over the positions of a 4-beat cycle with the context's profile.
-- **Harmony** of a pitched stem (not drums): the energy-weighted mean, over `SEGMENT_S` segments, of the cosine
-  between its chroma and the chroma of the given pitched stems (every stem but drums; a
-  `CHROMA_FFT`-point STFT, bins between 130 Hz and 4 kHz, each into its nearest pitch class).
-  None when no pitched stem is given.
+- **Harmony** of a pitched stem (not drums): the energy-weighted mean, over `SEGMENT_S`
+  segments, of the cosine between its chroma and the chroma of the given pitched stems (every
+  stem but drums; a `CHROMA_FFT`-point STFT, bins between 130 Hz and 4 kHz, each into its
+  nearest pitch class). None when no pitched stem is given.
 - **Score** of a stem: the mean of its rhythm and harmony (those that exist); of a take: the
   mean over its generated stems. A silent stem scores 0.
 """
@@ -206,7 +208,7 @@ def _distance(frames: np.ndarray, grid: Grid) -> np.ndarray:
     return np.minimum(r, grid.unit - r)
 
 
-def _on_grid_share(frames: np.ndarray, strengths: np.ndarray, grid: Grid, sr: int = 22050) -> float:
+def _on_grid_share(frames: np.ndarray, strengths: np.ndarray, grid: Grid, sr: int) -> float:
     if not len(frames) or strengths.sum() <= 0:
         return 0.0
     tol = min(TOLERANCE_S * sr / HOP, grid.unit / 4)
