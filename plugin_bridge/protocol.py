@@ -215,7 +215,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("sample_rate", "int", True, "output sample rate"),
         _f("seed", "int", True, "seed used (take 0's)"),
         _f("takes", "list", False, "[{take, seed, silent_rerolls}] of every take, in order (always sent; absent: "
-           "one take); in a job of two or more takes (not a redo) each entry also has `fit` (0-1), `rank` (1: the "
+           "one take); in a job of two or more takes each entry also has `fit` (0-1), `rank` (1: the "
            "best) and `stem_fit` ({stem: {rhythm, harmony, score}}): the daemon's estimate of how the take fits "
            "the given stems (Takes)"),
         _f("redo", "object", False, "with a `redo` request: {stem, start, end}, the range redone, in seconds"),

@@ -177,15 +177,17 @@ def _refine(context: np.ndarray, sr: int, grid: Grid, rounds: int = 2) -> Grid:
     return grid
 
 
-def grid_from_beat(context: np.ndarray, sr: int, beat_seconds: float) -> Grid | None:
-    """The grid of a known beat (a DAW's tempo) starting at the region start (a region cut at a
-    bar line); only the subdivision is read from the context."""
-    return _subdivide(context, sr, beat_seconds * sr / HOP, 0.0)
+def grid_from_beat(context: np.ndarray, sr: int, beat_seconds: float, start_seconds: float = 0.0) -> Grid | None:
+    """The grid of a known beat (a DAW's tempo) through the region start (a region cut at a bar
+    line), for audio that begins `start_seconds` after it; only the subdivision is read from
+    the context."""
+    return _subdivide(context, sr, beat_seconds * sr / HOP, anchor=-start_seconds * sr / HOP)
 
 
-def _subdivide(context: np.ndarray, sr: int, period: float, phase: float | None) -> Grid | None:
-    """The subdivision (4 or 3 points a beat of `period` frames) and, unless given, the phase on
-    which the context's onsets land most above chance."""
+def _subdivide(context: np.ndarray, sr: int, period: float, anchor: float | None) -> Grid | None:
+    """The subdivision (4 or 3 points a beat of `period` frames) on which the context's onsets
+    land most above chance, its grid through frame `anchor` (the region start), or with the
+    phase that does the same when `anchor` is None."""
     frames, strengths = onsets(context, sr)
     if not len(frames) or period <= 0:
         return None
@@ -194,7 +196,7 @@ def _subdivide(context: np.ndarray, sr: int, period: float, phase: float | None)
     for per_beat in (4, 3):
         unit = period / per_beat
         chance = min(1.0, 2 * min(tol, unit / 4) / unit)
-        phases = np.linspace(0.0, unit, 24, endpoint=False) if phase is None else [phase]
+        phases = np.linspace(0.0, unit, 24, endpoint=False) if anchor is None else [anchor % unit]
         for ph in phases:
             grid = Grid(unit, float(ph), per_beat)
             share = _on_grid_share(frames, strengths, grid, sr)
@@ -239,10 +241,12 @@ def _silent(x: np.ndarray) -> bool:
 class Scorer:
     """Scores takes against one set of given stems (their features computed once).
     Audio: mono `[N]` at `sr`. `beat_seconds`: the region's beat when the DAW sent its tempo
-    (`region.tempo`; the grid then starts at the region start), else the grid is estimated."""
+    (`region.tempo`; the grid then runs through the region start, `start_seconds` before the
+    audio's first sample: a redo's span starts inside the region), else the grid is estimated."""
 
-    def __init__(self, given: Mapping[str, np.ndarray], sr: int, beat_seconds: float | None = None) -> None:
-        self.sr, self.given, self.beat = sr, list(given), beat_seconds
+    def __init__(self, given: Mapping[str, np.ndarray], sr: int, beat_seconds: float | None = None,
+                 start_seconds: float = 0.0) -> None:
+        self.sr, self.given, self.beat, self.start = sr, list(given), beat_seconds, start_seconds
         self.feats = {s: self._features(a) for s, a in given.items()}
         self.pitched = [s for s in given if s not in UNPITCHED and not self.feats[s][0]]
         self.seg = max(1, int(round(SEGMENT_S * sr / CHROMA_HOP)))
@@ -264,7 +268,7 @@ class Scorer:
     def _context(self, envs: Sequence[np.ndarray]) -> tuple[np.ndarray, Grid | None]:
         n = min(len(e) for e in envs)
         env = sum(e[:n] for e in envs)
-        grid = grid_from_beat(env, self.sr, self.beat) if self.beat else estimate_grid(env, self.sr)
+        grid = grid_from_beat(env, self.sr, self.beat, self.start) if self.beat else estimate_grid(env, self.sr)
         return env, grid
 
     def __call__(self, generated: Mapping[str, np.ndarray]) -> dict[str, StemFit]:
@@ -307,9 +311,9 @@ class Scorer:
 
 
 def stem_fits(generated: Mapping[str, np.ndarray], given: Mapping[str, np.ndarray], sr: int,
-              beat_seconds: float | None = None) -> dict[str, StemFit]:
+              beat_seconds: float | None = None, start_seconds: float = 0.0) -> dict[str, StemFit]:
     """The estimated fit of each generated stem to `given` (`Scorer`, once)."""
-    return Scorer(given, sr, beat_seconds)(generated)
+    return Scorer(given, sr, beat_seconds, start_seconds)(generated)
 
 
 def take_score(fits: Mapping[str, StemFit]) -> float:

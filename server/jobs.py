@@ -257,13 +257,16 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                              guidance=req.guidance, hook=hook,
                              timings=t, cache=cache, takes=req.takes, kept_frames=kept,
                              silent_retries=req.silent_retries)
+    heard: dict[tuple[int, str], list[np.ndarray]] = {}  # each take's model-rate audio, to rank takes
     if req.redo is not None:
-        t_convert = _stream_redo(bundle, job, pieces, span[0])
+        t_convert, parts = _stream_redo(bundle, job, pieces, span[0])
+        heard = {(b, req.redo.stem): p for b, p in parts.items()}
     else:
         converters = {(b, s): StreamRateConverter(bundle.sample_rate, req.output_sample_rate, req.output_frames)
                       for b in range(req.takes) for s in req.generate}
         offsets = {key: 0 for key in converters}
-        heard: dict[tuple[int, str], list[np.ndarray]] = {key: [] for key in converters} if req.takes > 1 else {}
+        if req.takes > 1:
+            heard = {key: [] for key in converters}
         for piece in pieces:
             job.check()
             for stem, a in piece.stems.items():
@@ -277,10 +280,11 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                     job.sink.chunk(job, stem, offsets[key], y, piece.window, piece.last, piece.take)
                     offsets[key] += len(y)
     fits, t_rank = None, 0.0
-    if req.redo is None and req.takes > 1:
+    if req.takes > 1:
         t0 = time.perf_counter()
-        try:
-            fits = _rank_takes(bundle, given, heard, req)
+        try:  # a redo's takes are scored over its span against the other given stems
+            context = {s: a for s, a in given.items() if req.redo is None or s != req.redo.stem}
+            fits = _rank_takes(bundle, context, heard, req, span[0] / bundle.sample_rate)
         except Exception:  # an estimate must never cost the takes already streamed: done goes out unranked
             log.exception("job %s: ranking the takes failed; done is sent without ranks", job.job_id)
         t_rank = time.perf_counter() - t0
@@ -318,14 +322,15 @@ def region_beat_seconds(region: Any) -> float | None:
 
 
 def _rank_takes(bundle: Bundle, given: dict[str, np.ndarray], heard: dict[tuple[int, str], list[np.ndarray]],
-                req: JobRequest) -> list[tuple[float, int, dict[str, dict]]]:
+                req: JobRequest, start_seconds: float = 0.0) -> list[tuple[float, int, dict[str, dict]]]:
     """Each take's estimated fit to the given stems (`server.fit`, at model rate, over the
-    region), its rank (1: the likeliest keeper) and its stems' figures."""
-    scorer = Scorer(given, bundle.sample_rate, region_beat_seconds(req.region))
+    region or a redo's span), its rank (1: the likeliest keeper) and its stems' figures."""
+    scorer = Scorer(given, bundle.sample_rate, region_beat_seconds(req.region), start_seconds)
+    stems = sorted({s for _, s in heard}, key=list(req.generate).index) if heard else list(req.generate)
     per_take = []
     for b in range(req.takes):
-        generated = {s: np.concatenate(heard[(b, s)]) if heard[(b, s)] else np.zeros(0, np.float32)
-                     for s in req.generate}
+        generated = {s: np.concatenate(heard[(b, s)]) if heard.get((b, s)) else np.zeros(0, np.float32)
+                     for s in stems}
         per_take.append(scorer(generated))
     scores = [take_score(f) for f in per_take]
     ranks = rank(scores)
@@ -351,10 +356,11 @@ def _redo_span(bundle: Bundle, req: JobRequest, n: int) -> tuple[tuple[int, int]
     return (fa * D, min(n, fb * D)), {req.redo.stem: kept}
 
 
-def _stream_redo(bundle: Bundle, job: Job, pieces: Any, span_start: int) -> float:
+def _stream_redo(bundle: Bundle, job: Job, pieces: Any, span_start: int) -> tuple[float, dict[int, list[np.ndarray]]]:
     """Compose each take's redone stem: the given samples outside the range, exactly as sent;
     the new audio inside, crossfaded in and out over `REDO_FADE_SECONDS` at the range's ends.
-    Streams it in chunks; returns the seconds spent converting rates."""
+    Streams it in chunks; returns the seconds spent converting rates and each take's sampled
+    audio over the span (model rate, in pieces)."""
     req = job.request
     stem, rate = req.redo.stem, req.output_sample_rate
     kept = fit_length(np.asarray(req.given[stem], np.float32), req.output_frames)
@@ -385,7 +391,7 @@ def _stream_redo(bundle: Bundle, job: Job, pieces: Any, span_start: int) -> floa
         for o in range(0, len(out), step):
             job.check()
             job.sink.chunk(job, stem, o, out[o:o + step], last_window, o + step >= len(out), take)
-    return t_convert
+    return t_convert, parts
 
 
 def _progress_hook(job: Job, windows: int, t0: float):

@@ -121,3 +121,18 @@ def test_an_estimated_grid_does_not_drift_over_a_long_region() -> None:
     beat_frames = beat * SR / fit.HOP
     per = grid.unit * grid.per_beat
     assert min(abs(per - beat_frames), abs(per - 2 * beat_frames), abs(per - beat_frames / 2)) < 0.05
+
+
+def test_a_span_inside_the_region_keeps_the_regions_grid() -> None:
+    """A redo scores audio that starts inside the region: the DAW's grid still runs through
+    the region start, so a part on the region's beat fits and one half a 16th off does not."""
+    start = 0.3  # seconds into the region: not on the beat (0.5 s)
+    cut = int(start * SR)
+    given = {"drums": DRUMS[cut:], "piano": PIANO[cut:]}
+    on = chord_notes(EIGHTHS, [48])[cut:]
+    off = chord_notes(EIGHTHS + BEAT / 8, [48])[cut:]
+    grid = fit.grid_from_beat(fit.onset_envelope(fit.magnitude(given["drums"])), SR, BEAT, start)
+    assert grid is not None and grid.phase == pytest.approx((-start * SR / fit.HOP) % grid.unit)
+    a = fit.stem_fits({"bass": on}, given, SR, beat_seconds=BEAT, start_seconds=start)["bass"]
+    b = fit.stem_fits({"bass": off}, given, SR, beat_seconds=BEAT, start_seconds=start)["bass"]
+    assert a.rhythm > 0.7 and a.rhythm > b.rhythm + 0.3

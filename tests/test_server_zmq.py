@@ -607,6 +607,9 @@ def test_a_redo_keeps_the_stem_outside_the_range_bit_exact_and_changes_the_insid
     res = client.run_job(h, pcm)
     assert res.final.type == "done", res.final.header
     assert res.final.header["redo"] == {"stem": "bass", "start": 1.0, "end": 2.0}
+    # the two redone takes are ranked too, against the other given stem over the redo's span
+    assert sorted(t["rank"] for t in res.final.header["takes"]) == [1, 2]
+    assert all(set(t["stem_fit"]) == {"bass"} for t in res.final.header["takes"])
     a, b = rate, 2 * rate
     for take in (0, 1):
         out = res.stems(take)["bass"]
