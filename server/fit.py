@@ -43,6 +43,7 @@ SEGMENT_S = 0.5
 PITCH_RANGE_HZ = (130.0, 4000.0)  # C3 up: a bass is heard by its harmonics there
 UNPITCHED = frozenset({"drums"})
 SILENT_RMS = 1e-4  # -80 dBFS: below it a stem has no onsets and no chroma
+BLOCK_FRAMES = 512
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,12 @@ def magnitude(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
     pad = np.pad(x, (n_fft // 2, n_fft // 2))
     if len(pad) < n_fft:
         pad = np.pad(pad, (0, n_fft - len(pad)))
-    frames = np.lib.stride_tricks.sliding_window_view(pad, n_fft)[::hop]
-    return np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1].astype(np.float32), axis=1))
+    frames = np.lib.stride_tricks.sliding_window_view(pad, n_fft)[::hop]  # a view: nothing copied yet
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    out = np.empty((len(frames), n_fft // 2 + 1), np.float32)
+    for i in range(0, len(frames), BLOCK_FRAMES):  # blocks: a 10-minute region stays a few MB at a time
+        out[i:i + BLOCK_FRAMES] = np.abs(np.fft.rfft(frames[i:i + BLOCK_FRAMES] * window, axis=1))
+    return out
 
 
 def onset_envelope(mag: np.ndarray) -> np.ndarray:
