@@ -252,17 +252,16 @@ class Scorer:
     def __init__(self, given: Mapping[str, np.ndarray], sr: int, beat_seconds: float | None = None,
                  start_seconds: float = 0.0) -> None:
         self.sr, self.given, self.beat, self.start = sr, list(given), beat_seconds, start_seconds
-        self.feats = {s: self._features(a) for s, a in given.items()}
+        self.feats = {s: self._features(s, a) for s, a in given.items()}
         self.pitched = [s for s in given if s not in UNPITCHED and not self.feats[s][0]]
         self.seg = max(1, int(round(SEGMENT_S * sr / CHROMA_HOP)))
         self.ctx_chroma = self._seg_chroma([self.feats[s][2] for s in self.pitched]) if self.pitched else None
         self.grid: tuple[np.ndarray, Grid | None] | None = None  # the given stems' (envelope, grid), once
 
-    def _features(self, a: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray]:
-        """(silent, onset envelope, chroma) of one stem."""
+    def _features(self, stem: str, a: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray | None]:
+        """(silent, onset envelope, chroma or None for drums) of one stem."""
         a = np.asarray(a, np.float32).reshape(-1)
-        silent = _silent(a)
-        return silent, onset_envelope(magnitude(a)), chroma(a, self.sr)
+        return _silent(a), onset_envelope(magnitude(a)), None if stem in UNPITCHED else chroma(a, self.sr)
 
     def _seg_chroma(self, chromas: Sequence[np.ndarray]) -> np.ndarray:
         n = min(len(c) for c in chromas)
@@ -279,7 +278,7 @@ class Scorer:
     def __call__(self, generated: Mapping[str, np.ndarray]) -> dict[str, StemFit]:
         """The estimated fit of each generated stem (module docstring): its context is the
         given stems, or in total generation the other generated ones."""
-        feats = {s: self._features(a) for s, a in generated.items()}
+        feats = {s: self._features(s, a) for s, a in generated.items()}
         heard = [s for s in self.given if not self.feats[s][0]]
         out: dict[str, StemFit] = {}
         for stem, (silent, env, chr_) in feats.items():
