@@ -66,12 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     n = int(round(float(metrics[0]["config"]["seconds"]) * sr))
     takes = len(args.runs)
     est = np.zeros((len(segs), takes))  # take score
-    ruler = {s: {k: np.zeros((len(segs), takes)) for k in ("rhythmic", "harmonic")} for s in targets}
+    ruler = {s: {k: np.zeros((len(segs), takes)) for k in ("rhythmic", "harmonic", "level_db", "empty")}
+             for s in targets}
     for d, (run, m) in enumerate(zip(args.runs, metrics)):
         per_clip = m["tasks"][args.task]["per_clip"]
         for s in targets:
-            for k in ruler[s]:
-                ruler[s][k][:, d] = per_clip[s][k]
+            for k in ruler[s]:  # None (a fit total generation does not score): NaN
+                ruler[s][k][:, d] = [np.nan if v is None else v for v in per_clip[s][k]]
         for i, seg in enumerate(segs):
             gen = {}
             for s in targets:
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("rhythmic", "harmonic"):
             r = ruler[s][k]
             real, mism = stems_summary[s][f"{k}_real"], stems_summary[s][f"{k}_mismatched"]
+            if real is None or mism is None:  # total generation: no fit to given stems
+                continue
             norm = (lambda v: (v - mism) / (real - mism)) if abs(real - mism) > 1e-9 else (lambda v: float("nan"))
             # clips where the ruler hears no voiced note in some take (NaN) are left out, as the eval does
             ok = ~np.isnan(r).any(axis=1)
@@ -101,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
             best = norm(float(r[ok].max(axis=1).mean()))
             rho = np.nanmean([spearman(est[i], r[i]) for i in rows]) if takes > 2 else float("nan")
             print(f"| {s} {k} (pooled) | {first:.3f} | {avg:.3f} | {best:.3f} | {rho:+.2f} |")
+    print("\n| stem | level vs real, dB: first / average | empty: first / average |")
+    print("|---|---|---|")
+    for s in targets:
+        lv, em = ruler[s]["level_db"], ruler[s]["empty"]
+        real = stems_summary[s]["level_db_real"]
+        print(f"| {s} | {lv[rows, pick].mean() - real:+.1f} / {lv.mean() - real:+.1f} "
+              f"| {int(em[rows, pick].sum())} of {len(rows)} / {em.sum() / takes:.1f} of {len(rows)} |")
     return 0
 
 
