@@ -136,3 +136,38 @@ def test_a_span_inside_the_region_keeps_the_regions_grid() -> None:
     a = fit.stem_fits({"bass": on}, given, SR, beat_seconds=BEAT, start_seconds=start)["bass"]
     b = fit.stem_fits({"bass": off}, given, SR, beat_seconds=BEAT, start_seconds=start)["bass"]
     assert a.rhythm > 0.7 and a.rhythm > b.rhythm + 0.3
+
+
+def test_rank_check_ranks_the_draws_of_an_eval_by_the_daemons_estimate(tmp_path, capsys) -> None:
+    """scripts/rank_check.py on two fabricated draws of one clip: the draw whose bass sits on
+    the beat is ranked first, and the table reports the ruler's figures of that draw."""
+    import json
+
+    import soundfile as sf
+    from script_loader import load_script
+
+    rank_check = load_script("rank_check")
+    data = tmp_path / "data" / "Track00001"
+    data.mkdir(parents=True)
+    for stem, audio in (("drums", DRUMS), ("piano", PIANO)):
+        sf.write(str(data / f"{stem}.wav"), audio, SR)
+    (data / "annotation.json").write_text(json.dumps({"tempo": BPM, "meter": [4, 4]}))
+    on, off = chord_notes(EIGHTHS, [48]), chord_notes(EIGHTHS + 0.37 * BEAT / 2 + 0.011, [48])
+    runs = []
+    for d, (bass, rhythmic) in enumerate(((off, 0.2), (on, 0.9))):  # draw 1 is the tight one
+        run = tmp_path / f"r{d}"
+        (run / "audio" / "BG").mkdir(parents=True)
+        sf.write(str(run / "audio" / "BG" / "000_bass.wav"), bass, SR)
+        sf.write(str(run / "audio" / "BG" / "000_guitar.wav"), chord_notes(EIGHTHS, [55, 60, 64]), SR)
+        per = {"rhythmic": [rhythmic], "harmonic": [0.9], "level_db": [-30.0], "empty": [0.0]}
+        summary = {"rhythmic_real": 1.0, "rhythmic_mismatched": 0.0, "harmonic_real": 1.0,
+                   "harmonic_mismatched": 0.0, "level_db_real": -30.0}
+        (run / "metrics.json").write_text(json.dumps({
+            "config": {"sample_rate": SR, "seconds": SECONDS},
+            "segments": [{"track": "Track00001", "offset": 0.0}],
+            "tasks": {"BG": {"per_clip": {"bass": per, "guitar": per},
+                             "stems": {"bass": summary, "guitar": summary}}}}))
+        runs.append(str(run))
+    assert rank_check.main(["--tempo", "--data", str(tmp_path / "data"), *runs]) == 0
+    out = capsys.readouterr().out
+    assert "| bass rhythmic (pooled) | 0.900 | 0.550 | 0.900 |" in out, out
