@@ -322,9 +322,10 @@ def region_beat_seconds(region: Any) -> float | None:
 
 
 def _rank_takes(bundle: Bundle, given: dict[str, np.ndarray], heard: dict[tuple[int, str], list[np.ndarray]],
-                req: JobRequest, start_seconds: float = 0.0) -> list[tuple[float, int, dict[str, dict]]]:
+                req: JobRequest, start_seconds: float = 0.0) -> list[tuple[float, int, dict[str, dict]]] | None:
     """Each take's estimated fit to the given stems (`server.fit`, at model rate, over the
-    region or a redo's span), its rank (1: the likeliest keeper) and its stems' figures."""
+    region or a redo's span), its rank (1: the likeliest keeper) and its stems' figures; None
+    when no stem of any take could be judged (nothing given and one stem made, or silence)."""
     scorer = Scorer(given, bundle.sample_rate, region_beat_seconds(req.region), start_seconds)
     stems = sorted({s for _, s in heard}, key=list(req.generate).index) if heard else list(req.generate)
     per_take = []
@@ -332,6 +333,8 @@ def _rank_takes(bundle: Bundle, given: dict[str, np.ndarray], heard: dict[tuple[
         generated = {s: np.concatenate(heard[(b, s)]) if heard.get((b, s)) else np.zeros(0, np.float32)
                      for s in stems}
         per_take.append(scorer(generated))
+    if not any(f.rhythm is not None or f.harmony is not None for fits in per_take for f in fits.values()):
+        return None  # nothing to judge against (one stem made from nothing): the takes stay unranked
     scores = [take_score(f) for f in per_take]
     ranks = rank(scores)
     return [(sc, r, {s: f.as_dict() for s, f in fits.items()}) for sc, r, fits in zip(scores, ranks, per_take)]

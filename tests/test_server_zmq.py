@@ -597,6 +597,15 @@ def test_a_ranking_that_fails_leaves_the_takes_and_done_intact(client, monkeypat
     assert all(len(res.stems(t)["bass"]) == 48000 for t in (0, 1))
 
 
+def test_takes_of_one_stem_made_from_nothing_are_not_ranked(client):
+    """Nothing given and one stem made: there is nothing to judge a take against, so `done`
+    carries no fit rather than a tie of zeros."""
+    h, pcm = gen_header("alone", {}, 48000, ["drums"], seed=1, takes=2, duration=1.0)
+    res = client.run_job(h, pcm)
+    assert res.final.type == "done", res.final.header
+    assert all("rank" not in t and "fit" not in t for t in res.final.header["takes"])
+
+
 def test_a_redo_keeps_the_stem_outside_the_range_bit_exact_and_changes_the_inside(client):
     rate, seconds = 48000, 3.0
     drums = (0.2 * np.random.default_rng(3).standard_normal(int(seconds * rate))).astype(np.float32)
