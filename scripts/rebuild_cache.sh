@@ -10,6 +10,12 @@
 #   bash scripts/rebuild_cache.sh all         # all three, in that order
 #
 # WORKERS (default 2) sets the render processes; run it under nice beside other work.
+# Disk: the training corpora take about 10 GB of audio each and their latents 1-2 GB each; this
+# machine has had 35-40 GB free, so `all` does not fit with every corpus's audio kept.
+# PRUNE_AUDIO=1 deletes a training split's audio once its latents are made (training reads
+# only the latents; the audio is remade by `train` after removing the corpus's .done marker).
+# A stage that would start with less than MIN_FREE_GB (default 12) free stops with a message
+# instead of dying mid-write (2026-12-05: a full disk killed a render and two extractions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MSLDM=${MSLDM:-.venv/bin/msldm}
@@ -25,11 +31,24 @@ for f in "$GM" "$MONO" "$TIM"; do
 done
 mkdir -p "$DATA"
 
+MIN_FREE_GB=${MIN_FREE_GB:-12}
+PRUNE_AUDIO=${PRUNE_AUDIO:-0}
+
 done_mark() { [ -f "$DATA/.done-$1" ]; }
+need_space() {  # need_space NAME: stop unless MIN_FREE_GB are free where the data live
+    local free
+    free=$(df -Pk "$DATA" | awk 'NR==2 {print int($4 / 1048576)}')
+    if [ "$free" -lt "$MIN_FREE_GB" ]; then
+        echo "[rebuild] $1: only $free GB free in $DATA (MIN_FREE_GB=$MIN_FREE_GB); free some space" \
+             "(PRUNE_AUDIO=1 drops training audio once its latents exist) and run again" >&2
+        exit 3
+    fi
+}
 mark() { touch "$DATA/.done-$1"; }
 step() {  # step NAME command...: run unless done, then mark
     local name=$1; shift
     if done_mark "$name"; then echo "[rebuild] $name: done before"; return; fi
+    need_space "$name"
     echo "[rebuild] $name: $(date +%T)"
     "$@"
     mark "$name"
@@ -40,8 +59,16 @@ synth() {  # synth OUT SEED TRACKS SPLITS [composer]
         --seed "$seed" --workers "$WORKERS" --augment --seconds 15 --soundfonts "$GM,$MONO" \
         --holdout-soundfont "$TIM" --splits "$splits" --resume
 }
-latents() {  # latents CORPUS SPLITS
+latents() {  # latents CORPUS SPLITS; with PRUNE_AUDIO=1 the corpus's train audio goes once they exist
+    if ! done_mark "$1-train"; then  # never the latents of a half-rendered split
+        echo "[rebuild] $1: its training split is not rendered whole yet: run \`$0 train\` first" >&2
+        exit 3
+    fi
     "$MSLDM" data latents --vae "$VAE" --data "$DATA/$1" --out "$DATA/$1-latents" --splits ${2//,/ }
+    if [ "$PRUNE_AUDIO" = 1 ] && [ -d "$DATA/$1/train" ]; then
+        echo "[rebuild] $1: latents made, deleting its train audio (PRUNE_AUDIO=1)"
+        rm -rf "$DATA/$1/train"
+    fi
 }
 
 stage_eval() {
