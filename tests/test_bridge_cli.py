@@ -238,6 +238,7 @@ def test_four_takes_are_four_files_per_stem_named_by_seed_with_their_own_sidecar
                                                                                     tmp_path):  # noqa: F811
     out = tmp_path / "t"
     r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                "--given", f"piano={given['piano']}",  # a pitched given stem: the takes can be judged and ranked
                 "--generate", "bass,guitar", "--takes", "4", "--seed", "20", "--steps", "2", "--out", str(out))
     assert r.returncode == 0, r.stderr
     lines = [line.split("\t") for line in r.stdout.splitlines()]
