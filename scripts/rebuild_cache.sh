@@ -14,8 +14,10 @@
 # machine has had 35-40 GB free, so `all` does not fit with every corpus's audio kept.
 # PRUNE_AUDIO=1 deletes a training split's audio once its latents are made (training reads
 # only the latents; the audio is remade by `train` after removing the corpus's .done marker).
-# A stage that would start with less than MIN_FREE_GB (default 12) free stops with a message
-# instead of dying mid-write (2026-12-05: a full disk killed a render and two extractions).
+# A stage that would start with less than MIN_FREE_GB free (default 12 before a render, about
+# one corpus; 4 before latents) stops with a message instead of dying mid-write (2026-12-05: a
+# full disk killed a render and two extractions). Latents are made for the plays-through
+# corpora first, so that with PRUNE_AUDIO=1 each frees its 10 GB before the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MSLDM=${MSLDM:-.venv/bin/msldm}
@@ -31,15 +33,15 @@ for f in "$GM" "$MONO" "$TIM"; do
 done
 mkdir -p "$DATA"
 
-MIN_FREE_GB=${MIN_FREE_GB:-12}
+MIN_FREE_GB=${MIN_FREE_GB:-}
 PRUNE_AUDIO=${PRUNE_AUDIO:-0}
 
 done_mark() { [ -f "$DATA/.done-$1" ]; }
-need_space() {  # need_space NAME: stop unless MIN_FREE_GB are free where the data live
-    local free
+need_space() {  # need_space NAME: stop unless enough GB are free where the data live
+    local free need=${MIN_FREE_GB:-$STAGE_GB}
     free=$(df -Pk "$DATA" | awk 'NR==2 {print int($4 / 1048576)}')
-    if [ "$free" -lt "$MIN_FREE_GB" ]; then
-        echo "[rebuild] $1: only $free GB free in $DATA (MIN_FREE_GB=$MIN_FREE_GB); free some space" \
+    if [ "$free" -lt "$need" ]; then
+        echo "[rebuild] $1: only $free GB free in $DATA (needs $need; MIN_FREE_GB overrides); free some space" \
              "(PRUNE_AUDIO=1 drops training audio once its latents exist) and run again" >&2
         exit 3
     fi
@@ -72,21 +74,24 @@ latents() {  # latents CORPUS SPLITS; with PRUNE_AUDIO=1 the corpus's train audi
 }
 
 stage_eval() {
+    STAGE_GB=2
     step multi-eval synth multi 1 3000 test,validation
     step heldout "$MSLDM" data synth --composer heldout --out "$DATA/heldout" --tracks 40 --seed 2 \
         --workers 1 --seconds 15 --augment --soundfont "$TIM"
 }
 stage_train() {
+    STAGE_GB=12
     step full-train synth full 3 2000 train synth-full
     step full2-train synth full2 5 2000 train synth-full
     step full3-train synth full3 7 2000 train synth-full
     step multi-train synth multi 1 3000 train
 }
 stage_latents() {
-    step multi-latents latents multi train,validation
+    STAGE_GB=4
     step full-latents latents full train
     step full2-latents latents full2 train
     step full3-latents latents full3 train
+    step multi-latents latents multi train,validation
     step mix6 "$PY" scripts/merge_latents.py --out "$DATA/mix6-latents" --stats-from msldm/assets/cpu/diffusion.safetensors \
         multi:train,validation="$DATA/multi-latents" full:train="$DATA/full-latents" \
         full2:train="$DATA/full2-latents" full3:train="$DATA/full3-latents"
