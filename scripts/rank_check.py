@@ -23,30 +23,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scipy.stats import spearmanr  # noqa: E402
+
+from msldm.eval.data import _make_segment, _read_track  # noqa: E402  (the eval's own segment reader)
 from msldm.wavio import read_audio  # noqa: E402
 from server import fit  # noqa: E402
-from server.jobs import region_beat_seconds  # noqa: E402
+from server.requests import beat_seconds  # noqa: E402
 
 STEMS = ("bass", "drums", "guitar", "piano")
 
 
-def load_given(track_dir: Path, stems: list[str], offset: float, n: int, sr: int) -> dict[str, np.ndarray]:
-    out = {}
-    for s in stems:
-        f = read_audio(track_dir / f"{s}.wav")
-        a, rate = f.audio, f.sample_rate
-        if rate != sr:
-            raise SystemExit(f"{track_dir / s}.wav is at {rate} Hz, the generations at {sr}")
-        a = a.mean(axis=1) if a.ndim == 2 else a
-        start = int(round(offset * sr))
-        seg = a[start:start + n]
-        out[s] = np.pad(seg, (0, n - len(seg))).astype(np.float32)
-    return out
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 and ra.std() and rb.std() else float("nan")
+    """Rank correlation of two score vectors; NaN where either is constant or has NaNs."""
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0 or np.isnan(b).any():
+        return float("nan")
+    return float(spearmanr(a, b)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,22 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     est = np.zeros((len(segs), takes))  # take score
     ruler = {s: {k: np.zeros((len(segs), takes)) for k in ("rhythmic", "harmonic", "level_db", "empty")}
              for s in targets}
-    for d, (run, m) in enumerate(zip(args.runs, metrics)):
+    for d, m in enumerate(metrics):
         per_clip = m["tasks"][args.task]["per_clip"]
         for s in targets:
             for k in ruler[s]:  # None (a fit total generation does not score): NaN
                 ruler[s][k][:, d] = [np.nan if v is None else v for v in per_clip[s][k]]
-        for i, seg in enumerate(segs):
+    for i, seg in enumerate(segs):  # each clip's given stems read and featured once, for all its takes
+        track = Path(args.data) / seg["track"]
+        clip = _make_segment(track, *_read_track(track, sr), float(seg.get("offset", 0.0)), n / sr, sr)
+        beat = None
+        if args.tempo:  # the clip's annotated tempo, as a DAW sends `region.tempo`
+            beat = beat_seconds({"tempo": clip.tempo, "meter": (clip.annotation or {}).get("meter", [4, 4])})
+        scorer = fit.Scorer({s: clip.stems[s] for s in given_names}, sr, beat)
+        for d, run in enumerate(args.runs):
             gen = {}
             for s in targets:
                 a = read_audio(Path(run) / "audio" / args.task / f"{i:03d}_{s}.wav").audio
                 gen[s] = (a.mean(axis=1) if a.ndim == 2 else a)[:n].astype(np.float32)
-            given = load_given(Path(args.data) / seg["track"], given_names, float(seg.get("offset", 0.0)), n, sr)
-            beat = None
-            if args.tempo:  # the clip's annotated tempo, as a DAW would send it (`region.tempo`)
-                ann = json.loads((Path(args.data) / seg["track"] / "annotation.json").read_text())
-                beat = region_beat_seconds({"tempo": ann["tempo"], "meter": ann.get("meter", [4, 4])})
-            est[i, d] = fit.take_score(fit.stem_fits(gen, given, sr, beat))
+            est[i, d] = fit.take_score(scorer(gen))
     pick = est.argmax(axis=1)
     rows = np.arange(len(segs))
     print(f"{len(segs)} clips x {takes} takes, task {args.task}")

@@ -243,6 +243,22 @@ def _silent(x: np.ndarray) -> bool:
     return float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64))))) < SILENT_RMS if len(x) else True
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a stem's rhythm is judged against: the context envelope's length (frames), its grid
+    and its onsets (frames, strengths)."""
+
+    frames: int
+    grid: Grid | None
+    onset_frames: np.ndarray
+    strengths: np.ndarray
+
+    def profile(self, n: int) -> np.ndarray:
+        """The context's accent profile over its first `n` frames (`profile`)."""
+        keep = self.onset_frames < n
+        return profile(self.onset_frames[keep], self.strengths[keep], self.grid)
+
+
 class Scorer:
     """Scores takes against one set of given stems (their features computed once).
     Audio: mono `[N]` at `sr`. `beat_seconds`: the region's beat when the DAW sent its tempo
@@ -256,7 +272,7 @@ class Scorer:
         self.pitched = [s for s in given if s not in UNPITCHED and not self.feats[s][0]]
         self.seg = max(1, int(round(SEGMENT_S * sr / CHROMA_HOP)))
         self.ctx_chroma = self._seg_chroma([self.feats[s][2] for s in self.pitched]) if self.pitched else None
-        self.grid: tuple[np.ndarray, Grid | None] | None = None  # the given stems' (envelope, grid), once
+        self.context: Context | None = None  # the given stems' envelope, grid and onsets, once
 
     def _features(self, stem: str, a: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray | None]:
         """(silent, onset envelope, chroma or None for drums) of one stem."""
@@ -269,11 +285,11 @@ class Scorer:
         seg = min(self.seg, n)
         return c[: n // seg * seg].reshape(-1, seg, 12).sum(axis=1)
 
-    def _context(self, envs: Sequence[np.ndarray]) -> tuple[np.ndarray, Grid | None]:
+    def _context(self, envs: Sequence[np.ndarray]) -> Context:
         n = min(len(e) for e in envs)
         env = sum(e[:n] for e in envs)
         grid = grid_from_beat(env, self.sr, self.beat, self.start) if self.beat else estimate_grid(env, self.sr)
-        return env, grid
+        return Context(len(env), grid, *onsets(env, self.sr))
 
     def __call__(self, generated: Mapping[str, np.ndarray]) -> dict[str, StemFit]:
         """The estimated fit of each generated stem (module docstring): its context is the
@@ -287,20 +303,19 @@ class Scorer:
             if silent:
                 out[stem] = StemFit(0.0, no_harmony)
                 continue
-            rhythm = None
             if heard:
-                if self.grid is None:
-                    self.grid = self._context([self.feats[s][1] for s in heard])
-                ctx_env, grid = self.grid
+                if self.context is None:
+                    self.context = self._context([self.feats[s][1] for s in heard])
+                ctx = self.context
             else:
                 others = [feats[s][1] for s in generated if s != stem and not feats[s][0]]
-                ctx_env, grid = self._context(others) if others else (None, None)
-            if grid is not None:
-                n = min(len(env), len(ctx_env))
+                ctx = self._context(others) if others else None
+            rhythm = None
+            if ctx is not None and ctx.grid is not None:
+                n = min(len(env), ctx.frames)
                 f, w = onsets(env[:n], self.sr)
-                cf, cw = onsets(ctx_env[:n], self.sr)
-                share = _on_grid_share(f, w, grid, self.sr)
-                rhythm = math.sqrt(share * _correlation(profile(f, w, grid), profile(cf, cw, grid)))
+                share = _on_grid_share(f, w, ctx.grid, self.sr)
+                rhythm = math.sqrt(share * _correlation(profile(f, w, ctx.grid), ctx.profile(n)))
             harmony = None
             if judged:
                 mine = self._seg_chroma([chr_])

@@ -25,7 +25,7 @@ from msldm.sampling import Cancelled
 from plugin_bridge.protocol import ErrorCode, ProtocolError
 from server.audio import StreamRateConverter, convert_rate, fit_length
 from server.fit import Scorer, rank, take_score
-from server.requests import REDO_FADE_SECONDS, JobRequest, Limits
+from server.requests import REDO_FADE_SECONDS, JobRequest, Limits, beat_seconds
 from server.runtime import Bundle
 from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
@@ -307,32 +307,13 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     return info
 
 
-def region_beat_seconds(region: Any) -> float | None:
-    """The beat of a request's `region` ({tempo, meter}) in seconds, for the take ranking's grid:
-    60 / tempo (tempo counts the meter's unit), a dotted quarter in compound meters (6/8, 9/8,
-    12/8); None when the region gives no usable tempo (then the grid is estimated)."""
-    if not isinstance(region, dict):
-        return None
-    tempo, meter = region.get("tempo"), region.get("meter", [4, 4])
-    if isinstance(tempo, bool) or not isinstance(tempo, (int, float)) or not 0 < tempo <= 2000:
-        return None
-    compound = (isinstance(meter, list) and len(meter) == 2 and meter[1] == 8 and isinstance(meter[0], int)
-                and not isinstance(meter[0], bool) and meter[0] % 3 == 0)
-    return 60.0 / float(tempo) * (3 if compound else 1)
-
-
 def _rank_takes(bundle: Bundle, given: dict[str, np.ndarray], heard: dict[tuple[int, str], list[np.ndarray]],
                 req: JobRequest, start_seconds: float = 0.0) -> list[tuple[float, int, dict[str, dict]]] | None:
     """Each take's estimated fit to the given stems (`server.fit`, at model rate, over the
     region or a redo's span), its rank (1: the likeliest keeper) and its stems' figures; None
     when no stem of any take could be judged (nothing given and one stem made, or silence)."""
-    scorer = Scorer(given, bundle.sample_rate, region_beat_seconds(req.region), start_seconds)
-    stems = sorted({s for _, s in heard}, key=list(req.generate).index) if heard else list(req.generate)
-    per_take = []
-    for b in range(req.takes):
-        generated = {s: np.concatenate(heard[(b, s)]) if heard.get((b, s)) else np.zeros(0, np.float32)
-                     for s in stems}
-        per_take.append(scorer(generated))
+    scorer = Scorer(given, bundle.sample_rate, beat_seconds(req.region), start_seconds)
+    per_take = [scorer({s: np.concatenate(heard[(b, s)]) for s in req.generate}) for b in range(req.takes)]
     if not any(f.rhythm is not None or f.harmony is not None for fits in per_take for f in fits.values()):
         return None  # nothing to judge against (one stem made from nothing): the takes stay unranked
     scores = [take_score(f) for f in per_take]

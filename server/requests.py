@@ -283,6 +283,18 @@ def _bar_length(h: dict[str, Any], duration: float, job_id: str | None) -> float
     return max(1, round(duration / bar)) * bar
 
 
+def beat_seconds(region: Any) -> float | None:
+    """The beat of a request's `region` ({tempo, meter}) in seconds, for the take ranking's
+    grid: a bar (`_bar_seconds`) over its beats, a dotted quarter in compound meters (6/8, 9/8,
+    12/8); None when the region gives no usable tempo or meter (the grid is then estimated)."""
+    try:
+        bar = _bar_seconds(region, None, "the take ranking")
+    except ProtocolError:
+        return None
+    beats, unit = region.get("meter", [4, 4])
+    return bar / beats * (3 if unit == 8 and beats % 3 == 0 else 1)
+
+
 def _bar_seconds(region: Any, job_id: str | None, what: str) -> float:
     """Seconds per bar of `region.tempo` and `region.meter` (default [4, 4]); `what` names the
     field that needs them in the error."""

@@ -91,7 +91,7 @@ def test_the_grid_follows_the_tempo() -> None:
 
 
 def test_the_daws_tempo_sets_the_grid_from_the_region_start() -> None:
-    from server.jobs import region_beat_seconds
+    from server.requests import beat_seconds as region_beat_seconds
 
     assert region_beat_seconds({"tempo": 120, "meter": [4, 4]}) == pytest.approx(0.5)
     assert region_beat_seconds({"tempo": 180, "meter": [6, 8]}) == pytest.approx(1.0)  # dotted quarters
@@ -151,7 +151,8 @@ def test_rank_check_ranks_the_draws_of_an_eval_by_the_daemons_estimate(tmp_path,
     data.mkdir(parents=True)
     for stem, audio in (("drums", DRUMS), ("piano", PIANO)):
         sf.write(str(data / f"{stem}.wav"), audio, SR)
-    (data / "annotation.json").write_text(json.dumps({"tempo": BPM, "meter": [4, 4]}))
+    (data / "annotation.json").write_text(json.dumps({"tempo": BPM, "meter": [4, 4],
+                                                      "key": {"tonic_pc": 0, "mode": "major"}}))
     on, off = chord_notes(EIGHTHS, [48]), chord_notes(EIGHTHS + 0.37 * BEAT / 2 + 0.011, [48])
     runs = []
     for d, (bass, rhythmic) in enumerate(((off, 0.2), (on, 0.9))):  # draw 1 is the tight one
