@@ -44,6 +44,10 @@
 # on mix6 (docs/data.md):
 #   PRESET=cpu_given LR=3e-4 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents \
 #       RUN=~/.cache/msldm/runs/denoiser-given1 bash scripts/train_denoiser_cpu.sh
+# Run 9 (2026-12-05, not shipped; docs/model-card.md, eighth session): the plain `cpu` preset
+# on mix6 from the shipped weights, stopped at step 11598; the same command resumes it:
+#   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run9 \
+#       bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
