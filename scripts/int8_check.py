@@ -76,7 +76,8 @@ def quantize(src: Path, dst: Path, x: np.ndarray, sigma: np.ndarray, variant: st
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     skips = [n.name for n in convs if n.input[0] in producer and producer[n.input[0]].op_type == "Concat"]
     names = [n.name for n in convs]
-    keep = {"none": [], "last-skip": [skips[-1], names[names.index(skips[-1]) + 1]] if skips else [],
+    last_skip = names.index(skips[-1]) if skips else len(names)
+    keep = {"none": [], "last-skip": names[last_skip:last_skip + 2],
             "skips-last3": sorted(set(skips + names[-3:]))}[keep_rule]
 
     class Reader(CalibrationDataReader):
@@ -140,7 +141,12 @@ def main() -> int:
     from export.manifest import write_manifest
     from msldm.hashing import sha256_file
 
+    if json.loads((args.bundle / "manifest.json").read_text())["io"]["denoiser"]["inputs"] != ["x", "sigma"]:
+        raise SystemExit("int8_check: only a joint denoiser (inputs x, sigma) is handled, not a conditional one")
     x, sigma = record(args.bundle, args.data, args.split, args.clips, args.threads)
+    if len(sigma) < args.calibration + 20:
+        raise SystemExit(f"int8_check: {len(sigma)} inputs recorded; --calibration {args.calibration} needs at "
+                         "least 20 more to judge the graph on (give more --clips)")
     order = np.random.default_rng(0).permutation(len(sigma))
     fit, held = order[:args.calibration], order[args.calibration:args.calibration + 200]
     with tempfile.TemporaryDirectory() as tmp:
