@@ -1,0 +1,116 @@
+"""Where the SourceVAE loses notes (issue 12): the reconstruction's transcription against the
+original's, split into the kinds of error, per stem.
+
+For each pitched stem of N test segments, the bundle's encoder and decoder reconstruct it and
+Basic Pitch transcribes both (`msldm.eval.transcribe`). Printed per stem (means over segments):
+- note F1 as the evaluation scores it (pitch and onset within 50 ms), and the same F1 with the
+  pitch ignored (onsets only), folded to a pitch class (octave errors forgiven), and with a
+  100 ms onset window;
+- notes per segment in the original and the reconstruction (more: spurious or split notes);
+- for every original note, what the reconstruction has there: no onset within 50 ms (`lost`),
+  or the nearest-pitched onset's interval: the same pitch, an octave, a semitone, a fifth, or
+  another (in polyphony the nearest may be another chord tone);
+- how many of the original notes repeat the pitch of the note before them, among all of them
+  and among the lost ones (a re-struck note that the reconstruction joins to the one before
+  is lost).
+
+    python scripts/vae_note_errors.py --data ~/.cache/msldm/data/multi --split test --n 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PITCHED = ("bass", "guitar", "piano")
+KINDS = ("same", "octave", "semitone", "fifth", "other", "lost")
+
+
+def note_kinds(reference: Sequence, estimate: Sequence, tolerance: float = 0.05) -> collections.Counter:
+    """For each reference note, the kind of what `estimate` has at its onset (`KINDS`): `lost`
+    when no estimated onset is within `tolerance` s, else the interval from the reference pitch
+    to the closest-pitched estimate among those onsets (octave: 12 or 24 semitones, fifth: 7)."""
+    kinds: collections.Counter = collections.Counter()
+    for n in reference:
+        near = [e.pitch - n.pitch for e in estimate if abs(e.start - n.start) <= tolerance]
+        if not near:
+            kinds["lost"] += 1
+            continue
+        d = abs(min(near, key=abs))
+        kinds["same" if d == 0 else "octave" if d in (12, 24) else "semitone" if d == 1
+              else "fifth" if d == 7 else "other"] += 1
+    return kinds
+
+
+def repeats(reference: Sequence, lost_only: Sequence | None = None, tolerance: float = 0.05) -> tuple[int, int]:
+    """(notes that repeat the pitch of the note starting before them, notes counted), over all
+    reference notes or, with `lost_only` (the estimate), over those with no estimated onset
+    within `tolerance` s."""
+    ordered = sorted(reference, key=lambda n: n.start)
+    rep = total = 0
+    for prev, n in zip(ordered, ordered[1:]):
+        if lost_only is not None and any(abs(e.start - n.start) <= tolerance for e in lost_only):
+            continue
+        total += 1
+        rep += prev.pitch == n.pitch
+    return rep, total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=Path("msldm/assets/bundle"))
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    from msldm.eval.data import load_segments
+    from msldm.eval.transcribe import note_f1, transcribe
+    from server.runtime import Bundle
+
+    bundle = Bundle.load(args.bundle, threads=args.threads)
+
+    def one_pitch(notes):
+        return [replace(n, pitch=60) for n in notes]
+
+    def pitch_class(notes):
+        return [replace(n, pitch=60 + n.pitch % 12) for n in notes]
+
+    for stem in PITCHED:
+        f1s, counts, kinds, rep = [], [], collections.Counter(), np.zeros(4, int)
+        for seg in load_segments(args.data, args.n, args.seconds, split=args.split):
+            a = seg.stems[stem]
+            if np.sqrt(np.mean(np.square(a))) < 1e-4:
+                continue
+            r = bundle.decode(bundle.encode(a[None, None]))[0, 0, : len(a)]
+            ref, est = transcribe(a), transcribe(r)
+            f1s.append((note_f1(ref, est), note_f1(one_pitch(ref), one_pitch(est)),
+                        note_f1(pitch_class(ref), pitch_class(est)), note_f1(ref, est, 0.1)))
+            counts.append((len(ref), len(est)))
+            kinds += note_kinds(ref, est)
+            rep += (*repeats(ref), *repeats(ref, est))
+        if not f1s:
+            print(f"{stem}: no sounding segment")
+            continue
+        f = np.mean(f1s, axis=0)
+        c = np.mean(counts, axis=0)
+        total = max(1, sum(kinds.values()))
+        print(f"{stem} ({len(f1s)} segments): note F1 {f[0]:.2f}, onsets only {f[1]:.2f}, pitch class {f[2]:.2f}, "
+              f"100 ms {f[3]:.2f}; notes per segment {c[0]:.1f} -> {c[1]:.1f}; original notes: "
+              + ", ".join(f"{k} {kinds[k] / total:.2f}" for k in KINDS)
+              + f"; repeating the note before: {rep[0] / max(1, rep[1]):.2f} of all, {rep[2] / max(1, rep[3]):.2f} "
+                "of the lost")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
