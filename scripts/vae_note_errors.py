@@ -12,7 +12,9 @@ Basic Pitch transcribes both (`msldm.eval.transcribe`). Printed per stem (means 
   another (in polyphony the nearest may be another chord tone);
 - how many of the original notes repeat the pitch of the note before them, among all of them
   and among the lost ones (a re-struck note that the reconstruction joins to the one before
-  is lost).
+  is lost);
+- the reconstruction's energy against the original's in octave-wide bands (dB, summed over
+  the segments).
 
     python scripts/vae_note_errors.py --data ~/.cache/msldm/data/multi --split test --n 12
 """
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PITCHED = ("bass", "guitar", "piano")
 KINDS = ("same", "octave", "semitone", "fifth", "other", "lost")
+BAND_EDGES = (20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 11025)
 
 
 def note_kinds(reference: Sequence, estimate: Sequence, tolerance: float = 0.05) -> collections.Counter:
@@ -87,6 +90,7 @@ def main() -> int:
 
     for stem in PITCHED:
         f1s, counts, kinds, rep = [], [], collections.Counter(), np.zeros(4, int)
+        energy = np.zeros((2, len(BAND_EDGES) - 1))
         for seg in load_segments(args.data, args.n, args.seconds, split=args.split):
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
@@ -98,6 +102,10 @@ def main() -> int:
             counts.append((len(ref), len(est)))
             kinds += note_kinds(ref, est)
             rep += (*repeats(ref), *repeats(ref, est))
+            freqs = np.fft.rfftfreq(len(a), 1 / bundle.sample_rate)
+            for row, x in enumerate((a, r)):
+                power = np.abs(np.fft.rfft(x)) ** 2
+                energy[row] += [power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(BAND_EDGES, BAND_EDGES[1:])]
         if not f1s:
             print(f"{stem}: no sounding segment")
             continue
@@ -109,6 +117,9 @@ def main() -> int:
               + ", ".join(f"{k} {kinds[k] / total:.2f}" for k in KINDS)
               + f"; repeating the note before: {rep[0] / max(1, rep[1]):.2f} of all, {rep[2] / max(1, rep[3]):.2f} "
                 "of the lost")
+        gain = 10 * np.log10((energy[1] + 1e-12) / (energy[0] + 1e-12))
+        print("  energy, reconstruction against original: " + ", ".join(
+            f"{lo}-{hi} Hz {g:+.1f} dB" for lo, hi, g in zip(BAND_EDGES, BAND_EDGES[1:], gain)))
     return 0
 
 
