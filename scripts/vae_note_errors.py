@@ -13,6 +13,9 @@ Basic Pitch transcribes both (`msldm.eval.transcribe`). Printed per stem (means 
 - how many of the original notes repeat the pitch of the note before them, among all of them
   and among the lost ones (a re-struck note that the reconstruction joins to the one before
   is lost);
+- for every reconstructed note with no original onset of its pitch within 50 ms (spurious),
+  whether it falls inside a sounding original note of the same pitch (a sustained note struck
+  again: its level wavers) or at an octave of a sounding one;
 - the reconstruction's energy against the original's in octave-wide bands (dB, summed over
   the segments).
 
@@ -67,6 +70,22 @@ def repeats(reference: Sequence, lost_only: Sequence | None = None, tolerance: f
     return rep, total
 
 
+def spurious(reference: Sequence, estimate: Sequence, tolerance: float = 0.05) -> tuple[int, int, int, int]:
+    """(estimated notes, spurious ones: no reference onset of the same pitch within `tolerance`
+    s, spurious ones inside a sounding reference note of the same pitch that began earlier,
+    other spurious ones within a sounding reference note one or two octaves away)."""
+    bad = inside = octave = 0
+    for e in estimate:
+        if any(abs(n.start - e.start) <= tolerance and n.pitch == e.pitch for n in reference):
+            continue
+        bad += 1
+        if any(n.pitch == e.pitch and n.start < e.start - tolerance and n.end > e.start for n in reference):
+            inside += 1
+        elif any(abs(n.pitch - e.pitch) in (12, 24) and n.start - tolerance <= e.start <= n.end for n in reference):
+            octave += 1
+    return len(estimate), bad, inside, octave
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=Path("msldm/assets/bundle"))
@@ -91,6 +110,7 @@ def main() -> int:
     for stem in PITCHED:
         f1s, counts, kinds, rep = [], [], collections.Counter(), np.zeros(4, int)
         energy = np.zeros((2, len(BAND_EDGES) - 1))
+        spur = np.zeros(4, int)
         for seg in load_segments(args.data, args.n, args.seconds, split=args.split):
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
@@ -102,6 +122,7 @@ def main() -> int:
             counts.append((len(ref), len(est)))
             kinds += note_kinds(ref, est)
             rep += (*repeats(ref), *repeats(ref, est))
+            spur += spurious(ref, est)
             freqs = np.fft.rfftfreq(len(a), 1 / bundle.sample_rate)
             for row, x in enumerate((a, r)):
                 power = np.abs(np.fft.rfft(x)) ** 2
@@ -117,6 +138,9 @@ def main() -> int:
               + ", ".join(f"{k} {kinds[k] / total:.2f}" for k in KINDS)
               + f"; repeating the note before: {rep[0] / max(1, rep[1]):.2f} of all, {rep[2] / max(1, rep[3]):.2f} "
                 "of the lost")
+        print(f"  spurious: {spur[1] / max(1, spur[0]):.2f} of the reconstruction's notes; of those, "
+              f"{spur[2] / max(1, spur[1]):.2f} inside a sounding original note of that pitch, "
+              f"{spur[3] / max(1, spur[1]):.2f} at an octave of one")
         gain = 10 * np.log10((energy[1] + 1e-12) / (energy[0] + 1e-12))
         print("  energy, reconstruction against original: " + ", ".join(
             f"{lo}-{hi} Hz {g:+.1f} dB" for lo, hi, g in zip(BAND_EDGES, BAND_EDGES[1:], gain)))

@@ -33,3 +33,15 @@ def test_repeats_counts_restruck_pitches_among_all_and_among_lost_notes() -> Non
     estimate = [n(0.0, 40), n(1.5, 43)]  # keeps the 1.5 s onset, loses 0.5, 1.0 and 2.0
     assert repeats(reference, estimate) == (3, 3)
     assert repeats(reference, reference) == (0, 0)
+
+
+def test_spurious_notes_are_split_into_restrikes_and_octaves() -> None:
+    spurious = load_script("vae_note_errors").spurious
+    reference = [Note(0.0, 2.0, 60, 0.5), Note(3.0, 3.5, 40, 0.5)]
+    estimate = [n(0.01, 60),  # matches
+                n(0.8, 60),  # struck again inside the sounding 60
+                n(1.2, 72),  # an octave of the sounding 60
+                n(1.4, 65),  # neither
+                n(3.02, 40)]  # matches
+    assert spurious(reference, estimate) == (5, 3, 1, 1)
+    assert spurious(reference, reference) == (2, 0, 0, 0)
