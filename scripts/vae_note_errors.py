@@ -107,11 +107,12 @@ def main() -> int:
     def pitch_class(notes):
         return [replace(n, pitch=60 + n.pitch % 12) for n in notes]
 
+    segments = load_segments(args.data, args.n, args.seconds, split=args.split)
     for stem in PITCHED:
         f1s, counts, kinds, rep = [], [], collections.Counter(), np.zeros(4, int)
         energy = np.zeros((2, len(BAND_EDGES) - 1))
         spur = np.zeros(4, int)
-        for seg in load_segments(args.data, args.n, args.seconds, split=args.split):
+        for seg in segments:
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
                 continue
