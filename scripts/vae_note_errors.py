@@ -16,6 +16,10 @@ Basic Pitch transcribes both (`msldm.eval.transcribe`). Printed per stem (means 
 - for every reconstructed note with no original onset of its pitch within 50 ms (spurious),
   whether it falls inside a sounding original note of the same pitch (a sustained note struck
   again: its level wavers) or at an octave of a sounding one;
+- for the original's held notes (0.5 s or longer), how steady the level of their fundamental
+  is in each signal: the spread of its frame-to-frame change (dB, median over notes) and the
+  share of notes in which it climbs back by more than 3 dB within 0.1 s (a wavering level is
+  what the transcriber hears as a note struck again);
 - the reconstruction's energy against the original's in octave-wide bands (dB, summed over
   the segments).
 
@@ -86,6 +90,29 @@ def spurious(reference: Sequence, estimate: Sequence, tolerance: float = 0.05) -
     return len(estimate), bad, inside, octave
 
 
+def held_note_level(audio: np.ndarray, notes: Sequence, sr: int, n_fft: int = 4096,
+                    hop: int = 256) -> tuple[list[float], list[bool]]:
+    """Per held note (>= 0.5 s, its first 80 ms and last 50 ms left out): the standard deviation
+    of the frame-to-frame change of its fundamental's level (dB; the loudest of the three bins
+    around it) and whether that level climbs by more than 3 dB over its minimum within 0.1 s."""
+    if len(audio) < n_fft:
+        return [], []
+    window = np.hanning(n_fft)
+    frames = 1 + (len(audio) - n_fft) // hop
+    spec = np.abs(np.stack([np.fft.rfft(window * audio[i * hop:i * hop + n_fft]) for i in range(frames)]))
+    span = max(1, int(0.1 * sr / hop))
+    spreads, rises = [], []
+    for n in notes:
+        t0, t1 = int((n.start + 0.08) * sr / hop), int((n.end - 0.05) * sr / hop)
+        if n.end - n.start < 0.5 or t1 - t0 < 8 or t1 > frames:
+            continue
+        k = int(round(440.0 * 2 ** ((n.pitch - 69) / 12) * n_fft / sr))
+        level = 20 * np.log10(spec[t0:t1, max(k - 1, 0):k + 2].max(axis=1) + 1e-9)
+        spreads.append(float(np.std(np.diff(level))))
+        rises.append(any(level[i + span] - level[i:i + span].min() > 3 for i in range(len(level) - span)))
+    return spreads, rises
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=Path("msldm/assets/bundle"))
@@ -112,6 +139,7 @@ def main() -> int:
         f1s, counts, kinds, rep = [], [], collections.Counter(), np.zeros(4, int)
         energy = np.zeros((2, len(BAND_EDGES) - 1))
         spur = np.zeros(4, int)
+        held: dict[str, tuple[list, list]] = {"original": ([], []), "reconstruction": ([], [])}
         for seg in segments:
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
@@ -124,6 +152,10 @@ def main() -> int:
             kinds += note_kinds(ref, est)
             rep += (*repeats(ref), *repeats(ref, est))
             spur += spurious(ref, est)
+            for name, x in (("original", a), ("reconstruction", r)):
+                sd, up = held_note_level(x, ref, bundle.sample_rate)
+                held[name][0].extend(sd)
+                held[name][1].extend(up)
             freqs = np.fft.rfftfreq(len(a), 1 / bundle.sample_rate)
             for row, x in enumerate((a, r)):
                 power = np.abs(np.fft.rfft(x)) ** 2
@@ -142,6 +174,10 @@ def main() -> int:
         print(f"  spurious: {spur[1] / max(1, spur[0]):.2f} of the reconstruction's notes; of those, "
               f"{spur[2] / max(1, spur[1]):.2f} inside a sounding original note of that pitch, "
               f"{spur[3] / max(1, spur[1]):.2f} at an octave of one")
+        if held["original"][0]:
+            print(f"  held notes ({len(held['original'][0])}): fundamental's frame-to-frame change, sd "
+                  + ", ".join(f"{k} {np.median(v[0]):.2f} dB" for k, v in held.items())
+                  + "; climbing back > 3 dB: " + ", ".join(f"{k} {np.mean(v[1]):.2f}" for k, v in held.items()))
         gain = 10 * np.log10((energy[1] + 1e-12) / (energy[0] + 1e-12))
         print("  energy, reconstruction against original: " + ", ".join(
             f"{lo}-{hi} Hz {g:+.1f} dB" for lo, hi, g in zip(BAND_EDGES, BAND_EDGES[1:], gain)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from msldm.eval.transcribe import Note
 from tests.script_loader import load_script
 
@@ -45,3 +47,17 @@ def test_spurious_notes_are_split_into_restrikes_and_octaves() -> None:
                 n(3.02, 40)]  # matches
     assert spurious(reference, estimate) == (5, 3, 1, 1)
     assert spurious(reference, reference) == (2, 0, 0, 0)
+
+
+def test_a_wavering_held_note_is_told_from_a_steady_one() -> None:
+    held_note_level = load_script("vae_note_errors").held_note_level
+    sr = 22050
+    t = np.arange(2 * sr) / sr
+    steady = (0.3 * np.exp(-t) * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # A3 decaying
+    wavering = steady * (1 + 0.6 * np.sin(2 * np.pi * 4 * t)).astype(np.float32)  # 4 Hz tremolo
+    note = [Note(0.0, 1.6, 57, 0.5)]
+    sd_a, up_a = held_note_level(steady, note, sr)
+    sd_b, up_b = held_note_level(wavering, note, sr)
+    assert up_a == [False] and up_b == [True]
+    assert sd_b[0] > 3 * sd_a[0]
+    assert held_note_level(steady, [Note(0.0, 0.3, 57, 0.5)], sr) == ([], [])  # too short to judge
