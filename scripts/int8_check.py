@@ -140,9 +140,17 @@ def main() -> int:
 
     from export.manifest import write_manifest
     from msldm.hashing import sha256_file
+    from server.runtime import BundleError, read_manifest
 
-    if json.loads((args.bundle / "manifest.json").read_text())["io"]["denoiser"]["inputs"] != ["x", "sigma"]:
+    try:
+        manifest = read_manifest(args.bundle)  # the runtime's own check: fields and every file's sha256
+    except BundleError as exc:
+        raise SystemExit(f"int8_check: {exc}") from None
+    if manifest["io"]["denoiser"]["inputs"] != ["x", "sigma"]:
         raise SystemExit("int8_check: only a joint denoiser (inputs x, sigma) is handled, not a conditional one")
+    if args.out is not None and args.out.exists():
+        raise SystemExit(f"int8_check: {args.out} exists; --out writes a new bundle folder")
+    denoiser = manifest["files"]["denoiser"]["path"]
     x, sigma = record(args.bundle, args.data, args.split, args.clips, args.threads)
     if len(sigma) < args.calibration + 20:
         raise SystemExit(f"int8_check: {len(sigma)} inputs recorded; --calibration {args.calibration} needs at "
@@ -151,7 +159,7 @@ def main() -> int:
     fit, held = order[:args.calibration], order[args.calibration:args.calibration + 200]
     with tempfile.TemporaryDirectory() as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        here, src = os.getcwd(), args.bundle.resolve() / "denoiser.onnx"
+        here, src = os.getcwd(), args.bundle.resolve() / denoiser
         os.chdir(tmp)  # the pre-processing writes scratch files into the working folder
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -161,14 +169,20 @@ def main() -> int:
         report = {"variant": args.variant, "kept_fp32": keep, "inputs": [len(fit), len(held)],
                   **compare(pre, q, x[held], sigma[held], args.threads)}
         print(json.dumps(report, indent=1))
-        if args.out:
-            shutil.copytree(args.bundle, args.out, dirs_exist_ok=True)
-            shutil.copyfile(q, args.out / "denoiser.onnx")
-            manifest = json.loads((args.out / "manifest.json").read_text())
-            manifest["files"]["denoiser"].update(sha256=sha256_file(args.out / "denoiser.onnx"),
-                                                 bytes=(args.out / "denoiser.onnx").stat().st_size)
-            manifest["int8_check"] = report
-            write_manifest(args.out, manifest)
+        if args.out:  # built beside it and renamed whole: a failure leaves no half bundle
+            part = args.out.with_name(args.out.name + ".part")
+            shutil.rmtree(part, ignore_errors=True)
+            try:
+                shutil.copytree(args.bundle, part)
+                shutil.copyfile(q, part / denoiser)
+                manifest["files"]["denoiser"].update(sha256=sha256_file(part / denoiser),
+                                                     bytes=(part / denoiser).stat().st_size)
+                manifest["int8_check"] = report
+                write_manifest(part, manifest)
+                part.rename(args.out)
+            except BaseException:
+                shutil.rmtree(part, ignore_errors=True)
+                raise
             print(f"wrote {args.out} (msldm eval --bundle {args.out} ...)")
     return 0
 

@@ -44,16 +44,21 @@ KINDS = ("same", "octave", "semitone", "fifth", "other", "lost")
 BAND_EDGES = (20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 11025)
 
 
+def _onset_near(notes: Sequence, t: float, tolerance: float) -> bool:
+    """Some note of `notes` starts within `tolerance` s of `t`."""
+    return any(abs(e.start - t) <= tolerance for e in notes)
+
+
 def note_kinds(reference: Sequence, estimate: Sequence, tolerance: float = 0.05) -> collections.Counter:
     """For each reference note, the kind of what `estimate` has at its onset (`KINDS`): `lost`
     when no estimated onset is within `tolerance` s, else the interval from the reference pitch
     to the closest-pitched estimate among those onsets (octave: 12 or 24 semitones, fifth: 7)."""
     kinds: collections.Counter = collections.Counter()
     for n in reference:
-        near = [e.pitch - n.pitch for e in estimate if abs(e.start - n.start) <= tolerance]
-        if not near:
+        if not _onset_near(estimate, n.start, tolerance):
             kinds["lost"] += 1
             continue
+        near = [e.pitch - n.pitch for e in estimate if abs(e.start - n.start) <= tolerance]
         d = abs(min(near, key=abs))
         kinds["same" if d == 0 else "octave" if d in (12, 24) else "semitone" if d == 1
               else "fifth" if d == 7 else "other"] += 1
@@ -67,7 +72,7 @@ def repeats(reference: Sequence, lost_only: Sequence | None = None, tolerance: f
     ordered = sorted(reference, key=lambda n: n.start)
     rep = total = 0
     for prev, n in zip(ordered, ordered[1:]):
-        if lost_only is not None and any(abs(e.start - n.start) <= tolerance for e in lost_only):
+        if lost_only is not None and _onset_near(lost_only, n.start, tolerance):
             continue
         total += 1
         rep += prev.pitch == n.pitch
@@ -123,10 +128,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     from msldm.eval.data import load_segments
+    from msldm.eval.generators import BundleGenerator
     from msldm.eval.transcribe import note_f1, transcribe
-    from server.runtime import Bundle
 
-    bundle = Bundle.load(args.bundle, threads=args.threads)
+    vae = BundleGenerator(args.bundle, threads=args.threads)  # its `reconstruct`: the bundle's round trip
 
     def one_pitch(notes):
         return [replace(n, pitch=60) for n in notes]
@@ -144,7 +149,7 @@ def main() -> int:
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
                 continue
-            r = bundle.decode(bundle.encode(a[None, None]))[0, 0, : len(a)]
+            r = vae.reconstruct(a)
             ref, est = transcribe(a), transcribe(r)
             f1s.append((note_f1(ref, est), note_f1(one_pitch(ref), one_pitch(est)),
                         note_f1(pitch_class(ref), pitch_class(est)), note_f1(ref, est, 0.1)))
@@ -153,10 +158,10 @@ def main() -> int:
             rep += (*repeats(ref), *repeats(ref, est))
             spur += spurious(ref, est)
             for name, x in (("original", a), ("reconstruction", r)):
-                sd, up = held_note_level(x, ref, bundle.sample_rate)
+                sd, up = held_note_level(x, ref, vae.sample_rate)
                 held[name][0].extend(sd)
                 held[name][1].extend(up)
-            freqs = np.fft.rfftfreq(len(a), 1 / bundle.sample_rate)
+            freqs = np.fft.rfftfreq(len(a), 1 / vae.sample_rate)
             for row, x in enumerate((a, r)):
                 power = np.abs(np.fft.rfft(x)) ** 2
                 energy[row] += [power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(BAND_EDGES, BAND_EDGES[1:])]

@@ -69,3 +69,19 @@ def test_variants_keep_the_named_convolutions_fp32(tmp_path, inputs, variant, ke
     assert errors and all(0 < e < 0.5 for e in errors)  # int8 differs from fp32, within reason
     same = mod.compare(src, src, x[32:], sigma[32:], threads=1)
     assert all(v == 0 for k, v in same.items() if k.startswith("sigma"))
+
+
+def test_a_bundle_that_fails_its_check_or_an_existing_out_stops_before_any_work(tmp_path, monkeypatch) -> None:
+    from tests.server_fixtures import build_tiny_bundle
+
+    mod = load_script("int8_check")
+    monkeypatch.setattr(mod, "record", lambda *a, **k: pytest.fail("recorded before the checks"))
+    bundle = build_tiny_bundle(tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    for argv, words in ((["--bundle", str(tmp_path / "empty")], "not a model bundle"),
+                        (["--bundle", str(bundle), "--out", str(bundle)], "exists")):
+        monkeypatch.setattr("sys.argv", ["int8_check", "--data", str(tmp_path), *argv])
+        with pytest.raises(SystemExit) as err:
+            mod.main()
+        assert words in str(err.value)
+    assert not list(tmp_path.glob("*.part"))

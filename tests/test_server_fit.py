@@ -91,13 +91,13 @@ def test_the_grid_follows_the_tempo() -> None:
 
 
 def test_the_daws_tempo_sets_the_grid_from_the_region_start() -> None:
-    from server.requests import beat_seconds as region_beat_seconds
+    from server.requests import beat_seconds
 
-    assert region_beat_seconds({"tempo": 120, "meter": [4, 4]}) == pytest.approx(0.5)
-    assert region_beat_seconds({"tempo": 180, "meter": [6, 8]}) == pytest.approx(1.0)  # dotted quarters
-    assert region_beat_seconds({"tempo": 90}) == pytest.approx(60 / 90)
+    assert beat_seconds({"tempo": 120, "meter": [4, 4]}) == pytest.approx(0.5)
+    assert beat_seconds({"tempo": 180, "meter": [6, 8]}) == pytest.approx(1.0)  # dotted quarters
+    assert beat_seconds({"tempo": 90}) == pytest.approx(60 / 90)
     for bad in (None, {}, {"tempo": "fast"}, {"tempo": True}, {"tempo": -5}, {"tempo": 1e9}, [120]):
-        assert region_beat_seconds(bad) is None
+        assert beat_seconds(bad) is None
     env = fit.onset_envelope(fit.magnitude(DRUMS))
     grid = fit.grid_from_beat(env, SR, BEAT)
     assert grid is not None and grid.phase == 0.0 and grid.per_beat in (4, 3)
