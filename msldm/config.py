@@ -84,6 +84,14 @@ class VAELossConfig:
     stft_mel_bands: tuple[int, ...] = (40, 80, 160)
     lambda_spectral_mel: float = 1.0
     lambda_spectral_kl: float = 1e-3
+    # Flux: frame-to-frame change of log magnitude at each of `stft_windows` that is also in
+    # `flux_windows`, weighted by the louder magnitude (`msldm.spectral_losses.flux_loss`): a
+    # held partial's level must stay as steady, and an attack rise as sharply, as the
+    # original's. Short windows are left out: at 256 samples the term of the original against
+    # itself shifted by 1.7 ms is 0.65, against 0.13-0.15 at 1024-4096. 0: off (the committed
+    # VAE was trained without it).
+    lambda_flux: float = 0.0
+    flux_windows: tuple[int, ...] = (1024, 4096)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
 - ``stft``: multi-resolution STFT of the audio (log-magnitude L1 + spectral convergence,
   windows `stft_windows`, hop = window / 4);
 - ``mel``: multi-scale log10-mel L1 on the same STFTs (`stft_mel_bands` bands per window);
+- ``flux``: on the same STFTs of the windows in `flux_windows`, L1 between the frame-to-frame
+  changes of log magnitude of the reconstruction and of the audio, weighted per bin by the
+  louder of the two magnitudes (`flux_loss`): a held note whose level wavers is heard as struck again, an attack that
+  rises slowly as no onset, and the average log-magnitude terms barely see either;
 - ``kl``: KL of the posterior to N(0, I), averaged over elements.
 
 For the ``if`` decoders the audio terms see the synthesis phase detached: the phase head is
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from msldm.config import VAELossConfig
 from msldm.losses import kl_divergence
 
-__all__ = ["spectral_vae_loss", "multires_stft_loss", "phase_loss"]
+__all__ = ["spectral_vae_loss", "multires_stft_loss", "phase_loss", "flux_loss"]
 
 
 def _weights(logmag: torch.Tensor, eps: float) -> torch.Tensor:
@@ -63,15 +67,32 @@ def phase_loss(spec: dict[str, torch.Tensor], target: dict[str, torch.Tensor], p
     return (ip + gd + iaf).mean()
 
 
+def flux_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Flux term of magnitudes `x` (reconstruction) and `y` (target), `[B, F, T]`: the L1 of
+    the difference of their frame-to-frame log-magnitude changes, each bin and frame pair
+    weighted by the larger of the four magnitudes involved (detached), normalised per example.
+    0 when x == y; it grows when a steady partial of y wavers in x or an onset of y is smeared."""
+    dx = torch.diff(torch.log(x + eps), dim=-1)
+    dy = torch.diff(torch.log(y + eps), dim=-1)
+    with torch.no_grad():
+        m = torch.maximum(x, y)
+        w = torch.maximum(m[..., 1:], m[..., :-1])
+        w = w / w.sum(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+    return (w * (dx - dy).abs()).sum(dim=(1, 2)).mean()
+
+
 def multires_stft_loss(recon: torch.Tensor, audio: torch.Tensor, windows: tuple[int, ...],
-                       mel_bands: tuple[int, ...], sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       mel_bands: tuple[int, ...], sample_rate: int,
+                       flux_windows: tuple[int, ...] | None = None) -> tuple[torch.Tensor, ...]:
     """Multi-resolution STFT and mel terms from one STFT per window (hop = window / 4).
 
     Returns (sum over windows of log-magnitude L1 + spectral convergence, sum over windows of
-    the log10 mel L1 with `mel_bands[i]` bands at window i). `[B, 1, N]` -> two scalars."""
+    the log10 mel L1 with `mel_bands[i]` bands at window i), and with `flux_windows` a third,
+    the sum of `flux_loss` over the windows in both lists. `[B, 1, N]` -> scalars."""
     from msldm.losses import MEL_CLAMP_EPS, _mel_basis
 
     stft_total, mel_total = recon.new_zeros(()), recon.new_zeros(())
+    flux_total = recon.new_zeros(())
     both = torch.cat([recon, audio], dim=0).squeeze(1)  # [2B, N]: one STFT per resolution
     for n_fft, n_mels in zip(windows, mel_bands):
         fb, window = _mel_basis(sample_rate, n_fft, n_mels, audio.device)
@@ -84,13 +105,18 @@ def multires_stft_loss(recon: torch.Tensor, audio: torch.Tensor, windows: tuple[
         mel_x, mel_y = torch.matmul(fb, x), torch.matmul(fb, y)
         mel_total = mel_total + F.l1_loss(mel_x.clamp(min=MEL_CLAMP_EPS).log10(),
                                           mel_y.clamp(min=MEL_CLAMP_EPS).log10())
+        if flux_windows is not None and n_fft in flux_windows:
+            flux_total = flux_total + flux_loss(x, y)
+    if flux_windows is not None:
+        return stft_total, mel_total, flux_total
     return stft_total, mel_total
 
 
 def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossConfig, *,
                       sample_posterior: bool = True) -> dict[str, torch.Tensor]:
     """Run the spectral VAE on `audio [B, 1, N]` (N a multiple of D). Returns the scalar terms
-    {"loss", "logmag", "phase", "stft", "mel", "kl"}."""
+    {"loss", "logmag", "phase", "stft", "mel", "flux", "kl"} ("flux" is computed, and logged,
+    whatever its weight: the curve of a run without it can be compared)."""
     from msldm.spectral_vae import LOG_EPS
 
     mean, logvar = vae.encode(audio)
@@ -107,15 +133,18 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
     if phase != "free":
         synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
     recon = vae.synthesize(synth)[..., : audio.shape[-1]]
-    stft, mel = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands, vae.cfg.sample_rate)
+    stft, mel, flux = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands,
+                                         vae.cfg.sample_rate, flux_windows=cfg.flux_windows)
     terms = {
         "logmag": F.l1_loss(spec["logmag"], logmag),
         "phase": phase_loss(spec, target, phase, LOG_EPS),
         "stft": stft,
         "mel": mel,
+        "flux": flux,
         "kl": kl_divergence(mean, logvar),
     }
     terms["loss"] = (cfg.lambda_logmag * terms["logmag"] + cfg.lambda_phase * terms["phase"]
                      + cfg.lambda_stft * terms["stft"] + cfg.lambda_spectral_mel * terms["mel"]
+                     + cfg.lambda_flux * terms["flux"]
                      + cfg.lambda_spectral_kl * terms["kl"])
     return terms

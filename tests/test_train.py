@@ -235,6 +235,25 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
             main(base + ["--frame-threshold-db", bad])
 
 
+def test_cli_flux_weight_reaches_the_vae_loss(monkeypatch, tmp_path: Path) -> None:
+    import msldm.train.runs as runs
+    from msldm.train.cli import main
+
+    seen = []
+    monkeypatch.setattr(runs, "train_vae", lambda config, *a, **k: seen.append(config) or [])
+    base = ["train", "vae", "--preset", "tiny_spectral", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--no-progress", "--device", "cpu"]
+    main(base)
+    main(base + ["--flux-weight", "0.5"])
+    assert seen[0].vae_loss.lambda_flux == 0.0 and seen[1].vae_loss.lambda_flux == 0.5
+    for bad in ("nan", "-1"):
+        with pytest.raises(SystemExit):
+            main(base + ["--flux-weight", bad])
+    with pytest.raises(SystemExit):  # the DAC-style VAE has no such term
+        main(["train", "vae", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "p"),
+              "--steps", "1", "--no-progress", "--device", "cpu", "--flux-weight", "1"])
+
+
 def test_resume_reseeds_a_generator_saved_on_another_kind_of_device(tmp_path: Path, capsys) -> None:
     from msldm.train.state import load_train_state, save_train_state
 

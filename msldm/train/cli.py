@@ -88,6 +88,13 @@ def _run_vae(args: argparse.Namespace) -> None:
         if config.vae.kind != "spectral":
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
+    if args.flux_weight is not None:
+        if config.vae.kind != "spectral":
+            raise SystemExit("--flux-weight weighs a loss of the spectral SourceVAE (e.g. --preset spectral)")
+        if not (math.isfinite(args.flux_weight) and args.flux_weight >= 0):
+            raise SystemExit("--flux-weight must be a finite number >= 0")
+        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
+                                                                          lambda_flux=args.flux_weight))
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
     info = init_distributed(args.device)
     try:
@@ -152,6 +159,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="spectral VAE: train the decoder only (with --init), so latents made by "
                           "the encoder, and a denoiser trained on them, stay valid")
+    vae.add_argument("--flux-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the flux loss (frame-to-frame level changes of "
+                          "strong partials; default the preset's, 0)")
     vae.add_argument("--adversarial-start", type=int, default=0,
                      help="steps of mel+KL warm-up before the discriminator joins")
     vae.set_defaults(func=_run_vae)
