@@ -92,6 +92,11 @@ class VAELossConfig:
     # VAE was trained without it).
     lambda_flux: float = 0.0
     flux_windows: tuple[int, ...] = (1024, 4096)
+    # ``if`` decoders: 0 keeps the audio terms off the phase (the phase head learns from its
+    # direct target only); n > 0 lets them reach it through the deviations of the last n
+    # frames of the running sum (`msldm.spectral_vae.local_cumsum_grad`), so the phases at an
+    # attack answer for the audio they make.
+    phase_grad_frames: int = 0
 
 
 @dataclass(frozen=True)

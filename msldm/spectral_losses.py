@@ -15,9 +15,11 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
   rises slowly as no onset, and the average log-magnitude terms barely see either;
 - ``kl``: KL of the posterior to N(0, I), averaged over elements.
 
-For the ``if`` decoders the audio terms see the synthesis phase detached: the phase head is
-trained by its direct target only (gradients through the running phase sum reach every
-earlier frame and made harmonics glide in a prototype), the magnitudes by everything.
+For the ``if`` decoders the audio terms see the synthesis phase detached by default: the
+phase head is trained by its direct target only (gradients through the running phase sum
+reach every earlier frame and made harmonics glide in a prototype), the magnitudes by
+everything. With `phase_grad_frames` > 0 the audio terms reach the phase too, through the
+last few frames' deviations only (`msldm.spectral_vae.local_cumsum_grad`).
 """
 
 from __future__ import annotations
@@ -130,7 +132,10 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
                   "cos": re / norm, "sin": im / norm}
     phase = vae.cfg.phase
     synth = dict(spec)
-    if phase != "free":
+    if phase != "free" and cfg.phase_grad_frames > 0:
+        synth["cos"], synth["sin"] = vae.phase_from_deviation(spec["dev"], spec["logmag"],
+                                                              grad_frames=cfg.phase_grad_frames)
+    elif phase != "free":
         synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
     recon = vae.synthesize(synth)[..., : audio.shape[-1]]
     stft, mel, flux = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands,

@@ -83,6 +83,21 @@ def _trunk(in_channels: int, width: int, blocks: int, out_channels: int) -> nn.S
                          nn.GELU(), nn.Conv1d(width, out_channels, 1))
 
 
+def local_cumsum_grad(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """`torch.cumsum(x, -1)` in value; in gradient, element t depends only on x[..., t-frames+1 : t+1].
+
+    The running phase sum of the ``if`` decoders makes every frame's phase depend on every
+    earlier deviation; a loss on the audio would then push each deviation by the errors of
+    all later frames (harmonics glided in a prototype trained so). Truncated, a deviation
+    answers for the few overlapping frames it shapes."""
+    total = torch.cumsum(x.detach(), dim=-1)
+    live = x - x.detach()  # zero in value, identity in gradient
+    local = live
+    for j in range(1, frames):
+        local = local + F.pad(live, (j, 0))[..., : x.shape[-1]]
+    return total + local
+
+
 class SpectralVAE(nn.Module):
     """Spectral SourceVAE (module docstring): `encode`, `decode`, `forward`, `decode_spectrum`."""
 
@@ -160,7 +175,8 @@ class SpectralVAE(nn.Module):
         return self.cfg.phase != "free"
 
     def phase_from_deviation(self, dev: torch.Tensor, logmag: torch.Tensor,
-                             offset: torch.Tensor | None = None, with_offsets: bool = False):
+                             offset: torch.Tensor | None = None, with_offsets: bool = False,
+                             grad_frames: int = 0):
         """Synthesis phasors (cos, sin) `[B, F, T]` of the ``if`` phases: frame 0 starts at pi*k
         (the phases of a Hann main lobe alternate by pi across bins with frame-start phase)
         plus `offset [B, F]` (default 0), then the running sum over frames of (bin-centre
@@ -168,12 +184,16 @@ class SpectralVAE(nn.Module):
 
         With `with_offsets`, also returns each frame's offset `[B, F, T]` in [0, 2 pi): its raw
         phase less pi*k, so a decode that starts at frame t with that offset continues this one
-        (the server decodes overlapping windows so, and their crossfades stay in phase)."""
+        (the server decodes overlapping windows so, and their crossfades stay in phase).
+
+        `grad_frames` > 0 (training): the same values, but a gradient reaching frame t's phase
+        flows back only to the deviations of frames t - grad_frames + 1 .. t, not through the
+        whole running sum (`local_cumsum_grad`)."""
         first = self.lobe_phase.expand_as(dev[..., :1])
         if offset is not None:
             first = first + offset[..., None]
         steps = torch.cat([first, (self.advance + dev)[..., 1:]], dim=-1)
-        phase = torch.cumsum(steps, dim=-1)  # [B, F, T], phase of frame t
+        phase = torch.cumsum(steps, dim=-1) if grad_frames <= 0 else local_cumsum_grad(steps, grad_frames)
         cos, sin = torch.cos(phase), torch.sin(phase)
         if self.cfg.phase == "if_lock":
             cos, sin = self._lock(cos, sin, torch.exp(logmag))

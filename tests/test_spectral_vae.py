@@ -162,6 +162,41 @@ def test_flux_weight_enters_the_loss() -> None:
     assert float(on["loss"]) == pytest.approx(float(off["loss"]) + 2.0 * float(off["flux"]), rel=1e-5)
 
 
+def test_local_cumsum_grad_keeps_the_values_and_truncates_the_gradient() -> None:
+    from msldm.spectral_vae import local_cumsum_grad
+
+    x = torch.randn(2, 3, 10, requires_grad=True)
+    y = local_cumsum_grad(x, 3)
+    torch.testing.assert_close(y, torch.cumsum(x, -1), rtol=0, atol=1e-6)
+    g = torch.zeros_like(y)
+    g[..., 7] = 1.0
+    y.backward(g)
+    expect = torch.zeros(10)
+    expect[5:8] = 1.0  # frame 7's phase answers to the deviations of frames 5, 6 and 7 only
+    assert torch.equal(x.grad[1, 2], expect)
+
+
+def test_phase_grad_frames_let_the_audio_terms_train_the_phase_head() -> None:
+    config = get_preset("tiny_spectral")
+    torch.manual_seed(0)
+    vae = SpectralVAE(config.vae)
+    x = 0.1 * torch.randn(2, 1, 24 * 320)
+    audio_only = dataclasses.replace(config.vae_loss, lambda_logmag=0.0, lambda_phase=0.0,
+                                     lambda_spectral_kl=0.0)
+    grads = {}
+    for n in (0, 4):
+        vae.zero_grad()
+        terms = spectral_vae_loss(vae, x, dataclasses.replace(audio_only, phase_grad_frames=n),
+                                  sample_posterior=False)
+        terms["loss"].backward()
+        bins = vae.bins
+        grads[n] = float(vae.decoder[-1].weight.grad[bins:2 * bins].abs().sum())  # the phase rows
+        if n:
+            assert float(terms["loss"]) == pytest.approx(loss0, rel=1e-6)  # the same forward pass
+        loss0 = float(terms["loss"])
+    assert grads[0] == 0.0 and grads[4] > 0.0
+
+
 def test_silence_decodes_quietly() -> None:
     # log(|X| + LOG_EPS) at the floor means |X| = 0: a predicted floor is exact silence.
     vae = SpectralVAE(get_preset("tiny_spectral").vae)

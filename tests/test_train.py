@@ -235,7 +235,7 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
             main(base + ["--frame-threshold-db", bad])
 
 
-def test_cli_flux_weight_reaches_the_vae_loss(monkeypatch, tmp_path: Path) -> None:
+def test_cli_flux_and_phase_grad_reach_the_vae_loss(monkeypatch, tmp_path: Path) -> None:
     import msldm.train.runs as runs
     from msldm.train.cli import main
 
@@ -252,6 +252,11 @@ def test_cli_flux_weight_reaches_the_vae_loss(monkeypatch, tmp_path: Path) -> No
     with pytest.raises(SystemExit):  # the DAC-style VAE has no such term
         main(["train", "vae", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "p"),
               "--steps", "1", "--no-progress", "--device", "cpu", "--flux-weight", "1"])
+    main(base + ["--phase-grad-frames", "4"])
+    assert seen[-1].vae_loss.phase_grad_frames == 4 and seen[0].vae_loss.phase_grad_frames == 0
+    for bad in (["--phase-grad-frames", "-1"], ["--phase-grad-frames", "4", "--vae-phase", "free"]):
+        with pytest.raises(SystemExit):
+            main(base + bad)
 
 
 def test_resume_reseeds_a_generator_saved_on_another_kind_of_device(tmp_path: Path, capsys) -> None:

@@ -95,6 +95,13 @@ def _run_vae(args: argparse.Namespace) -> None:
             raise SystemExit("--flux-weight must be a finite number >= 0")
         config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
                                                                           lambda_flux=args.flux_weight))
+    if args.phase_grad_frames is not None:
+        if config.vae.kind != "spectral" or config.vae.phase == "free":
+            raise SystemExit("--phase-grad-frames needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
+        if args.phase_grad_frames < 0:
+            raise SystemExit("--phase-grad-frames must be >= 0")
+        config = dataclasses.replace(config, vae_loss=dataclasses.replace(
+            config.vae_loss, phase_grad_frames=args.phase_grad_frames))
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
     info = init_distributed(args.device)
     try:
@@ -162,6 +169,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--flux-weight", type=float, default=None, metavar="W",
                      help="spectral VAE: weight of the flux loss (frame-to-frame level changes of "
                           "strong partials; default the preset's, 0)")
+    vae.add_argument("--phase-grad-frames", type=int, default=None, metavar="N",
+                     help="spectral VAE, 'if' phases: let the audio losses train the phase through "
+                          "the last N frames of its running sum (default the preset's, 0: off)")
     vae.add_argument("--adversarial-start", type=int, default=0,
                      help="steps of mel+KL warm-up before the discriminator joins")
     vae.set_defaults(func=_run_vae)
