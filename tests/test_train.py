@@ -252,6 +252,10 @@ def test_cli_flux_and_phase_grad_reach_the_vae_loss(monkeypatch, tmp_path: Path)
     with pytest.raises(SystemExit):  # the DAC-style VAE has no such term
         main(["train", "vae", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "p"),
               "--steps", "1", "--no-progress", "--device", "cpu", "--flux-weight", "1"])
+    main(base + ["--phase-weight", "4"])
+    assert seen[-1].vae_loss.lambda_phase == 4.0 and seen[0].vae_loss.lambda_phase == 1.0
+    with pytest.raises(SystemExit):
+        main(base + ["--phase-weight", "-2"])
     main(base + ["--phase-grad-frames", "4"])
     assert seen[-1].vae_loss.phase_grad_frames == 4 and seen[0].vae_loss.phase_grad_frames == 0
     for bad in (["--phase-grad-frames", "-1"], ["--phase-grad-frames", "4", "--vae-phase", "free"]):

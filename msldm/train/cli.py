@@ -95,6 +95,13 @@ def _run_vae(args: argparse.Namespace) -> None:
             raise SystemExit("--flux-weight must be a finite number >= 0")
         config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
                                                                           lambda_flux=args.flux_weight))
+    if args.phase_weight is not None:
+        if config.vae.kind != "spectral":
+            raise SystemExit("--phase-weight weighs a loss of the spectral SourceVAE (e.g. --preset spectral)")
+        if not (math.isfinite(args.phase_weight) and args.phase_weight >= 0):
+            raise SystemExit("--phase-weight must be a finite number >= 0")
+        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
+                                                                          lambda_phase=args.phase_weight))
     if args.phase_grad_frames is not None:
         if config.vae.kind != "spectral" or config.vae.phase == "free":
             raise SystemExit("--phase-grad-frames needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
@@ -169,6 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--flux-weight", type=float, default=None, metavar="W",
                      help="spectral VAE: weight of the flux loss (frame-to-frame level changes of "
                           "strong partials; default the preset's, 0)")
+    vae.add_argument("--phase-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the direct phase term (for 'if' phases, each "
+                          "bin's instantaneous-frequency deviation; default the preset's, 1)")
     vae.add_argument("--phase-grad-frames", type=int, default=None, metavar="N",
                      help="spectral VAE, 'if' phases: let the audio losses train the phase through "
                           "the last N frames of its running sum (default the preset's, 0: off)")
