@@ -8,6 +8,12 @@
 #   bash scripts/rebuild_cache.sh train       # the training splits: 10-hour corpus, three plays-through draws
 #   bash scripts/rebuild_cache.sh latents     # their latents by the bundled SourceVAE, joined as mix6-latents
 #   bash scripts/rebuild_cache.sh all         # all three, in that order
+#   VAE=new.safetensors TAG=-v2 bash scripts/rebuild_cache.sh relatents
+#                                             # latents of every training corpus by another SourceVAE,
+#                                             # into <corpus>-latents-v2 and mix6-latents-v2: each
+#                                             # plays-through corpus is rendered again (if its audio
+#                                             # is gone), encoded, and its audio deleted before the
+#                                             # next, so the disk holds one at a time
 #
 # WORKERS (default 2) sets the render processes; run it under nice beside other work.
 # Disk: the training corpora take about 10 GB of audio each and their latents 1-2 GB each; this
@@ -24,7 +30,9 @@ MSLDM=${MSLDM:-.venv/bin/msldm}
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-$HOME/.cache/msldm/data}
 WORKERS=${WORKERS:-2}
-VAE=msldm/assets/vae-spectral/vae.safetensors
+VAE=${VAE:-msldm/assets/vae-spectral/vae.safetensors}
+TAG=${TAG:-}  # suffix of latent folders and their markers (relatents with another VAE)
+STATS=${STATS:-msldm/assets/cpu/diffusion.safetensors}  # mix6's normalisation: the shipped denoiser's
 GM=/usr/share/sounds/sf2/FluidR3_GM.sf2
 MONO=/usr/share/sounds/sf3/FluidR3Mono_GM.sf3
 TIM=/usr/share/sounds/sf2/TimGM6mb.sf2
@@ -66,7 +74,7 @@ latents() {  # latents CORPUS SPLITS; with PRUNE_AUDIO=1 the corpus's train audi
         echo "[rebuild] $1: its training split is not rendered whole yet: run \`$0 train\` first" >&2
         exit 3
     fi
-    "$MSLDM" data latents --vae "$VAE" --data "$DATA/$1" --out "$DATA/$1-latents" --splits ${2//,/ }
+    "$MSLDM" data latents --vae "$VAE" --data "$DATA/$1" --out "$DATA/$1-latents$TAG" --splits ${2//,/ }
     if [ "$PRUNE_AUDIO" = 1 ] && [ -d "$DATA/$1/train" ]; then
         echo "[rebuild] $1: latents made, deleting its train audio (PRUNE_AUDIO=1)"
         rm -rf "$DATA/$1/train"
@@ -88,20 +96,45 @@ stage_train() {
 }
 stage_latents() {
     STAGE_GB=4
-    step full-latents latents full train
-    step full2-latents latents full2 train
-    step full3-latents latents full3 train
-    step multi-latents latents multi train,validation
-    step mix6 "$PY" scripts/merge_latents.py --out "$DATA/mix6-latents" --stats-from msldm/assets/cpu/diffusion.safetensors \
-        multi:train,validation="$DATA/multi-latents" full:train="$DATA/full-latents" \
-        full2:train="$DATA/full2-latents" full3:train="$DATA/full3-latents"
+    step full-latents$TAG latents full train
+    step full2-latents$TAG latents full2 train
+    step full3-latents$TAG latents full3 train
+    step multi-latents$TAG latents multi train,validation
+    step mix6$TAG merge_mix6
+}
+
+merge_mix6() {
+    "$PY" scripts/merge_latents.py --out "$DATA/mix6-latents$TAG" --stats-from "$STATS" \
+        multi:train,validation="$DATA/multi-latents$TAG" full:train="$DATA/full-latents$TAG" \
+        full2:train="$DATA/full2-latents$TAG" full3:train="$DATA/full3-latents$TAG"
+}
+stage_relatents() {  # every corpus rendered (again, if its audio is gone), encoded by $VAE, pruned
+    [ -n "$TAG" ] || { echo "[rebuild] relatents: set TAG (for example TAG=-v2) so the bundled VAE's latents stay" >&2; exit 2; }
+    PRUNE_AUDIO=1
+    local corpus seed
+    for corpus in full:3 full2:5 full3:7; do
+        seed=${corpus#*:}; corpus=${corpus%:*}
+        if ! done_mark "$corpus-latents$TAG"; then
+            [ -d "$DATA/$corpus/train" ] || rm -f "$DATA/.done-$corpus-train"  # its audio was pruned
+            STAGE_GB=12 step "$corpus-train" synth "$corpus" "$seed" 2000 train synth-full
+        fi
+        STAGE_GB=4 step "$corpus-latents$TAG" latents "$corpus" train
+    done
+    if ! done_mark "multi-latents$TAG"; then
+        [ -d "$DATA/multi/train" ] || rm -f "$DATA/.done-multi-train"
+        STAGE_GB=12 step multi-train synth multi 1 3000 train
+    fi
+    PRUNE_AUDIO=0  # the 10-hour corpus's audio stays: the SourceVAE trains on it
+    STAGE_GB=4 step "multi-latents$TAG" latents multi train,validation
+    STAGE_GB=1 step "mix6$TAG" merge_mix6
 }
 
 case "${1:-}" in
     eval) stage_eval ;;
     train) stage_train ;;
     latents) stage_latents ;;
+    relatents) stage_relatents ;;
     all) stage_eval; stage_train; stage_latents ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
 echo "[rebuild] ${1}: finished $(date +%T)"
