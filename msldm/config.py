@@ -97,6 +97,11 @@ class VAELossConfig:
     # frames of the running sum (`msldm.spectral_vae.local_cumsum_grad`), so the phases at an
     # attack answer for the audio they make.
     phase_grad_frames: int = 0
+    # The direct phase term of the ``if`` decoders: "cos" = 1 - cos(error), whose pull fades as
+    # the error shrinks (sin(error)); "l1" = |error| wrapped to [-pi, pi) (APNet's anti-wrapping
+    # L1), the same pull at any error, so fine frequency errors of held partials keep being
+    # corrected and the unpredictable phases of attacks count as much as any other bin, no more.
+    phase_error: str = "cos"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
 - ``logmag``: L1 between predicted and true log(|X| + LOG_EPS) at the model's own STFT;
 - ``phase``: magnitude-weighted anti-wrapping phase terms (APNet, Ai & Ling 2023). For the
   ``if`` / ``if_lock`` decoders: 1 - cos(predicted - true instantaneous-frequency deviation),
-  the direct target of the decoder's phase head. For ``free``: instantaneous phase, group
+  or with `phase_error` "l1" its wrapped absolute value, the direct target of the decoder's
+  phase head. For ``free``: instantaneous phase, group
   delay (difference across bins) and instantaneous frequency (difference across frames);
 - ``stft``: multi-resolution STFT of the audio (log-magnitude L1 + spectral convergence,
   windows `stft_windows`, hop = window / 4);
@@ -53,14 +54,25 @@ def _diff(c: torch.Tensor, s: torch.Tensor, dim: int) -> tuple[torch.Tensor, tor
     return c1 * c0 + s1 * s0, s1 * c0 - c1 * s0
 
 
+PHASE_ERRORS = ("cos", "l1")
+
+
 def phase_loss(spec: dict[str, torch.Tensor], target: dict[str, torch.Tensor], phase: str,
-               eps: float) -> torch.Tensor:
-    """The magnitude-weighted phase term (module docstring). Shapes `[B, F, T]`."""
+               eps: float, error: str = "cos") -> torch.Tensor:
+    """The magnitude-weighted phase term (module docstring). Shapes `[B, F, T]`. `error` (``if``
+    phases): "cos" = 1 - cos of the deviation's error, "l1" = its absolute value wrapped to
+    [-pi, pi) (`VAELossConfig.phase_error`)."""
+    if error not in PHASE_ERRORS:
+        raise ValueError(f"unknown phase error {error!r}; choose from {PHASE_ERRORS}")
     w = _weights(target["logmag"], eps)
     if phase != "free":
         w = w[..., 1:]  # frame 0 has no deviation
-        err = _anti_wrap(torch.cos(spec["dev"]), torch.sin(spec["dev"]),
-                         target["cos_dev"], target["sin_dev"])[..., 1:]
+        c, s = torch.cos(spec["dev"]), torch.sin(spec["dev"])
+        if error == "cos":
+            err = _anti_wrap(c, s, target["cos_dev"], target["sin_dev"])[..., 1:]
+        else:  # the angle of (predicted phasor) x conj(true phasor), in (-pi, pi]
+            err = torch.atan2(s * target["cos_dev"] - c * target["sin_dev"],
+                              c * target["cos_dev"] + s * target["sin_dev"]).abs()[..., 1:]
         return (w * err).sum(dim=(1, 2)).mean()
     c, s, tc, ts = spec["cos"], spec["sin"], target["cos"], target["sin"]
     ip = (w * _anti_wrap(c, s, tc, ts)).sum(dim=(1, 2))
@@ -142,7 +154,7 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
                                          vae.cfg.sample_rate, flux_windows=cfg.flux_windows)
     terms = {
         "logmag": F.l1_loss(spec["logmag"], logmag),
-        "phase": phase_loss(spec, target, phase, LOG_EPS),
+        "phase": phase_loss(spec, target, phase, LOG_EPS, cfg.phase_error),
         "stft": stft,
         "mel": mel,
         "flux": flux,

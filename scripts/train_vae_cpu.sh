@@ -11,6 +11,7 @@
 #   FLUX=1 ...                               # weight of the flux loss (steady partials, sharp attacks;
 #                                            #   default 0, as the committed VAE was trained)
 #   PHASE=4 ...                              # weight of the direct phase (IF deviation) term (default 1)
+#   PHASE_ERROR=l1 ...                       # that term as the wrapped absolute error (default cos)
 #   PHASE_GRAD=4 ...                         # the audio losses train the phase too, through the last
 #                                            #   4 frames of its running sum (default 0: off)
 set -euo pipefail
@@ -25,6 +26,6 @@ RESUME="--init msldm/assets/vae-spectral/vae.safetensors"; [ -f "$RUN/train_stat
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train vae \
     --preset spectral --vae-phase if_lock --data "$DATA" --out "$RUN" --steps 200000 --batch 5 \
     --seconds 1.0 --log-every 25 --val-every 250 --val-batches 4 --ckpt-every 250 --ema-decay 0.995 \
-    --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
+    --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_ERROR:+--phase-error $PHASE_ERROR} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

@@ -197,6 +197,25 @@ def test_phase_grad_frames_let_the_audio_terms_train_the_phase_head() -> None:
     assert grads[0] == 0.0 and grads[4] > 0.0
 
 
+def test_phase_error_l1_is_the_wrapped_absolute_error() -> None:
+    from msldm.spectral_losses import phase_loss
+
+    true = torch.tensor([[[0.0, 0.1, 3.0, -0.5]]])
+    pred = torch.tensor([[[2.0, 0.3, -3.0, -0.5]]])  # frame 0 has no deviation and is not scored
+    target = {"logmag": torch.zeros(1, 1, 4), "cos_dev": torch.cos(true), "sin_dev": torch.sin(true)}
+    pred.requires_grad_(True)
+    l1 = phase_loss({"dev": pred}, target, "if", LOG_EPS, "l1")
+    w = 1.0 / 4  # equal magnitudes: each frame a quarter of the weight
+    assert float(l1.detach()) == pytest.approx(w * (0.2 + (2 * math.pi - 6.0) + 0.0), rel=1e-5)  # -3 vs 3: 0.28 apart
+    cos = phase_loss({"dev": pred.detach()}, target, "if", LOG_EPS, "cos")
+    assert float(cos) == pytest.approx(w * ((1 - math.cos(0.2)) + (1 - math.cos(2 * math.pi - 6.0))), rel=1e-5)
+    l1.backward()
+    g = pred.grad[0, 0]
+    assert float(g[0]) == 0.0 and float(g[1]) == pytest.approx(w) and float(g[2]) == pytest.approx(w)
+    with pytest.raises(ValueError):
+        phase_loss({"dev": pred}, target, "if", LOG_EPS, "l2")
+
+
 def test_silence_decodes_quietly() -> None:
     # log(|X| + LOG_EPS) at the floor means |X| = 0: a predicted floor is exact silence.
     vae = SpectralVAE(get_preset("tiny_spectral").vae)

@@ -102,6 +102,11 @@ def _run_vae(args: argparse.Namespace) -> None:
             raise SystemExit("--phase-weight must be a finite number >= 0")
         config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
                                                                           lambda_phase=args.phase_weight))
+    if args.phase_error is not None:
+        if config.vae.kind != "spectral" or config.vae.phase == "free":
+            raise SystemExit("--phase-error needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
+        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
+                                                                          phase_error=args.phase_error))
     if args.phase_grad_frames is not None:
         if config.vae.kind != "spectral" or config.vae.phase == "free":
             raise SystemExit("--phase-grad-frames needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
@@ -179,6 +184,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--phase-weight", type=float, default=None, metavar="W",
                      help="spectral VAE: weight of the direct phase term (for 'if' phases, each "
                           "bin's instantaneous-frequency deviation; default the preset's, 1)")
+    vae.add_argument("--phase-error", default=None, choices=("cos", "l1"),
+                     help="spectral VAE, 'if' phases: the direct phase term's error, 1 - cos or the "
+                          "wrapped absolute error (default the preset's, cos)")
     vae.add_argument("--phase-grad-frames", type=int, default=None, metavar="N",
                      help="spectral VAE, 'if' phases: let the audio losses train the phase through "
                           "the last N frames of its running sum (default the preset's, 0: off)")
