@@ -71,8 +71,11 @@ def phase_loss(spec: dict[str, torch.Tensor], target: dict[str, torch.Tensor], p
         if error == "cos":
             err = _anti_wrap(c, s, target["cos_dev"], target["sin_dev"])[..., 1:]
         else:  # the angle of (predicted phasor) x conj(true phasor), in (-pi, pi]
-            err = torch.atan2(s * target["cos_dev"] - c * target["sin_dev"],
-                              c * target["cos_dev"] + s * target["sin_dev"]).abs()[..., 1:]
+            y = s * target["cos_dev"] - c * target["sin_dev"]
+            x = c * target["cos_dev"] + s * target["sin_dev"]
+            # a silent bin's true phasor is 0 (no deviation): angle 0 there, and no 0/0 gradient
+            x = torch.where(x * x + y * y < 1e-12, torch.ones_like(x), x)
+            err = torch.atan2(y, x).abs()[..., 1:]
         return (w * err).sum(dim=(1, 2)).mean()
     c, s, tc, ts = spec["cos"], spec["sin"], target["cos"], target["sin"]
     ip = (w * _anti_wrap(c, s, tc, ts)).sum(dim=(1, 2))

@@ -214,6 +214,12 @@ def test_phase_error_l1_is_the_wrapped_absolute_error() -> None:
     assert float(g[0]) == 0.0 and float(g[1]) == pytest.approx(w) and float(g[2]) == pytest.approx(w)
     with pytest.raises(ValueError):
         phase_loss({"dev": pred}, target, "if", LOG_EPS, "l2")
+    # a silent bin has no true deviation (its phasor is 0): no error, and a finite gradient
+    silent = {"logmag": torch.zeros(1, 1, 4), "cos_dev": torch.zeros(1, 1, 4), "sin_dev": torch.zeros(1, 1, 4)}
+    p = torch.tensor([[[0.0, 0.3, -1.0, 2.0]]], requires_grad=True)
+    loss = phase_loss({"dev": p}, silent, "if", LOG_EPS, "l1")
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.isfinite(p.grad).all()
 
 
 def test_silence_decodes_quietly() -> None:
