@@ -14,6 +14,8 @@
 #   PHASE_ERROR=l1 ...                       # that term as the wrapped absolute error (default cos)
 #   PHASE_GRAD=4 ...                         # the audio losses train the phase too, through the last
 #                                            #   4 frames of its running sum (default 0: off)
+# The next VAE (2026-12-05; docs/eval/spectral-vae-reconstruction.md), whole VAE, resumes with:
+#   LR=2e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 THREADS=2 RUN=~/.cache/msldm/runs/vae-full-phase4-l1 bash scripts/train_vae_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-$HOME/.cache/msldm/data/multi}
