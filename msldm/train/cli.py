@@ -76,6 +76,37 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
                        resume=args.resume, progress=not args.no_progress)
 
 
+# `train vae` options that set a field of the spectral SourceVAE's losses: (argument, field,
+# needs an 'if' phase, whether a value is allowed).
+_SPECTRAL_LOSS_OPTIONS = (
+    ("flux_weight", "lambda_flux", False, lambda v: math.isfinite(v) and v >= 0),
+    ("phase_weight", "lambda_phase", False, lambda v: math.isfinite(v) and v >= 0),
+    ("phase_error", "phase_error", True, lambda v: True),
+    ("phase_grad_frames", "phase_grad_frames", True, lambda v: v >= 0),
+)
+
+
+def _spectral_loss_options(config, args: argparse.Namespace):
+    """`config` with the spectral VAE loss fields the command line sets; SystemExit for an option
+    the VAE has no use for (a DAC-style VAE; a phase option on the ``free`` phase) or a bad value."""
+    changes = {}
+    for name, field, if_phase, ok in _SPECTRAL_LOSS_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if config.vae.kind != "spectral" or (if_phase and config.vae.phase == "free"):
+            raise SystemExit(f"{flag} sets a loss of the spectral SourceVAE"
+                             + (" with an 'if' or 'if_lock' phase" if if_phase else "")
+                             + " (e.g. --preset spectral)")
+        if not ok(value):
+            raise SystemExit(f"{flag} must be finite and >= 0, got {value}")
+        changes[field] = value
+    if not changes:
+        return config
+    return dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss, **changes))
+
+
 def _run_vae(args: argparse.Namespace) -> None:
     from msldm.data.slakh import ActivityFilter
     from msldm.train.distributed import cleanup, init_distributed
@@ -88,32 +119,7 @@ def _run_vae(args: argparse.Namespace) -> None:
         if config.vae.kind != "spectral":
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
-    if args.flux_weight is not None:
-        if config.vae.kind != "spectral":
-            raise SystemExit("--flux-weight weighs a loss of the spectral SourceVAE (e.g. --preset spectral)")
-        if not (math.isfinite(args.flux_weight) and args.flux_weight >= 0):
-            raise SystemExit("--flux-weight must be a finite number >= 0")
-        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
-                                                                          lambda_flux=args.flux_weight))
-    if args.phase_weight is not None:
-        if config.vae.kind != "spectral":
-            raise SystemExit("--phase-weight weighs a loss of the spectral SourceVAE (e.g. --preset spectral)")
-        if not (math.isfinite(args.phase_weight) and args.phase_weight >= 0):
-            raise SystemExit("--phase-weight must be a finite number >= 0")
-        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
-                                                                          lambda_phase=args.phase_weight))
-    if args.phase_error is not None:
-        if config.vae.kind != "spectral" or config.vae.phase == "free":
-            raise SystemExit("--phase-error needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
-        config = dataclasses.replace(config, vae_loss=dataclasses.replace(config.vae_loss,
-                                                                          phase_error=args.phase_error))
-    if args.phase_grad_frames is not None:
-        if config.vae.kind != "spectral" or config.vae.phase == "free":
-            raise SystemExit("--phase-grad-frames needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
-        if args.phase_grad_frames < 0:
-            raise SystemExit("--phase-grad-frames must be >= 0")
-        config = dataclasses.replace(config, vae_loss=dataclasses.replace(
-            config.vae_loss, phase_grad_frames=args.phase_grad_frames))
+    config = _spectral_loss_options(config, args)
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
     info = init_distributed(args.device)
     try:
