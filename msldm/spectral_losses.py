@@ -5,15 +5,15 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
 - ``phase``: magnitude-weighted anti-wrapping phase terms (APNet, Ai & Ling 2023). For the
   ``if`` / ``if_lock`` decoders: 1 - cos(predicted - true instantaneous-frequency deviation),
   or with `phase_error` "l1" its wrapped absolute value, the direct target of the decoder's
-  phase head. For ``free``: instantaneous phase, group
-  delay (difference across bins) and instantaneous frequency (difference across frames);
+  phase head. For ``free``: instantaneous phase, group delay (difference across bins) and
+  instantaneous frequency (difference across frames);
 - ``stft``: multi-resolution STFT of the audio (log-magnitude L1 + spectral convergence,
   windows `stft_windows`, hop = window / 4);
 - ``mel``: multi-scale log10-mel L1 on the same STFTs (`stft_mel_bands` bands per window);
 - ``flux``: on the same STFTs of the windows in `flux_windows`, L1 between the frame-to-frame
   changes of log magnitude of the reconstruction and of the audio, weighted per bin by the
-  louder of the two magnitudes (`flux_loss`): a held note whose level wavers is heard as struck again, an attack that
-  rises slowly as no onset, and the average log-magnitude terms barely see either;
+  louder magnitude (`flux_loss`): a held note whose level wavers is heard as struck again, an
+  attack that rises slowly as no onset, and the average log-magnitude terms barely see either;
 - ``kl``: KL of the posterior to N(0, I), averaged over elements.
 
 For the ``if`` decoders the audio terms see the synthesis phase detached by default: the

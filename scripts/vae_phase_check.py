@@ -148,9 +148,11 @@ def main() -> int:
             print(f"{stem}: no sounding segment")
             continue
         e = np.concatenate(errors)
-        print(f"{stem} ({len(errors)} segments): note F1 " + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in f1s.items())
+        hz = np.median(e) / (2 * math.pi) * vae.cfg.sample_rate / vae.hop
+        print(f"{stem} ({len(errors)} segments): note F1 "
+              + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in f1s.items())
               + f"; IF deviation error at {len(e)} steady strong peaks: median {np.median(e):.3f} rad "
-                f"({np.median(e) / (2 * math.pi) * vae.cfg.sample_rate / vae.hop:.2f} Hz), over 0.5 rad {np.mean(e > 0.5):.2f}")
+                f"({hz:.2f} Hz), over 0.5 rad {np.mean(e > 0.5):.2f}")
     return 0
 
 

@@ -48,7 +48,8 @@ def test_relatents_renders_encodes_and_prunes_one_corpus_at_a_time(tmp_path: Pat
     assert run.returncode == 0, run.stderr
     calls = log.read_text().splitlines()
     synths = [c for c in calls if c.startswith("data synth")]
-    assert [c.split("--out ")[1].split()[0] for c in synths] == [str(data / d) for d in ("full", "full2", "full3")]
+    outs = [c.split("--out ")[1].split()[0] for c in synths]
+    assert outs == [str(data / d) for d in ("full", "full2", "full3")]
     latents = [c for c in calls if c.startswith("data latents")]
     assert all("--vae new.safetensors" in c for c in latents)
     assert [c.split("--out ")[1].split()[0] for c in latents] == [
