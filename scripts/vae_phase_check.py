@@ -109,7 +109,7 @@ def variants(vae, audio):
     return out, errors
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vae", type=Path, default=Path("msldm/assets/vae-spectral/vae.safetensors"),
                     help="a spectral SourceVAE checkpoint with an 'if' or 'if_lock' phase")
@@ -118,7 +118,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     from msldm.checkpoint import load_vae
@@ -127,8 +127,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     vae = load_vae(args.vae)[0].eval()
-    if getattr(vae, "cfg", None) is None or getattr(vae.cfg, "phase", "free") == "free":
-        raise SystemExit(f"{args.vae}: not a spectral SourceVAE with an 'if' phase")
+    if vae.cfg.kind != "spectral" or vae.cfg.phase == "free":  # a DAC-style config says phase too
+        raise SystemExit(f"{args.vae}: not a spectral SourceVAE with an 'if' or 'if_lock' phase "
+                         f"(kind {vae.cfg.kind!r}, phase {vae.cfg.phase!r})")
     segments = load_segments(args.data, args.n, args.seconds, split=args.split)
     for stem in PITCHED:
         f1s: dict[str, list[float]] = {k: [] for k in VARIANTS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from msldm.config import get_preset
@@ -47,3 +48,14 @@ def test_variants_swap_the_original_in() -> None:
     assert abs(np.std(out["both-true"][mid]) - np.std(ref[mid])) < 0.05 * np.std(ref[mid])
     assert corr(out["recon"]) < 0.5 and corr(out["true-phase"]) < 0.9
     assert errors.ndim == 1 and len(errors) > 0 and (errors <= math.pi + 1e-6).all()
+
+
+def test_a_vae_without_an_if_phase_is_refused_before_any_data_is_read(tmp_path) -> None:
+    from msldm.checkpoint import save_checkpoint
+    from msldm.vae_models import build_vae
+
+    script = load_script("vae_phase_check")
+    config = get_preset("tiny")  # the DAC-style VAE: its config names a phase it does not have
+    ckpt = save_checkpoint(tmp_path / "dac.safetensors", "vae", config, build_vae(config.vae))
+    with pytest.raises(SystemExit, match="not a spectral SourceVAE"):
+        script.main(["--vae", str(ckpt), "--data", str(tmp_path / "no-such-corpus")])
