@@ -444,3 +444,53 @@ def test_a_window_sampled_again_adds_churn_at_every_noise_level(bundle, monkeypa
     assert REROLL_S_TMIN == 0.0 and rerolls > 0
     assert seen.count(None) == 4 * 3 and seen.count(REROLL_S_TMIN) >= 1  # 4 regions x 3 windows first
     assert len(seen) == seen.count(None) + seen.count(REROLL_S_TMIN)
+
+
+def _blown_unless_positive(bundle, monkeypatch):
+    """The tiny bundle's decoder, for the stems asked for as drums, guitar, piano: the guitar
+    bursts at 3x full scale in every block whose mean latent is <= 0, a quiet tone otherwise."""
+    def decode(z):
+        n = z.shape[-1] * bundle.D
+        tone = (0.3 * np.sin(0.05 * np.arange(n))).astype(np.float32)
+        return np.stack([[10.0 * tone if j % 3 == 1 and blk.mean() <= 0 else tone] for j, blk in enumerate(z)])
+
+    monkeypatch.setattr(bundle, "decode", decode)
+
+
+def test_a_window_with_a_blown_generated_stem_is_sampled_again_even_where_the_given_stems_rest(bundle, monkeypatch):
+    _blown_unless_positive(bundle, monkeypatch)
+    n = int(3.5 * WINDOW * HOP)
+    L = default_overlap(WINDOW) * HOP
+    quiet = {"bass": np.zeros(n, np.float32)}  # resting given stems do not excuse a burst
+
+    def blown(pieces):
+        return sum(np.abs(p.stems["guitar"][L:]).max() > 1.0 for p in pieces if len(p.stems["guitar"]) > L)
+
+    counts = {0: 0, 4: 0}
+    for seed in range(8):
+        plain, none = _run_region(bundle, quiet, n, seed, 0)
+        guarded, rerolls = _run_region(bundle, quiet, n, seed, 4)
+        counts[0] += blown(plain)
+        counts[4] += blown(guarded)
+        assert none == 0 and (rerolls > 0) == (blown(plain) > 0)
+        for p in guarded:  # the drums and piano of a kept attempt are its own, not rescaled
+            assert np.abs(p.stems["drums"]).max() <= 0.31
+    # a guitar blown in about half the windows at first (18 of 40 here); retries leave a few
+    assert counts[0] >= 12 and counts[4] <= counts[0] // 3, counts
+
+
+def test_an_attempt_that_is_silent_is_kept_before_one_that_is_blown():
+    from server.windowing import _attempt_key
+
+    n, span = 22050, (0, 22050)
+    t = np.sin(0.05 * np.arange(n)).astype(np.float32)
+    silent = {"guitar": np.zeros(n, np.float32)}
+    blown = {"guitar": 2.0 * t}
+    fine = {"guitar": 0.3 * t}
+    keys = {name: _attempt_key(s, ["guitar"], span, judge_silence=True)
+            for name, s in (("silent", silent), ("blown", blown), ("fine", fine))}
+    assert keys["fine"] < keys["silent"] < keys["blown"]
+    assert keys["fine"][:2] == (False, False) and keys["blown"][0] and keys["silent"][1]
+    # where the given stems rest, silence is no failure, a burst still is
+    assert _attempt_key(silent, ["guitar"], span, judge_silence=False)[:2] == (False, False)
+    assert _attempt_key(blown, ["guitar"], span, judge_silence=False)[0]
