@@ -142,9 +142,11 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
         _f("silent_retries", "int", False, "0..4, default 2: a window of a take in which a generated stem comes out "
-           "silent (under 5% of it above -50 dBFS) while a given stem sounds there, or with nothing given, is "
-           "sampled again from that take's noise up to this many times, keeping the attempt whose quietest stem "
-           "sounds most; 0 returns what the model made. Never applies to a redone stem"),
+           "silent (under 5% of it above -50 dBFS) while a given stem sounds there, or with nothing given, or "
+           "blown (a frame at or above -3 dBFS RMS, given stems sounding or not), is sampled again from that "
+           "take's noise up to this many times, keeping an attempt that is not blown before one that is not "
+           "silent, then the one whose quietest stem sounds most; 0 returns what the model made. Never applies "
+           "to a redone stem"),
         _f("length", "str", False, "\"region\" (default: the longest given stem's length, else `duration`) or "
            "\"bars\": that length rounded to the nearest whole bar (at least one) by `region.tempo` (beats per "
            "minute, of the meter's beat unit, > 0) and `region.meter` ([beats per bar, beat unit], default "
