@@ -143,7 +143,7 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
         _f("silent_retries", "int", False, "0..4, default 2: a window of a take in which a generated stem comes out "
            "silent (under 5% of it above -50 dBFS) while a given stem sounds there, or with nothing given, or "
-           "blown (a frame at or above -3 dBFS RMS, given stems sounding or not), is sampled again from that "
+           "blown (a frame at or above -6 dBFS RMS, given stems sounding or not), is sampled again from that "
            "take's noise up to this many times, keeping an attempt that is not blown before one that is not "
            "silent, then the one whose quietest stem sounds most; 0 returns what the model made. Never applies "
            "to a redone stem"),

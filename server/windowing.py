@@ -13,10 +13,9 @@ piece by piece as soon as each window is decoded (time to first audio = one wind
 
 A requested stem that comes out silent over a window's new frames, where a given stem
 sounds or where nothing is given (total generation), is a failed take, not a rest: the model
-was trained on windows where every part plays. So is one that comes out blown: a frame louder
-than a full-scale sine (`BLOWN_DBFS`), which no real stem reaches and which would clip in the
-DAW (the decoder, fed a latent far from any it was trained on, can return a burst tens of dB
-over full scale). Such a window is sampled again for that take from the take's own noise
+was trained on windows where every part plays. So is one that comes out blown: a frame far louder
+than any real stem's (`BLOWN_DBFS`, 3 dB under a full-scale sine); the decoder, fed a latent
+far from any it was trained on, can return a burst tens of dB over full scale. Such a window is sampled again for that take from the take's own noise
 stream, with churn at every noise level (`REROLL_S_TMIN`), up to `silent_retries` times,
 keeping the best attempt (not blown before not silent, then the one whose quietest requested
 stem sounds most), before anything of it is streamed; `Timings.rerolls` counts the extra
@@ -127,12 +126,13 @@ REROLL_S_TMIN = 0.0
 bundle's S_tmin: on the bundled model that setting never left a guitar given drums and piano
 empty (0 of 24 clips; S_tmin 0.3, the default for its tighter rhythm, left 1), and on the one
 clip where the default gave a silent guitar three times it gave a sounding one three times."""
-BLOWN_DBFS = -3.0
-"""A stem is blown over a span when a frame's RMS (the density frames) reaches this, a
-full-scale sine's: its peaks clip. The loudest such frame of any real stem in 120 tracks of
-the 10-hour corpus's validation split is -13.7 dBFS (drums; bass -19, guitar -17, piano -15);
-a denoiser fine-tuned for 1427 steps on a new VAE's latents gave 2 of 24 guitars bursts of
-+6 to +10 dBFS (2026-12-05)."""
+BLOWN_DBFS = -6.0
+"""A stem is blown over a span when a frame's RMS (the density frames) reaches this: 3 dB under
+a full-scale sine's, 7.7 dB over the loudest frame of any real stem in 120 tracks of the
+10-hour corpus's validation split (-13.7 dBFS, drums; bass -19, guitar -17, piano -15; the
+corpus's random gain included). A denoiser fine-tuned for 1427 steps on a new VAE's latents
+gave 2 of 24 guitars bursts of +6 to +10 dBFS, and after 3750 steps frames at -5 dBFS
+(2026-12-05)."""
 MIN_CHECK_SECONDS = 0.5
 """Spans shorter than this (the region's end in a last window) are not judged for silence
 (a short rest may be right); a burst is judged however short."""
