@@ -13,13 +13,13 @@ piece by piece as soon as each window is decoded (time to first audio = one wind
 
 A requested stem that comes out silent over a window's new frames, where a given stem
 sounds or where nothing is given (total generation), is a failed take, not a rest: the model
-was trained on windows where every part plays. So is one that comes out blown: a frame far louder
-than any real stem's (`BLOWN_DBFS`, 3 dB under a full-scale sine); the decoder, fed a latent
-far from any it was trained on, can return a burst tens of dB over full scale. Such a window is sampled again for that take from the take's own noise
-stream, with churn at every noise level (`REROLL_S_TMIN`), up to `silent_retries` times,
-keeping the best attempt (not blown before not silent, then the one whose quietest requested
-stem sounds most), before anything of it is streamed; `Timings.rerolls` counts the extra
-samplings per take.
+was trained on windows where every part plays. So is one that comes out blown: a frame far
+louder than any real stem's (`BLOWN_DBFS`, 3 dB under a full-scale sine); the decoder, fed a
+latent far from any it was trained on, can return a burst tens of dB over full scale. Such a
+window is sampled again for that take from the take's own noise stream, with churn at every
+noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the best attempt (not
+blown before not silent, then the one whose quietest requested stem sounds most), before
+anything of it is streamed; `Timings.rerolls` counts the extra samplings per take.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Timings:
     encode: float = 0.0
     sample: float = 0.0
     decode: float = 0.0
-    rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings of its windows (a silent or blown stem)
+    rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent or blown stem)
 
     @property
     def rerolls_total(self) -> int:
@@ -260,7 +260,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         if silent_retries > 0 and judged and span[1] > span[0]:
             judge_silence = span[1] - span[0] >= MIN_CHECK_SECONDS * bundle.sample_rate \
                 and _given_sounds(win.audio, span)
-            z, out, nxt = _reroll_failed(win, z, out, nxt, judged, span, judge_silence, silent_retries, rng, hook)
+            z, out, nxt = _reroll_failed(win, z, out, nxt, judged, span, judge_silence, silent_retries,
+                                         rng, hook)
         prev, phase = z, nxt
         n = 0
         for b in range(takes):

@@ -452,12 +452,13 @@ def _blown_unless_positive(bundle, monkeypatch):
     def decode(z):
         n = z.shape[-1] * bundle.D
         tone = (0.3 * np.sin(0.05 * np.arange(n))).astype(np.float32)
-        return np.stack([[10.0 * tone if j % 3 == 1 and blk.mean() <= 0 else tone] for j, blk in enumerate(z)])
+        return np.stack([[10.0 * tone if j % 3 == 1 and blk.mean() <= 0 else tone]
+                         for j, blk in enumerate(z)])
 
     monkeypatch.setattr(bundle, "decode", decode)
 
 
-def test_a_window_with_a_blown_generated_stem_is_sampled_again_even_where_the_given_stems_rest(bundle, monkeypatch):
+def test_a_blown_generated_stem_is_sampled_again_even_where_the_given_stems_rest(bundle, monkeypatch):
     _blown_unless_positive(bundle, monkeypatch)
     n = int(3.5 * WINDOW * HOP)
     L = default_overlap(WINDOW) * HOP
