@@ -40,7 +40,7 @@ class DemoReport:
                      f"(end to end / region length)")
         if self.silent_rerolls:
             lines.append(f"  {self.silent_rerolls} window sampling(s) repeated because a generated part came "
-                         "out silent")
+                         "out silent or blown")
         return "\n".join(lines)
 
 

@@ -228,8 +228,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("guidance", "number", False, "given-part guidance weight used (sent since the field existed)"),
         _f("windows", "int", True, "number of model windows the region took"),
         _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
-        _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out silent, "
-           "summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
+        _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out "
+           "silent or blown, summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
            "convert_rate (to the output sample rate; also sent as `resample`, its old name), rank (scoring "
            "the takes; 0 for one take), total"),
