@@ -50,7 +50,7 @@
 #       bash scripts/train_denoiser_cpu.sh
 # Run v2 (2026-12-05, tenth session, not shipped; docs/model-card.md): the plain `cpu` preset from
 # the shipped weights on the latents of the next SourceVAE (`VAE=... TAG=-v2 bash
-# scripts/rebuild_cache.sh relatents`), stopped at step 7807; the same command resumes it:
+# scripts/rebuild_cache.sh relatents`), stopped at step 11442; the same command resumes it:
 #   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2 \
 #       bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
