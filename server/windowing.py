@@ -19,7 +19,10 @@ latent far from any it was trained on, can return a burst tens of dB over full s
 window is sampled again for that take from the take's own noise stream, with churn at every
 noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the best attempt (not
 blown before not silent, then the one whose quietest requested stem sounds most), before
-anything of it is streamed; `Timings.rerolls` counts the extra samplings per take.
+anything of it is streamed; `Timings.rerolls` counts the extra samplings per take. Where every
+attempt came out blown, the blown window's generated stems are scaled down until their
+loudest frame is 1 dB under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take, a burst on a
+DAW's track is a hazard.
 """
 
 from __future__ import annotations
@@ -365,7 +368,20 @@ def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]]
                 key[b], out[b], z[b] = k, out2[j], z2[j]
                 if nxt is not None:
                     nxt[b * R:(b + 1) * R] = nxt2[j * R:(j + 1) * R]
+    for b, k in enumerate(key):
+        if k[0]:  # every attempt blown: never stream the burst as made
+            out[b] = {r: _tamed(a, span) if r in judged else a for r, a in out[b].items()}
     return z, out, nxt
+
+
+def _tamed(audio: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    """`audio` `[W*D]` scaled as a whole so that its loudest frame over `span` sits at
+    `BLOWN_DBFS` (the last resort for a window whose every attempt came out blown; the
+    crossfades with the windows around it smooth the change of level)."""
+    loudest = float(np.max(frame_rms_db(audio[span[0]:span[1]], FRAME, HOP)))
+    if loudest < BLOWN_DBFS:
+        return audio
+    return (audio * 10.0 ** ((BLOWN_DBFS - 1.0 - loudest) / 20.0)).astype(audio.dtype)
 
 
 def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
