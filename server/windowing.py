@@ -21,8 +21,8 @@ noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the best at
 blown before not silent, then the one whose quietest requested stem sounds most), before
 anything of it is streamed; `Timings.rerolls` counts the extra samplings per take. Where every
 attempt came out blown, the blown window's generated stems are scaled down until their
-loudest frame is 1 dB under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take, a burst on a
-DAW's track is a hazard.
+loudest frame is `TAME_MARGIN_DB` under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take,
+a burst on a DAW's track is a hazard.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from msldm.eval.density import EMPTY_FRACTION, FRAME, HOP, audible_fraction, is_empty
+from msldm.eval.density import AUDIBLE_DBFS, EMPTY_FRACTION, FRAME, HOP, is_empty
 from msldm.eval.dsp import frame_rms_db
 from server.runtime import Bundle
 
@@ -136,6 +136,9 @@ a full-scale sine's, 7.7 dB over the loudest frame of any real stem in 120 track
 corpus's random gain included). A denoiser fine-tuned for 1427 steps on a new VAE's latents
 gave 2 of 24 guitars bursts of +6 to +10 dBFS, and after 3750 steps frames at -5 dBFS
 (2026-12-05)."""
+TAME_MARGIN_DB = 1.0
+"""Where every attempt at a window is blown, its blown stems are scaled to this many dB under
+`BLOWN_DBFS` (`_tamed`)."""
 MIN_CHECK_SECONDS = 0.5
 """Spans shorter than this (the region's end in a last window) are not judged for silence
 (a short rest may be right); a burst is judged however short."""
@@ -315,17 +318,6 @@ class _Window:
         return res
 
 
-def _quietest(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int]) -> float:
-    """Audible share of the quietest of the `judged` stems over samples [span)."""
-    return min(audible_fraction(stems[r][span[0]:span[1]]) for r in judged)
-
-
-def _blown(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int]) -> bool:
-    """True when a frame of one of the `judged` stems over samples [span) reaches `BLOWN_DBFS`."""
-    return any(bool(np.any(frame_rms_db(stems[r][span[0]:span[1]], FRAME, HOP) >= BLOWN_DBFS))
-               for r in judged)
-
-
 def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
     """True for total generation, or when some given stem of the window `[G,1,W*D]` sounds
     over `span` (where the given part rests, a resting generated part may be right)."""
@@ -334,10 +326,14 @@ def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
 
 def _attempt_key(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int],
                  judge_silence: bool) -> tuple[bool, bool, float]:
-    """How an attempt at a window failed, smaller is better: (blown, silent, -quietest share).
-    Silence counts only where `judge_silence` (a given stem sounds, or nothing is given)."""
-    q = _quietest(stems, judged, span)
-    return _blown(stems, judged, span), judge_silence and q < SILENT_SHARE, -q
+    """How an attempt at a window failed, smaller is better: (blown, silent, -audible share of
+    the quietest `judged` stem over samples [span)). Silence counts only where `judge_silence`
+    (a given stem sounds, or nothing is given). Each stem is framed once, as the evaluation's
+    density measures frame it (`msldm.eval.density.audible_mask`: RMS above AUDIBLE_DBFS)."""
+    levels = [frame_rms_db(stems[r][span[0]:span[1]], FRAME, HOP) for r in judged]
+    q = min(float(np.mean(db > AUDIBLE_DBFS)) for db in levels)
+    blown = any(bool(np.any(db >= BLOWN_DBFS)) for db in levels)
+    return blown, judge_silence and q < SILENT_SHARE, -q
 
 
 def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,
@@ -375,13 +371,14 @@ def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]]
 
 
 def _tamed(audio: np.ndarray, span: tuple[int, int]) -> np.ndarray:
-    """`audio` `[W*D]` scaled as a whole so that its loudest frame over `span` sits at
-    `BLOWN_DBFS` (the last resort for a window whose every attempt came out blown; the
-    crossfades with the windows around it smooth the change of level)."""
+    """`audio` `[W*D]` scaled as a whole so that its loudest frame over `span` sits
+    `TAME_MARGIN_DB` under `BLOWN_DBFS` (the last resort for a window whose every attempt came
+    out blown; the crossfades with the windows around it smooth the change of level). A stem
+    that is not blown comes back as it is."""
     loudest = float(np.max(frame_rms_db(audio[span[0]:span[1]], FRAME, HOP)))
     if loudest < BLOWN_DBFS:
         return audio
-    return (audio * 10.0 ** ((BLOWN_DBFS - 1.0 - loudest) / 20.0)).astype(audio.dtype)
+    return (audio * 10.0 ** ((BLOWN_DBFS - TAME_MARGIN_DB - loudest) / 20.0)).astype(audio.dtype)
 
 
 def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
