@@ -132,7 +132,7 @@ clip where the default gave a silent guitar three times it gave a sounding one t
 BLOWN_DBFS = -6.0
 """A stem is blown over a span when a frame's RMS (the density frames) reaches this: 3 dB under
 a full-scale sine's, 7.7 dB over the loudest frame of any real stem in 120 tracks of the
-10-hour corpus's validation split (-13.7 dBFS, drums; bass -19, guitar -17, piano -15; the
+10-hour corpus's validation split (0.1 s frames: -13.7 dBFS, drums; bass -19, guitar -17, piano -15; the
 corpus's random gain included). A denoiser fine-tuned for 1427 steps on a new VAE's latents
 gave 2 of 24 guitars bursts of +6 to +10 dBFS, and after 3750 steps frames at -5 dBFS
 (2026-12-05)."""
