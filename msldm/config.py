@@ -142,6 +142,10 @@ class UNetConfig:
         return math.prod(self.factors)
 
 
+TRAIN_SIGMAS = ("uniform", "lognormal", "mixed")
+"""The training noise-level distributions of `DiffusionConfig.train_sigma` (`msldm.edm.sample_training_sigma`)."""
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     """The multi-source latent diffusion model: K stems of C channels, EDM (Karras et al. 2022)."""
@@ -149,7 +153,7 @@ class DiffusionConfig:
     stems: tuple[str, ...] = STEMS
     latent_dim: int = 80  # C
     sigma_data: float = 0.4
-    train_sigma: str = "uniform"  # "uniform" (the paper: U(0, 3)) or "lognormal" (EDM)
+    train_sigma: str = "uniform"  # "uniform" (the paper: U(0, 3)), "lognormal" (EDM) or "mixed" (both)
     train_sigma_max: float = 3.0
     lognormal_mean: float = -1.2
     lognormal_std: float = 1.2

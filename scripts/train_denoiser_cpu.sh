@@ -53,6 +53,12 @@
 # scripts/rebuild_cache.sh relatents`), stopped at step 11442; the same command resumes it:
 #   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2 \
 #       bash scripts/train_denoiser_cpu.sh
+# Run v2ln (2026-12-05, eleventh session; docs/model-card.md): run v2's weights trained on, with
+# the training noise levels half log-normal (TRAIN_SIGMA=mixed, msldm.edm.sample_training_sigma):
+# the uniform draw left the denoiser unable to denoise below sigma 0.3, where the sampler takes
+# half its steps. Its validation "loss" is then on the mixed draw; "loss_s0.1" compares runs:
+#   TRAIN_SIGMA=mixed INIT=~/.cache/msldm/runs/v2-step<N>.safetensors THREADS=2 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2ln bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
@@ -82,7 +88,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msld
     --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch "$BATCH" --lr "$LR" \
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
     --min-frame-share 0.6 ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
-    ${COND_LR:+--cond-lr $COND_LR} \
+    ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
     >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

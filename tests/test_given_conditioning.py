@@ -131,7 +131,7 @@ def test_conditional_training_runs_from_a_joint_checkpoint(tmp_path: Path):
     assert all(np.isfinite(v["loss"]) for v in logs)
     assert not torch.equal(task.modules["denoiser"].unet.cond.weight, before)  # it learns to read them
     val = task.val_step(batch)
-    assert set(val) == {"loss", "loss_bg"} and all(np.isfinite(v) for v in val.values())
+    assert set(val) == {"loss", "loss_bg", "loss_s0.1"} and all(np.isfinite(v) for v in val.values())
     groups = task.optimizers["denoiser"].param_groups
     assert len(groups) == 1 and groups[0]["lr"] == 1e-3
     adapter = DiffusionTask(cfg, DistInfo(), stats, lr=1e-4, amp=False, cond_lr=3e-3)
@@ -274,10 +274,10 @@ def test_validation_scores_bass_and_guitar_given_drums_and_piano_only_where_the_
     stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
     cfg = get_preset("tiny")
     assert set(DiffusionTask(cfg, DistInfo(), stats, amp=False).val_step(torch.randn(2, 4, 80, 16))) == {
-        "loss", "loss_bg"}
+        "loss", "loss_bg", "loss_s0.1"}
     one = dataclasses.replace(cfg, diffusion=dataclasses.replace(
         cfg.diffusion, stems=("bass",), unet=dataclasses.replace(cfg.diffusion.unet, in_channels=80)))
-    assert set(DiffusionTask(one, DistInfo(), stats, amp=False).val_step(torch.randn(2, 1, 80, 16))) == {"loss"}
+    assert set(DiffusionTask(one, DistInfo(), stats, amp=False).val_step(torch.randn(2, 1, 80, 16))) == {"loss", "loss_s0.1"}
 
 
 def test_interpolated_weights_run_from_the_joint_model_to_the_conditional_one(tmp_path: Path):

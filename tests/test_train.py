@@ -235,6 +235,45 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
             main(base + ["--frame-threshold-db", bad])
 
 
+def test_cli_train_sigma_reaches_the_denoiser_config(monkeypatch, tmp_path: Path) -> None:
+    import msldm.train.runs as runs
+    from msldm.train.cli import main
+
+    seen = []
+    monkeypatch.setattr(runs, "train_diffusion", lambda config, *a, **k: seen.append(config) or [])
+    base = ["train", "diffusion", "--preset", "tiny", "--latents", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--no-progress", "--device", "cpu"]
+    main(base)
+    main(base + ["--train-sigma", "mixed"])
+    assert seen[0].diffusion.train_sigma == "uniform" and seen[1].diffusion.train_sigma == "mixed"
+    with pytest.raises(SystemExit):
+        main(base + ["--train-sigma", "cosine"])
+
+
+def test_mixed_training_sigma_covers_the_low_levels_and_keeps_the_high_ones() -> None:
+    from msldm.config import DiffusionConfig
+    from msldm.edm import sample_training_sigma
+
+    n = 40000
+    draws = {}
+    for kind in ("uniform", "lognormal", "mixed"):
+        cfg = dataclasses.replace(DiffusionConfig(), train_sigma=kind)
+        draws[kind] = sample_training_sigma(cfg, n, torch.Generator().manual_seed(0))
+        assert draws[kind].shape == (n,) and bool((draws[kind] > 0).all())
+    low = {k: float((v < 0.1).float().mean()) for k, v in draws.items()}
+    high = {k: float((v > 1.5).float().mean()) for k, v in draws.items()}
+    assert low["uniform"] == pytest.approx(0.1 / 3.0, abs=0.005)
+    assert low["mixed"] == pytest.approx((low["uniform"] + low["lognormal"]) / 2, abs=0.01)
+    assert low["mixed"] > 2.5 * low["uniform"]  # the levels the sampler ends on
+    assert high["mixed"] == pytest.approx((high["uniform"] + high["lognormal"]) / 2, abs=0.01)
+    assert float(draws["mixed"].max()) > 2.9  # the uniform half still reaches train_sigma_max
+    same = sample_training_sigma(dataclasses.replace(DiffusionConfig(), train_sigma="mixed"), n,
+                                 torch.Generator().manual_seed(0))
+    assert torch.equal(same, draws["mixed"])  # a resumed run draws the same levels
+    with pytest.raises(ValueError, match="unknown train_sigma"):
+        sample_training_sigma(dataclasses.replace(DiffusionConfig(), train_sigma="cosine"), 4)
+
+
 def test_cli_flux_and_phase_grad_reach_the_vae_loss(monkeypatch, tmp_path: Path) -> None:
     import msldm.train.runs as runs
     from msldm.train.cli import main

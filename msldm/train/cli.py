@@ -17,7 +17,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from msldm.config import get_preset
+from msldm.config import TRAIN_SIGMAS, get_preset
 from typing import TYPE_CHECKING
 
 from msldm.train.baselines import BASELINES, baseline_configs
@@ -141,6 +141,9 @@ def _run_diffusion(args: argparse.Namespace) -> None:
     if joint and (args.given_prob is not None or args.cond_lr is not None):
         raise SystemExit(f"--given-prob and --cond-lr train a conditional preset (cpu_given, gpu_given, "
                          f"tiny_given); {joint[0]!r} has no conditioning input")
+    if args.train_sigma:
+        configs = [dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, train_sigma=args.train_sigma))
+                   for c in configs]
     if args.stem:
         if args.baseline != "isldm":
             raise SystemExit("--stem picks one of ISLDM's per-stem models: use it with --baseline isldm")
@@ -213,6 +216,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--given-prob", type=float, default=None, metavar="P",
                       help="a conditional preset (cpu_given): share of the training rows shown a "
                            "given part (random stems, sometimes a span of frames); default 0.5")
+    diff.add_argument("--train-sigma", default=None, choices=TRAIN_SIGMAS,
+                      help="training noise levels (default: the preset's, the paper's uniform): "
+                           "'mixed' adds EDM's log-normal half, so the denoiser learns the low levels "
+                           "where the sampler takes half its steps (msldm.edm.sample_training_sigma)")
     diff.add_argument("--cond-lr", type=float, default=None, metavar="LR",
                       help="a conditional preset: learning rate of the conditioning input alone "
                            "(default --lr), e.g. higher while the joint model's weights move slowly")
