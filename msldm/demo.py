@@ -27,6 +27,7 @@ class DemoReport:
     providers: dict[str, str]
     model: str
     silent_rerolls: int | None = None  # windows the daemon sampled again for a silent part
+    tamed_windows: int | None = None  # windows it turned down after every sampling came out blown
 
     def __str__(self) -> str:
         lines = [f"accompaniment for the example region ({self.seconds:.1f} s) by model "
@@ -41,6 +42,9 @@ class DemoReport:
         if self.silent_rerolls:
             lines.append(f"  {self.silent_rerolls} window sampling(s) repeated because a generated part came "
                          "out silent or blown")
+        if self.tamed_windows:
+            lines.append(f"  {self.tamed_windows} window(s) turned down because a generated part came out blown "
+                         "at every sampling: listen before keeping")
         return "\n".join(lines)
 
 
@@ -128,11 +132,12 @@ def _write(out: Path, files: dict, result, hello: dict, timings: dict[str, float
               "schedule": result.done.schedule, "resample": result.done.resample,
               "guidance": result.done.guidance,
               "silent_retries": result.done.silent_retries, "silent_rerolls": sum(result.done.take_rerolls),
+              "tamed_windows": sum(result.done.take_tamed),
               "timings_s": timings,
               "files": {k: str(v) for k, v in written.items()}}
     wavio.write_json_atomic(out / "demo.json", record)
     return DemoReport(out, written, timings, n / rate, hello.get("providers", {}),
-                      str(hello.get("model")), sum(result.done.take_rerolls))
+                      str(hello.get("model")), sum(result.done.take_rerolls), sum(result.done.take_tamed))
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:

@@ -227,6 +227,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "guidance": d.guidance,
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
+        "tamed_windows": d.take_tamed[take] if d.take_tamed else None,
         "fit": d.take_fits[take] if d.take_fits else None,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),

@@ -150,6 +150,7 @@ class Done:
     take_rerolls: tuple[int, ...] = ()  # per take, extra samplings of a window for a silent stem
     guidance: float | None = None  # the given-part guidance used (None: an older daemon)
     take_fits: tuple[dict[str, Any], ...] = ()  # per take {fit, rank, stem_fit} of a multi-take job (else empty)
+    take_tamed: tuple[int, ...] = ()  # per take, windows turned down after every sampling came out blown
 
     @property
     def takes(self) -> int:
@@ -272,12 +273,13 @@ def _to_event(msg: P.Message) -> Event | None:
         takes = h.get("takes", [{"seed": h["seed"]}])
         seeds = tuple(t["seed"] for t in takes)
         rerolls = tuple(int(t.get("silent_rerolls", 0)) for t in takes) if "silent_rerolls" in h else ()
+        tamed = tuple(int(t.get("tamed_windows", 0)) for t in takes) if "tamed_windows" in h else ()
         fits = tuple({k: t[k] for k in ("fit", "rank", "stem_fit") if k in t} for t in takes) \
             if all("rank" in t for t in takes) and len(takes) > 1 else ()
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
                     h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls,
-                    h.get("guidance"), fits)
+                    h.get("guidance"), fits, tamed)
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

@@ -216,7 +216,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("frames", "int", True, "length of every stem, at `sample_rate`"),
         _f("sample_rate", "int", True, "output sample rate"),
         _f("seed", "int", True, "seed used (take 0's)"),
-        _f("takes", "list", False, "[{take, seed, silent_rerolls}] of every take, in order (always sent; absent: "
+        _f("takes", "list", False, "[{take, seed, silent_rerolls, tamed_windows}] of every take, in order (always sent; absent: "
            "one take); in a job of two or more takes each entry also has `fit` (0-1), `rank` (1: the "
            "best) and `stem_fit` ({stem: {rhythm, harmony, score}}): the daemon's estimate of how the take fits "
            "the given stems (Takes)"),
@@ -230,6 +230,9 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
         _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out "
            "silent or blown, summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
+        _f("tamed_windows", "int", False, "windows in which a generated stem came out blown at every sampling "
+           "and was turned down to just under the blown level rather than sent as made, summed over takes "
+           "(each entry of `takes` has its own); a take with any is worth a listen before it is kept"),
         _f("timings", "object", True, "seconds per stage: queue, prepare, encode, sample, decode, "
            "convert_rate (to the output sample rate; also sent as `resample`, its old name), rank (scoring "
            "the takes; 0 for one take), total"),

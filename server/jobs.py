@@ -293,11 +293,12 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                "resample": t_convert,  # convert_rate's old name: version-1 clients read it
                "total": time.perf_counter() - job.submitted}
     info = {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
-            "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0)}
-                                        for b, s in enumerate(req.seeds)],
+            "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0),
+                                         "tamed_windows": t.tamed.get(b, 0)} for b, s in enumerate(req.seeds)],
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
             "resample": req.resample, "guidance": req.guidance, "windows": windows,
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
+            "tamed_windows": sum(t.tamed.values()),
             "timings": {k: round(v, 6) for k, v in timings.items()}}
     if fits is not None:
         for entry, (score, place, stems) in zip(info["takes"], fits):

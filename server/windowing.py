@@ -112,6 +112,7 @@ class Timings:
     sample: float = 0.0
     decode: float = 0.0
     rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent or blown stem)
+    tamed: dict[int, int] = field(default_factory=dict)  # take -> windows blown at every attempt, scaled down
 
     @property
     def rerolls_total(self) -> int:
@@ -345,7 +346,7 @@ def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]]
     (`_attempt_key`). Progress stays at the window's end while it runs (the hook still lets a
     cancel through). Returns `z` `[takes,K*C,W]`, `out` (per take, stem -> `[W*D]`) and `nxt`
     `[takes*R,F]` (or None) with the kept attempts in place; counts each extra sampling in
-    `win.t.rerolls`."""
+    `win.t.rerolls`, each window left blown at every attempt (and so `_tamed`) in `win.t.tamed`."""
     key = [_attempt_key(o, judged, span, judge_silence) for o in out]
     R = len(win.requested)
     hold = None if hook is None else (lambda window, step, total: hook(window, total, total))
@@ -367,6 +368,7 @@ def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]]
     for b, k in enumerate(key):
         if k[0]:  # every attempt blown: never stream the burst as made
             out[b] = {r: _tamed(a, span) if r in judged else a for r, a in out[b].items()}
+            win.t.tamed[b] = win.t.tamed.get(b, 0) + 1
     return z, out, nxt
 
 

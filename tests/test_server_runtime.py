@@ -14,7 +14,7 @@ import pytest
 from server_fixtures import C, HOP, SIGMA_DATA, WINDOW, tiny_bundle  # noqa: F401  (fixture)
 from server.audio import StreamRateConverter, convert_rate, exact_length, to_mono
 from server.runtime import Bundle, BundleError
-from server.windowing import EncodeCache, WindowPlan, default_overlap, generate_region
+from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,10 +312,10 @@ def _silent_unless_positive(bundle, monkeypatch, every: int = 3, row: int = 1):
     monkeypatch.setattr(bundle, "decode", decode)
 
 
-def _run_region(bundle, given, n, seed, retries, takes=1):
+def _run_region(bundle, given, n, seed, retries, takes=1, timings=None):
     from server.windowing import Timings
 
-    t = Timings()
+    t = Timings() if timings is None else timings
     pieces = list(generate_region(bundle, given, ["drums", "guitar", "piano"], n, seed=seed, steps=2,
                                   timings=t, silent_retries=retries, takes=takes))
     return pieces, t.rerolls_total
@@ -510,8 +510,10 @@ def test_a_window_blown_at_every_attempt_is_scaled_under_the_threshold_not_left_
 
     monkeypatch.setattr(bundle, "decode", decode)
     n = int(2.5 * WINDOW * HOP)
-    pieces, rerolls = _run_region(bundle, {"bass": np.zeros(n, np.float32)}, n, 0, 2)
+    t = Timings()
+    pieces, rerolls = _run_region(bundle, {"bass": np.zeros(n, np.float32)}, n, 0, 2, timings=t)
     assert rerolls > 0  # it tried first
+    assert t.tamed == {0: len({p.window for p in pieces})}  # every window, counted for done to report
     guitar = np.concatenate([p.stems["guitar"] for p in pieces])
     assert frame_rms_db(guitar, FRAME, FRAME_HOP).max() < BLOWN_DBFS  # tamed,
     assert np.abs(guitar).max() > 0.1  # not muted

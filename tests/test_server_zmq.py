@@ -690,6 +690,27 @@ def test_done_says_how_many_windows_were_sampled_again_for_a_silent_stem(client,
     assert client.run_job(h, pcm).final.header["silent_retries"] == 2  # the daemon's default, echoed
 
 
+def test_done_says_which_takes_had_windows_turned_down_after_every_sampling_burst(client, monkeypatch):
+    from server.runtime import Bundle
+
+    def decode(self, z):  # every stem a full-scale square wave: blown at every attempt
+        n = z.shape[-1] * self.D
+        return np.broadcast_to(np.sign(np.sin(0.05 * np.arange(n)) + 1e-3), (len(z), 1, n)).astype(np.float32)
+
+    monkeypatch.setattr(Bundle, "decode", decode)
+    h, pcm = gen_header("blown", {"bass": tone(3.0, 44100)}, 44100, ["drums"], silent_retries=1, takes=2)
+    job = client.run_job(h, pcm)
+    done = job.final
+    assert done.type == "done", done.header
+    w = done.header["windows"]
+    assert done.header["tamed_windows"] == 2 * w and [t["tamed_windows"] for t in done.header["takes"]] == [w, w]
+    chunks = job.of("chunk")
+    assert chunks and max(np.abs(P.pcm_from_bytes(c.pcm[0], c.header["channels"])).max() for c in chunks) < 0.9
+    h, pcm = gen_header("fine", {"bass": tone(3.0, 44100)}, 44100, ["drums"])
+    monkeypatch.undo()
+    assert client.run_job(h, pcm).final.header["tamed_windows"] == 0
+
+
 def test_guidance_is_the_bundles_unless_asked_and_changes_the_generated_stems(client):
     given = {"drums": tone(2.0, 44100, 110.0)}
     hello = client.request({"type": "hello"}).header
