@@ -127,6 +127,12 @@ class UNetConfig:
     # zero-initialised 1x1 convolution, so a conditional U-Net warm-started from a joint one
     # computes the same function until it learns to read them (msldm.edm.EDMDenoiser).
     cond_channels: int = 0
+    # Per-channel filters (0: off): that many noise-level-weighted banks of depthwise temporal
+    # filters of the input, added to the output (msldm.unet.ChannelFilters). The first level's
+    # channels[0] < in_channels cannot carry every channel's own noise, which the denoiser must
+    # name at low noise levels; these filters can. Zero at first, like cond_channels.
+    channel_filters: int = 0
+    channel_filter_taps: int = 9
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -135,6 +141,8 @@ class UNetConfig:
                 raise ValueError(f"UNetConfig.{name} needs {n} entries, one per level")
         if any(c % self.norm_groups for c in self.channels):
             raise ValueError("every level's channels must be divisible by norm_groups")
+        if self.channel_filters < 0 or self.channel_filter_taps < 1 or self.channel_filter_taps % 2 == 0:
+            raise ValueError("channel_filters must be >= 0 and channel_filter_taps odd and >= 1")
 
     @property
     def total_factor(self) -> int:

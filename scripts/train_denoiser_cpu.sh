@@ -89,6 +89,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msld
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
     --min-frame-share 0.6 ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
+    ${CHANNEL_FILTERS:+--channel-filters $CHANNEL_FILTERS} \
     >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

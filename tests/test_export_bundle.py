@@ -218,3 +218,28 @@ def test_cli_export_sets_sampler_defaults_in_the_manifest(ckpts, tmp_path):
         with pytest.raises(ValueError, match=message):
             args.func(args)
     assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_a_denoiser_with_channel_filters_exports_with_parity(ckpts, tmp_path):
+    import dataclasses
+
+    from export.parity import jitter_zero_weights
+    from msldm.checkpoint import save_checkpoint
+    from msldm.edm import EDMDenoiser
+    from msldm.train.runs import warm_start_conditional
+
+    vae_path, diff_path = ckpts
+    den, cfg, meta, stats = load_diffusion(diff_path)
+    d = cfg.diffusion
+    cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(d, unet=dataclasses.replace(d.unet, channel_filters=2)))
+    filtered = EDMDenoiser(cfg.diffusion).eval()
+    warm_start_conditional(filtered, den.state_dict())
+    jitter_zero_weights(filtered, seed=9)  # the filters' gains too: parity must see them work
+    assert float(filtered.unet.filters.gain.weight.detach().abs().sum()) > 0
+    path = save_checkpoint(tmp_path / "diffusion.safetensors", "diffusion", cfg, filtered, extra=stats, meta=meta)
+    out = tmp_path / "bundle"
+    export_bundle(vae_path, path, out, ExportOptions(**FAST))
+    bundle = load_cpu_bundle(out)
+    errs = graph_errors(bundle, TorchPipeline.from_checkpoints(vae_path, path), frames=(2, 6), seed=3)
+    assert all(e < 1e-4 for e in errs.values()), errs
+    check_tensorrt_ops(str(out / "denoiser.onnx"))

@@ -235,7 +235,7 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
             main(base + ["--frame-threshold-db", bad])
 
 
-def test_cli_train_sigma_reaches_the_denoiser_config(monkeypatch, tmp_path: Path) -> None:
+def test_cli_train_sigma_and_channel_filters_reach_the_denoiser_config(monkeypatch, tmp_path: Path) -> None:
     import msldm.train.runs as runs
     from msldm.train.cli import main
 
@@ -248,6 +248,10 @@ def test_cli_train_sigma_reaches_the_denoiser_config(monkeypatch, tmp_path: Path
     assert seen[0].diffusion.train_sigma == "uniform" and seen[1].diffusion.train_sigma == "mixed"
     with pytest.raises(SystemExit):
         main(base + ["--train-sigma", "cosine"])
+    main(base + ["--channel-filters", "4"])
+    assert seen[-1].diffusion.unet.channel_filters == 4 and seen[0].diffusion.unet.channel_filters == 0
+    with pytest.raises(SystemExit):
+        main(base + ["--channel-filters", "-1"])
 
 
 def test_mixed_training_sigma_covers_the_low_levels_and_keeps_the_high_ones() -> None:

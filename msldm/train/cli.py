@@ -144,6 +144,11 @@ def _run_diffusion(args: argparse.Namespace) -> None:
     if args.train_sigma:
         configs = [dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, train_sigma=args.train_sigma))
                    for c in configs]
+    if args.channel_filters is not None:
+        if args.channel_filters < 0:
+            raise SystemExit(f"--channel-filters must be >= 0, got {args.channel_filters}")
+        configs = [dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, unet=dataclasses.replace(
+            c.diffusion.unet, channel_filters=args.channel_filters))) for c in configs]
     if args.stem:
         if args.baseline != "isldm":
             raise SystemExit("--stem picks one of ISLDM's per-stem models: use it with --baseline isldm")
@@ -220,6 +225,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="training noise levels (default: the preset's, the paper's uniform): "
                            "'mixed' adds EDM's log-normal half, so the denoiser learns the low levels "
                            "where the sampler takes half its steps (msldm.edm.sample_training_sigma)")
+    diff.add_argument("--channel-filters", type=int, default=None, metavar="N",
+                      help="add N noise-level-weighted banks of per-channel filters to the U-Net "
+                           "(UNetConfig.channel_filters; default: the preset's); with --init they start at "
+                           "zero, so the loaded model's function is where training starts")
     diff.add_argument("--cond-lr", type=float, default=None, metavar="LR",
                       help="a conditional preset: learning rate of the conditioning input alone "
                            "(default --lr), e.g. higher while the joint model's weights move slowly")

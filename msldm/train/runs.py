@@ -116,12 +116,18 @@ def diffusion_datasets(config: ModelConfig, latents: str | Path,
     return make("train"), val
 
 
+WARM_START_NEW = ("unet.cond.", "unet.filters.")
+"""Modules a warm start may find missing: each adds zero at construction (a conditional U-Net's
+conditioning convolution, `UNetConfig.channel_filters`), so the model computes the loaded one's
+function until they learn."""
+
+
 def warm_start_conditional(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `state` into `model`, strictly, except that a conditional U-Net may start from a
-    joint one: its conditioning convolution (`unet.cond.*`, zero at construction) is then
-    the only thing missing, and the model computes the joint one's function."""
+    """Load `state` into `model`, strictly, except that a U-Net may start from one without
+    the modules of `WARM_START_NEW` (a conditional U-Net from a joint one, one with channel
+    filters from one without): those are then the only things missing."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("unet.cond.") for k in missing):
+    if unexpected or any(not k.startswith(WARM_START_NEW) for k in missing):
         model.load_state_dict(state)  # strict: raises with PyTorch's own listing
 
 
