@@ -53,12 +53,19 @@
 # scripts/rebuild_cache.sh relatents`), stopped at step 11442; the same command resumes it:
 #   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2 \
 #       bash scripts/train_denoiser_cpu.sh
-# Run v2ln (2026-12-05, eleventh session; docs/model-card.md): run v2's weights trained on, with
+# Run v2ln (2026-12-05, eleventh session, stopped at step 2788; docs/model-card.md): run v2's weights trained on, with
 # the training noise levels half log-normal (TRAIN_SIGMA=mixed, msldm.edm.sample_training_sigma):
 # the uniform draw left the denoiser unable to denoise below sigma 0.3, where the sampler takes
 # half its steps. Its validation "loss" is then on the mixed draw; "loss_s0.1" compares runs:
 #   TRAIN_SIGMA=mixed INIT=~/.cache/msldm/runs/v2-step<N>.safetensors THREADS=2 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2ln bash scripts/train_denoiser_cpu.sh
+# Run v2cf (2026-12-05, eleventh session; shipped at step 6250): the same, with 4 banks of
+# per-channel filters added to the U-Net at zero (CHANNEL_FILTERS=4, --channel-filters): the
+# cpu U-Net's 128-channel first level cannot carry 320 channels' own noise, so without them the
+# denoiser barely denoised below sigma 0.3 whatever the draw (the run above stayed at a
+# loss_s0.1 of 0.96). The same command resumes it:
+#   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed INIT=~/.cache/msldm/runs/v2-step11957.safetensors THREADS=2 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cf bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.

@@ -311,3 +311,35 @@ def test_interpolated_weights_run_from_the_joint_model_to_the_conditional_one(tm
     with pytest.raises(SystemExit, match="shape|lacks"):
         mod.interpolate(str(other), str(b), 0.5, str(tmp_path / "bad.safetensors"))
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_denoise_check_reads_the_noise_a_denoiser_leaves(tmp_path: Path, capsys):
+    from msldm.checkpoint import save_checkpoint
+    from script_loader import load_script
+
+    check = load_script("denoise_check")
+    zn = torch.randn(2, 8, 32).cumsum(-1) * 0.1  # smooth in time, as latents are
+
+    class Identity(torch.nn.Module):  # takes nothing out
+        def forward(self, x, sigma):
+            return x
+
+    class Oracle(torch.nn.Module):  # takes it all out
+        def forward(self, x, sigma):
+            return zn
+
+    left, avg = check.noise_left(Identity(), zn, 0.1, seed=0)
+    assert left == pytest.approx(1.0) and 0.2 < avg < 0.6  # the average halves white noise, and blurs a little
+    assert check.noise_left(Oracle(), zn, 0.1, seed=0)[0] == pytest.approx(0.0, abs=1e-12)
+    # end to end on a tiny model's checkpoint and a latents folder of two tracks
+    (tmp_path / "lat" / "validation").mkdir(parents=True)
+    for i, T in enumerate((40, 12)):
+        np.save(tmp_path / "lat" / "validation" / f"T{i}.npy", np.random.randn(4, 80, T).astype(np.float32))
+    np.save(tmp_path / "lat" / "validation" / "T0.rms.npy", np.ones((4, 40), np.float32))
+    cfg = get_preset("tiny")
+    path = save_checkpoint(tmp_path / "d.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
+                           extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
+    check.main([str(path), "--latents", str(tmp_path / "lat"), "--start", "4", "--frames", "32",
+                "--sigmas", "0.1,1"])
+    out = capsys.readouterr().out
+    assert "1 windows of 32 frames" in out and "d.safetensors |" in out and "moving average |" in out
