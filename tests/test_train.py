@@ -235,14 +235,20 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
             main(base + ["--frame-threshold-db", bad])
 
 
-def test_cli_train_sigma_and_channel_filters_reach_the_denoiser_config(monkeypatch, tmp_path: Path) -> None:
+def _recording_cli(monkeypatch, tmp_path: Path, trainer: str, head: list[str]):
+    """(`msldm train` main, the configs it hands `msldm.train.runs.<trainer>` (which then does
+    nothing), the argv of a one-step run on the CPU starting with `head`)."""
     import msldm.train.runs as runs
     from msldm.train.cli import main
 
-    seen = []
-    monkeypatch.setattr(runs, "train_diffusion", lambda config, *a, **k: seen.append(config) or [])
-    base = ["train", "diffusion", "--preset", "tiny", "--latents", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--steps", "1", "--no-progress", "--device", "cpu"]
+    seen: list = []
+    monkeypatch.setattr(runs, trainer, lambda config, *a, **k: seen.append(config) or [])
+    return main, seen, ["train", *head, "--out", str(tmp_path / "o"), "--steps", "1", "--no-progress", "--device", "cpu"]
+
+
+def test_cli_train_sigma_and_channel_filters_reach_the_denoiser_config(monkeypatch, tmp_path: Path) -> None:
+    main, seen, base = _recording_cli(monkeypatch, tmp_path, "train_diffusion",
+                                      ["diffusion", "--preset", "tiny", "--latents", str(tmp_path)])
     main(base)
     main(base + ["--train-sigma", "mixed"])
     assert seen[0].diffusion.train_sigma == "uniform" and seen[1].diffusion.train_sigma == "mixed"
@@ -279,13 +285,8 @@ def test_mixed_training_sigma_covers_the_low_levels_and_keeps_the_high_ones() ->
 
 
 def test_cli_flux_and_phase_grad_reach_the_vae_loss(monkeypatch, tmp_path: Path) -> None:
-    import msldm.train.runs as runs
-    from msldm.train.cli import main
-
-    seen = []
-    monkeypatch.setattr(runs, "train_vae", lambda config, *a, **k: seen.append(config) or [])
-    base = ["train", "vae", "--preset", "tiny_spectral", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--steps", "1", "--no-progress", "--device", "cpu"]
+    main, seen, base = _recording_cli(monkeypatch, tmp_path, "train_vae",
+                                      ["vae", "--preset", "tiny_spectral", "--data", str(tmp_path)])
     main(base)
     main(base + ["--flux-weight", "0.5"])
     assert seen[0].vae_loss.lambda_flux == 0.0 and seen[1].vae_loss.lambda_flux == 0.5
