@@ -177,3 +177,15 @@ def test_compare_pools_draws_of_one_run(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "msldm", "compare", f"a={d[0]},"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "empty path" in out.stderr and "Traceback" not in out.stderr
+    folder = tmp_path / "report"  # a report folder stands for its metrics.json
+    folder.mkdir()
+    (folder / "metrics.json").write_text(d[1].read_text())
+    out = subprocess.run([sys.executable, "-m", "msldm", "compare", f"one={d[0]}", f"dir={folder}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "| BG / bass / rhythmic_norm_pooled | 0.500 | 0.600 |" in out.stdout, out.stderr
+    for bad in (tmp_path / "missing.json", tmp_path / "empty-dir"):
+        if bad.suffix != ".json":
+            bad.mkdir()
+        out = subprocess.run([sys.executable, "-m", "msldm", "compare", f"a={bad}"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and "cannot read" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -124,7 +124,8 @@ def _fit_check(args: argparse.Namespace) -> int:
 
 
 COMPARE_EXAMPLE = ("example: msldm compare preview=reports/preview/metrics.json new=reports/new/metrics.json\n"
-                   "         msldm compare new=reports/new/metrics.json,reports/new-draw1/metrics.json")
+                   "         msldm compare new=reports/new/metrics.json,reports/new-draw1/metrics.json\n"
+                   "         (a report folder stands for its metrics.json)")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -142,10 +143,14 @@ def _compare(args: argparse.Namespace) -> int:
         for path in paths.split(","):
             if not path:
                 raise ValueError(f"an empty path in {spec!r}: give NAME=A.json,B.json with no empty item")
+            file = Path(path) / "metrics.json" if Path(path).is_dir() else Path(path)  # a report folder
             try:
-                draws.append(json.loads(Path(path).read_text()))
+                draws.append(json.loads(file.read_text()))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: not a metrics.json ({exc})") from None
+                raise ValueError(f"{file}: not a metrics.json ({exc})") from None
+            except OSError as exc:
+                raise ValueError(f"{file}: cannot read it ({exc.strerror}); give an eval report's "
+                                 "metrics.json or its folder") from None
         runs[name] = draws[0] if len(draws) == 1 else draws
     if args.paired and len(runs) < 2:
         raise ValueError("--paired compares runs with the first: give at least two NAME=METRICS_JSON")
