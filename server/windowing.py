@@ -127,7 +127,7 @@ SILENT_SHARE = EMPTY_FRACTION
 evaluation's empty-stem rule (`msldm.eval.density`: frame RMS above -50 dBFS)."""
 REROLL_S_TMIN = 0.0
 """A window sampled again adds its churn at every noise level (EDM's S_tmin 0), whatever the
-bundle's S_tmin: on the bundled model that setting never left a guitar given drums and piano
+bundle's S_tmin: on the model bundled until 2026-12-05 that setting never left a guitar given drums and piano
 empty (0 of 24 clips; S_tmin 0.3, the default for its tighter rhythm, left 1), and on the one
 clip where the default gave a silent guitar three times it gave a sounding one three times."""
 BLOWN_DBFS = -6.0
