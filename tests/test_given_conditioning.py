@@ -343,3 +343,17 @@ def test_denoise_check_reads_the_noise_a_denoiser_leaves(tmp_path: Path, capsys)
                 "--sigmas", "0.1,1"])
     out = capsys.readouterr().out
     assert "1 windows of 32 frames" in out and "d.safetensors |" in out and "moving average |" in out
+    # --sample: partial generation with the sampler changed, decoded with the VAE
+    from export.parity import random_checkpoints
+
+    vae, den = random_checkpoints("tiny", tmp_path / "ckpt", seed=0)
+    check.main([str(den), "--latents", str(tmp_path / "lat"), "--start", "4", "--frames", "32", "--sigmas", "1",
+                "--vae", str(vae), "--sample", "S_churn=0,steps=3", "--sample", "steps=2", "--generate", "guitar"])
+    out = capsys.readouterr().out
+    assert "sampled, S_churn=0,steps=3:" in out and "sampled, steps=2:" in out
+    assert out.count("guitar: level vs real") == 2 and "latent energy x" in out
+    for bad, words in ((["--sample", "S_churn=0"], "needs --vae"), (["--vae", str(vae), "--sample", "churn=2"],
+                                                                   "unknown sampler field")):
+        with pytest.raises(SystemExit):
+            check.main([str(den), "--latents", str(tmp_path / "lat")] + bad)
+        assert words in capsys.readouterr().err
