@@ -181,6 +181,10 @@ class DiffusionConfig:
 MAX_GUIDANCE = 8.0  # given-part guidance weights above this leave the data far behind
 
 
+OPTIONAL_FLOATS = ("S_churn_total", "S_tmax_total")
+"""Sampler fields that may be None (in a manifest, null): "not set, use the field named in its comment"."""
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Defaults of the sampler (Sec. 2.3 of the MSLDM paper uses euler, 150 steps, churn 20)."""
@@ -198,6 +202,9 @@ class SamplerConfig:
     S_tmin: float = 0.0
     S_tmax: float = float("inf")
     S_noise: float = 1.0
+    S_churn_total: float | None = None  # total generation's churn (None: S_churn) and the highest noise
+    S_tmax_total: float | None = None  # level it is added at (None: S_tmax; finite): partial generation
+    # adds its churn on every RePaint pass, so the same churn stirs it up to `resample` times as hard
     guidance: float = 1.0  # partial generation: given-part guidance weight (msldm.sampling.Imputation; 1: off)
     guidance_reverse: float = 1.0  # its contrast: the given part reversed in time, scaled by this (0: no signal)
     guidance_tmin: float = 0.0  # guided calls: those at a noise level in [guidance_tmin, guidance_tmax]
@@ -214,6 +221,12 @@ class SamplerConfig:
         if not 0 <= self.resample_tmin <= self.resample_tmax:
             raise ValueError(f"need 0 <= resample_tmin <= resample_tmax, got {self.resample_tmin}, "
                              f"{self.resample_tmax}")
+        if self.S_churn_total is not None and not self.S_churn_total >= 0:
+            raise ValueError(f"S_churn_total must be >= 0 (or None: S_churn), got {self.S_churn_total}")
+        if self.S_tmax_total is not None and not (math.isfinite(self.S_tmax_total) and self.S_tmax_total >= 0):
+            # a manifest writes infinity as null, which here means "as S_tmax": sigma_max covers every level
+            raise ValueError(f"S_tmax_total must be finite and >= 0 (or None: S_tmax; sigma_max for every "
+                             f"noise level), got {self.S_tmax_total}")
         if not 0 <= self.guidance <= MAX_GUIDANCE:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE}] (1: off), got {self.guidance}")
         if not 0 <= self.guidance_reverse <= 1:
@@ -236,13 +249,18 @@ class SamplerConfig:
 
     def with_overrides(self, overrides: dict[str, str]) -> "SamplerConfig":
         """A copy with fields set from text (`{"S_tmin": "0.1"}`, as `msldm export --sampler` gives
-        them), each parsed as its field's type; "inf" is allowed for floats. Raises ValueError
-        for an unknown field or a value of the wrong type."""
-        kinds = {f.name: type(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        them), each parsed as its field's type; "inf" is allowed for floats, "none" for an
+        optional field (`OPTIONAL_FLOATS`). Raises ValueError for an unknown field or a value of
+        the wrong type."""
+        kinds = {f.name: float if f.name in OPTIONAL_FLOATS else type(getattr(self, f.name))
+                 for f in dataclasses.fields(self)}
         values: dict[str, Any] = {}
         for name, text in overrides.items():
             if name not in kinds:
                 raise ValueError(f"unknown sampler field {name!r}; fields: {', '.join(kinds)}")
+            if name in OPTIONAL_FLOATS and text.lower() in ("none", "null"):
+                values[name] = None
+                continue
             try:
                 value = kinds[name](text)
             except ValueError:
@@ -255,7 +273,8 @@ class SamplerConfig:
     def sampling_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `msldm.sampling.generate` this config sets."""
         return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
-                "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
+                "S_noise": self.S_noise, "S_churn_total": self.S_churn_total,
+                "S_tmax_total": self.S_tmax_total, "resample": self.resample, "resample_tmin": self.resample_tmin,
                 "resample_tmax": self.resample_tmax, "guidance": self.guidance,
                 "guidance_reverse": self.guidance_reverse, "guidance_tmin": self.guidance_tmin,
                 "guidance_tmax": self.guidance_tmax}

@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from msldm import sampling
-from msldm.config import SamplerConfig
+from msldm.config import OPTIONAL_FLOATS, SamplerConfig
 from msldm.hashing import sha256_file
 
 GRAPHS = ("encoder", "denoiser", "decoder")
@@ -49,10 +49,12 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 
 
 LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None, "guidance": 1.0,
-                                        "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None}
+                                        "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None,
+                                        "S_churn_total": None, "S_tmax_total": None}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
-RePaint passes on every step; `guidance` 1: no given-part guidance)."""
+RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
+total generation with `S_churn`, `S_tmax`)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -71,8 +73,9 @@ def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
                           f"{fields} is written by `msldm export` (re-export the bundle)")
     kinds = {"sampler": str, "schedule": str, "steps": int, "resample": int}  # the rest are floats
     d = dict(block, **{k: math.inf for k in ("S_tmax", "resample_tmax", "guidance_tmax") if block[k] is None})
-    try:
-        return SamplerConfig(**{k: kinds.get(k, float)(v) for k, v in d.items()})
+    try:  # an optional field's null stays None ("as the field it defaults to")
+        return SamplerConfig(**{k: None if v is None and k in OPTIONAL_FLOATS else kinds.get(k, float)(v)
+                                for k, v in d.items()})
     except (TypeError, ValueError) as e:
         raise BundleError(f"manifest sampler block: {e}") from None
 
@@ -250,7 +253,9 @@ class Bundle:
         given stems' channel blocks and/or given frame spans, `given` holds their latents.
         Noise comes from `rng` or a numpy Generator seeded with `seed`. `resample`: takes
         per step with a mask (RePaint resampling; default the manifest's); `S_churn`, `S_tmin`:
-        the churn and the lowest noise level it is added at; `guidance`: the given-part
+        the churn (a request's, in total and partial generation alike, between the manifest's
+        S_tmin and S_tmax; the manifest's `S_churn_total` and `S_tmax_total` otherwise set total
+        generation's) and the lowest noise level it is added at; `guidance`: the given-part
         guidance weight (`msldm.sampling.Imputation`; 1 off); each by default the manifest's.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
@@ -263,6 +268,8 @@ class Bundle:
         asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
                  "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
         kwargs = {**d.sampling_kwargs(), **{k: v for k, v in asked.items() if v is not None}}
+        if S_churn is not None:  # a request's churn: one setting for both kinds of generation
+            kwargs.update(S_churn_total=None, S_tmax_total=None)
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
                                  concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)

@@ -290,6 +290,39 @@ def test_resample_tmin_zero_is_the_plain_resampler_bit_for_bit() -> None:
     assert SamplerConfig(resample=3, resample_tmin=0.3).sampling_kwargs()["resample_tmin"] == 0.3
 
 
+def test_total_generation_churn_is_its_own_field() -> None:
+    """`S_churn_total` and `S_tmax_total` set a total generation's churn (None: `S_churn`,
+    `S_tmax`); partial generation, which adds its churn on every RePaint pass, keeps `S_churn`
+    and `S_tmax` whatever they say."""
+    def run(mask: np.ndarray | None, **kw) -> np.ndarray:
+        rng = np.random.default_rng(5)
+        return sampling.generate(lambda x, s: 0.7 * x, rng.standard_normal((1, 4)), sampling.karras_sigmas(8),
+                                 randn=lambda like: rng.standard_normal(like.shape),
+                                 given=None if mask is None else np.ones((1, 4)), mask=mask, **kw)
+
+    from msldm.config import SamplerConfig
+
+    assert np.array_equal(run(None, S_churn=0.0, S_churn_total=5.0), run(None, S_churn=5.0))
+    assert np.array_equal(run(None, S_churn=5.0, S_churn_total=None), run(None, S_churn=5.0))
+    assert not np.array_equal(run(None, S_churn=5.0, S_churn_total=0.0), run(None, S_churn=5.0))
+    # S_tmax_total: the highest level of total generation's churn (10: over karras_sigmas(8)'s top, 3)
+    assert np.array_equal(run(None, S_churn=5.0, S_tmax=0.1, S_tmax_total=10.0), run(None, S_churn=5.0))
+    assert np.array_equal(run(None, S_churn=5.0, S_tmax=0.1, S_tmax_total=None), run(None, S_churn=5.0, S_tmax=0.1))
+    mask = np.array([[1.0, 1.0, 0.0, 0.0]])
+    assert np.array_equal(run(mask, S_churn=2.0, S_churn_total=9.0, S_tmax=0.5, S_tmax_total=3.0),
+                          run(mask, S_churn=2.0, S_tmax=0.5))
+    assert SamplerConfig(S_churn_total=4.0).sampling_kwargs()["S_churn_total"] == 4.0
+    base = SamplerConfig(S_churn_total=4.0)
+    assert base.with_overrides({"S_churn_total": "none"}).S_churn_total is None
+    assert base.with_overrides({"S_churn_total": "6"}).S_churn_total == 6.0
+    assert base.with_overrides({"S_tmax_total": "3"}).S_tmax_total == 3.0
+    for bad in ({"S_churn_total": -1.0}, {"S_tmax_total": float("inf")}, {"S_tmax_total": -0.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplerConfig(**bad)
+    with pytest.raises(ValueError, match="S_churn_total"):
+        base.with_overrides({"S_churn_total": "lots"})
+
+
 # ------------------------------------------------------------------ the tests have teeth
 
 def test_detects_broken_churn(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,10 +119,34 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
     (root / "manifest.json").write_text(json.dumps(m))
     d = Bundle.load(root).sampler_defaults
     assert (d.resample_tmin, d.resample_tmax) == (0.1, 0.3)
+    # S_churn_total: absent or null is total generation with S_churn, as bundles before it sampled
+    for field in ("S_churn_total", "S_tmax_total"):
+        m["sampler"].pop(field, None)  # (the hand-built bundle predates them, as old bundles do)
+        (root / "manifest.json").write_text(json.dumps(m))
+        assert getattr(Bundle.load(root).sampler_defaults, field) is None
+        for value in (None, 2.5):
+            m["sampler"][field] = value
+            (root / "manifest.json").write_text(json.dumps(m))
+            assert getattr(Bundle.load(root).sampler_defaults, field) == value
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
         Bundle.load(root)
+
+
+def test_manifest_total_churn_sets_total_generation_and_a_request_churn_sets_both(tiny_bundle, tmp_path):  # noqa: F811
+    b = Bundle.load(_bundle_with_sampler(tiny_bundle, tmp_path / "c", S_churn=5.0, S_tmin=0.0, S_tmax=None,
+                                         S_churn_total=0.0, S_tmax_total=1.0))
+    T, shape = 8, (1, 4 * C, 8)
+    given, mask = np.zeros(shape, np.float32), b.stem_mask(["bass"], T)
+
+    def gen(**kw) -> np.ndarray:
+        return b.generate(shape, seed=3, steps=4, **kw)
+
+    assert np.array_equal(gen(), gen(S_churn=0.0))  # total generation: the manifest's S_churn_total
+    assert not np.array_equal(gen(), gen(S_churn=5.0))  # a request's churn is total generation's too
+    assert np.array_equal(gen(given=given, mask=mask), gen(given=given, mask=mask, S_churn=5.0))
+    assert not np.array_equal(gen(given=given, mask=mask), gen(given=given, mask=mask, S_churn=0.0))
 
 
 def test_manifest_resample_applies_to_partial_generation_only(tiny_bundle, tmp_path):  # noqa: F811
