@@ -270,11 +270,17 @@ class SamplerConfig:
             values[name] = value
         return dataclasses.replace(self, **values)
 
-    def sampling_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `msldm.sampling.generate` this config sets."""
-        return {"sampler": self.sampler, "S_churn": self.S_churn, "S_tmin": self.S_tmin, "S_tmax": self.S_tmax,
-                "S_noise": self.S_noise, "S_churn_total": self.S_churn_total,
-                "S_tmax_total": self.S_tmax_total, "resample": self.resample, "resample_tmin": self.resample_tmin,
+    def sampling_kwargs(self, total: bool = False) -> dict[str, Any]:
+        """The keyword arguments of `msldm.sampling.generate` this config sets, for a partial
+        generation or, with `total`, a total one (nothing given across stems; its later windows
+        continue earlier ones through a mask, and are still total): its churn is `S_churn_total`
+        up to `S_tmax_total` where those are set."""
+        churn, tmax = self.S_churn, self.S_tmax
+        if total:
+            churn = churn if self.S_churn_total is None else self.S_churn_total
+            tmax = tmax if self.S_tmax_total is None else self.S_tmax_total
+        return {"sampler": self.sampler, "S_churn": churn, "S_tmin": self.S_tmin, "S_tmax": tmax,
+                "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
                 "resample_tmax": self.resample_tmax, "guidance": self.guidance,
                 "guidance_reverse": self.guidance_reverse, "guidance_tmin": self.guidance_tmin,
                 "guidance_tmax": self.guidance_tmax}

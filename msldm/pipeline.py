@@ -126,7 +126,7 @@ class TorchPipeline:
         sigmas = sc.sigmas(self.config.diffusion.sigma_data)
         z = sampling.generate(self.denoise, noise, sigmas, randn=randn, given=x_given if given else None,
                               mask=mask if given else None, callback=callback, conditional=self.conditional,
-                              concat=lambda tensors: torch.cat(tensors, 0), **sc.sampling_kwargs())
+                              concat=lambda tensors: torch.cat(tensors, 0), **sc.sampling_kwargs(total=not given))
         timings["sample"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         idx = [self.stems.index(s) for s in generate]

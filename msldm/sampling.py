@@ -354,10 +354,9 @@ class Imputation:
 def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler: str = "euler",
              randn: Randn, given: Array | None = None, mask: Array | None = None,
              S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
-             S_noise: float = 1.0, S_churn_total: float | None = None,
-             S_tmax_total: float | None = None, resample: int = 1,
-             resample_tmin: float = 0.0, resample_tmax: float = float("inf"),
-             callback: StepCallback | None = None, conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
+             S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
+             resample_tmax: float = float("inf"), callback: StepCallback | None = None,
+             conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
              guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0,
              concat: Callable[[list[Array]], Array] | None = None) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
@@ -371,18 +370,12 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     `mask` is 1 it equals `given` exactly. `conditional`: the denoiser takes the given part
     too (`Imputation`); in total generation it is called as `denoise(x, sigma)` either way.
     `concat`: the array type's join along the batch axis; guided calls then run both branches
-    as one batched call (`Imputation`). `S_churn_total`, `S_tmax_total`: the churn of a total
-    generation and the highest noise level it is added at (None: `S_churn`, `S_tmax`): partial
-    generation adds its churn on each of a step's RePaint passes, so one churn is up to
-    `resample` times the stirring there that it is in a total generation.
+    as one batched call (`Imputation`).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
     fn = SAMPLERS[sampler]
     x = noise * float(sigmas[0])
-    if mask is None:
-        S_churn = S_churn if S_churn_total is None else S_churn_total
-        S_tmax = S_tmax if S_tmax_total is None else S_tmax_total
     kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
                   S_noise=S_noise, resample=resample if mask is not None else 1, resample_tmin=resample_tmin,
                   resample_tmax=resample_tmax, callback=callback)

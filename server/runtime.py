@@ -245,7 +245,7 @@ class Bundle:
                  mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
                  resample: int | None = None, guidance: float | None = None,
                  callback: sampling.StepCallback | None = None,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+                 rng: np.random.Generator | None = None, total: bool | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
 
         Total generation when `mask` is None; otherwise partial generation by imputation
@@ -253,9 +253,11 @@ class Bundle:
         given stems' channel blocks and/or given frame spans, `given` holds their latents.
         Noise comes from `rng` or a numpy Generator seeded with `seed`. `resample`: takes
         per step with a mask (RePaint resampling; default the manifest's); `S_churn`, `S_tmin`:
-        the churn (a request's, in total and partial generation alike, between the manifest's
-        S_tmin and S_tmax; the manifest's `S_churn_total` and `S_tmax_total` otherwise set total
-        generation's) and the lowest noise level it is added at; `guidance`: the given-part
+        the churn (a request's, in total and partial generation alike, up to the manifest's
+        S_tmax; by default the manifest's S_churn, or in a total generation its `S_churn_total`
+        up to `S_tmax_total`) and the lowest noise level it is added at; `total`: whether nothing
+        is given across stems (default: `mask` is None; a total generation's later windows pass
+        a mask over the frames they continue, and True); `guidance`: the given-part
         guidance weight (`msldm.sampling.Imputation`; 1 off); each by default the manifest's.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
@@ -267,9 +269,10 @@ class Bundle:
         noise = rng.standard_normal(shape, dtype=np.float32)
         asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
                  "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
-        kwargs = {**d.sampling_kwargs(), **{k: v for k, v in asked.items() if v is not None}}
-        if S_churn is not None:  # a request's churn: one setting for both kinds of generation
-            kwargs.update(S_churn_total=None, S_tmax_total=None)
+        total = mask is None if total is None else total
+        # a request's churn: one setting for both kinds of generation
+        kinds = d.sampling_kwargs(total=total and S_churn is None)
+        kwargs = {**kinds, **{k: v for k, v in asked.items() if v is not None}}
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
                                  concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)

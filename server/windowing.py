@@ -416,7 +416,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     t0 = time.perf_counter()
     out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
-                          rng=rng, S_churn=churn, S_tmin=S_tmin,
+                          rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)
     t.sample += time.perf_counter() - t0

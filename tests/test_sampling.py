@@ -292,27 +292,22 @@ def test_resample_tmin_zero_is_the_plain_resampler_bit_for_bit() -> None:
 
 def test_total_generation_churn_is_its_own_field() -> None:
     """`S_churn_total` and `S_tmax_total` set a total generation's churn (None: `S_churn`,
-    `S_tmax`); partial generation, which adds its churn on every RePaint pass, keeps `S_churn`
-    and `S_tmax` whatever they say."""
-    def run(mask: np.ndarray | None, **kw) -> np.ndarray:
-        rng = np.random.default_rng(5)
-        return sampling.generate(lambda x, s: 0.7 * x, rng.standard_normal((1, 4)), sampling.karras_sigmas(8),
-                                 randn=lambda like: rng.standard_normal(like.shape),
-                                 given=None if mask is None else np.ones((1, 4)), mask=mask, **kw)
-
+    `S_tmax`); a partial one, which adds its churn on every RePaint pass, keeps `S_churn` and
+    `S_tmax` whatever they say."""
     from msldm.config import SamplerConfig
 
-    assert np.array_equal(run(None, S_churn=0.0, S_churn_total=5.0), run(None, S_churn=5.0))
-    assert np.array_equal(run(None, S_churn=5.0, S_churn_total=None), run(None, S_churn=5.0))
-    assert not np.array_equal(run(None, S_churn=5.0, S_churn_total=0.0), run(None, S_churn=5.0))
-    # S_tmax_total: the highest level of total generation's churn (10: over karras_sigmas(8)'s top, 3)
-    assert np.array_equal(run(None, S_churn=5.0, S_tmax=0.1, S_tmax_total=10.0), run(None, S_churn=5.0))
-    assert np.array_equal(run(None, S_churn=5.0, S_tmax=0.1, S_tmax_total=None), run(None, S_churn=5.0, S_tmax=0.1))
-    mask = np.array([[1.0, 1.0, 0.0, 0.0]])
-    assert np.array_equal(run(mask, S_churn=2.0, S_churn_total=9.0, S_tmax=0.5, S_tmax_total=3.0),
-                          run(mask, S_churn=2.0, S_tmax=0.5))
-    assert SamplerConfig(S_churn_total=4.0).sampling_kwargs()["S_churn_total"] == 4.0
-    base = SamplerConfig(S_churn_total=4.0)
+    base = SamplerConfig(S_churn=2.0, S_tmax=1.0, S_churn_total=10.0, S_tmax_total=3.0)
+    partial, total = base.sampling_kwargs(), base.sampling_kwargs(total=True)
+    assert (partial["S_churn"], partial["S_tmax"]) == (2.0, 1.0)
+    assert (total["S_churn"], total["S_tmax"]) == (10.0, 3.0)
+    assert {k: v for k, v in total.items() if k not in ("S_churn", "S_tmax")} == \
+        {k: v for k, v in partial.items() if k not in ("S_churn", "S_tmax")}
+    unset = SamplerConfig(S_churn=2.0, S_tmax=1.0)
+    assert unset.sampling_kwargs(total=True) == unset.sampling_kwargs()
+    only_churn = SamplerConfig(S_churn=2.0, S_tmax=1.0, S_churn_total=7.0).sampling_kwargs(total=True)
+    assert (only_churn["S_churn"], only_churn["S_tmax"]) == (7.0, 1.0)
+    sampling.generate(lambda x, s: 0.7 * x, np.ones((1, 2)), sampling.karras_sigmas(4),
+                      randn=np.zeros_like, **total)  # every key is one `generate` takes
     assert base.with_overrides({"S_churn_total": "none"}).S_churn_total is None
     assert base.with_overrides({"S_churn_total": "6"}).S_churn_total == 6.0
     assert base.with_overrides({"S_tmax_total": "3"}).S_tmax_total == 3.0

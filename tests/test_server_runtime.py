@@ -147,6 +147,8 @@ def test_manifest_total_churn_sets_total_generation_and_a_request_churn_sets_bot
     assert not np.array_equal(gen(), gen(S_churn=5.0))  # a request's churn is total generation's too
     assert np.array_equal(gen(given=given, mask=mask), gen(given=given, mask=mask, S_churn=5.0))
     assert not np.array_equal(gen(given=given, mask=mask), gen(given=given, mask=mask, S_churn=0.0))
+    # a total generation's later window continues the one before through a mask: still total
+    assert np.array_equal(gen(given=given, mask=mask, total=True), gen(given=given, mask=mask, S_churn=0.0))
 
 
 def test_manifest_resample_applies_to_partial_generation_only(tiny_bundle, tmp_path):  # noqa: F811
@@ -278,6 +280,25 @@ def test_encode_cache_encodes_only_new_rows_in_order_and_evicts_oldest():
     off.encode(fake, a)
     off.encode(fake, a)
     assert fake.calls[-2:] == [1, 1] and not off.store
+
+
+def test_every_window_of_a_total_generation_samples_as_total(bundle, monkeypatch):
+    """Nothing given across stems: each window, the later ones continued through a mask too,
+    gets the manifest's total-generation churn (`S_churn_total`); given stems: none does."""
+    seen, real = [], bundle.generate
+
+    def spy(shape, **kw):
+        seen.append((kw.get("total"), kw.get("mask") is not None))
+        return real(shape, **kw)
+
+    monkeypatch.setattr(bundle, "generate", spy)
+    n = int(2.5 * WINDOW * HOP)
+    list(generate_region(bundle, {}, ["drums", "piano"], n, seed=1, steps=2))
+    assert seen == [(True, False), (True, True), (True, True)]
+    seen.clear()
+    bass = np.random.default_rng(2).standard_normal(n).astype(np.float32) * 0.1
+    list(generate_region(bundle, {"bass": bass}, ["drums", "piano"], n, seed=1, steps=2))
+    assert seen == [(False, True)] * 3
 
 
 def test_region_with_cache_equals_region_without(bundle):

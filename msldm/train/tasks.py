@@ -304,7 +304,7 @@ def generate_latents(model: nn.Module, config: ModelConfig, batch: int,
 
     noise = randn(torch.empty(batch, d.unet.in_channels, d.window_frames)).to(device)
     sigmas = s.sigmas(d.sigma_data)
-    return sampling.generate(denoise, noise, sigmas, randn=randn, **s.sampling_kwargs())
+    return sampling.generate(denoise, noise, sigmas, randn=randn, **s.sampling_kwargs(total=True))
 
 
 def _to_image(x: torch.Tensor) -> torch.Tensor:
