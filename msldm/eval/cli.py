@@ -56,7 +56,8 @@ def register(subparsers: Any) -> None:
                    help="passes per step of the main run (default: the bundle's, what a user gets)")
     p.add_argument("--churns", default="bundle",
                    help="S_churn values of the sweep, e.g. 0,10,20 ('bundle': the bundle's)")
-    p.add_argument("--churn", default="bundle", help="S_churn of the main run ('bundle': the bundle's)")
+    p.add_argument("--churn", default="bundle", help="S_churn of the main run, partial and total generation alike "
+                   "('bundle': the bundle's S_churn, and S_churn_total up to S_tmax_total in total generation)")
     p.add_argument("--sampler-field", action="append", default=[], metavar="FIELD=VALUE",
                    help="a field of the bundle's sampler defaults set for this run (repeatable), e.g. "
                         "guidance=3 resample=1: what `msldm export --sampler` would write, without exporting")
