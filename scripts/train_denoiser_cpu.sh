@@ -66,6 +66,12 @@
 # loss_s0.1 of 0.96). The same command resumes it:
 #   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed INIT=~/.cache/msldm/runs/v2-step11957.safetensors THREADS=2 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cf bash scripts/train_denoiser_cpu.sh
+# Run v2cd (2026-12-05, twelfth session, stopped at step 3095, not shipped): a cool-down of v2cf's
+# step-16383 weights at lr 1.5e-4; the loss moved by 0.003, and step 16383 itself generated worse
+# than the shipped step 6250 (docs/model-card.md, "Twelfth session"). The same command resumes it:
+#   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=1.5e-4 INIT=~/.cache/msldm/runs/v2cf-step16383.safetensors THREADS=1 \
+#       FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cd \
+#       bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
