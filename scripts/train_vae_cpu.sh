@@ -23,7 +23,7 @@ FREEZE=""; [ "${FREEZE_ENCODER:-0}" = 1 ] && FREEZE="--freeze-encoder"
 RUN=${RUN:-$HOME/.cache/msldm/runs/vae-if_lock${FREEZE:+-decoder}}
 THREADS=${THREADS:-2}
 mkdir -p "$(dirname "$RUN")"
-# A decoder-only fine-tune of the committed VAE (2026-12-05, twelfth session; 1000 steps beside
+# A decoder-only fine-tune of the committed VAE (2026-12-05, twelfth session; 1197 steps beside
 # evaluations, no gain in its validation loss yet; stopped) resumes with:
 #   FREEZE_ENCODER=1 LR=1.5e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 THREADS=1 RUN=~/.cache/msldm/runs/vae-dec-v2 bash scripts/train_vae_cpu.sh
 # Resume the run exactly; if its state is gone, warm-start from the committed weights.
