@@ -256,8 +256,8 @@ class Bundle:
         the churn (a request's, in total and partial generation alike, up to the manifest's
         S_tmax; by default the manifest's S_churn, or in a total generation its `S_churn_total`
         up to `S_tmax_total`) and the lowest noise level it is added at; `total`: whether nothing
-        is given across stems (default: `mask` is None; a total generation's later windows pass
-        a mask over the frames they continue, and True); `guidance`: the given-part
+        is given across stems (default: `mask` is None; the daemon passes True for a total
+        generation's later windows, which continue the earlier ones through a mask); `guidance`: the given-part
         guidance weight (`msldm.sampling.Imputation`; 1 off); each by default the manifest's.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
@@ -271,8 +271,8 @@ class Bundle:
                  "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
         total = mask is None if total is None else total
         # a request's churn: one setting for both kinds of generation
-        kinds = d.sampling_kwargs(total=total and S_churn is None)
-        kwargs = {**kinds, **{k: v for k, v in asked.items() if v is not None}}
+        defaults = d.sampling_kwargs(total=total and S_churn is None)
+        kwargs = {**defaults, **{k: v for k, v in asked.items() if v is not None}}
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
                                  concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)
