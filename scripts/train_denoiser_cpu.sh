@@ -72,6 +72,13 @@
 #   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=1.5e-4 INIT=~/.cache/msldm/runs/v2cf-step16383.safetensors THREADS=1 \
 #       FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cd \
 #       bash scripts/train_denoiser_cpu.sh
+# Run v2dense (2026-12-05, twelfth session; not evaluated yet): the shipped step-6250 weights
+# trained on windows where every stem sounds in at least 80% of the frames (MIN_SHARE, default
+# 0.6), at lr 2e-4: the generated guitars given drums and piano are too often sparse or quiet. The
+# same command resumes it:
+#   MIN_SHARE=0.8 CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors \
+#       THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 \
+#       RUN=~/.cache/msldm/runs/denoiser-cpu-v2dense bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
@@ -100,7 +107,7 @@ export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train diffusion \
     --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch "$BATCH" --lr "$LR" \
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
-    --min-frame-share 0.6 ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
+    --min-frame-share "${MIN_SHARE:-0.6}" ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
     ${CHANNEL_FILTERS:+--channel-filters $CHANNEL_FILTERS} \
     >> "$RUN.out" 2>&1 &
