@@ -72,7 +72,8 @@
 #   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=1.5e-4 INIT=~/.cache/msldm/runs/v2cf-step16383.safetensors THREADS=1 \
 #       FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cd \
 #       bash scripts/train_denoiser_cpu.sh
-# Run v2dense (2026-12-05, twelfth session; not evaluated yet): the shipped step-6250 weights
+# Run v2dense (2026-12-05, twelfth session; stopped at step 7002, not shipped: louder guitars
+# but basses +4.5..+6.2 dB and a worse FD on the validation clips, docs/model-card.md): the shipped step-6250 weights
 # trained on windows where every stem sounds in at least 80% of the frames (MIN_SHARE, default
 # 0.6), at lr 2e-4: the generated guitars given drums and piano are too often sparse or quiet. The
 # same command resumes it:
