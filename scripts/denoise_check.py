@@ -71,11 +71,20 @@ def _db(audio: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.mean(audio.astype(np.float64) ** 2, axis=-1) + 1e-12)
 
 
+def real_levels(vae, raw: torch.Tensor, stems: tuple[str, ...], generate: list[str]) -> dict[str, np.ndarray]:
+    """Decoded level (dBFS) of each real `generate` stem of the raw windows `[B, K, C, T]`: once,
+    for every checkpoint and sampler setting."""
+    with torch.no_grad():
+        return {name: _db(vae.decode(raw[:, stems.index(name)]).numpy()[:, 0]) for name in generate}
+
+
 def sample_levels(model, stats: dict, vae, raw: torch.Tensor, config, stems: tuple[str, ...],
-                  generate: list[str], fields: dict[str, str], seed: int) -> list[str]:
+                  generate: list[str], fields: dict[str, str], seed: int,
+                  reals: dict[str, np.ndarray]) -> list[str]:
     """Partial generation of `generate` given the other stems of the raw windows `[B, K, C, T]`
     with the checkpoint's sampler `config` changed by `fields`; one line per generated stem:
-    latent energy against the real one, and the decoded level against the real stem's."""
+    latent energy against the real one, and the decoded level against the real stem's (`reals`,
+    from `real_levels`)."""
     from msldm import sampling
 
     sc = config.sampler.with_overrides(fields)
@@ -97,8 +106,8 @@ def sample_levels(model, stats: dict, vae, raw: torch.Tensor, config, stems: tup
     lines = []
     for name in generate:
         k = stems.index(name)
+        real = reals[name]
         with torch.no_grad():
-            real = _db(vae.decode(raw[:, k]).numpy()[:, 0])
             made = _db(vae.decode(out[:, k] * std[0] + mean[0]).numpy()[:, 0])
         judged = real > -45.0
         sounding = judged & (made > -50.0)
@@ -139,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     print("checkpoint | " + " | ".join(f"sigma {s}" for s in sigmas))
     baseline = None
     vae = load_vae(args.vae.expanduser())[0] if args.sample else None
+    reals: dict[str, np.ndarray] | None = None
     for ckpt in args.checkpoints:
         model, config, _, stats = load_diffusion(Path(ckpt).expanduser())
         if model.cfg.latent_dim != C or model.cfg.K != K:
@@ -152,9 +162,11 @@ def main(argv: list[str] | None = None) -> None:
         generate = [g.strip() for g in args.generate.split(",") if g.strip()]
         if args.sample and (not generate or any(g not in stems for g in generate) or len(generate) == len(stems)):
             raise SystemExit(f"--generate {args.generate!r}: name some, not all, of {', '.join(stems)}")
+        if args.sample and reals is None:
+            reals = real_levels(vae, raw, stems, generate)
         for spec, fields in zip(args.sample, settings):
             print(f"  sampled, {spec or 'its own sampler'}:")
-            for line in sample_levels(model, stats, vae, raw, config, stems, generate, fields, args.seed):
+            for line in sample_levels(model, stats, vae, raw, config, stems, generate, fields, args.seed, reals):
                 print(f"    {line}")
     print("[1, 2, 1] / 4 moving average | " + " | ".join(f"{a:.3f}" for _, a in baseline))
 

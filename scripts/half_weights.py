@@ -54,11 +54,11 @@ def main() -> None:
     parser.add_argument("--provenance", default=None)
     parser.add_argument("--sampler", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
-    try:
+    try:  # a bad field or value is a usage error, found before anything is written
         sampler = SamplerConfig.parse_assignments(args.sampler)
+        print(half(args.src, args.dst, args.provenance, sampler))
     except ValueError as e:
         parser.error(str(e))
-    print(half(args.src, args.dst, args.provenance, sampler))
 
 
 if __name__ == "__main__":

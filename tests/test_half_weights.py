@@ -36,3 +36,19 @@ def test_half_weights_keeps_the_model_and_sets_provenance_and_sampler(tmp_path: 
     with pytest.raises(ValueError, match="unknown sampler field"):
         _script().half(src, tmp_path / "bad.safetensors", None, {"S_tmn": "0.3"})
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_half_weights_cli_refuses_a_bad_sampler_value_clearly(tmp_path: Path, capsys, monkeypatch) -> None:
+    cfg = get_preset("tiny")
+    stats = {"latent_mean": torch.zeros(cfg.vae.latent_dim), "latent_std": torch.ones(cfg.vae.latent_dim)}
+    src = save_checkpoint(tmp_path / "run.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion), extra=stats)
+    dst = tmp_path / "half.safetensors"
+    script = _script()
+    for bad in ("S_tmax_total=inf", "S_churn_total=-1", "S_tmin"):
+        monkeypatch.setattr("sys.argv", ["half_weights.py", str(src), str(dst), "--sampler", bad])
+        with pytest.raises(SystemExit) as exc:
+            script.main()
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err and bad.split("=")[0] in err, err
+        assert not dst.exists()
