@@ -83,6 +83,8 @@
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
+# STEM_SHARE="guitar=0.8" sets the window filter's share for named stems (space-separated
+# STEM=SHARE), the others keep MIN_SHARE.
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly; if the state is gone it warm-starts from the committed weights.
 # Windows are kept only where every stem sounds in at least 60% of the window's frames
@@ -108,7 +110,7 @@ export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train diffusion \
     --preset "$PRESET" --latents "$LATENTS" --out "$RUN" --steps 200000 --batch "$BATCH" --lr "$LR" \
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
-    --min-frame-share "${MIN_SHARE:-0.6}" ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
+    --min-frame-share "${MIN_SHARE:-0.6}" $(for kv in ${STEM_SHARE:-}; do printf -- '--stem-frame-share %s ' "$kv"; done) ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
     ${CHANNEL_FILTERS:+--channel-filters $CHANNEL_FILTERS} \
     >> "$RUN.out" 2>&1 &

@@ -152,6 +152,11 @@ def test_frame_share_keeps_windows_where_every_stem_plays_through() -> None:
     assert ActivityFilter().keep_frames(rms, starts, 4, ("a", "b")).all()  # off by default
     one = ActivityFilter(min_frame_share=0.75, min_active=1)
     assert one.keep_frames(rms, starts, 4, ("a", "b")).all()  # stem a plays through all of them
+    # A share for one stem: b needs 25% (so it counts in the windows over frames 0-4), a keeps 75%.
+    lenient = ActivityFilter(min_frame_share=0.75, stem_frame_share=(("b", 0.25),))
+    assert lenient.keep_frames(rms, starts, 4, ("a", "b")).tolist() == [True, True, False, False]
+    strict_a = ActivityFilter(stem_frame_share=(("b", 0.75),))  # only b is judged
+    assert strict_a.keep_frames(rms, starts, 4, ("a", "b")).tolist() == [True, False, False, False]
 
 
 def test_merge_latents_joins_folders_by_links_with_prefixed_names(setup: dict) -> None:

@@ -230,6 +230,12 @@ def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Pa
     main(base + ["--frame-threshold-db", "-50"])
     assert seen[0].frame_threshold == 3e-4 and seen[0].min_frame_share == 0.6  # the default, as before
     assert seen[1].frame_threshold == pytest.approx(10 ** -2.5)
+    assert seen[0].stem_frame_share == ()
+    main(base + ["--stem-frame-share", "guitar=0.8", "--stem-frame-share", "bass=0.5"])
+    assert seen[2].stem_frame_share == (("guitar", 0.8), ("bass", 0.5)) and seen[2].min_frame_share == 0.6
+    for bad in ("guitar", "flute=0.5", "guitar=1.5", "guitar=x"):
+        with pytest.raises(SystemExit):
+            main(base + ["--stem-frame-share", bad])
     for bad in ("nan", "inf", "3"):
         with pytest.raises(SystemExit):
             main(base + ["--frame-threshold-db", bad])

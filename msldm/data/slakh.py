@@ -51,7 +51,8 @@ class ActivityFilter:
     `threshold=0` keeps every chunk. `min_frame_share` > 0 (latent chunks only, where the
     per-frame RMS is stored): a stem counts as active only if that share of the chunk's
     frames is above `frame_threshold` too, so parts that play through the window are kept
-    and parts that drop out for most of it are not.
+    and parts that drop out for most of it are not. `stem_frame_share` sets that share for
+    named stems (`(("guitar", 0.8),)`), the others keep `min_frame_share`.
     """
 
     stems: tuple[str, ...] | None = None
@@ -59,16 +60,20 @@ class ActivityFilter:
     min_active: int | None = None
     min_frame_share: float = 0.0
     frame_threshold: float = 3e-4  # linear RMS of one latent frame, -70 dBFS
+    stem_frame_share: tuple[tuple[str, float], ...] = ()
 
     def keep_frames(self, frames_rms: np.ndarray, starts: np.ndarray, chunk_frames: int,
                     names: tuple[str, ...]) -> np.ndarray:
         """`frames_rms` `[K, T]`, chunk `starts` `[M]` -> bool `[M]`: the `min_frame_share` rule."""
-        if self.min_frame_share <= 0 or not len(starts):
+        chosen = [s for s in (self.stems or names) if s in names]
+        shares = dict(self.stem_frame_share)
+        need_share = np.array([shares.get(s, self.min_frame_share) for s in chosen])[:, None]
+        if not (need_share > 0).any() or not len(starts):
             return np.ones(len(starts), dtype=bool)
-        rows = [names.index(s) for s in (self.stems or names) if s in names]
+        rows = [names.index(s) for s in chosen]
         on = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(frames_rms[rows] > self.frame_threshold, axis=1)], 1)
         share = (on[:, starts + chunk_frames] - on[:, starts]) / chunk_frames  # [K', M]
-        active = (share >= self.min_frame_share).sum(axis=0)
+        active = (share >= need_share).sum(axis=0)
         need = len(rows) if self.min_active is None else min(self.min_active, len(rows))
         return active >= need
 

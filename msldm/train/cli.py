@@ -17,7 +17,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from msldm.config import TRAIN_SIGMAS, get_preset
+from msldm.config import STEMS, TRAIN_SIGMAS, get_preset
 from typing import TYPE_CHECKING
 
 from msldm.train.baselines import BASELINES, baseline_configs
@@ -53,9 +53,25 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-frame-share", type=float, default=0.0,
                    help="diffusion: a stem is active only if this share of the window's frames is "
                         "above --frame-threshold-db (0.75: parts that play through the window)")
+    p.add_argument("--stem-frame-share", type=_stem_share, action="append", default=[], metavar="STEM=SHARE",
+                   help="diffusion: --min-frame-share for one stem (guitar=0.8), repeatable; "
+                        "the other stems keep --min-frame-share")
     p.add_argument("--frame-threshold-db", type=_finite_db, default=None, metavar="DBFS",
                    help="diffusion: the RMS of one latent frame above which it counts as sounding, "
                         "for --min-frame-share (default -70.5 dBFS; -50 keeps faint tails out)")
+
+
+def _stem_share(text: str) -> tuple[str, float]:
+    """argparse type: `STEM=SHARE` with a known stem and a share in [0, 1]."""
+    stem, sep, value = text.partition("=")
+    try:
+        share = float(value)
+    except ValueError:
+        share = math.nan
+    if not sep or stem not in STEMS or not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: want STEM=SHARE, STEM one of {', '.join(STEMS)}, "
+                                         "SHARE between 0 and 1")
+    return stem, share
 
 
 def _finite_db(text: str) -> float:
@@ -157,7 +173,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
             raise SystemExit(f"--stem {args.stem!r} is not one of the model's stems")
     frame = {} if args.frame_threshold_db is None else {"frame_threshold": 10.0 ** (args.frame_threshold_db / 20.0)}
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active,
-                              min_frame_share=args.min_frame_share, **frame)
+                              min_frame_share=args.min_frame_share,
+                              stem_frame_share=tuple(dict(args.stem_frame_share).items()), **frame)
     info = init_distributed(args.device)
     try:
         for config in configs:
