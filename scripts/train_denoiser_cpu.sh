@@ -80,6 +80,15 @@
 #   MIN_SHARE=0.8 CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors \
 #       THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 \
 #       RUN=~/.cache/msldm/runs/denoiser-cpu-v2dense bash scripts/train_denoiser_cpu.sh
+# Run v2g9 (2026-12-05, thirteenth session; docs/model-card.md): the shipped step-6250 weights
+# trained on, at lr 2e-4, on windows where the guitar sounds in at least 90% of the frames and
+# the other stems in 60% (STEM_SHARE="guitar=0.9": 27613 of the 35874 windows the 0.6 rule
+# keeps; MIN_SHARE=0.8 for every stem kept 13547 and made the basses too loud), stopped at step
+# 7523. The same command resumes it:
+#   STEM_SHARE="guitar=0.9" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 \
+#       INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors THREADS=1 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9 \
+#       bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
