@@ -472,12 +472,11 @@ def _cpu() -> ModelConfig:
     # generation its own churn, 10 where 0.3 <= sigma <= 3 (S_churn_total, S_tmax_total): it takes
     # one RePaint pass where partial generation takes three, so it wants more stirring (validation
     # FD 23.3 at churn 2, 12.4 at 10 up to sigma 3; docs/model-card.md, "Twelfth session").
-    # Since the thirteenth session's weights (v2g9, 2026-12-05): total generation's churn 6 (up to
-    # sigma 3): validation FD 11.4 / 10.4 on two clip sets, against 13.5 / 12.1 at 4, 13.4 / 12.0 at
-    # 8, 14.4 / 13.4 at 10 and 17.9 / 17.4 at 15 (docs/model-card.md, "Thirteenth session").
+    # (The thirteenth session's v2g9 weights, measured and not shipped, wanted churn 6 there:
+    # docs/model-card.md, "Thirteenth session".)
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=3.0, S_tmin=0.3,
-                                        S_tmax=1.0, S_churn_total=6.0, S_tmax_total=3.0, guidance_tmin=0.3))
+                                        S_tmax=1.0, S_churn_total=10.0, S_tmax_total=3.0, guidance_tmin=0.3))
 
 
 def _gpu() -> ModelConfig:
