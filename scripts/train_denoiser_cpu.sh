@@ -80,7 +80,7 @@
 #   MIN_SHARE=0.8 CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors \
 #       THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 \
 #       RUN=~/.cache/msldm/runs/denoiser-cpu-v2dense bash scripts/train_denoiser_cpu.sh
-# Run v2g9 (2026-12-05, thirteenth session; docs/model-card.md): the shipped step-6250 weights
+# Run v2g9 (2026-12-05, thirteenth session; measured, not shipped: docs/model-card.md): the shipped step-6250 weights
 # trained on, at lr 2e-4, on windows where the guitar sounds in at least 90% of the frames and
 # the other stems in 60% (STEM_SHARE="guitar=0.9": 27613 of the 35874 windows the 0.6 rule
 # keeps; MIN_SHARE=0.8 for every stem kept 13547 and made the basses too loud), stopped at step
