@@ -257,8 +257,9 @@ class Bundle:
         S_tmax; by default the manifest's S_churn, or in a total generation its `S_churn_total`
         up to `S_tmax_total`) and the lowest noise level it is added at; `total`: whether nothing
         is given across stems (default: `mask` is None; the daemon passes True for a total
-        generation's later windows, which continue the earlier ones through a mask); `guidance`: the given-part
-        guidance weight (`msldm.sampling.Imputation`; 1 off); each by default the manifest's.
+        generation's later windows, which continue the earlier ones through a mask);
+        `guidance`: the given-part guidance weight (`msldm.sampling.Imputation`; 1 off); each
+        by default the manifest's.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
