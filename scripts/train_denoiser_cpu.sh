@@ -92,14 +92,16 @@
 # Run v2g9p8 (measured, not shipped; docs/model-card.md, thirteenth and fourteenth sessions):
 # as v2g9 with the piano's share kept too (v2g9 moved level from the piano to the guitar in total
 # generation): STEM_SHARE="guitar=0.9 piano=0.8" and RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8;
-# after the wipe of 2026-12-06 run again from the committed weights (the default INIT), stopped at
+# after the wipe of 2026-12-06 run again from the then committed v2cf weights (now: INIT=v2cf.safetensors
+# as below), stopped at
 # step 4938: its total generation leaves the drums quiet (-3.1..-3.2 dB on one validation set).
 # Run v2g9p8d8 (2026-12-06, stopped at step 3062; docs/model-card.md, "Fourteenth session"): the
 # drums' share kept as well, STEM_SHARE="guitar=0.9 piano=0.8 drums=0.8",
 # RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8d8, from the weights committed before the fifteenth
 # session (INIT=v2cf.safetensors, from `git show 1a6afb5:msldm/assets/cpu/diffusion.safetensors`).
-# Its step 3000, interpolated 0.6 with those weights (scripts/interpolate_weights.py), is the
-# shipped denoiser since the fifteenth session ("Fifteenth session").
+# Its step 3000 and v2g9p8's (the same INIT), mixed evenly and interpolated 0.6 with those
+# weights (scripts/interpolate_weights.py), are the shipped denoiser since the fifteenth session
+# (docs/model-card.md, "Fifteenth session").
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
