@@ -475,8 +475,9 @@ def _cpu() -> ModelConfig:
     # (The thirteenth session's v2g9 weights, measured and not shipped, wanted churn 6 there:
     # docs/model-card.md, "Thirteenth session".)
     # Since the fifteenth session (2026-12-06): total generation's churn 8 for the interpolated
-    # weights shipped then (their 0.5 sibling on three validation sets: FD 12.6 / 12.8 / 12.5 at
-    # churn 8, 13.1 / 14.2 / 12.9 at 10; docs/model-card.md, "Fifteenth session").
+    # weights shipped then (on three validation sets, 0.5 x v2cf + 0.5 x v2g9p8d8 gave FD 12.6 /
+    # 12.8 / 12.5 at churn 8, 13.1 / 14.2 / 12.9 at 10; churn 6 left the piano 3-4 dB quiet at 0.7;
+    # docs/model-card.md, "Fifteenth session").
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=3.0, S_tmin=0.3,
                                         S_tmax=1.0, S_churn_total=8.0, S_tmax_total=3.0, guidance_tmin=0.3))
