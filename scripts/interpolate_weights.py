@@ -6,12 +6,16 @@
 The interpolation of robust fine-tuning (WiSE-FT) between a model and its fine-tuned
 descendant. B may be a conditional model warm-started from A (`cpu_given` from `cpu`): its
 conditioning convolution, absent from A, counts as zero there (as it started). The output has
-B's config, statistics and metadata; `msldm export --diffusion OUT ...` makes a bundle of it.
+B's config, statistics and metadata, except that its `meta` says what was mixed (`interpolated`:
+each side's file name and training step, or its own `interpolated` where it was a mix itself,
+and the weight) in place of one training step; `msldm export --diffusion OUT ...` makes a bundle
+of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from safetensors import safe_open
@@ -23,12 +27,24 @@ def _read(path: str):
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
 
+def _origin(path: str, metadata: dict) -> dict:
+    """What a checkpoint is, for the mix's metadata: its file and step, or the mix it was."""
+    meta = json.loads(metadata.get("meta", "{}"))
+    if "interpolated" in meta:
+        return {"file": Path(path).name, "interpolated": meta["interpolated"]}
+    return {"file": Path(path).name, "step": meta.get("step")}
+
+
 def interpolate(a_path: str, b_path: str, a: float, out: str) -> int:
     """Writes `out`; returns the number of tensors interpolated."""
     if not 0.0 <= a <= 1.0:
         raise SystemExit(f"the weight of B must be in [0, 1], got {a}")
-    A, _ = _read(a_path)
+    A, meta_a = _read(a_path)
     B, meta = _read(b_path)
+    mix = json.loads(meta.get("meta", "{}"))
+    mix.pop("step", None)  # no single training step describes a mix
+    mix["interpolated"] = {"a": _origin(a_path, meta_a), "b": _origin(b_path, meta), "weight_b": a}
+    meta = {**meta, "meta": json.dumps(mix, sort_keys=True)}
     extra = [k for k in A if k not in B]
     if extra:
         raise SystemExit(f"{a_path} has tensors {b_path} lacks ({extra[:3]}...): not the same U-Net")

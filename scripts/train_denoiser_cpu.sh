@@ -92,9 +92,9 @@
 # Run v2g9p8 (measured, not shipped; docs/model-card.md, thirteenth and fourteenth sessions):
 # as v2g9 with the piano's share kept too (v2g9 moved level from the piano to the guitar in total
 # generation): STEM_SHARE="guitar=0.9 piano=0.8" and RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8;
-# after the wipe of 2026-12-06 run again from the then committed v2cf weights (now: INIT=v2cf.safetensors
-# as below), stopped at
-# step 4938: its total generation leaves the drums quiet (-3.1..-3.2 dB on one validation set).
+# after the wipe of 2026-12-06 run again from the then committed v2cf weights (now
+# INIT=v2cf.safetensors, as below), stopped at step 4938: its total generation leaves the drums
+# quiet (-3.1..-3.2 dB on one validation set).
 # Run v2g9p8d8 (2026-12-06, stopped at step 3062; docs/model-card.md, "Fourteenth session"): the
 # drums' share kept as well, STEM_SHARE="guitar=0.9 piano=0.8 drums=0.8",
 # RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8d8, from the weights committed before the fifteenth

@@ -7,11 +7,13 @@ is the tiny preset with random weights: plumbing, not quality.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from msldm import sampling
@@ -302,6 +304,14 @@ def test_interpolated_weights_run_from_the_joint_model_to_the_conditional_one(tm
         with torch.no_grad():
             outs[w] = model(x, s, x, mask)
         assert not (tmp_path / f"w{w}.partial").exists()
+    with safe_open(str(tmp_path / "w0.5.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    assert "step" not in meta  # a mix has no single training step; it says what was mixed
+    assert meta["interpolated"]["weight_b"] == 0.5
+    assert meta["interpolated"]["a"]["file"] == "a.safetensors" and meta["interpolated"]["b"]["file"] == "b.safetensors"
+    mod.interpolate(str(a), str(tmp_path / "w0.5.safetensors"), 0.5, str(tmp_path / "ww.safetensors"))
+    with safe_open(str(tmp_path / "ww.safetensors"), framework="pt") as f:  # a mix of a mix nests
+        assert json.loads(f.metadata()["meta"])["interpolated"]["b"]["interpolated"]["weight_b"] == 0.5
     with torch.no_grad():
         torch.testing.assert_close(outs[0.0], joint(x, s), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(outs[1.0], given(x, s, x, mask), rtol=1e-5, atol=1e-6)
