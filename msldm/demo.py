@@ -26,7 +26,7 @@ class DemoReport:
     seconds: float
     providers: dict[str, str]
     model: str
-    silent_rerolls: int | None = None  # windows the daemon sampled again for a silent part
+    silent_rerolls: int | None = None  # windows the daemon sampled again for a silent, buried or blown part
     tamed_windows: int | None = None  # windows it turned down after every sampling came out blown
 
     def __str__(self) -> str:
@@ -41,7 +41,7 @@ class DemoReport:
                      f"(end to end / region length)")
         if self.silent_rerolls:
             lines.append(f"  {self.silent_rerolls} window sampling(s) repeated because a generated part came "
-                         "out silent or blown")
+                         "out silent, buried under the given stems or blown")
         if self.tamed_windows:
             lines.append(f"  {self.tamed_windows} window(s) turned down because a generated part came out blown "
                          "at every sampling: listen before keeping")

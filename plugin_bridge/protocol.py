@@ -229,7 +229,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("windows", "int", True, "number of model windows the region took"),
         _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
         _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out "
-           "silent or blown, summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
+           "silent, buried under the given stems or blown, summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
         _f("tamed_windows", "int", False, "windows in which a generated stem came out blown at every sampling "
            "and was turned down to just under the blown level rather than sent as made, summed over takes "
            "(each entry of `takes` has its own); a take with any is worth a listen before it is kept"),

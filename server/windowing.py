@@ -13,13 +13,21 @@ piece by piece as soon as each window is decoded (time to first audio = one wind
 
 A requested stem that comes out silent over a window's new frames, where a given stem
 sounds or where nothing is given (total generation), is a failed take, not a rest: the model
-was trained on windows where every part plays. So is one that comes out blown: a frame far
+was trained on windows where every part plays. So is one that comes out buried: further under
+the loudest given stem over those frames than real parts go in all but 1 window in 100
+(`BURIED_DB`); the model can answer some given parts with a part the listener cannot hear in
+the mix. So is one that comes out blown: a frame far
 louder than any real stem's (`BLOWN_DBFS`, 3 dB under a full-scale sine); the decoder, fed a
 latent far from any it was trained on, can return a burst tens of dB over full scale. Such a
 window is sampled again for that take from the take's own noise stream, with churn at every
 noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the best attempt (not
-blown before not silent, then the one whose quietest requested stem sounds most), before
-anything of it is streamed; `Timings.rerolls` counts the extra samplings per take. Where every
+blown before not silent before not buried, then the one whose quietest requested stem sounds
+most), before anything of it is streamed; `Timings.rerolls` counts the extra samplings per
+take. Where stems are given, a silent or buried window is sampled again with the pulling
+sampler (`PULL_RESAMPLE` times the RePaint passes over `PULL_STEPS` of the steps: about the
+same cost, a stronger pull towards the given stems), and so is every later window of that
+take at its first attempt (`PULL_STICKY`); a blown one, and any in total generation, as the
+request asks. Where every
 attempt came out blown, the blown window's generated stems are scaled down until their
 loudest frame is `TAME_MARGIN_DB` under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take,
 a burst on a DAW's track is a hazard.
@@ -111,12 +119,12 @@ class Timings:
     encode: float = 0.0
     sample: float = 0.0
     decode: float = 0.0
-    rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent or blown stem)
+    rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent, buried or blown stem)
     tamed: dict[int, int] = field(default_factory=dict)  # take -> windows blown at every attempt, scaled down
 
     @property
     def rerolls_total(self) -> int:
-        """Extra samplings of a window for a silent or blown stem, over every take."""
+        """Extra samplings of a window for a silent, buried or blown stem, over every take."""
         return sum(self.rerolls.values())
 
 
@@ -140,6 +148,32 @@ gave 2 of 24 guitars bursts of +6 to +10 dBFS, and after 3750 steps frames at -5
 TAME_MARGIN_DB = 1.0
 """Where every attempt at a window is blown, its blown stems are scaled to this many dB under
 `BLOWN_DBFS` (`_tamed`)."""
+BURIED_DB = {"bass": -20.0, "drums": -16.0, "guitar": -21.0, "piano": -22.0}
+"""A requested stem is buried over a span when its RMS there is more than this many dB under the
+loudest given stem's RMS there (judged where a given stem sounds; total generation has none).
+Each figure is the 1st percentile of that stem's margin under the loudest of the other three
+real stems in 3.7 s windows of the training corpora (`scripts/level_margins.py`, 500 tracks of
+the 10-hour corpus and 500 of the plays-through one, FluidR3: bass -20.3 / -19.9, drums -16.3 /
+-15.2, guitar -21.3 / -19.7, piano -22.0 / -22.1), so a real part fails it in under 1 window
+in 100, fewer still against the given stems alone. The model shipped on 2026-12-06 answered
+some test songs' drums and piano with guitars 25 dB under the piano (docs/model-card.md,
+"Sixteenth session")."""
+PULL_RESAMPLE = 2
+"""A window sampled again because a requested stem came out silent or buried takes this many
+times the request's RePaint passes (6 for the bundled model's 3) ..."""
+PULL_STEPS = 0.6
+"""... over this share of the request's steps (24 for 40), so that it costs about what the
+first attempt did. On test songs where the model shipped on 2026-12-06 answered the drums and
+piano with a guitar 15-25 dB under the real one, 24 x 6 brought it to within 2-4 dB, where more
+churn did not; as every window's sampler it made the guitars 12 dB too loud (docs/model-card.md,
+"Sixteenth session")."""
+PULL_STICKY = True
+"""Once a take's window was sampled again for a silent or buried part, that take's later windows
+are sampled with the pulling sampler at once (the same cost as the request's): the model
+answered these given stems with a buried part, and a window that continues the pulled one
+would be pulled again."""
+BURIED_DEFAULT_DB = -20.0
+"""`BURIED_DB` for a stem name it does not list."""
 MIN_CHECK_SECONDS = 0.5
 """Spans shorter than this (the region's end in a last window) are not judged for silence
 (a short rest may be right); a burst is judged however short."""
@@ -256,19 +290,23 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
     prev, emitted, phase = None, 0, None
+    pulled = [False] * takes  # takes sampled with the pulling sampler from now on (PULL_STICKY)
     for i, s in enumerate(plan.starts):
         last = i == len(plan.starts) - 1
         win = _Window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, phase, plan, i,
                       args, {stem: m[s:s + W] for stem, m in kept.items()}, t, cache)
         rows = list(range(takes))
-        z = win.sample(rng, rows, hook)
+        z = _first_attempt(win, rng, pulled, hook)
         out, nxt = win.decode(z, rows)
         span = (0 if i == 0 else plan.overlap * D, min(W * D, n_samples - s * D))  # new, in-region samples
         if silent_retries > 0 and judged and span[1] > span[0]:
             judge_silence = span[1] - span[0] >= MIN_CHECK_SECONDS * bundle.sample_rate \
                 and _given_sounds(win.audio, span)
-            z, out, nxt = _reroll_failed(win, z, out, nxt, judged, span, judge_silence, silent_retries,
-                                         rng, hook)
+            given_db = _loudest_given_db(win.audio, span) if judge_silence else None
+            z, out, nxt, quiet = _reroll_failed(win, z, out, nxt, judged, span, judge_silence, silent_retries,
+                                                rng, hook, given_db)
+            for b in quiet if PULL_STICKY else ():
+                pulled[b] = True
         prev, phase = z, nxt
         n = 0
         for b in range(takes):
@@ -299,13 +337,33 @@ class _Window:
     cache: EncodeCache | None
 
     def sample(self, noise: TakeNoise, rows: list[int], hook: StepHook | None,
-               S_tmin: float | None = None) -> np.ndarray:
-        """Joint latents `[len(rows),K*C,W]` of the takes `rows`, from `noise` (their streams)."""
+               S_tmin: float | None = None, pull: bool = False) -> np.ndarray:
+        """Joint latents `[len(rows),K*C,W]` of the takes `rows`, from `noise` (their streams).
+        `pull`: with the pulling sampler (`pulling_sampler`) instead of the request's; progress
+        is still reported in the request's steps."""
         a = self.args
+        steps, resample = a.steps, a.resample
+        if pull:
+            base_steps, (steps, resample) = self.steps(), self.pulling_sampler()
+            if hook is not None:
+                inner = hook
+                hook = lambda window, step, total: inner(window, round(step * base_steps / total), base_steps)  # noqa: E731
         return _sample_window(self.bundle, self.audio, self.given, self.requested,
-                              None if self.prev is None else self.prev[rows], self.plan, noise, a.steps,
-                              a.sampler, a.schedule, a.resample, self.index, hook, self.t, self.cache,
-                              a.churn, len(rows), self.kept, S_tmin, a.guidance)
+                              None if self.prev is None else self.prev[rows], self.plan, noise, steps,
+                              a.sampler, a.schedule, resample, self.index, hook, self.t,
+                              self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance)
+
+    def steps(self) -> int:
+        """The request's sampler steps (the bundle's by default)."""
+        return int(self.args.steps or self.bundle.sampler_defaults.steps)
+
+    def pulling_sampler(self) -> tuple[int, int]:
+        """(steps, RePaint passes) for a window whose generated part came out silent or buried:
+        `PULL_RESAMPLE` times the request's passes (at most 8) over `PULL_STEPS` of its steps,
+        about the same denoiser calls (40 x 3 -> 24 x 6 on the bundled model: 69 calls, 70)."""
+        d = self.bundle.sampler_defaults
+        resample = int(min(8, max(1, self.args.resample or d.resample) * PULL_RESAMPLE))
+        return max(2, round(self.steps() * PULL_STEPS)), resample
 
     def decode(self, z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
         """`_decode_stems` of `z` `[len(rows),K*C,W]`, each take starting at its own phase."""
@@ -319,57 +377,108 @@ class _Window:
         return res
 
 
+def _first_attempt(win: _Window, rng: TakeNoise, pulled: list[bool], hook: StepHook | None) -> np.ndarray:
+    """A window's first sampling of every take `[takes,K*C,W]`: with the request's sampler, and
+    the takes marked in `pulled` with the pulling one (a second call, its progress held at the
+    window's end; each take draws from its own noise either way)."""
+    rows = list(range(len(pulled)))
+    if not any(pulled):
+        return win.sample(rng, rows, hook)
+    plain, pull = [b for b in rows if not pulled[b]], [b for b in rows if pulled[b]]
+    z = None
+    for n, (group, is_pull) in enumerate(((plain, False), (pull, True))):
+        if not group:
+            continue
+        step_hook = hook if n == 0 or not plain or hook is None else (lambda w, step, total: hook(w, total, total))
+        part = win.sample(rng.subset(group), group, step_hook, None, is_pull)
+        if z is None:
+            z = np.zeros((len(rows),) + part.shape[1:], part.dtype)
+        z[group] = part
+    return z
+
+
 def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
     """True for total generation, or when some given stem of the window `[G,1,W*D]` sounds
     over `span` (where the given part rests, a resting generated part may be right)."""
     return len(audio) == 0 or not all(is_empty(a[0, span[0]:span[1]], min_fraction=SILENT_SHARE) for a in audio)
 
 
+def _level_db(audio: np.ndarray) -> float:
+    """RMS level in dBFS (-120 for silence), as the evaluation measures a stem's level."""
+    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-6)))
+
+
+def _loudest_given_db(audio: np.ndarray, span: tuple[int, int]) -> float | None:
+    """The loudest given stem's RMS level (dBFS) over `span` of a window `[G,1,W*D]`; None when
+    nothing is given."""
+    return max((_level_db(a[0, span[0]:span[1]]) for a in audio), default=None)
+
+
+def _buried(stem: str, audio: np.ndarray, given_db: float | None) -> bool:
+    """Whether `audio` (a requested stem over the judged span) sits further under the loudest
+    given stem (`given_db`) than `BURIED_DB` allows; never when nothing given sounds (None)."""
+    return given_db is not None and _level_db(audio) < given_db + BURIED_DB.get(stem, BURIED_DEFAULT_DB)
+
+
 def _attempt_key(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int],
-                 judge_silence: bool) -> tuple[bool, bool, float]:
-    """How an attempt at a window failed, smaller is better: (blown, silent, -audible share of
-    the quietest `judged` stem over samples [span)). Silence counts only where `judge_silence`
-    (a given stem sounds, or nothing is given). Each stem is framed once, as the evaluation's
-    density measures frame it (`msldm.eval.density.audible_mask`: RMS above AUDIBLE_DBFS)."""
-    levels = [frame_rms_db(stems[r][span[0]:span[1]], FRAME, HOP) for r in judged]
+                 judge_silence: bool, given_db: float | None = None) -> tuple[bool, bool, bool, float]:
+    """How an attempt at a window failed, smaller is better: (blown, silent, buried, -audible
+    share of the quietest `judged` stem over samples [span)). Silence counts only where
+    `judge_silence` (a given stem sounds, or nothing is given); burial only against a given
+    stem's level `given_db` (`_buried`). Each stem is framed once, as the evaluation's density
+    measures frame it (`msldm.eval.density.audible_mask`: RMS above AUDIBLE_DBFS)."""
+    parts = {r: stems[r][span[0]:span[1]] for r in judged}
+    levels = [frame_rms_db(a, FRAME, HOP) for a in parts.values()]
     q = min(float(np.mean(db > AUDIBLE_DBFS)) for db in levels)
     blown = any(bool(np.any(db >= BLOWN_DBFS)) for db in levels)
-    return blown, judge_silence and q < SILENT_SHARE, -q
+    buried = any(_buried(r, a, given_db) for r, a in parts.items())
+    return blown, judge_silence and q < SILENT_SHARE, buried, -q
 
 
 def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]], nxt: np.ndarray | None,
                    judged: Sequence[str], span: tuple[int, int], judge_silence: bool, retries: int,
-                   rng: TakeNoise, hook: StepHook | None
-                   ) -> tuple[np.ndarray, list[dict[str, np.ndarray]], np.ndarray | None]:
+                   rng: TakeNoise, hook: StepHook | None, given_db: float | None = None
+                   ) -> tuple[np.ndarray, list[dict[str, np.ndarray]], np.ndarray | None, list[int]]:
     """Sample again, from their own noise, the takes of this window whose judged stems failed
-    (a blown stem; a silent one where `judge_silence`); keep per take the best attempt
+    (a blown stem; a silent one where `judge_silence`; one buried under the loudest given stem's
+    level `given_db`, `_buried`); keep per take the best attempt
     (`_attempt_key`). Progress stays at the window's end while it runs (the hook still lets a
     cancel through). Returns `z` `[takes,K*C,W]`, `out` (per take, stem -> `[W*D]`) and `nxt`
-    `[takes*R,F]` (or None) with the kept attempts in place; counts each extra sampling in
-    `win.t.rerolls`, each window left blown at every attempt (and so `_tamed`) in `win.t.tamed`."""
-    key = [_attempt_key(o, judged, span, judge_silence) for o in out]
+    `[takes*R,F]` (or None) with the kept attempts in place, and the takes whose first attempt
+    came out silent or buried (not blown; none where nothing is given, total generation, which
+    samples again as the request asks); counts each extra sampling in `win.t.rerolls`, each
+    window left blown at every attempt (and so `_tamed`) in `win.t.tamed`."""
+    key = [_attempt_key(o, judged, span, judge_silence, given_db) for o in out]
+    quiet = [b for b, k in enumerate(key) if not k[0] and (k[1] or k[2])] if win.given else []
     R = len(win.requested)
     hold = None if hook is None else (lambda window, step, total: hook(window, total, total))
     z, nxt = z.copy(), None if nxt is None else nxt.copy()
     for _ in range(retries):
-        bad = [b for b, k in enumerate(key) if k[0] or k[1]]
+        bad = [b for b, k in enumerate(key) if k[0] or k[1] or k[2]]
         if not bad:
             break
         for b in bad:
             win.t.rerolls[b] = win.t.rerolls.get(b, 0) + 1
-        z2 = win.sample(rng.subset(bad), bad, hold, REROLL_S_TMIN)
-        out2, nxt2 = win.decode(z2, bad)
-        for j, b in enumerate(bad):
-            k = _attempt_key(out2[j], judged, span, judge_silence)
-            if k < key[b]:
-                key[b], out[b], z[b] = k, out2[j], z2[j]
-                if nxt is not None:
-                    nxt[b * R:(b + 1) * R] = nxt2[j * R:(j + 1) * R]
+        # a blown attempt is sampled again as the request asks; a silent or buried one with the
+        # pulling sampler (more RePaint passes, which pull the generated part towards the given
+        # one and up in level)
+        blown = [b for b in bad if key[b][0]] if win.given else bad  # nothing given: nothing to pull towards
+        for group, pull in ((blown, False), ([b for b in bad if b not in blown], True)):
+            if not group:
+                continue
+            z2 = win.sample(rng.subset(group), group, hold, REROLL_S_TMIN, pull)
+            out2, nxt2 = win.decode(z2, group)
+            for j, b in enumerate(group):
+                k = _attempt_key(out2[j], judged, span, judge_silence, given_db)
+                if k < key[b]:
+                    key[b], out[b], z[b] = k, out2[j], z2[j]
+                    if nxt is not None:
+                        nxt[b * R:(b + 1) * R] = nxt2[j * R:(j + 1) * R]
     for b, k in enumerate(key):
         if k[0]:  # every attempt blown: never stream the burst as made
             out[b] = {r: _tamed(a, span) if r in judged else a for r, a in out[b].items()}
             win.t.tamed[b] = win.t.tamed.get(b, 0) + 1
-    return z, out, nxt
+    return z, out, nxt, quiet
 
 
 def _tamed(audio: np.ndarray, span: tuple[int, int]) -> np.ndarray:

@@ -491,6 +491,67 @@ def test_a_window_sampled_again_adds_churn_at_every_noise_level(bundle, monkeypa
     assert len(seen) == seen.count(None) + seen.count(REROLL_S_TMIN)
 
 
+def _spy_generate(bundle, m):
+    """Record (S_tmin, steps, resample) of every `bundle.generate` call."""
+    seen, real = [], bundle.generate
+
+    def spy(*args, **kw):
+        seen.append((kw.get("S_tmin"), kw.get("steps"), kw.get("resample")))
+        return real(*args, **kw)
+
+    m.setattr(bundle, "generate", spy)
+    return seen
+
+
+def test_a_quiet_window_is_sampled_again_with_the_pulling_sampler_a_blown_one_as_asked(bundle, monkeypatch):
+    # more RePaint passes over fewer steps (about the same calls) pull a quiet generated part
+    # towards the given one and up in level; a burst is sampled again as the request asked
+    from server.windowing import PULL_RESAMPLE, PULL_STEPS
+
+    n = int(2.5 * WINDOW * HOP)
+    given = {"bass": (0.1 * np.random.default_rng(3).standard_normal(n)).astype(np.float32)}
+    pulled = (max(2, round(5 * PULL_STEPS)), min(8, 3 * PULL_RESAMPLE))
+    assert pulled == (3, 6)
+    for make_fail, want in ((_silent_unless_positive, {pulled}), (_blown_unless_positive, {(5, 3)})):
+        with monkeypatch.context() as m:
+            make_fail(bundle, m)
+            seen = _spy_generate(bundle, m)
+            for seed in range(4):
+                list(generate_region(bundle, given, ["drums", "guitar", "piano"], n, seed=seed, steps=5,
+                                     resample=3, silent_retries=2))
+            retries = {(st, r) for t, st, r in seen if t is not None}
+            assert retries == want, (make_fail.__name__, retries)
+            firsts = {(st, r) for t, st, r in seen if t is None}
+            # after a quiet window a take's later windows start with the pulling sampler
+            assert firsts == ({(5, 3), pulled} if make_fail is _silent_unless_positive else {(5, 3)}), firsts
+    # nothing given (total generation): nothing to pull towards, a silent window is sampled again as asked
+    with monkeypatch.context() as m:
+        _silent_unless_positive(bundle, m)
+        seen = _spy_generate(bundle, m)
+        t = Timings()
+        for seed in range(4):
+            list(generate_region(bundle, {}, ["drums", "guitar", "piano"], n, seed=seed, steps=5, resample=3,
+                                 timings=t))
+        assert t.rerolls_total > 0 and {(st, r) for _, st, r in seen} == {(5, 3)}
+
+
+def test_pulled_windows_report_progress_in_the_requests_steps(bundle, monkeypatch):
+    _silent_unless_positive(bundle, monkeypatch)
+    n = int(3.5 * WINDOW * HOP)
+    given = {"bass": (0.1 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)}
+    rerolled = 0
+    for seed in range(6):
+        calls = []
+        t = Timings()
+        list(generate_region(bundle, given, ["drums", "guitar", "piano"], n, seed=seed, steps=5, timings=t,
+                             hook=lambda w, step, total: calls.append((w, step, total))))
+        assert {total for _, _, total in calls} == {5}  # every window in the request's steps
+        overall = [w * 5 + step for w, step, _ in calls]
+        assert overall == sorted(overall) and overall[-1] == 5 * (1 + max(w for w, _, _ in calls))
+        rerolled += t.rerolls_total
+    assert rerolled > 0  # quiet windows were sampled again, and later ones pulled
+
+
 def _blown_unless_positive(bundle, monkeypatch):
     """The tiny bundle's decoder, for the stems asked for as drums, guitar, piano: the guitar
     bursts at 3x full scale in every block whose mean latent is <= 0, a quiet tone otherwise."""
@@ -541,6 +602,71 @@ def test_an_attempt_that_is_silent_is_kept_before_one_that_is_blown():
     # where the given stems rest, silence is no failure, a burst still is
     assert _attempt_key(silent, ["guitar"], span, judge_silence=False)[:2] == (False, False)
     assert _attempt_key(blown, ["guitar"], span, judge_silence=False)[0]
+
+
+def test_an_attempt_buried_under_the_given_stems_ranks_between_fine_and_silent():
+    from server.windowing import BURIED_DB, _attempt_key
+
+    n, span = 22050, (0, 22050)
+    t = np.sin(0.05 * np.arange(n)).astype(np.float32)  # RMS 1/sqrt(2): -3 dBFS at amplitude 1
+    given_db = -20.0
+    edge = given_db + BURIED_DB["guitar"]  # -41 dBFS
+    amp = lambda db: np.float32(10 ** ((db + 3.0103) / 20))  # noqa: E731
+    fine = {"guitar": amp(edge + 1) * t}
+    buried = {"guitar": amp(edge - 1) * t}  # still audible (frames over -50 dBFS): not silent
+    silent = {"guitar": np.zeros(n, np.float32)}
+    keys = {name: _attempt_key(s, ["guitar"], span, True, given_db)
+            for name, s in (("fine", fine), ("buried", buried), ("silent", silent))}
+    assert keys["fine"][:3] == (False, False, False)
+    assert keys["buried"][:3] == (False, False, True)
+    assert keys["fine"] < keys["buried"] < keys["silent"]
+    # nothing given that sounds (None): no level to be buried under
+    assert _attempt_key(buried, ["guitar"], span, True, None)[:3] == (False, False, False)
+    # the margin is per stem: the same level is fine for a piano, whose real parts sit lower
+    assert BURIED_DB["piano"] < BURIED_DB["guitar"]
+    between = {"piano": amp(edge - 0.5) * t}
+    assert not _attempt_key(between, ["piano"], span, True, given_db)[2]
+
+
+def _quiet_unless_positive(bundle, monkeypatch, quiet_db: float):
+    """The tiny bundle's decoder, for the stems asked for as drums, guitar, piano: the guitar a
+    tone at `quiet_db` dBFS RMS in every block whose mean latent is <= 0, at -13.5 dBFS otherwise;
+    drums and piano always the loud tone."""
+    def decode(z):
+        n = z.shape[-1] * bundle.D
+        tone = (0.3 * np.sin(0.05 * np.arange(n))).astype(np.float32)
+        quiet = (tone * 10 ** ((quiet_db + 13.47) / 20)).astype(np.float32)
+        return np.stack([[quiet if j % 3 == 1 and blk.mean() <= 0 else tone] for j, blk in enumerate(z)])
+
+    monkeypatch.setattr(bundle, "decode", decode)
+
+
+def test_a_window_with_a_generated_stem_buried_under_the_given_ones_is_sampled_again(bundle, monkeypatch):
+    from server.windowing import Timings
+
+    _quiet_unless_positive(bundle, monkeypatch, quiet_db=-45.0)  # audible, 25 dB under the given bass
+    n = int(3.5 * WINDOW * HOP)
+    L = default_overlap(WINDOW) * HOP
+    loud = {"bass": (0.1 * np.random.default_rng(5).standard_normal(n)).astype(np.float32)}  # -20 dBFS
+
+    def quiet_pieces(pieces):
+        return sum(float(np.sqrt(np.mean(p.stems["guitar"][L:] ** 2))) < 0.01 for p in pieces
+                   if len(p.stems["guitar"]) > L)
+
+    counts = {0: 0, 4: 0}
+    for seed in range(8):
+        plain, none = _run_region(bundle, loud, n, seed, 0)
+        guarded, rerolls = _run_region(bundle, loud, n, seed, 4)
+        assert none == 0 and (rerolls > 0) == (quiet_pieces(plain) > 0)
+        counts[0] += quiet_pieces(plain)
+        counts[4] += quiet_pieces(guarded)
+    assert counts[0] >= 8 and counts[4] <= counts[0] // 3, counts
+    # the same quiet guitar under given stems as quiet as it is: a fitting level, kept as made
+    soft = {"bass": (0.0056 * np.random.default_rng(5).standard_normal(n)).astype(np.float32)}  # -45 dBFS
+    for seed in range(4):
+        t = Timings()
+        list(generate_region(bundle, soft, ["drums", "guitar", "piano"], n, seed=seed, steps=2, timings=t))
+        assert t.rerolls_total == 0
 
 
 def test_a_window_blown_at_every_attempt_is_scaled_under_the_threshold_not_left_as_made(bundle, monkeypatch):

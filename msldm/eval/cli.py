@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace) -> int:
         name = f"{name}: the real stems through its VAE (ceiling)"
     metrics = write_report(generator, args.data, args.out, cfg, name, baselines)
     print(f"wrote {Path(args.out) / 'report.md'} ({generator.rerolls} extra samplings of a window for a "
-          f"silent or blown stem, silent_retries {generator.silent_retries})")
+          f"silent, buried or blown stem, silent_retries {generator.silent_retries})")
     if args.baseline:  # every measure side by side with the baselines' runs
         import json
 

@@ -79,7 +79,7 @@ class BundleGenerator:
         if sampler_fields:
             self.bundle.sampler_defaults = self.bundle.sampler_defaults.with_overrides(dict(sampler_fields))
         self.silent_retries = SILENT_RETRIES if silent_retries is None else silent_retries
-        self.rerolls = 0  # extra samplings of a window for a silent or blown stem, over every call
+        self.rerolls = 0  # extra samplings of a window for a silent, buried or blown stem, over every call
         self.sample_rate = self.bundle.sample_rate
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
