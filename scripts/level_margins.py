@@ -24,12 +24,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from msldm.eval.dsp import level_db
+
 STEMS = ("bass", "drums", "guitar", "piano")
-
-
-def level_db(x: np.ndarray) -> float:
-    """RMS level in dBFS (-120 for silence), as the evaluation measures a stem's level."""
-    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), 1e-6)))
 
 
 def margins(track: Path, window: int, hop: int, floor_db: float,

@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from msldm.eval.density import AUDIBLE_DBFS, EMPTY_FRACTION, FRAME, HOP, is_empty
-from msldm.eval.dsp import frame_rms_db
+from msldm.eval.dsp import frame_rms_db, level_db
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -159,11 +159,12 @@ in 100, fewer still against the given stems alone. The model shipped on 2026-12-
 some test songs' drums and piano with guitars 25 dB under the piano (docs/model-card.md,
 "Sixteenth session")."""
 PULL_RESAMPLE = 2
-"""A window sampled again because a requested stem came out silent or buried takes this many
-times the request's RePaint passes (6 for the bundled model's 3) ..."""
+"""The pulling sampler, for a window sampled again because a requested stem came out silent or
+buried (where stems are given): this many times the request's RePaint passes (6 for the
+bundled model's 3), over `PULL_STEPS` of its steps."""
 PULL_STEPS = 0.6
-"""... over this share of the request's steps (24 for 40), so that it costs about what the
-first attempt did. On test songs where the model shipped on 2026-12-06 answered the drums and
+"""The pulling sampler's share of the request's steps (24 for 40), so that it costs about what
+the first attempt did (`PULL_RESAMPLE`). On test songs where the model shipped on 2026-12-06 answered the drums and
 piano with a guitar 15-25 dB under the real one, 24 x 6 brought it to within 2-4 dB, where more
 churn did not; as every window's sampler it made the guitars 12 dB too loud (docs/model-card.md,
 "Sixteenth session")."""
@@ -403,21 +404,16 @@ def _given_sounds(audio: np.ndarray, span: tuple[int, int]) -> bool:
     return len(audio) == 0 or not all(is_empty(a[0, span[0]:span[1]], min_fraction=SILENT_SHARE) for a in audio)
 
 
-def _level_db(audio: np.ndarray) -> float:
-    """RMS level in dBFS (-120 for silence), as the evaluation measures a stem's level."""
-    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-6)))
-
-
 def _loudest_given_db(audio: np.ndarray, span: tuple[int, int]) -> float | None:
     """The loudest given stem's RMS level (dBFS) over `span` of a window `[G,1,W*D]`; None when
     nothing is given."""
-    return max((_level_db(a[0, span[0]:span[1]]) for a in audio), default=None)
+    return max((level_db(a[0, span[0]:span[1]]) for a in audio), default=None)
 
 
 def _buried(stem: str, audio: np.ndarray, given_db: float | None) -> bool:
     """Whether `audio` (a requested stem over the judged span) sits further under the loudest
     given stem (`given_db`) than `BURIED_DB` allows; never when nothing given sounds (None)."""
-    return given_db is not None and _level_db(audio) < given_db + BURIED_DB.get(stem, BURIED_DEFAULT_DB)
+    return given_db is not None and level_db(audio) < given_db + BURIED_DB.get(stem, BURIED_DEFAULT_DB)
 
 
 def _attempt_key(stems: dict[str, np.ndarray], judged: Sequence[str], span: tuple[int, int],

@@ -73,3 +73,9 @@ def frame_rms_db(x: np.ndarray, frame: int = 2048, hop: int = 512) -> np.ndarray
     fr = frames(x, frame, hop)
     rms = np.sqrt(np.mean(fr ** 2, axis=-1))
     return 20.0 * np.log10(rms + EPS)
+
+
+def level_db(x: np.ndarray) -> float:
+    """RMS level of a whole signal in dBFS (-120 for silence): how the evaluation measures a
+    stem's loudness, and the daemon a generated stem's against the given ones."""
+    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), 1e-6)))

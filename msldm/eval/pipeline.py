@@ -19,6 +19,7 @@ import numpy as np
 
 from msldm.eval.data import Segment, load_segments, pick_mismatched
 from msldm.eval.density import audible_fraction, is_empty
+from msldm.eval.dsp import level_db
 from msldm.eval.embeddings import Embedding, build_embedding
 from msldm.eval.fit import FIT_KEYS, Context, build_context, fit_scores, mean_ignore_nan, normalise, normalised_fit
 from msldm.eval.frechet import frechet_from_embeddings, noise_floor
@@ -101,16 +102,11 @@ def _references(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, .
     return st.references[key]
 
 
-def _level_db(audio: np.ndarray) -> float:
-    """RMS level in dBFS (loudness of a generated stem against the real one; -120 for silence)."""
-    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-6)))
-
-
 def score_stem(st: RunState, cfg: EvalConfig, i: int, given_names: tuple[str, ...], stem: str,
                audio: np.ndarray) -> dict[str, float]:
     """Density, emptiness and fit (raw / normalised / references) of one generated stem."""
     rec = {"audible_fraction": audible_fraction(audio), "empty": float(is_empty(audio)),
-           "level_db": _level_db(audio), "level_db_real": _level_db(st.segments[i].stems[stem])}
+           "level_db": level_db(audio), "level_db_real": level_db(st.segments[i].stems[stem])}
     if stem in PITCHED_STEMS:  # what a transcription hears: notes, range, the frame-rate comb
         rec.update(pitch_diagnostics(stem_notes(audio, cfg.sample_rate), len(audio) / cfg.sample_rate,
                                      cfg.frame_rate_hz))
