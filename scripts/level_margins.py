@@ -24,15 +24,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from msldm.config import STEMS
 from msldm.eval.dsp import level_db
-
-STEMS = ("bass", "drums", "guitar", "piano")
 
 
 def margins(track: Path, window: int, hop: int, floor_db: float,
             given: tuple[str, ...] | None = None) -> dict[str, list[float]]:
     """Per stem, its level minus the loudest other stem's (of `given` only, where given; a
     stem of `given` is then not measured), over the windows where it sounds."""
+    missing = [s for s in STEMS if not (track / f"{s}.wav").is_file()]
+    if missing:
+        raise SystemExit(f"{track}: no {', '.join(f'{s}.wav' for s in missing)} (every stem is needed)")
     audio = {s: sf.read(track / f"{s}.wav", dtype="float32", always_2d=True)[0].mean(axis=1) for s in STEMS}
     n = min(len(a) for a in audio.values())
     out: dict[str, list[float]] = {s: [] for s in STEMS}
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     tracks = sorted(t for t in args.root.glob("Track*") if t.is_dir())[: args.tracks]
     if not tracks:
         raise SystemExit(f"no TrackNNNNN folders under {args.root}")
-    pcts = [float(v) for v in args.percentiles.split(",")]
+    try:
+        pcts = [float(v) for v in args.percentiles.split(",")]
+    except ValueError:
+        raise SystemExit(f"--percentiles: comma-separated numbers, got {args.percentiles!r}") from None
     given = tuple(args.given.split(",")) if args.given else None
     if given and not set(given) <= set(STEMS):
         raise SystemExit(f"--given: stems are {', '.join(STEMS)}")

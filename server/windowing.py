@@ -348,7 +348,9 @@ class _Window:
             base_steps, (steps, resample) = self.steps(), self.pulling_sampler()
             if hook is not None:
                 inner = hook
-                hook = lambda window, step, total: inner(window, round(step * base_steps / total), base_steps)  # noqa: E731
+
+                def hook(window: int, step: int, total: int) -> None:  # the request's steps, not these
+                    inner(window, round(step * base_steps / total), base_steps)
         return _sample_window(self.bundle, self.audio, self.given, self.requested,
                               None if self.prev is None else self.prev[rows], self.plan, noise, steps,
                               a.sampler, a.schedule, resample, self.index, hook, self.t,
@@ -386,12 +388,11 @@ def _first_attempt(win: _Window, rng: TakeNoise, pulled: list[bool], hook: StepH
     if not any(pulled):
         return win.sample(rng, rows, hook)
     plain, pull = [b for b in rows if not pulled[b]], [b for b in rows if pulled[b]]
+    groups = [(g, p) for g, p in ((plain, False), (pull, True)) if g]
+    hold = None if hook is None else (lambda window, step, total: hook(window, total, total))
     z = None
-    for n, (group, is_pull) in enumerate(((plain, False), (pull, True))):
-        if not group:
-            continue
-        step_hook = hook if n == 0 or not plain or hook is None else (lambda w, step, total: hook(w, total, total))
-        part = win.sample(rng.subset(group), group, step_hook, None, is_pull)
+    for n, (group, pull) in enumerate(groups):
+        part = win.sample(rng.subset(group), group, hook if n == 0 else hold, None, pull)
         if z is None:
             z = np.zeros((len(rows),) + part.shape[1:], part.dtype)
         z[group] = part
@@ -458,8 +459,8 @@ def _reroll_failed(win: _Window, z: np.ndarray, out: list[dict[str, np.ndarray]]
         # a blown attempt is sampled again as the request asks; a silent or buried one with the
         # pulling sampler (more RePaint passes, which pull the generated part towards the given
         # one and up in level)
-        blown = [b for b in bad if key[b][0]] if win.given else bad  # nothing given: nothing to pull towards
-        for group, pull in ((blown, False), ([b for b in bad if b not in blown], True)):
+        as_asked = [b for b in bad if key[b][0]] if win.given else bad  # nothing given: nothing to pull towards
+        for group, pull in ((as_asked, False), ([b for b in bad if b not in as_asked], True)):
             if not group:
                 continue
             z2 = win.sample(rng.subset(group), group, hold, REROLL_S_TMIN, pull)

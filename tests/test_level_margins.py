@@ -53,5 +53,10 @@ def test_a_silent_stem_is_left_out_and_the_table_counts_windows_under_a_margin(m
     windows = len(range(0, 4 * WINDOW - WINDOW + 1, WINDOW * 3 // 4))
     assert rows["guitar"][1] == str(windows) and rows["bass"][1] == str(2 * windows)  # only where it sounds
     assert float(rows["guitar"][3]) == 1.0 and float(rows["bass"][3]) == 0.0  # shares under -21 dB
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="no TrackNNNNN"):
         margins.main([str(tmp_path / "none")])
+    with pytest.raises(SystemExit, match="--percentiles"):
+        margins.main([str(tmp_path), "--percentiles", "1,x"])
+    (tmp_path / "Track00002" / "piano.wav").unlink()
+    with pytest.raises(SystemExit, match="piano.wav"):
+        margins.main([str(tmp_path)])
