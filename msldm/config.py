@@ -209,6 +209,7 @@ class SamplerConfig:
     guidance_reverse: float = 1.0  # its contrast: the given part reversed in time, scaled by this (0: no signal)
     guidance_tmin: float = 0.0  # guided calls: those at a noise level in [guidance_tmin, guidance_tmax]
     guidance_tmax: float = float("inf")
+    given_noise: float = 1.0  # partial generation: the given part shown under given_noise * sigma (1: Eq. 5)
 
     def __post_init__(self) -> None:
         from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
@@ -231,6 +232,8 @@ class SamplerConfig:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE}] (1: off), got {self.guidance}")
         if not 0 <= self.guidance_reverse <= 1:
             raise ValueError(f"guidance_reverse must be in [0, 1], got {self.guidance_reverse}")
+        if not 0 <= self.given_noise <= 1:
+            raise ValueError(f"given_noise must be in [0, 1] (1: Eq. 5's noise), got {self.given_noise}")
         if not 0 <= self.guidance_tmin <= self.guidance_tmax:
             raise ValueError(f"need 0 <= guidance_tmin <= guidance_tmax, got {self.guidance_tmin}, "
                              f"{self.guidance_tmax}")
@@ -283,7 +286,7 @@ class SamplerConfig:
                 "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
                 "resample_tmax": self.resample_tmax, "guidance": self.guidance,
                 "guidance_reverse": self.guidance_reverse, "guidance_tmin": self.guidance_tmin,
-                "guidance_tmax": self.guidance_tmax}
+                "guidance_tmax": self.guidance_tmax, "given_noise": self.given_noise}
 
     def partial_calls(self, sigmas: list[float]) -> int:
         """Denoiser calls of one partial generation over `sigmas` with this config's RePaint

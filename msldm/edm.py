@@ -125,7 +125,7 @@ def random_given_mask(cfg: DiffusionConfig, B: int, T: int, given_prob: float,
 
 def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
              given_prob: float = 0.0, mask: torch.Tensor | None = None,
-             sigma: float | None = None) -> torch.Tensor:
+             sigma: float | None = None, given_noise: float | None = None) -> torch.Tensor:
     """EDM loss: E[ lambda(sigma) * ||D(z0 + sigma n; sigma) - z0||^2 ] with
     lambda = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (Eq. 8, Table 1 of Karras et al.).
 
@@ -137,6 +137,13 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
     only (for a joint denoiser too, which sees the given part noised only: the figure
     imputation's first step starts from). `sigma`: score at this noise level instead of drawn
     ones (the draws are made all the same, so the noise is the one a drawn run would use).
+
+    `given_noise` r0 (a joint denoiser, 0 <= r0 <= 1): a share `given_prob` of the rows is shown
+    a random given part (`random_given_mask`) noised less than the rest, at r * sigma with r ~
+    U[r0, 1] per row, and scored where nothing is given: the model learns to read a given stem
+    that imputation shows it under less noise (`msldm.sampling.Imputation`'s `given_noise`), so
+    that at the high levels where a part's key and rhythm are decided it still hears them.
+    With a `mask` given, its given part is noised at exactly r0 * sigma.
     """
     cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
     B = z0.shape[0]
@@ -145,6 +152,18 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
     noise = _draw(torch.randn, tuple(z0.shape), generator, z0.device).to(z0.dtype)
     d2 = cfg.sigma_data ** 2
     weight = (sigma ** 2 + d2) / (sigma * cfg.sigma_data) ** 2
+    if given_noise is not None and not cfg.conditional:
+        if not 0.0 <= given_noise <= 1.0:
+            raise ValueError(f"given_noise must be in [0, 1], got {given_noise}")
+        if mask is None:
+            mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device)
+            r = given_noise + (1.0 - given_noise) * _draw(torch.rand, (B,), generator, z0.device).to(z0.dtype)
+        else:  # a fixed mask is scored with its given part at given_noise * sigma
+            r = torch.full((B,), float(given_noise), dtype=z0.dtype, device=z0.device)
+        mask = mask.to(z0.dtype).expand_as(z0)
+        x = z0 + noise * sigma[:, None, None] * (1.0 - mask * (1.0 - r[:, None, None]))
+        keep = 1.0 - mask
+        return (weight[:, None, None] * keep * (model(x, sigma) - z0) ** 2).sum() / keep.sum().clamp_min(1.0)
     x = z0 + noise * sigma[:, None, None]
     if cfg.conditional and mask is None:
         mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device)

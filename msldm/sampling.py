@@ -293,12 +293,18 @@ class Imputation:
     as one call on a batch of twice the rows (D's rows first), which costs the runtime less than
     two calls; the noise is drawn in the same order either way, so only the float rounding of a
     batched call can differ.
+
+    `given_noise` r < 1: the given part is noised to r * sigma instead of sigma, for a denoiser
+    trained to read it so (`msldm.edm.edm_loss`'s `given_noise`): at the high levels where a
+    part's key and rhythm are decided the given stems are then still heard. 1: Eq. 5.
     """
 
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False,
                  guidance: float = 1.0, guidance_tmin: float = 0.0, guidance_tmax: float = float("inf"),
-                 guidance_reverse: float = 1.0, concat: Callable[[list[Array]], Array] | None = None):
+                 guidance_reverse: float = 1.0, concat: Callable[[list[Array]], Array] | None = None,
+                 given_noise: float = 1.0):
         self.denoise, self.given, self.mask, self.concat = denoise, given, mask, concat
+        self.given_noise = float(given_noise)
         self.keep = 1.0 - mask
         full = mask + given * 0.0  # the mask at the state's shape
         at = full > 0.5  # given positions
@@ -315,8 +321,8 @@ class Imputation:
         return z_given * self.mask + x * self.keep
 
     def _noised(self, x: Array, sigma: float, given: Array) -> Array:
-        """The state with `given`, noised to `sigma` (fresh noise), in the given part."""
-        return self.combine(x, given + self.given_randn(given) * sigma)
+        """The state with `given`, noised to `given_noise * sigma` (fresh noise), in the given part."""
+        return self.combine(x, given + self.given_randn(given) * (sigma * self.given_noise))
 
     def _denoise(self, x: Array, sigma: float, given: Array, cond: tuple[Array, Array] | None) -> Array:
         """The denoiser on the state with `given`, noised to `sigma`, in the given part (and
@@ -358,7 +364,7 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              resample_tmax: float = float("inf"), callback: StepCallback | None = None,
              conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
              guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0,
-             concat: Callable[[list[Array]], Array] | None = None) -> Array:
+             concat: Callable[[list[Array]], Array] | None = None, given_noise: float = 1.0) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -370,7 +376,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     `mask` is 1 it equals `given` exactly. `conditional`: the denoiser takes the given part
     too (`Imputation`); in total generation it is called as `denoise(x, sigma)` either way.
     `concat`: the array type's join along the batch axis; guided calls then run both branches
-    as one batched call (`Imputation`).
+    as one batched call (`Imputation`). `given_noise`: the given part's noise as a share of
+    sigma (`Imputation`; 1: Eq. 5).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -384,5 +391,5 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     if given is None:
         raise ValueError("a mask needs the given latents")
     imp = Imputation(denoise, given, mask, randn, conditional, guidance, guidance_tmin, guidance_tmax,
-                     guidance_reverse, concat)
+                     guidance_reverse, concat, given_noise)
     return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

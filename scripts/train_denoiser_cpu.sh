@@ -134,6 +134,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msld
     --log-every 25 --val-every 250 --val-batches 8 --ckpt-every 250 --ema-decay 0.999 \
     --min-frame-share "${MIN_SHARE:-0.6}" $(for kv in ${STEM_SHARE:-}; do printf -- '--stem-frame-share %s ' "$kv"; done) ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
+    ${GIVEN_NOISE:+--given-noise $GIVEN_NOISE} ${GIVEN_PROB:+--given-prob $GIVEN_PROB} \
     ${CHANNEL_FILTERS:+--channel-filters $CHANNEL_FILTERS} \
     >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"

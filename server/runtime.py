@@ -50,11 +50,11 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 
 LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None, "guidance": 1.0,
                                         "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None,
-                                        "S_churn_total": None, "S_tmax_total": None}
+                                        "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
-total generation with `S_churn`, `S_tmax`)."""
+total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:

@@ -154,9 +154,17 @@ def _run_diffusion(args: argparse.Namespace) -> None:
 
     configs = baseline_configs(get_preset(args.preset), args.baseline)
     joint = [c.name for c in configs if not c.diffusion.conditional]
-    if joint and (args.given_prob is not None or args.cond_lr is not None):
-        raise SystemExit(f"--given-prob and --cond-lr train a conditional preset (cpu_given, gpu_given, "
+    if joint and args.cond_lr is not None:
+        raise SystemExit(f"--cond-lr trains a conditional preset (cpu_given, gpu_given, "
                          f"tiny_given); {joint[0]!r} has no conditioning input")
+    if joint and args.given_prob is not None and args.given_noise is None:
+        raise SystemExit(f"--given-prob on a joint preset ({joint[0]!r}) needs --given-noise (its rows with a "
+                         f"given part), or a conditional preset (cpu_given, gpu_given, tiny_given)")
+    if args.given_noise is not None:
+        if len(joint) < len(configs):
+            raise SystemExit("--given-noise trains a joint preset; a conditional one reads the given part clean")
+        if not 0.0 <= args.given_noise <= 1.0:
+            raise SystemExit(f"--given-noise must be in [0, 1], got {args.given_noise}")
     if args.train_sigma:
         configs = [dataclasses.replace(c, diffusion=dataclasses.replace(c.diffusion, train_sigma=args.train_sigma))
                    for c in configs]
@@ -186,7 +194,7 @@ def _run_diffusion(args: argparse.Namespace) -> None:
                             vae_path=args.vae, activity=activity, init=args.init,
                             resident={"auto": None, "on": True, "off": False}[args.resident],
                             given_prob=0.5 if args.given_prob is None else args.given_prob,
-                            cond_lr=args.cond_lr)
+                            cond_lr=args.cond_lr, given_noise=args.given_noise)
     finally:
         cleanup()
 
@@ -235,6 +243,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
                       help="hold the training windows on the training device and cut batches "
                            "there (auto: on a GPU); the batches are the same either way")
+    diff.add_argument("--given-noise", type=float, default=None, metavar="R0",
+                      help="a joint preset: a share --given-prob (default 0.5) of the rows is shown a random "
+                           "given part noised at r*sigma, r ~ U[R0, 1], and scored elsewhere, so that "
+                           "imputation may show the given stems under less noise (sampler field given_noise)")
     diff.add_argument("--given-prob", type=float, default=None, metavar="P",
                       help="a conditional preset (cpu_given): share of the training rows shown a "
                            "given part (random stems, sometimes a span of frames); default 0.5")

@@ -201,7 +201,7 @@ class DiffusionTask(TrainTask):
     def __init__(self, config: ModelConfig, info: DistInfo, stats: dict[str, torch.Tensor],
                  lr: float | None = None, amp: bool = True, seed: int = 0,
                  grad_clip: float = 1.0, vae: nn.Module | None = None, given_prob: float = 0.5,
-                 cond_lr: float | None = None):
+                 cond_lr: float | None = None, given_noise: float | None = None):
         from msldm.edm import EDMDenoiser
 
         self.config, self.info = config, info
@@ -227,6 +227,10 @@ class DiffusionTask(TrainTask):
         self.stats = {k: v.to(info.device) for k, v in stats.items()}
         self.amp, self.grad_clip, self.vae = amp_dtype(info, amp), grad_clip, vae
         self.given_prob = given_prob  # share of a conditional model's batch rows with a given part
+        if given_noise is not None and config.diffusion.conditional:
+            raise ValueError("given_noise trains a joint denoiser to read a less noisy given part; "
+                             f"{config.name!r} reads it clean through its conditioning input")
+        self.given_noise = given_noise  # a joint model's given rows: given part noised r*sigma, r ~ U[given_noise, 1]
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         z = batch.to(self.info.device)  # [B, K, C, W]
@@ -245,7 +249,8 @@ class DiffusionTask(TrainTask):
         opt = self.optimizers["denoiser"]
         opt.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = edm_loss(self.model, self.prepare(batch), self.generators["noise"], given_prob=self.given_prob)
+            loss = edm_loss(self.model, self.prepare(batch), self.generators["noise"], given_prob=self.given_prob,
+                            given_noise=self.given_noise)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.modules["denoiser"].parameters(), self.grad_clip)
         opt.step()
@@ -268,6 +273,9 @@ class DiffusionTask(TrainTask):
             if 0 < sum(given) == 2 < len(given):  # the README's request: the rest given drums and piano
                 m = torch.tensor(given, device=z0.device).repeat_interleave(d.latent_dim)[None, :, None]
                 out["loss_bg"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m))
+                if self.given_noise is not None:  # the given part as imputation would show it, at r0 * sigma
+                    out["loss_bg_gn"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m,
+                                                       given_noise=self.given_noise))
         return out
 
     def export(self, path: Path, ema_module: nn.Module, meta: dict[str, Any]) -> Path:
