@@ -7,6 +7,7 @@ D(x; sigma) = c_skip(sigma) * x + c_out(sigma) * F_theta(c_in(sigma) * x, c_nois
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -102,17 +103,21 @@ def _lognormal(cfg: DiffusionConfig, u: torch.Tensor) -> torch.Tensor:
 
 def random_given_mask(cfg: DiffusionConfig, B: int, T: int, given_prob: float,
                       generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-                      prefix_prob: float = 0.25) -> torch.Tensor:
+                      prefix_prob: float = 0.25, stem_probs: Sequence[float] | None = None) -> torch.Tensor:
     """Training masks of given-stem conditioning, `[B, K*C, T]` of 0/1 (1: given).
 
     Each row is conditioned with probability `given_prob` (else all zero: total generation);
-    a conditioned row gives each stem with probability 1/2 but never all K (one drawn stem is
-    then generated), and with probability `prefix_prob` also gives the first L frames of every
-    stem, L ~ U{1..T/2}: the daemon's continuation of a window in time.
+    a conditioned row gives each stem with probability 1/2 (stem k with `stem_probs[k]` where
+    given) but never all K (one drawn stem is then generated), and with probability
+    `prefix_prob` also gives the first L frames of every stem, L ~ U{1..T/2}: the daemon's
+    continuation of a window in time.
     """
     K, C = cfg.K, cfg.latent_dim
     row = _draw(torch.rand, (B, 1), generator, device) < given_prob
-    stems = _draw(torch.rand, (B, K), generator, device) < 0.5
+    p = torch.full((K,), 0.5) if stem_probs is None else torch.as_tensor([float(v) for v in stem_probs])
+    if p.numel() != K or not bool(((p >= 0) & (p <= 1)).all()):
+        raise ValueError(f"stem_probs: one probability in [0, 1] per stem ({K}), got {list(stem_probs or [])}")
+    stems = _draw(torch.rand, (B, K), generator, device) < p.to(device)[None, :]
     drop = (_draw(torch.rand, (B,), generator, device) * K).long().clamp_max(K - 1)
     full = stems.all(dim=1)
     stems[full, drop[full]] = False
@@ -125,7 +130,8 @@ def random_given_mask(cfg: DiffusionConfig, B: int, T: int, given_prob: float,
 
 def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
              given_prob: float = 0.0, mask: torch.Tensor | None = None,
-             sigma: float | None = None, given_noise: float | None = None) -> torch.Tensor:
+             sigma: float | None = None, given_noise: float | None = None,
+             stem_probs: Sequence[float] | None = None) -> torch.Tensor:
     """EDM loss: E[ lambda(sigma) * ||D(z0 + sigma n; sigma) - z0||^2 ] with
     lambda = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2 (Eq. 8, Table 1 of Karras et al.).
 
@@ -143,7 +149,8 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
     U[r0, 1] per row, and scored where nothing is given: the model learns to read a given stem
     that imputation shows it under less noise (`msldm.sampling.Imputation`'s `given_noise`), so
     that at the high levels where a part's key and rhythm are decided it still hears them.
-    With a `mask` given, its given part is noised at exactly r0 * sigma.
+    With a `mask` given, its given part is noised at exactly r0 * sigma. `stem_probs`: each
+    stem's chance to be given in a row with a given part (`random_given_mask`; default 1/2).
     """
     cfg = model.cfg if not hasattr(model, "module") else model.module.cfg
     B = z0.shape[0]
@@ -156,7 +163,8 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
         if not 0.0 <= given_noise <= 1.0:
             raise ValueError(f"given_noise must be in [0, 1], got {given_noise}")
         if mask is None:
-            mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device)
+            mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device,
+                                     stem_probs=stem_probs)
             r = given_noise + (1.0 - given_noise) * _draw(torch.rand, (B,), generator, z0.device).to(z0.dtype)
         else:  # a fixed mask is scored with its given part at given_noise * sigma
             r = torch.full((B,), float(given_noise), dtype=z0.dtype, device=z0.device)
@@ -166,7 +174,7 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
         return (weight[:, None, None] * keep * (model(x, sigma) - z0) ** 2).sum() / keep.sum().clamp_min(1.0)
     x = z0 + noise * sigma[:, None, None]
     if cfg.conditional and mask is None:
-        mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device)
+        mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device, stem_probs=stem_probs)
     if mask is None:
         return (weight[:, None, None] * (model(x, sigma) - z0) ** 2).mean()
     mask = mask.to(z0.dtype).expand_as(z0)

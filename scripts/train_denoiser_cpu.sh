@@ -102,6 +102,16 @@
 # Its step 3000 and v2g9p8's (the same INIT), mixed evenly and interpolated 0.6 with those
 # weights (scripts/interpolate_weights.py), are the shipped denoiser since the fifteenth session
 # (docs/model-card.md, "Fifteenth session").
+# Runs gn0 and gnb (2026-12-06, seventeenth session; measured, not shipped: docs/model-card.md,
+# "Seventeenth session"): the given part of half the rows noised less (r * sigma, r ~ U[0, 1];
+# GIVEN_NOISE, --given-noise), so that imputation could show the given stems clearer (sampler
+# field given_noise). gn0 from the shipped weights, stopped at step 5423:
+#   GIVEN_NOISE=0 GIVEN_PROB=0.5 STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed \
+#       LR=2e-4 THREADS=1 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents \
+#       RUN=~/.cache/msldm/runs/denoiser-cpu-gn0 bash scripts/train_denoiser_cpu.sh
+# gnb from gn0's last weights (INIT=), more rows generating the rest given a bass
+# (GIVEN_PROB=0.6 GIVEN_STEMS="bass=0.8 drums=0.6 guitar=0.35 piano=0.35", --given-stem-prob),
+# RUN=~/.cache/msldm/runs/denoiser-cpu-gnb, stopped at step 6732.
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
@@ -135,6 +145,7 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msld
     --min-frame-share "${MIN_SHARE:-0.6}" $(for kv in ${STEM_SHARE:-}; do printf -- '--stem-frame-share %s ' "$kv"; done) ${FRAME_DB:+--frame-threshold-db $FRAME_DB} --workers 1 --no-progress $RESUME \
     ${COND_LR:+--cond-lr $COND_LR} ${TRAIN_SIGMA:+--train-sigma $TRAIN_SIGMA} \
     ${GIVEN_NOISE:+--given-noise $GIVEN_NOISE} ${GIVEN_PROB:+--given-prob $GIVEN_PROB} \
+    $(for kv in ${GIVEN_STEMS:-}; do printf -- '--given-stem-prob %s ' "$kv"; done) \
     ${CHANNEL_FILTERS:+--channel-filters $CHANNEL_FILTERS} \
     >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"

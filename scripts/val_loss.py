@@ -14,7 +14,9 @@ the EMA weights). Each checkpoint is normalised with the folder's `stats.json`.
 for every model (imputation's Eq. 5), clean as well for a conditional one (`cpu_given`).
 `--sigmas 0.5,2` scores at those noise levels only (one line each) instead of drawing them;
 `--blind` hides the clean given part from a conditional model (zeros in its second input):
-the difference to the same run without it is what the model reads there.
+the difference to the same run without it is what the model reads there. `--given-noise 0.3`
+shows a joint model the given part at 0.3 x sigma (training's `--given-noise`, the sampler
+field `given_noise`); its difference to the same run at 1 is what the less noisy stems are worth.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class _Blind(torch.nn.Module):
 
 def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tensor], batches: int,
              batch: int = 8, given: tuple[str, ...] = (), sigma: float | None = None,
-             blind: bool = False) -> float:
+             blind: bool = False, given_noise: float | None = None) -> float:
     model = load_diffusion(checkpoint)[0]
     if blind:
         model = _Blind(model)
@@ -60,7 +62,8 @@ def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tenso
         for b in range(batches):
             z = torch.stack([chunks[(b * batch + i) * 7 % len(chunks)] for i in range(batch)])
             z = ((z - mean) / std).reshape(batch, -1, z.shape[-1])
-            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask, sigma=sigma))
+            total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask, sigma=sigma,
+                                    given_noise=given_noise if mask is not None else None))
     return total / batches
 
 
@@ -73,6 +76,8 @@ def main() -> None:
     parser.add_argument("--given", default="", help="comma-separated stems given (e.g. drums,piano)")
     parser.add_argument("--sigmas", default="", help="comma-separated fixed noise levels (default: drawn)")
     parser.add_argument("--blind", action="store_true", help="a conditional model without its clean input")
+    parser.add_argument("--given-noise", type=float, default=None,
+                        help="a joint model shown the given part at this share of sigma (default 1)")
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -83,10 +88,12 @@ def main() -> None:
     sigmas = [float(s) for s in args.sigmas.split(",") if s] or [None]
     for path in args.checkpoints:
         for sigma in sigmas:
-            loss = val_loss(path, chunks, stats, args.batches, given=given, sigma=sigma, blind=args.blind)
+            loss = val_loss(path, chunks, stats, args.batches, given=given, sigma=sigma, blind=args.blind,
+                            given_noise=args.given_noise)
             at = "" if sigma is None else f", sigma {sigma:g}"
             print(f"{path}: {loss:.4f} ({len(chunks)} windows{', given ' + '+'.join(given) if given else ''}"
-                  f"{at}{', blind' if args.blind else ''})")
+                  f"{at}{', blind' if args.blind else ''}"
+                  f"{'' if args.given_noise is None else f', given noise {args.given_noise:g}'})")
 
 
 if __name__ == "__main__":

@@ -158,5 +158,29 @@ def test_cli_refuses_given_noise_on_a_conditional_preset_and_given_prob_alone_on
         main(base + ["--preset", "tiny_given", "--given-noise", "0.3"])
     with pytest.raises(SystemExit, match="needs --given-noise"):
         main(base + ["--preset", "tiny", "--given-prob", "0.5"])
+    with pytest.raises(SystemExit, match="needs --given-noise"):
+        main(base + ["--preset", "tiny", "--given-stem-prob", "bass=0.8"])
     with pytest.raises(SystemExit, match=r"\[0, 1\]"):
         main(base + ["--preset", "tiny", "--given-noise", "2"])
+
+
+def test_stem_probabilities_bias_which_stems_are_given():
+    from msldm.edm import random_given_mask
+
+    d = get_preset("tiny").diffusion
+    g = torch.Generator().manual_seed(0)
+    m = random_given_mask(d, 4000, 8, 1.0, g, prefix_prob=0.0, stem_probs=[0.9, 0.5, 0.1, 0.1])
+    given = m[:, ::d.latent_dim, 0]  # [B, K]: one entry per stem block
+    share = given.mean(0)
+    assert share[0] > 0.85 and abs(float(share[1]) - 0.5) < 0.05 and share[2] < 0.15 and share[3] < 0.15
+    assert not given.all(1).any()  # never every stem
+    with pytest.raises(ValueError, match="stem_probs"):
+        random_given_mask(d, 4, 8, 1.0, g, stem_probs=[0.5, 0.5])
+    from msldm.train.distributed import DistInfo
+    from msldm.train.tasks import DiffusionTask
+
+    stats = {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)}
+    task = DiffusionTask(get_preset("tiny"), DistInfo(), stats, amp=False, given_noise=0.0, given_stems={"bass": 0.9})
+    assert task.stem_probs == [0.9, 0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="not among"):
+        DiffusionTask(get_preset("tiny"), DistInfo(), stats, amp=False, given_noise=0.0, given_stems={"vocals": 0.9})

@@ -160,6 +160,9 @@ def _run_diffusion(args: argparse.Namespace) -> None:
     if joint and args.given_prob is not None and args.given_noise is None:
         raise SystemExit(f"--given-prob on a joint preset ({joint[0]!r}) needs --given-noise (its rows with a "
                          f"given part), or a conditional preset (cpu_given, gpu_given, tiny_given)")
+    if joint and args.given_stem_prob and args.given_noise is None:
+        raise SystemExit(f"--given-stem-prob on a joint preset ({joint[0]!r}) needs --given-noise (its rows with a "
+                         f"given part), or a conditional preset")
     if args.given_noise is not None:
         if len(joint) < len(configs):
             raise SystemExit("--given-noise trains a joint preset; a conditional one reads the given part clean")
@@ -194,7 +197,8 @@ def _run_diffusion(args: argparse.Namespace) -> None:
                             vae_path=args.vae, activity=activity, init=args.init,
                             resident={"auto": None, "on": True, "off": False}[args.resident],
                             given_prob=0.5 if args.given_prob is None else args.given_prob,
-                            cond_lr=args.cond_lr, given_noise=args.given_noise)
+                            cond_lr=args.cond_lr, given_noise=args.given_noise,
+                            given_stems=dict(args.given_stem_prob) or None)
     finally:
         cleanup()
 
@@ -247,6 +251,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="a joint preset: a share --given-prob (default 0.5) of the rows is shown a random "
                            "given part noised at r*sigma, r ~ U[R0, 1], and scored elsewhere, so that "
                            "imputation may show the given stems under less noise (sampler field given_noise)")
+    diff.add_argument("--given-stem-prob", type=_stem_share, action="append", default=[], metavar="STEM=P",
+                      help="in a row with a given part, STEM's chance to be given (repeatable; default 1/2 "
+                           "each): e.g. bass=0.8 trains more rows that generate the rest given a bass")
     diff.add_argument("--given-prob", type=float, default=None, metavar="P",
                       help="a conditional preset (cpu_given): share of the training rows shown a "
                            "given part (random stems, sometimes a span of frames); default 0.5")

@@ -136,7 +136,8 @@ def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, 
                     activity: ActivityFilter = ActivityFilter(),
                     init: str | Path | None = None,
                     resident: bool | None = None, given_prob: float = 0.5,
-                    cond_lr: float | None = None, given_noise: float | None = None) -> list[dict[str, float]]:
+                    cond_lr: float | None = None, given_noise: float | None = None,
+                    given_stems: dict[str, float] | None = None) -> list[dict[str, float]]:
     """Train the denoiser of `config` on `latents`; writes `<out>/diffusion.safetensors` with
     the latents' per-channel statistics (`latent_mean`, `latent_std`). `init`: a diffusion
     checkpoint of the same U-Net to start from (a warm start when the run state is gone;
@@ -146,7 +147,8 @@ def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, 
     `given_prob`: the share of a conditional model's rows trained with a given part; `cond_lr`:
     the learning rate of its conditioning input (default `lr`). `given_noise` r0: a joint model's
     rows (share `given_prob`) get a given part noised at r * sigma, r ~ U[r0, 1]
-    (`msldm.edm.edm_loss`); recorded in the checkpoint's meta."""
+    (`msldm.edm.edm_loss`); `given_stems` {stem: p}: a stem's chance to be given in such a row
+    (default 1/2); both recorded in the checkpoint's meta."""
     config = diffusion_config(config, latents)
     seed_everything(cfg.seed)
     train_set, val_set = diffusion_datasets(config, latents, activity)
@@ -158,12 +160,14 @@ def train_diffusion(config: ModelConfig, latents: str | Path, cfg: TrainConfig, 
         from msldm.checkpoint import load_vae
         vae = load_vae(vae_path, info.device)[0]
     task = DiffusionTask(config, info, load_stats(latents), lr=lr, amp=amp, seed=cfg.seed, vae=vae,
-                         given_prob=given_prob, cond_lr=cond_lr, given_noise=given_noise)
+                         given_prob=given_prob, cond_lr=cond_lr, given_noise=given_noise, given_stems=given_stems)
     if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
         from msldm.checkpoint import load_diffusion
         warm_start_conditional(task.modules["denoiser"], load_diffusion(init)[0].state_dict())
     meta = {"latents": str(latents), "vae_checkpoint": vae_path, **cfg.meta}
     if given_noise is not None:
         meta.update(given_noise=given_noise, given_prob=given_prob)
+    if given_stems:
+        meta.update(given_stems=dict(given_stems))
     return train(task, train_set, dataclasses.replace(cfg, meta=meta), info, val_set)
 

@@ -201,7 +201,8 @@ class DiffusionTask(TrainTask):
     def __init__(self, config: ModelConfig, info: DistInfo, stats: dict[str, torch.Tensor],
                  lr: float | None = None, amp: bool = True, seed: int = 0,
                  grad_clip: float = 1.0, vae: nn.Module | None = None, given_prob: float = 0.5,
-                 cond_lr: float | None = None, given_noise: float | None = None):
+                 cond_lr: float | None = None, given_noise: float | None = None,
+                 given_stems: dict[str, float] | None = None):
         from msldm.edm import EDMDenoiser
 
         self.config, self.info = config, info
@@ -231,6 +232,11 @@ class DiffusionTask(TrainTask):
             raise ValueError("given_noise trains a joint denoiser to read a less noisy given part; "
                              f"{config.name!r} reads it clean through its conditioning input")
         self.given_noise = given_noise  # a joint model's given rows: given part noised r*sigma, r ~ U[given_noise, 1]
+        unknown = set(given_stems or {}) - set(config.diffusion.stems)
+        if unknown:
+            raise ValueError(f"given stem probabilities for {sorted(unknown)}: not among {list(config.diffusion.stems)}")
+        # each stem's chance to be given in a row with a given part (default 1/2)
+        self.stem_probs = None if not given_stems else [float(given_stems.get(s, 0.5)) for s in config.diffusion.stems]
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         z = batch.to(self.info.device)  # [B, K, C, W]
@@ -250,7 +256,7 @@ class DiffusionTask(TrainTask):
         opt.zero_grad(set_to_none=True)
         with self._autocast():
             loss = edm_loss(self.model, self.prepare(batch), self.generators["noise"], given_prob=self.given_prob,
-                            given_noise=self.given_noise)
+                            given_noise=self.given_noise, stem_probs=self.stem_probs)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.modules["denoiser"].parameters(), self.grad_clip)
         opt.step()
@@ -275,7 +281,7 @@ class DiffusionTask(TrainTask):
                 out["loss_bg"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m))
                 if self.given_noise is not None:  # the given part as imputation would show it, at r0 * sigma
                     out["loss_bg_gn"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m,
-                                                       given_noise=self.given_noise))
+                                                       given_noise=self.given_noise, stem_probs=self.stem_probs))
         return out
 
     def export(self, path: Path, ema_module: nn.Module, meta: dict[str, Any]) -> Path:
