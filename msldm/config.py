@@ -210,6 +210,8 @@ class SamplerConfig:
     guidance_tmin: float = 0.0  # guided calls: those at a noise level in [guidance_tmin, guidance_tmax]
     guidance_tmax: float = float("inf")
     given_noise: float = 1.0  # partial generation: the given part shown under given_noise * sigma (1: Eq. 5)
+    reconstruction: float = 0.0  # partial generation: reconstruction guidance weight (Imputation; 0: off)
+    reconstruction_tmin: float = 0.0  # on calls at a noise level >= this
 
     def __post_init__(self) -> None:
         from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
@@ -232,6 +234,13 @@ class SamplerConfig:
             raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE}] (1: off), got {self.guidance}")
         if not 0 <= self.guidance_reverse <= 1:
             raise ValueError(f"guidance_reverse must be in [0, 1], got {self.guidance_reverse}")
+        if not 0 <= self.reconstruction <= MAX_GUIDANCE:
+            raise ValueError(f"reconstruction must be in [0, {MAX_GUIDANCE}] (0: off), got {self.reconstruction}")
+        if self.reconstruction > 0 and self.guidance != 1:
+            raise ValueError("reconstruction guidance and given-part guidance both pull towards the given stems: "
+                             f"set one (reconstruction {self.reconstruction}, guidance {self.guidance})")
+        if not self.reconstruction_tmin >= 0:
+            raise ValueError(f"reconstruction_tmin must be >= 0, got {self.reconstruction_tmin}")
         if not 0 <= self.given_noise <= 1:
             raise ValueError(f"given_noise must be in [0, 1] (1: Eq. 5's noise), got {self.given_noise}")
         if not 0 <= self.guidance_tmin <= self.guidance_tmax:
@@ -286,7 +295,8 @@ class SamplerConfig:
                 "S_noise": self.S_noise, "resample": self.resample, "resample_tmin": self.resample_tmin,
                 "resample_tmax": self.resample_tmax, "guidance": self.guidance,
                 "guidance_reverse": self.guidance_reverse, "guidance_tmin": self.guidance_tmin,
-                "guidance_tmax": self.guidance_tmax, "given_noise": self.given_noise}
+                "guidance_tmax": self.guidance_tmax, "given_noise": self.given_noise,
+                "reconstruction": self.reconstruction, "reconstruction_tmin": self.reconstruction_tmin}
 
     def partial_calls(self, sigmas: list[float]) -> int:
         """Denoiser calls of one partial generation over `sigmas` with this config's RePaint
@@ -295,7 +305,8 @@ class SamplerConfig:
         return calls_for_sigmas(self.sampler, sigmas, self.resample, self.resample_tmin, self.resample_tmax,
                                 guidance=self.guidance, guidance_tmin=self.guidance_tmin,
                                 guidance_tmax=self.guidance_tmax, S_churn=self.S_churn, S_tmin=self.S_tmin,
-                                S_tmax=self.S_tmax)
+                                S_tmax=self.S_tmax, reconstruction=self.reconstruction,
+                                reconstruction_tmin=self.reconstruction_tmin)
 
     def sigmas(self, sigma_data: float) -> list[float]:
         """This schedule's `steps + 1` noise levels (the "melody" schedule needs `sigma_data`)."""

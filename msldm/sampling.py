@@ -202,16 +202,19 @@ MAX_RESAMPLE = 8  # more passes per step than this cost more than they bring
 def calls_for_sigmas(sampler: str, sigmas: Sequence[float], resample: int = 1, resample_tmin: float = 0.0,
                      resample_tmax: float = float("inf"), *, guidance: float = 1.0, guidance_tmin: float = 0.0,
                      guidance_tmax: float = float("inf"), S_churn: float = 0.0, S_tmin: float = 0.0,
-                     S_tmax: float = float("inf")) -> int:
+                     S_tmax: float = float("inf"), reconstruction: float = 0.0,
+                     reconstruction_tmin: float = 0.0) -> int:
     """Denoiser calls of a partial generation over `sigmas` whose steps take the passes of
     `passes_per_step`. A step's calls are read off `CALLS`: the last step (to sigma 0) makes
     CALLS(1), step i before it CALLS(n - i) - CALLS(n - i - 1). With `guidance` != 1 every
     call at a noise level in [guidance_tmin, guidance_tmax] is two evaluations (`Imputation`; one
     call on a doubled batch where the caller passes `concat`, which the runtime does); the levels
     are the ones the sampler calls at (`CALL_SIGMAS`, after the churn of `S_churn`, `S_tmin`,
-    `S_tmax`)."""
+    `S_tmax`). So is every call at a level >= `reconstruction_tmin` with `reconstruction` > 0."""
     passes = passes_per_step(sigmas, resample, resample_tmin, resample_tmax)
     n, calls = len(passes), CALLS[sampler]
+    if reconstruction > 0:  # the same count as guidance over [reconstruction_tmin, inf)
+        guidance, guidance_tmin, guidance_tmax = 2.0, reconstruction_tmin, float("inf")
     if guidance == 1.0:
         per_step = [calls(n - i) - calls(n - i - 1) for i in range(n - 1)] + [calls(1)] if n else []
         return sum(c * p for c, p in zip(per_step, passes))
@@ -294,6 +297,17 @@ class Imputation:
     two calls; the noise is drawn in the same order either way, so only the float rounding of a
     batched call can differ.
 
+    `reconstruction` w_r > 0: reconstruction guidance (Ho et al. 2022, "Video Diffusion
+    Models", Eq. 7) on calls at sigma >= `reconstruction_tmin`: imputation replaces the given
+    part but never corrects the generated part for what the denoiser made of the given one, so
+    the generated part is moved along the gradient that would bring the denoiser's estimate of
+    the given part to the given latents, D_gen += w_r * J_gen<-given e with e = given - D_given.
+    No gradient is taken: a denoiser's Jacobian is symmetric (D = x + sigma^2 * score, and the
+    score's Jacobian is a Hessian), so J_given<-gen^T e = J_gen<-given e, read off one more call
+    with the given part of the input moved by e: D_gen(z + e) - D_gen(z) (a finite difference
+    of step 1). Costs one more denoiser evaluation per call in the band; runs on any runtime.
+    Not with `guidance`.
+
     `given_noise` r < 1: the given part is noised to r * sigma instead of sigma, for a denoiser
     trained to read it so (`msldm.edm.edm_loss`'s `given_noise`): at the high levels where a
     part's key and rhythm are decided the given stems are then still heard. 1: Eq. 5.
@@ -302,9 +316,13 @@ class Imputation:
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False,
                  guidance: float = 1.0, guidance_tmin: float = 0.0, guidance_tmax: float = float("inf"),
                  guidance_reverse: float = 1.0, concat: Callable[[list[Array]], Array] | None = None,
-                 given_noise: float = 1.0):
+                 given_noise: float = 1.0, reconstruction: float = 0.0, reconstruction_tmin: float = 0.0):
         self.denoise, self.given, self.mask, self.concat = denoise, given, mask, concat
         self.given_noise = float(given_noise)
+        self.reconstruction, self.reconstruction_tmin = float(reconstruction), float(reconstruction_tmin)
+        if self.reconstruction > 0 and float(guidance) != 1.0:
+            raise ValueError("reconstruction guidance and given-part guidance are two ways to pull towards the "
+                             "given stems: use one")
         self.keep = 1.0 - mask
         full = mask + given * 0.0  # the mask at the state's shape
         at = full > 0.5  # given positions
@@ -334,7 +352,18 @@ class Imputation:
         """Whether a call at `sigma` is guided (two denoiser calls)."""
         return self.contrast is not None and self.band[0] <= sigma <= self.band[1]
 
+    def _reconstructed(self, x: Array, sigma: float) -> Array:
+        """The estimate with reconstruction guidance: D + w_r * (D(z + e) - D(z)) on the
+        generated part, e = (given - D(z)) on the given part."""
+        z = self._noised(x, sigma, self.given)
+        run = (lambda a: self.denoise(a, sigma)) if self.cond is None else (lambda a: self.denoise(a, sigma, *self.cond))
+        d = run(z)
+        e = (self.given - d) * self.mask
+        return d + (run(z + e) - d) * self.keep * self.reconstruction
+
     def __call__(self, x: Array, sigma: float) -> Array:
+        if self.reconstruction > 0 and sigma >= self.reconstruction_tmin:
+            return self._reconstructed(x, sigma)
         if not self.guided(sigma):
             return self._denoise(x, sigma, self.given, self.cond)
         if self.concat is None:
@@ -364,7 +393,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              resample_tmax: float = float("inf"), callback: StepCallback | None = None,
              conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
              guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0,
-             concat: Callable[[list[Array]], Array] | None = None, given_noise: float = 1.0) -> Array:
+             concat: Callable[[list[Array]], Array] | None = None, given_noise: float = 1.0,
+             reconstruction: float = 0.0, reconstruction_tmin: float = 0.0) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -377,7 +407,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     too (`Imputation`); in total generation it is called as `denoise(x, sigma)` either way.
     `concat`: the array type's join along the batch axis; guided calls then run both branches
     as one batched call (`Imputation`). `given_noise`: the given part's noise as a share of
-    sigma (`Imputation`; 1: Eq. 5).
+    sigma (`Imputation`; 1: Eq. 5). `reconstruction`, `reconstruction_tmin`: reconstruction
+    guidance's weight (0: off) and lowest noise level (`Imputation`).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -391,5 +422,5 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     if given is None:
         raise ValueError("a mask needs the given latents")
     imp = Imputation(denoise, given, mask, randn, conditional, guidance, guidance_tmin, guidance_tmax,
-                     guidance_reverse, concat, given_noise)
+                     guidance_reverse, concat, given_noise, reconstruction, reconstruction_tmin)
     return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

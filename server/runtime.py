@@ -50,11 +50,12 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 
 LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None, "guidance": 1.0,
                                         "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None,
-                                        "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0}
+                                        "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0,
+                                        "reconstruction": 0.0, "reconstruction_tmin": 0.0}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
-total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5)."""
+total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5; `reconstruction` 0: no reconstruction guidance)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -274,6 +275,8 @@ class Bundle:
         # a request's churn: one setting for both kinds of generation
         defaults = d.sampling_kwargs(total=total and S_churn is None)
         kwargs = {**defaults, **{k: v for k, v in asked.items() if v is not None}}
+        if kwargs["guidance"] != 1.0:  # a request's guidance replaces the manifest's reconstruction guidance
+            kwargs["reconstruction"] = 0.0
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
                                  concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)
