@@ -245,6 +245,7 @@ class Bundle:
                  sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
                  mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
                  resample: int | None = None, guidance: float | None = None,
+                 reconstruction: float | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None, total: bool | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
@@ -259,8 +260,10 @@ class Bundle:
         up to `S_tmax_total`) and the lowest noise level it is added at; `total`: whether nothing
         is given across stems (default: `mask` is None; the daemon passes True for a total
         generation's later windows, which continue the earlier ones through a mask);
-        `guidance`: the given-part guidance weight (`msldm.sampling.Imputation`; 1 off); each
-        by default the manifest's.
+        `guidance`: the given-part guidance weight (`msldm.sampling.Imputation`; 1 off);
+        `reconstruction`: the reconstruction guidance weight (0 off; over the manifest's
+        `reconstruction_tmin`); each by default the manifest's (a `guidance` other than 1 turns
+        reconstruction guidance off).
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -270,7 +273,7 @@ class Bundle:
 
         noise = rng.standard_normal(shape, dtype=np.float32)
         asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
-                 "guidance": guidance}  # a request's overrides of the manifest's fields (None: keep)
+                 "guidance": guidance, "reconstruction": reconstruction}  # a request's overrides (None: keep)
         total = mask is None if total is None else total
         # a request's churn: one setting for both kinds of generation
         defaults = d.sampling_kwargs(total=total and S_churn is None)

@@ -31,6 +31,11 @@ request asks. Where every
 attempt came out blown, the blown window's generated stems are scaled down until their
 loudest frame is `TAME_MARGIN_DB` under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take,
 a burst on a DAW's track is a hazard.
+
+Where the bass is the only given stem with notes (no guitar or piano given), every window is
+sampled with reconstruction guidance (`BASS_ONLY_RECONSTRUCTION`, `BASS_ONLY_RESAMPLE`,
+`bass_only_sampler`): imputation alone let the bundled model play parts in the key but not on
+the bass's chords.
 """
 
 from __future__ import annotations
@@ -173,6 +178,19 @@ PULL_STICKY = True
 are sampled with the pulling sampler at once (the same cost as the request's): the model
 answered these given stems with a buried part, and a window that continues the pulled one
 would be pulled again."""
+CHORD_STEMS = ("guitar", "piano")
+"""Given stems that carry a song's chords; the bass carries its roots only."""
+BASS_ONLY_RECONSTRUCTION = 2.0
+"""Reconstruction guidance weight (`msldm.sampling.Imputation`) for a request whose only given
+stem with notes is the bass: the bundled model, given the bass and drums, played guitar and
+piano parts that kept to a key but not to the bass's chords (harmonic fit 0.41-0.43 of the real
+parts'); with this weight over the manifest's band (`reconstruction_tmin`) and
+`BASS_ONLY_RESAMPLE` passes, 0.47 / 0.52 on the same clips, at levels within 2 dB of real parts
+(docs/model-card.md, "Seventeenth session"). Where a guitar or piano is given it made the
+generated parts quieter and the bass less on the beat, so it stays off there."""
+BASS_ONLY_RESAMPLE = 2
+"""RePaint passes for such a request (unless it sets its own): with the guidance's second call
+on each step over `reconstruction_tmin`, 90 denoiser calls a window against the default's 70."""
 BURIED_DEFAULT_DB = -20.0
 """`BURIED_DB` for a stem name it does not list."""
 MIN_CHECK_SECONDS = 0.5
@@ -254,6 +272,20 @@ class SamplerArgs:
     resample: int | None = None
     churn: float | None = None
     guidance: float | None = None
+    reconstruction: float | None = None
+
+
+def bass_only_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
+                      guidance: float | None) -> tuple[int | None, float | None]:
+    """(RePaint passes, reconstruction guidance weight) for a request: `BASS_ONLY_RESAMPLE` (unless
+    the request set its passes) and `BASS_ONLY_RECONSTRUCTION` where the bass is the only given
+    stem that carries notes (no guitar or piano given), the request asks no given-part guidance
+    and the bundle's manifest sets no reconstruction guidance of its own; otherwise the request's
+    passes and None (the manifest's weight)."""
+    chordless = "bass" in given and not any(s in given for s in CHORD_STEMS)
+    if not chordless or guidance not in (None, 1.0) or bundle.sampler_defaults.reconstruction > 0:
+        return resample, None
+    return resample or BASS_ONLY_RESAMPLE, BASS_ONLY_RECONSTRUCTION
 
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
@@ -286,7 +318,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
-    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance)
+    resample, reconstruction = bass_only_sampler(bundle, list(given), resample, guidance)
+    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
@@ -354,7 +387,7 @@ class _Window:
         return _sample_window(self.bundle, self.audio, self.given, self.requested,
                               None if self.prev is None else self.prev[rows], self.plan, noise, steps,
                               a.sampler, a.schedule, resample, self.index, hook, self.t,
-                              self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance)
+                              self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance, a.reconstruction)
 
     def steps(self) -> int:
         """The request's sampler steps (the bundle's by default)."""
@@ -496,7 +529,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    hook: StepHook | None, t: Timings, cache: EncodeCache | None,
                    churn: float | None = None, takes: int = 1,
                    kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None,
-                   guidance: float | None = None) -> np.ndarray:
+                   guidance: float | None = None, reconstruction: float | None = None) -> np.ndarray:
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
     imposed from `prev`'s last O frames (each take continuing its own previous window)."""
@@ -522,6 +555,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     t0 = time.perf_counter()
     out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
+                          reconstruction=reconstruction if given else None,
                           rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)

@@ -690,3 +690,41 @@ def test_a_window_blown_at_every_attempt_is_scaled_under_the_threshold_not_left_
     assert np.abs(guitar).max() > 0.1  # not muted
     drums = np.concatenate([p.stems["drums"] for p in pieces])
     assert np.abs(drums).max() == pytest.approx(0.3, abs=1e-3)  # the stems that did not burst are untouched
+
+
+def test_a_request_given_no_chords_but_a_bass_samples_with_reconstruction_guidance(bundle, monkeypatch):
+    # the bass names the roots, not the chords: the daemon pulls the generated part harder towards
+    # it (docs/model-card.md, "Seventeenth session"); with a guitar or piano given it does not
+    import dataclasses
+
+    from server.windowing import BASS_ONLY_RECONSTRUCTION, BASS_ONLY_RESAMPLE, bass_only_sampler
+
+    n = int(1.5 * WINDOW * HOP)
+    noise = np.random.default_rng(5)
+    audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
+    seen, real = [], bundle.generate
+
+    def spy(*args, **kw):
+        seen.append((kw.get("reconstruction"), kw.get("resample")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bundle, "generate", spy)
+
+    def asked(given, requested, **kw):
+        seen.clear()
+        list(generate_region(bundle, {s: audio[s] for s in given}, requested, n, seed=0, steps=3,
+                             silent_retries=0, **kw))
+        return set(seen)
+
+    chordless = (BASS_ONLY_RECONSTRUCTION, BASS_ONLY_RESAMPLE)
+    assert asked(["bass", "drums"], ["guitar", "piano"]) == {chordless}
+    assert asked(["bass"], ["drums", "guitar"]) == {chordless}
+    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(BASS_ONLY_RECONSTRUCTION, 4)}
+    assert asked(["bass", "piano"], ["drums", "guitar"]) == {(None, None)}
+    assert asked(["drums"], ["bass", "guitar"]) == {(None, None)}
+    assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == {(None, None)}
+    assert asked([], ["bass", "guitar"]) == {(None, None)}  # total generation
+    own = dataclasses.replace(bundle.sampler_defaults, reconstruction=1.0)
+    monkeypatch.setattr(bundle, "sampler_defaults", own)
+    assert bass_only_sampler(bundle, ["bass", "drums"], None, None) == (None, None)  # the manifest's own weight
+    assert BASS_ONLY_RECONSTRUCTION > 0 and BASS_ONLY_RESAMPLE >= 1
