@@ -298,7 +298,7 @@ class Imputation:
     batched call can differ.
 
     `reconstruction` w_r > 0: reconstruction guidance (Ho et al. 2022, "Video Diffusion
-    Models", Eq. 7) on calls at sigma >= `reconstruction_tmin`: imputation replaces the given
+    Models", Sec. 3.1) on calls at sigma >= `reconstruction_tmin`: imputation replaces the given
     part but never corrects the generated part for what the denoiser made of the given one, so
     the generated part is moved along the gradient that would bring the denoiser's estimate of
     the given part to the given latents, D_gen += w_r * J_gen<-given e with e = given - D_given.
