@@ -356,7 +356,11 @@ class Imputation:
         """The estimate with reconstruction guidance: D + w_r * (D(z + e) - D(z)) on the
         generated part, e = (given - D(z)) on the given part."""
         z = self._noised(x, sigma, self.given)
-        run = (lambda a: self.denoise(a, sigma)) if self.cond is None else (lambda a: self.denoise(a, sigma, *self.cond))
+        cond = () if self.cond is None else self.cond
+
+        def run(a: Array) -> Array:
+            return self.denoise(a, sigma, *cond)
+
         d = run(z)
         e = (self.given - d) * self.mask
         return d + (run(z + e) - d) * self.keep * self.reconstruction

@@ -55,7 +55,8 @@ LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": N
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
-total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5; `reconstruction` 0: no reconstruction guidance)."""
+total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5;
+`reconstruction` 0: no reconstruction guidance)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:

@@ -83,8 +83,9 @@ def test_off_is_plain_imputation_bit_for_bit_and_calls_are_counted():
             return _denoise(x, s)
 
         calls.clear()
-        out = sampling.generate(den, rng.standard_normal((N, 4)), sig, randn=lambda like: rng.standard_normal(like.shape),
-                                given=given, mask=mask, S_churn=2.0, resample=2, resample_tmin=0.5, **kw)
+        out = sampling.generate(den, rng.standard_normal((N, 4)), sig,
+                                randn=lambda like: rng.standard_normal(like.shape), given=given, mask=mask,
+                                S_churn=2.0, resample=2, resample_tmin=0.5, **kw)
         return out, len(calls)
 
     (a, na), (b, nb) = run(), run(reconstruction=0.0, reconstruction_tmin=0.3)

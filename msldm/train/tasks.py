@@ -234,7 +234,8 @@ class DiffusionTask(TrainTask):
         self.given_noise = given_noise  # a joint model's given rows: given part noised r*sigma, r ~ U[given_noise, 1]
         unknown = set(given_stems or {}) - set(config.diffusion.stems)
         if unknown:
-            raise ValueError(f"given stem probabilities for {sorted(unknown)}: not among {list(config.diffusion.stems)}")
+            raise ValueError(f"given stem probabilities for {sorted(unknown)}: "
+                             f"not among {list(config.diffusion.stems)}")
         # each stem's chance to be given in a row with a given part (default 1/2)
         self.stem_probs = None if not given_stems else [float(given_stems.get(s, 0.5)) for s in config.diffusion.stems]
 
