@@ -134,7 +134,7 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("resample", "int", False, "passes per step, 1..max_resample (RePaint resampling: a tighter fit "
            "to the given stems, that many times the sampling time on the steps of the bundle's resample band, "
            "the steps where sigma >= 0.6 for the bundled model, which sends 3; steps x resample <= max_steps); "
-           "default from the bundle"),
+           "default from the bundle, or 2 where the bass is the only given stem with notes (`done` says which)"),
         _f("guidance", "number", False, "0..max_guidance: how strongly the generated stems follow the given ones' "
            "timing (given-part guidance: 1 is the model's own pull, more is tighter, each guided step costs a "
            "second denoiser call); default from the bundle (`default_guidance`). Ignored when nothing is given"),

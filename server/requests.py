@@ -101,6 +101,7 @@ class JobRequest:
     region: dict[str, Any] | None = None
     schedule: str = "karras"
     resample: int = 1
+    resample_asked: bool = False  # whether the request set `resample` (else the bundle's, or the daemon's choice)
     guidance: float = 1.0
     takes: int = 1
     redo: Redo | None = None
@@ -164,7 +165,8 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'silent_retries' must be an integer in [0, {MAX_SILENT_RETRIES}], "
                             f"got {retries!r}", job_id)
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
-                      sampler, h.get("region"), schedule=schedule, resample=resample, takes=takes, redo=redo,
+                      sampler, h.get("region"), schedule=schedule, resample=resample,
+                      resample_asked="resample" in h, takes=takes, redo=redo,
                       silent_retries=retries, guidance=guidance)
 
 

@@ -82,6 +82,25 @@ def test_resample_is_offered_chosen_and_echoed(client):
     assert not np.allclose(stems[1], stems[3])
 
 
+def test_a_bass_only_request_gets_the_daemons_passes_unless_it_asks(client, tiny_bundle):  # noqa: F811
+    # given no chords but a bass, the daemon picks the passes (server.windowing.bass_only_sampler)
+    # exactly as in-process windows do, and `done` says which; a request's own passes win
+    from server.windowing import BASS_ONLY_RESAMPLE
+
+    bass = tone(0.5, 22050)
+    h, pcm = gen_header("bass-only", {"bass": bass}, 22050, ["guitar"], seed=4)
+    res = client.run_job(h, pcm)
+    assert res.final.type == "done" and res.final.header["resample"] == BASS_ONLY_RESAMPLE
+    b = Bundle.load(tiny_bundle)
+    ref = np.concatenate([p.stems["guitar"] for p in generate_region(b, {"bass": bass}, ["guitar"], len(bass),
+                                                                      seed=4, steps=4)])
+    np.testing.assert_allclose(res.stems()["guitar"], ref, atol=1e-5)
+    h, pcm = gen_header("bass-only-3", {"bass": bass}, 22050, ["guitar"], seed=4, resample=3)
+    assert client.run_job(h, pcm).final.header["resample"] == 3
+    h, pcm = gen_header("with-piano", {"bass": bass, "piano": tone(0.5, 22050, 330.0)}, 22050, ["guitar"], seed=4)
+    assert client.run_job(h, pcm).final.header["resample"] == 1  # the tiny bundle's default
+
+
 def test_reroll_reuses_the_given_stems_encoding(daemon, client):  # noqa: F811
     cache = daemon.worker.cache
     given = {"bass": tone(1.0, 44100), "piano": tone(1.0, 44100, 330.0)}
