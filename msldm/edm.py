@@ -159,25 +159,21 @@ def edm_loss(model: EDMDenoiser, z0: torch.Tensor, generator: torch.Generator | 
     noise = _draw(torch.randn, tuple(z0.shape), generator, z0.device).to(z0.dtype)
     d2 = cfg.sigma_data ** 2
     weight = (sigma ** 2 + d2) / (sigma * cfg.sigma_data) ** 2
-    if given_noise is not None and not cfg.conditional:
-        if not 0.0 <= given_noise <= 1.0:
-            raise ValueError(f"given_noise must be in [0, 1], got {given_noise}")
-        if mask is None:
-            mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device,
-                                     stem_probs=stem_probs)
-            r = given_noise + (1.0 - given_noise) * _draw(torch.rand, (B,), generator, z0.device).to(z0.dtype)
-        else:  # a fixed mask is scored with its given part at given_noise * sigma
-            r = torch.full((B,), float(given_noise), dtype=z0.dtype, device=z0.device)
-        mask = mask.to(z0.dtype).expand_as(z0)
-        x = z0 + noise * sigma[:, None, None] * (1.0 - mask * (1.0 - r[:, None, None]))
-        keep = 1.0 - mask
-        return (weight[:, None, None] * keep * (model(x, sigma) - z0) ** 2).sum() / keep.sum().clamp_min(1.0)
-    x = z0 + noise * sigma[:, None, None]
-    if cfg.conditional and mask is None:
+    less = given_noise is not None and not cfg.conditional  # a joint model shown its given part less noisy
+    if less and not 0.0 <= given_noise <= 1.0:
+        raise ValueError(f"given_noise must be in [0, 1], got {given_noise}")
+    drawn_mask = mask is None and (cfg.conditional or less)
+    if drawn_mask:
         mask = random_given_mask(cfg, B, z0.shape[-1], given_prob, generator, z0.device, stem_probs=stem_probs)
     if mask is None:
-        return (weight[:, None, None] * (model(x, sigma) - z0) ** 2).mean()
+        return (weight[:, None, None] * (model(z0 + noise * sigma[:, None, None], sigma) - z0) ** 2).mean()
     mask = mask.to(z0.dtype).expand_as(z0)
+    scale = sigma[:, None, None]
+    if less:  # r ~ U[r0, 1] per row for a drawn mask, exactly r0 for a fixed one
+        r = (given_noise + (1.0 - given_noise) * _draw(torch.rand, (B,), generator, z0.device).to(z0.dtype)
+             if drawn_mask else torch.full((B,), float(given_noise), dtype=z0.dtype, device=z0.device))
+        scale = scale * (1.0 - mask * (1.0 - r[:, None, None]))
+    x = z0 + noise * scale
     denoised = model(x, sigma, z0, mask) if cfg.conditional else model(x, sigma)
     keep = 1.0 - mask
     return (weight[:, None, None] * keep * (denoised - z0) ** 2).sum() / keep.sum().clamp_min(1.0)

@@ -63,7 +63,7 @@ def val_loss(checkpoint: str, chunks: LatentChunks, stats: dict[str, torch.Tenso
             z = torch.stack([chunks[(b * batch + i) * 7 % len(chunks)] for i in range(batch)])
             z = ((z - mean) / std).reshape(batch, -1, z.shape[-1])
             total += float(edm_loss(model, z, torch.Generator().manual_seed(1000 + b), mask=mask, sigma=sigma,
-                                    given_noise=given_noise if mask is not None else None))
+                                    given_noise=given_noise))
     return total / batches
 
 
@@ -80,11 +80,15 @@ def main() -> None:
                         help="a joint model shown the given part at this share of sigma (default 1)")
     parser.add_argument("checkpoints", nargs="+")
     args = parser.parse_args()
+    given = tuple(s for s in args.given.split(",") if s)
+    if args.given_noise is not None and not given:
+        parser.error("--given-noise scores the given part's noise: name the given stems with --given")
+    if args.given_noise is not None and not 0.0 <= args.given_noise <= 1.0:
+        parser.error(f"--given-noise must be in [0, 1], got {args.given_noise}")
     torch.set_num_threads(1)
     chunks = LatentChunks(args.latents, "validation", args.window,
                           activity=ActivityFilter(threshold=1e-3, min_frame_share=args.min_frame_share))
     stats = load_stats(args.latents)
-    given = tuple(s for s in args.given.split(",") if s)
     sigmas = [float(s) for s in args.sigmas.split(",") if s] or [None]
     for path in args.checkpoints:
         for sigma in sigmas:

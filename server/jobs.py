@@ -27,7 +27,7 @@ from server.audio import StreamRateConverter, convert_rate, fit_length
 from server.fit import Scorer, rank, take_score
 from server.requests import REDO_FADE_SECONDS, JobRequest, Limits, beat_seconds
 from server.runtime import Bundle
-from server.windowing import EncodeCache, Timings, WindowPlan, bass_only_sampler, default_overlap, generate_region
+from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +252,10 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     job.total = windows * req.steps
     hook = _progress_hook(job, windows, time.perf_counter())
     t, t_convert = Timings(), 0.0
-    # passes: the request's, else the daemon's choice for its given stems, else the bundle's
-    asked = req.resample if req.resample_asked else None
-    passes = bass_only_sampler(bundle, list(given), asked, req.guidance)[0] or req.resample
+    # passes: the request's, else the windows' choice for its given stems (echoed from `t.passes`)
     pieces = generate_region(bundle, given, req.generate, span[1] - span[0], seed=req.seed, steps=req.steps,
-                             sampler=req.sampler, schedule=req.schedule, resample=asked,
+                             sampler=req.sampler, schedule=req.schedule,
+                             resample=req.resample if req.resample_asked else None,
                              guidance=req.guidance, hook=hook,
                              timings=t, cache=cache, takes=req.takes, kept_frames=kept,
                              silent_retries=req.silent_retries)
@@ -299,7 +298,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
             "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0),
                                          "tamed_windows": t.tamed.get(b, 0)} for b, s in enumerate(req.seeds)],
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
-            "resample": passes, "guidance": req.guidance, "windows": windows,
+            "resample": t.passes, "guidance": req.guidance, "windows": windows,
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
             "tamed_windows": sum(t.tamed.values()),
             "timings": {k: round(v, 6) for k, v in timings.items()}}

@@ -126,6 +126,8 @@ class Timings:
     decode: float = 0.0
     rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent, buried or blown stem)
     tamed: dict[int, int] = field(default_factory=dict)  # take -> windows blown at every attempt, scaled down
+    passes: int = 0  # RePaint passes per step the request was sampled with (the bundle's, the request's or
+    # the bass-only sampler's: `bass_only_sampler`), set when the region's generation starts
 
     @property
     def rerolls_total(self) -> int:
@@ -320,6 +322,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
     resample, reconstruction = bass_only_sampler(bundle, list(given), resample, guidance)
+    t.passes = int(resample or bundle.sampler_defaults.resample)
     args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
