@@ -306,7 +306,9 @@ class Imputation:
     score's Jacobian is a Hessian), so J_given<-gen^T e = J_gen<-given e, read off one more call
     with the given part of the input moved by e: D_gen(z + e) - D_gen(z) (a finite difference
     of step 1). Costs one more denoiser evaluation per call in the band; runs on any runtime.
-    Not with `guidance`.
+    Not with `guidance`. `reconstruction_mask` (0/1, broadcastable to the state; None: the whole
+    given part): the given positions whose error counts in e, for example one given stem's
+    channel block, so that the pull follows that stem's reconstruction and not the others'.
 
     `given_noise` r < 1: the given part is noised to r * sigma instead of sigma, for a denoiser
     trained to read it so (`msldm.edm.edm_loss`'s `given_noise`): at the high levels where a
@@ -316,7 +318,8 @@ class Imputation:
     def __init__(self, denoise: Denoise, given: Array, mask: Array, randn: Randn, conditional: bool = False,
                  guidance: float = 1.0, guidance_tmin: float = 0.0, guidance_tmax: float = float("inf"),
                  guidance_reverse: float = 1.0, concat: Callable[[list[Array]], Array] | None = None,
-                 given_noise: float = 1.0, reconstruction: float = 0.0, reconstruction_tmin: float = 0.0):
+                 given_noise: float = 1.0, reconstruction: float = 0.0, reconstruction_tmin: float = 0.0,
+                 reconstruction_mask: Array | None = None):
         self.denoise, self.given, self.mask, self.concat = denoise, given, mask, concat
         self.given_noise = float(given_noise)
         self.reconstruction, self.reconstruction_tmin = float(reconstruction), float(reconstruction_tmin)
@@ -324,6 +327,8 @@ class Imputation:
             raise ValueError("reconstruction guidance and given-part guidance are two ways to pull towards the "
                              "given stems: use one")
         self.keep = 1.0 - mask
+        # the given positions whose reconstruction error pulls (outside the given part it would be 0 anyway)
+        self.error_mask = mask if reconstruction_mask is None else mask * reconstruction_mask
         full = mask + given * 0.0  # the mask at the state's shape
         at = full > 0.5  # given positions
         self.given_randn = MaskedNoise(at, randn)
@@ -354,7 +359,7 @@ class Imputation:
 
     def _reconstructed(self, x: Array, sigma: float) -> Array:
         """The estimate with reconstruction guidance: D + w_r * (D(z + e) - D(z)) on the
-        generated part, e = (given - D(z)) on the given part."""
+        generated part, e = (given - D(z)) on the given part (where `reconstruction_mask` is 1)."""
         z = self._noised(x, sigma, self.given)
         cond = () if self.cond is None else self.cond
 
@@ -362,7 +367,7 @@ class Imputation:
             return self.denoise(a, sigma, *cond)
 
         d = run(z)
-        e = (self.given - d) * self.mask
+        e = (self.given - d) * self.error_mask
         return d + (run(z + e) - d) * self.keep * self.reconstruction
 
     def __call__(self, x: Array, sigma: float) -> Array:
@@ -398,7 +403,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              conditional: bool = False, guidance: float = 1.0, guidance_tmin: float = 0.0,
              guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0,
              concat: Callable[[list[Array]], Array] | None = None, given_noise: float = 1.0,
-             reconstruction: float = 0.0, reconstruction_tmin: float = 0.0) -> Array:
+             reconstruction: float = 0.0, reconstruction_tmin: float = 0.0,
+             reconstruction_mask: Array | None = None) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -412,7 +418,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     `concat`: the array type's join along the batch axis; guided calls then run both branches
     as one batched call (`Imputation`). `given_noise`: the given part's noise as a share of
     sigma (`Imputation`; 1: Eq. 5). `reconstruction`, `reconstruction_tmin`: reconstruction
-    guidance's weight (0: off) and lowest noise level (`Imputation`).
+    guidance's weight (0: off) and lowest noise level, `reconstruction_mask` the given positions
+    whose error counts (`Imputation`; None: all).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -426,5 +433,6 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     if given is None:
         raise ValueError("a mask needs the given latents")
     imp = Imputation(denoise, given, mask, randn, conditional, guidance, guidance_tmin, guidance_tmax,
-                     guidance_reverse, concat, given_noise, reconstruction, reconstruction_tmin)
+                     guidance_reverse, concat, given_noise, reconstruction, reconstruction_tmin,
+                     reconstruction_mask)
     return imp.finish(fn(imp, x, sigmas, **dict(kwargs, randn=imp.state_randn)))

@@ -246,7 +246,7 @@ class Bundle:
                  sampler: str | None = None, schedule: str | None = None, given: np.ndarray | None = None,
                  mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
                  resample: int | None = None, guidance: float | None = None,
-                 reconstruction: float | None = None,
+                 reconstruction: float | None = None, reconstruction_mask: np.ndarray | None = None,
                  callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None, total: bool | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
@@ -264,7 +264,8 @@ class Bundle:
         `guidance`: the given-part guidance weight (`msldm.sampling.Imputation`; 1 off);
         `reconstruction`: the reconstruction guidance weight (0 off; over the manifest's
         `reconstruction_tmin`); each by default the manifest's (a `guidance` other than 1 turns
-        reconstruction guidance off).
+        reconstruction guidance off); `reconstruction_mask` (0/1, broadcastable to `shape`; None:
+        all of `mask`): the given positions whose reconstruction error guides.
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -283,7 +284,8 @@ class Bundle:
             kwargs["reconstruction"] = 0.0
         return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
-                                 concat=lambda arrays: np.concatenate(arrays, axis=0), **kwargs)
+                                 concat=lambda arrays: np.concatenate(arrays, axis=0),
+                                 reconstruction_mask=reconstruction_mask, **kwargs)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

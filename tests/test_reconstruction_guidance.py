@@ -50,6 +50,36 @@ def test_one_call_adds_w_times_the_gradient_of_the_given_parts_reconstruction_er
     np.testing.assert_allclose(out[:, MISSING], d[:, MISSING] + w * grad, rtol=1e-10, atol=1e-12)
 
 
+def test_a_reconstruction_mask_keeps_only_its_positions_error():
+    """e counts only where `reconstruction_mask` is 1: the gradient of the first given channel's
+    error alone; a mask of ones is the default, a mask of zeros plain imputation's estimate."""
+    given, mask = _given()
+    state = np.random.default_rng(1).standard_normal((N, 4))
+    s, w = 0.9, 2.0
+
+    def estimate(rmask, w=w):
+        rng = np.random.default_rng(2)  # the same given-part noise for every variant
+        return sampling.Imputation(_denoise, given, mask, lambda like: rng.standard_normal(like.shape),
+                                   reconstruction=w, reconstruction_mask=rmask)(state, s)
+
+    first = np.zeros((1, 4))
+    first[0, GIVEN[0]] = 1.0
+    out = estimate(first)
+    M = denoiser_matrix(SIGMA_4D, s)
+    z = state.copy()
+    z[:, GIVEN] = Z_GIVEN[GIVEN] + np.random.default_rng(2).standard_normal((N, 2)) * s
+    d = z @ M.T
+    e = Z_GIVEN[GIVEN[0]] - d[:, GIVEN[0]]
+    np.testing.assert_allclose(out[:, MISSING], d[:, MISSING] + w * np.outer(e, M[GIVEN[0], MISSING]),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(estimate(np.ones((1, 4))), estimate(None))
+    np.testing.assert_allclose(estimate(np.zeros((1, 4)))[:, MISSING], d[:, MISSING], rtol=1e-12, atol=1e-12)
+    # a mask outside the given part changes nothing: there is no error to count there
+    outside = np.zeros((1, 4))
+    outside[0, MISSING] = 1.0
+    np.testing.assert_allclose(estimate(outside)[:, MISSING], d[:, MISSING], rtol=1e-12, atol=1e-12)
+
+
 def test_guidance_moves_the_generated_mean_towards_the_true_conditional():
     """Plain imputation with the deterministic sampler recovers little of the conditional mean's
     shift; reconstruction guidance recovers more the stronger it is, and leaves the spread."""
