@@ -32,10 +32,10 @@ attempt came out blown, the blown window's generated stems are scaled down until
 loudest frame is `TAME_MARGIN_DB` under `BLOWN_DBFS` (`_tamed`): a quiet take is a bad take,
 a burst on a DAW's track is a hazard.
 
-Where the bass is the only given stem with notes (no guitar or piano given), every window is
-sampled with reconstruction guidance (`BASS_ONLY_RECONSTRUCTION`, `BASS_ONLY_RESAMPLE`,
-`bass_only_sampler`): imputation alone let the bundled model play parts in the key but not on
-the bass's chords.
+Where the bass is among the given stems, every window is sampled with reconstruction guidance
+from the error of the given stems with notes (`BASS_GIVEN_RECONSTRUCTION`, `PITCHED_STEMS`,
+`BASS_GIVEN_RESAMPLE`, `bass_given_sampler`): with imputation alone the bundled model read a
+given bass weakly, playing parts in the key but not on its chords, or too quiet beside it.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Timings:
     rerolls: dict[int, int] = field(default_factory=dict)  # take -> extra samplings (a silent, buried or blown stem)
     tamed: dict[int, int] = field(default_factory=dict)  # take -> windows blown at every attempt, scaled down
     passes: int = 0  # RePaint passes per step the request was sampled with (the bundle's, the request's or
-    # the bass-only sampler's: `bass_only_sampler`), set when the region's generation starts
+    # the given bass's sampler: `bass_given_sampler`), set when the region's generation starts
 
     @property
     def rerolls_total(self) -> int:
@@ -180,18 +180,23 @@ PULL_STICKY = True
 are sampled with the pulling sampler at once (the same cost as the request's): the model
 answered these given stems with a buried part, and a window that continues the pulled one
 would be pulled again."""
-CHORD_STEMS = ("guitar", "piano")
-"""Given stems that carry a song's chords; the bass carries its roots only."""
-BASS_ONLY_RECONSTRUCTION = 2.0
-"""Reconstruction guidance weight (`msldm.sampling.Imputation`) for a request whose only given
-stem with notes is the bass: the bundled model, given the bass and drums, played guitar and
-piano parts that kept to a key but not to the bass's chords (harmonic fit 0.41-0.43 of the real
-parts'); with this weight over the manifest's band (`reconstruction_tmin`) and
-`BASS_ONLY_RESAMPLE` passes, 0.47-0.48 / 0.52-0.53 on the same clips (two draws), at levels
-within 3 dB of real parts, and given the bass alone 0.63 / 0.62 against 0.37 / 0.40
-(docs/model-card.md, "Seventeenth session"). Where a guitar or piano is given it made the
-generated parts quieter and the bass less on the beat, so it stays off there."""
-BASS_ONLY_RESAMPLE = 2
+PITCHED_STEMS = ("bass", "guitar", "piano")
+"""Given stems whose reconstruction error guides a request given the bass (`bass_given_sampler`):
+the ones with notes, not the drums (whose error pulled the generated parts' level about)."""
+BASS_GIVEN_RECONSTRUCTION = 4.0
+"""Reconstruction guidance weight (`msldm.sampling.Imputation`) for a request with the bass
+among its given stems, from the error of the given stems with notes alone (`PITCHED_STEMS`;
+not the drums', nor the previous window's imposed frames). Without it the bundled model read a
+given bass weakly: given the bass and drums, it played guitar and piano parts in the key but
+not on the bass's chords (harmonic fit 0.41-0.43 of real parts'); given bass and piano, its
+guitar came out 5.6-5.9 dB under real ones, given bass and guitar its piano 2.9-3.5 dB under.
+With this weight over the manifest's band (`reconstruction_tmin`) and `BASS_GIVEN_RESAMPLE`
+passes, on the test clips: harmonic fit 0.60-0.62 / 0.62-0.67 given bass and drums (two
+draws; weight 3: 0.58-0.60 / 0.61-0.64; 6: the piano 3.7 dB loud), the guitar given bass and
+piano -2.8 dB, the piano given bass and guitar -2.0 dB (docs/model-card.md, "Eighteenth
+session"). The same guidance from every imposed frame's error (the drums' too) at weight 2
+reached 0.47-0.53 given bass and drums, and made the parts too loud at more weight."""
+BASS_GIVEN_RESAMPLE = 2
 """RePaint passes for such a request (unless it sets its own): with the guidance's second call
 on each step over `reconstruction_tmin`, 90 denoiser calls a window against the default's 70."""
 BURIED_DEFAULT_DB = -20.0
@@ -276,19 +281,20 @@ class SamplerArgs:
     churn: float | None = None
     guidance: float | None = None
     reconstruction: float | None = None
+    reconstruction_stems: tuple[str, ...] | None = None  # given stems whose error guides (None: all)
 
 
-def bass_only_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
-                      guidance: float | None) -> tuple[int | None, float | None]:
-    """(RePaint passes, reconstruction guidance weight) for a request: `BASS_ONLY_RESAMPLE` (unless
-    the request set its passes) and `BASS_ONLY_RECONSTRUCTION` where the bass is the only given
-    stem that carries notes (no guitar or piano given), the request asks no given-part guidance
-    and the bundle's manifest sets no reconstruction guidance of its own; otherwise the request's
-    passes and None (the manifest's weight)."""
-    chordless = "bass" in given and not any(s in given for s in CHORD_STEMS)
-    if not chordless or guidance not in (None, 1.0) or bundle.sampler_defaults.reconstruction > 0:
-        return resample, None
-    return resample or BASS_ONLY_RESAMPLE, BASS_ONLY_RECONSTRUCTION
+def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
+                       guidance: float | None) -> tuple[int | None, float | None, tuple[str, ...] | None]:
+    """(RePaint passes, reconstruction guidance weight, the given stems whose error guides) for a
+    request: `BASS_GIVEN_RESAMPLE` (unless the request set its passes), `BASS_GIVEN_RECONSTRUCTION`
+    and the given stems among `PITCHED_STEMS` where the bass is among the given stems, the request
+    asks no given-part guidance and the bundle's manifest sets no reconstruction guidance of its
+    own; otherwise the request's passes, None (the manifest's weight) and None."""
+    if "bass" not in given or guidance not in (None, 1.0) or bundle.sampler_defaults.reconstruction > 0:
+        return resample, None, None
+    return (resample or BASS_GIVEN_RESAMPLE, BASS_GIVEN_RECONSTRUCTION,
+            tuple(s for s in given if s in PITCHED_STEMS))
 
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
@@ -321,9 +327,9 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
-    resample, reconstruction = bass_only_sampler(bundle, list(given), resample, guidance)
+    resample, reconstruction, error_stems = bass_given_sampler(bundle, list(given), resample, guidance)
     t.passes = int(resample or bundle.sampler_defaults.resample)
-    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction)
+    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
@@ -391,7 +397,8 @@ class _Window:
         return _sample_window(self.bundle, self.audio, self.given, self.requested,
                               None if self.prev is None else self.prev[rows], self.plan, noise, steps,
                               a.sampler, a.schedule, resample, self.index, hook, self.t,
-                              self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance, a.reconstruction)
+                              self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance, a.reconstruction,
+                              a.reconstruction_stems)
 
     def steps(self) -> int:
         """The request's sampler steps (the bundle's by default)."""
@@ -533,10 +540,13 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    hook: StepHook | None, t: Timings, cache: EncodeCache | None,
                    churn: float | None = None, takes: int = 1,
                    kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None,
-                   guidance: float | None = None, reconstruction: float | None = None) -> np.ndarray:
+                   guidance: float | None = None, reconstruction: float | None = None,
+                   reconstruction_stems: Sequence[str] | None = None) -> np.ndarray:
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
-    imposed from `prev`'s last O frames (each take continuing its own previous window)."""
+    imposed from `prev`'s last O frames (each take continuing its own previous window).
+    `reconstruction_stems`: the given stems whose reconstruction error guides (None: the whole
+    imposed part)."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
     z_given = np.zeros((takes, K * C, W), np.float32)
     mask = np.repeat(bundle.stem_mask(given, W), takes, axis=0)
@@ -560,6 +570,8 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
                           resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
                           reconstruction=reconstruction if given else None,
+                          reconstruction_mask=None if reconstruction_stems is None or not given
+                          else bundle.stem_mask([r for r in reconstruction_stems if r in given], W),
                           rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)

@@ -692,20 +692,29 @@ def test_a_window_blown_at_every_attempt_is_scaled_under_the_threshold_not_left_
     assert np.abs(drums).max() == pytest.approx(0.3, abs=1e-3)  # the stems that did not burst are untouched
 
 
-def test_a_request_given_no_chords_but_a_bass_samples_with_reconstruction_guidance(bundle, monkeypatch):
-    # the bass names the roots, not the chords: the daemon pulls the generated part harder towards
-    # it (docs/model-card.md, "Seventeenth session"); with a guitar or piano given it does not
+def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_pitched_stems(bundle, monkeypatch):
+    # the model reads a given bass weakly: the daemon pulls the generated part towards the given
+    # stems with notes (docs/model-card.md, "Eighteenth session"); not where the bass is generated
     import dataclasses
 
-    from server.windowing import BASS_ONLY_RECONSTRUCTION, BASS_ONLY_RESAMPLE, bass_only_sampler
+    from server.windowing import BASS_GIVEN_RECONSTRUCTION, BASS_GIVEN_RESAMPLE, bass_given_sampler
 
     n = int(1.5 * WINDOW * HOP)
     noise = np.random.default_rng(5)
     audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
     seen, real = [], bundle.generate
+    C = bundle.C
 
     def spy(*args, **kw):
-        seen.append((kw.get("reconstruction"), kw.get("resample")))
+        rmask = kw.get("reconstruction_mask")
+        assert (rmask is None) == (kw.get("reconstruction") is None)
+        # whose error guides: the given stems with notes over all their frames; never the drums,
+        # nor the previous window's imposed frames of a generated stem
+        blocks = None if rmask is None else frozenset(
+            s for k, s in enumerate(bundle.stems) if rmask[:, k * C:(k + 1) * C].any())
+        if rmask is not None:
+            assert all(rmask[:, bundle.stems.index(s) * C:(bundle.stems.index(s) + 1) * C].all() for s in blocks)
+        seen.append((kw.get("reconstruction"), kw.get("resample"), blocks))
         return real(*args, **kw)
 
     monkeypatch.setattr(bundle, "generate", spy)
@@ -716,15 +725,16 @@ def test_a_request_given_no_chords_but_a_bass_samples_with_reconstruction_guidan
                              silent_retries=0, **kw))
         return set(seen)
 
-    chordless = (BASS_ONLY_RECONSTRUCTION, BASS_ONLY_RESAMPLE)
-    assert asked(["bass", "drums"], ["guitar", "piano"]) == {chordless}
-    assert asked(["bass"], ["drums", "guitar"]) == {chordless}
-    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(BASS_ONLY_RECONSTRUCTION, 4)}
-    assert asked(["bass", "piano"], ["drums", "guitar"]) == {(None, None)}
-    assert asked(["drums"], ["bass", "guitar"]) == {(None, None)}
-    assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == {(None, None)}
-    assert asked([], ["bass", "guitar"]) == {(None, None)}  # total generation
+    pulled = (BASS_GIVEN_RECONSTRUCTION, BASS_GIVEN_RESAMPLE)
+    assert asked(["bass", "drums"], ["guitar", "piano"]) == {(*pulled, frozenset({"bass"}))}
+    assert asked(["bass"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass"}))}
+    assert asked(["bass", "piano"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass", "piano"}))}
+    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(BASS_GIVEN_RECONSTRUCTION, 4, frozenset({"bass"}))}
+    assert asked(["drums", "piano"], ["bass", "guitar"]) == {(None, None, None)}  # the README's request
+    assert asked(["drums"], ["bass", "guitar"]) == {(None, None, None)}
+    assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == {(None, None, None)}
+    assert asked([], ["bass", "guitar"]) == {(None, None, None)}  # total generation
     own = dataclasses.replace(bundle.sampler_defaults, reconstruction=1.0)
     monkeypatch.setattr(bundle, "sampler_defaults", own)
-    assert bass_only_sampler(bundle, ["bass", "drums"], None, None) == (None, None)  # the manifest's own weight
-    assert BASS_ONLY_RECONSTRUCTION > 0 and BASS_ONLY_RESAMPLE >= 1
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, None, None)  # the manifest's own
+    assert BASS_GIVEN_RECONSTRUCTION > 0 and BASS_GIVEN_RESAMPLE >= 1

@@ -82,15 +82,15 @@ def test_resample_is_offered_chosen_and_echoed(client):
     assert not np.allclose(stems[1], stems[3])
 
 
-def test_a_bass_only_request_gets_the_daemons_passes_unless_it_asks(client, tiny_bundle):  # noqa: F811
-    # given no chords but a bass, the daemon picks the passes (server.windowing.bass_only_sampler)
+def test_a_request_given_the_bass_gets_the_daemons_passes_unless_it_asks(client, tiny_bundle):  # noqa: F811
+    # given the bass, the daemon picks the passes (server.windowing.bass_given_sampler)
     # exactly as in-process windows do, and `done` says which; a request's own passes win
-    from server.windowing import BASS_ONLY_RESAMPLE
+    from server.windowing import BASS_GIVEN_RESAMPLE
 
     bass = tone(0.5, 22050)
     h, pcm = gen_header("bass-only", {"bass": bass}, 22050, ["guitar"], seed=4)
     res = client.run_job(h, pcm)
-    assert res.final.type == "done" and res.final.header["resample"] == BASS_ONLY_RESAMPLE
+    assert res.final.type == "done" and res.final.header["resample"] == BASS_GIVEN_RESAMPLE
     b = Bundle.load(tiny_bundle)
     ref = np.concatenate([p.stems["guitar"] for p in generate_region(b, {"bass": bass}, ["guitar"], len(bass),
                                                                       seed=4, steps=4)])
@@ -98,6 +98,8 @@ def test_a_bass_only_request_gets_the_daemons_passes_unless_it_asks(client, tiny
     h, pcm = gen_header("bass-only-3", {"bass": bass}, 22050, ["guitar"], seed=4, resample=3)
     assert client.run_job(h, pcm).final.header["resample"] == 3
     h, pcm = gen_header("with-piano", {"bass": bass, "piano": tone(0.5, 22050, 330.0)}, 22050, ["guitar"], seed=4)
+    assert client.run_job(h, pcm).final.header["resample"] == BASS_GIVEN_RESAMPLE
+    h, pcm = gen_header("no-bass", {"piano": tone(0.5, 22050, 330.0)}, 22050, ["bass"], seed=4)
     assert client.run_job(h, pcm).final.header["resample"] == 1  # the tiny bundle's default
 
 
