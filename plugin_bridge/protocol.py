@@ -134,7 +134,7 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("resample", "int", False, "passes per step, 1..max_resample (RePaint resampling: a tighter fit "
            "to the given stems, that many times the sampling time on the steps of the bundle's resample band, "
            "the steps where sigma >= 0.6 for the bundled model, which sends 3; steps x resample <= max_steps); "
-           "default from the bundle, or 2 where the bass is the only given stem with notes (`done` says which)"),
+           "default from the bundle, or 2 where the bass is among the given stems (`done` says which)"),
         _f("guidance", "number", False, "0..max_guidance: how strongly the generated stems follow the given ones' "
            "timing (given-part guidance: 1 is the model's own pull, more is tighter, each guided step costs a "
            "second denoiser call); default from the bundle (`default_guidance`). Ignored when nothing is given"),
@@ -169,7 +169,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedules", "list", True, "noise schedule names accepted in `generate`"),
         _f("default_schedule", "str", True, "schedule used when `generate` names none"),
         _f("max_resample", "int", True, "largest `resample` accepted"),
-        _f("default_resample", "int", True, "`resample` used when `generate` names none"),
+        _f("default_resample", "int", True, "`resample` used when `generate` names none (where the bass is among the given stems, 2: see \"Given the bass\")"),
         _f("max_guidance", "number", True, "largest `guidance` accepted"),
         _f("default_guidance", "number", True, "`guidance` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
