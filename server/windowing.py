@@ -191,11 +191,12 @@ given bass weakly: given the bass and drums, it played guitar and piano parts in
 not on the bass's chords (harmonic fit 0.41-0.43 of real parts'); given bass and piano, its
 guitar came out 5.6-5.9 dB under real ones, given bass and guitar its piano 2.9-3.5 dB under.
 With this weight over the manifest's band (`reconstruction_tmin`) and `BASS_GIVEN_RESAMPLE`
-passes, on the test clips: harmonic fit 0.60-0.62 / 0.62-0.67 given bass and drums (two
+passes, on the test clips: harmonic fit 0.59-0.62 / 0.61-0.67 given bass and drums (three
 draws; weight 3: 0.58-0.60 / 0.61-0.64; 6: the piano 3.7 dB loud), the guitar given bass and
-piano -2.8 dB, the piano given bass and guitar -2.0 dB (docs/model-card.md, "Eighteenth
-session"). The same guidance from every imposed frame's error (the drums' too) at weight 2
-reached 0.47-0.53 given bass and drums, and made the parts too loud at more weight."""
+piano -1.9 to -4.3 dB (-4.1 to -5.9 before), the piano given bass and guitar -0.8 to -2.0 dB
+(docs/model-card.md, "Eighteenth session"). The same guidance from every imposed frame's error
+(the drums' too) at weight 2 reached 0.47-0.53 given bass and drums, and made the parts too
+loud at more weight."""
 BASS_GIVEN_RESAMPLE = 2
 """RePaint passes for such a request (unless it sets its own): with the guidance's second call
 on each step over `reconstruction_tmin`, 90 denoiser calls a window against the default's 70."""
