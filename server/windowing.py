@@ -546,7 +546,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
     imposed from `prev`'s last O frames (each take continuing its own previous window).
-    `reconstruction_stems`: the given stems whose reconstruction error guides (None: the whole
+    `reconstruction_stems`: given stems whose reconstruction error guides (None: the whole
     imposed part)."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
     z_given = np.zeros((takes, K * C, W), np.float32)
@@ -572,7 +572,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                           resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
                           reconstruction=reconstruction if given else None,
                           reconstruction_mask=None if reconstruction_stems is None or not given
-                          else bundle.stem_mask([r for r in reconstruction_stems if r in given], W),
+                          else bundle.stem_mask(reconstruction_stems, W),
                           rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)

@@ -281,7 +281,7 @@ class DiffusionTask(TrainTask):
                 m = torch.tensor(given, device=z0.device).repeat_interleave(d.latent_dim)[None, :, None]
                 out["loss_bg"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m))
                 if self.given_noise is not None:  # the given part as imputation would show it, at r0 * sigma
-                    out["loss_bg_gn"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234),  mask=m,
+                    out["loss_bg_gn"] = float(edm_loss(model, z0, torch.Generator().manual_seed(1234), mask=m,
                                                        given_noise=self.given_noise))
         return out
 
