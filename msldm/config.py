@@ -212,6 +212,9 @@ class SamplerConfig:
     given_noise: float = 1.0  # partial generation: the given part shown under given_noise * sigma (1: Eq. 5)
     reconstruction: float = 0.0  # partial generation: reconstruction guidance weight (Imputation; 0: off)
     reconstruction_tmin: float = 0.0  # on calls at a noise level >= this
+    bass_given_reconstruction: float = 0.0  # the daemon, where the bass is among the given stems: reconstruction
+    bass_given_resample: int = 0  # guidance from the given stems with notes at this weight (0: off), this many
+    # RePaint passes unless the request sets its own (0: `resample`); server.windowing.bass_given_sampler
 
     def __post_init__(self) -> None:
         from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
@@ -239,6 +242,16 @@ class SamplerConfig:
         if self.reconstruction > 0 and self.guidance != 1:
             raise ValueError("reconstruction guidance and given-part guidance both pull towards the given stems: "
                              f"set one (reconstruction {self.reconstruction}, guidance {self.guidance})")
+        if not 0 <= self.bass_given_reconstruction <= MAX_GUIDANCE:
+            raise ValueError(f"bass_given_reconstruction must be in [0, {MAX_GUIDANCE}] (0: off), "
+                             f"got {self.bass_given_reconstruction}")
+        if self.bass_given_reconstruction > 0 and self.guidance != 1:
+            raise ValueError("bass_given_reconstruction and given-part guidance both pull towards the given stems: "
+                             f"set one (bass_given_reconstruction {self.bass_given_reconstruction}, "
+                             f"guidance {self.guidance})")
+        if not 0 <= self.bass_given_resample <= MAX_RESAMPLE:
+            raise ValueError(f"bass_given_resample must be in [0, {MAX_RESAMPLE}] (0: resample), "
+                             f"got {self.bass_given_resample}")
         if not self.reconstruction_tmin >= 0:
             raise ValueError(f"reconstruction_tmin must be >= 0, got {self.reconstruction_tmin}")
         if not 0 <= self.given_noise <= 1:
@@ -492,9 +505,17 @@ def _cpu() -> ModelConfig:
     # weights shipped then (on three validation sets, 0.5 x v2cf + 0.5 x v2g9p8d8 gave FD 12.6 /
     # 12.8 / 12.5 at churn 8, 13.1 / 14.2 / 12.9 at 10; churn 6 left the piano 3-4 dB quiet at 0.7;
     # docs/model-card.md, "Fifteenth session").
+    # Since the eighteenth session (2026-12-06): where the bass is among the given stems, the
+    # daemon samples with reconstruction guidance at weight 4 from sigma 0.3 down
+    # (reconstruction_tmin) from the given stems with notes, 2 RePaint passes
+    # (bass_given_reconstruction, bass_given_resample; server.windowing.bass_given_sampler): given
+    # bass and drums, the guitar and piano's harmonic fit 0.41-0.43 -> 0.59-0.67 on the test clips
+    # (docs/model-card.md, "Eighteenth session"). Written into the manifest since the nineteenth.
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=3.0, S_tmin=0.3,
-                                        S_tmax=1.0, S_churn_total=8.0, S_tmax_total=3.0, guidance_tmin=0.3))
+                                        S_tmax=1.0, S_churn_total=8.0, S_tmax_total=3.0, guidance_tmin=0.3,
+                                        reconstruction_tmin=0.3, bass_given_reconstruction=4.0,
+                                        bass_given_resample=2))
 
 
 def _gpu() -> ModelConfig:

@@ -169,7 +169,7 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedules", "list", True, "noise schedule names accepted in `generate`"),
         _f("default_schedule", "str", True, "schedule used when `generate` names none"),
         _f("max_resample", "int", True, "largest `resample` accepted"),
-        _f("default_resample", "int", True, "`resample` used when `generate` names none (where the bass is among the given stems, 2: see \"Given the bass\")"),
+        _f("default_resample", "int", True, "`resample` used when `generate` names none (where the bass is among the given stems, the manifest's `bass_given_resample`, 2 for the bundled model: see \"Given the bass\")"),
         _f("max_guidance", "number", True, "largest `guidance` accepted"),
         _f("default_guidance", "number", True, "`guidance` used when `generate` names none"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),

@@ -51,12 +51,14 @@ REQUIRED_KEYS = ("sample_rate", "hop", "latent_dim", "stems", "sigma_data", "win
 LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": None, "guidance": 1.0,
                                         "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None,
                                         "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0,
-                                        "reconstruction": 0.0, "reconstruction_tmin": 0.0}
+                                        "reconstruction": 0.0, "reconstruction_tmin": 0.0,
+                                        "bass_given_reconstruction": 0.0, "bass_given_resample": 0}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
 total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5;
-`reconstruction` 0: no reconstruction guidance)."""
+`reconstruction` 0: no reconstruction guidance; `bass_given_reconstruction` 0: none where the
+bass is given either, and `bass_given_resample` 0: the passes of `resample`)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -73,7 +75,8 @@ def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
     if missing or unknown:
         raise BundleError(f"manifest sampler block: missing {missing}, unknown {unknown}; every field of "
                           f"{fields} is written by `msldm export` (re-export the bundle)")
-    kinds = {"sampler": str, "schedule": str, "steps": int, "resample": int}  # the rest are floats
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(SamplerConfig)
+             if isinstance(f.default, (str, int)) and not isinstance(f.default, bool)}  # the rest are floats
     d = dict(block, **{k: math.inf for k in ("S_tmax", "resample_tmax", "guidance_tmax") if block[k] is None})
     try:  # an optional field's null stays None ("as the field it defaults to")
         return SamplerConfig(**{k: None if v is None and k in OPTIONAL_FLOATS else kinds.get(k, float)(v)

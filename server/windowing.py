@@ -33,8 +33,8 @@ loudest frame is `TAME_MARGIN_DB` under `BLOWN_DBFS` (`_tamed`): a quiet take is
 a burst on a DAW's track is a hazard.
 
 Where the bass is among the given stems, every window is sampled with reconstruction guidance
-from the error of the given stems with notes (`BASS_GIVEN_RECONSTRUCTION`, `PITCHED_STEMS`,
-`BASS_GIVEN_RESAMPLE`, `bass_given_sampler`): with imputation alone the bundled model read a
+from the error of the given stems with notes (the manifest's `bass_given_reconstruction` and
+`bass_given_resample`, `PITCHED_STEMS`, `bass_given_sampler`): with imputation alone the bundled model read a
 given bass weakly, playing parts in the key but not on its chords, or too quiet beside it.
 """
 
@@ -183,23 +183,6 @@ would be pulled again."""
 PITCHED_STEMS = ("bass", "guitar", "piano")
 """Given stems whose reconstruction error guides a request given the bass (`bass_given_sampler`):
 the ones with notes, not the drums (whose error pulled the generated parts' level about)."""
-BASS_GIVEN_RECONSTRUCTION = 4.0
-"""Reconstruction guidance weight (`msldm.sampling.Imputation`) for a request with the bass
-among its given stems, from the error of the given stems with notes alone (`PITCHED_STEMS`;
-not the drums', nor the previous window's imposed frames). Without it the bundled model read a
-given bass weakly: given the bass and drums, it played guitar and piano parts in the key but
-not on the bass's chords (harmonic fit 0.41-0.43 of real parts'); given bass and piano, its
-guitar came out 5.6-5.9 dB under real ones, given bass and guitar its piano 2.9-3.5 dB under.
-With this weight over the manifest's band (`reconstruction_tmin`) and `BASS_GIVEN_RESAMPLE`
-passes, on the test clips: harmonic fit 0.59-0.62 / 0.61-0.67 given bass and drums (three
-draws; weight 3: 0.58-0.60 / 0.61-0.64; 6: the piano 3.7 dB loud), the guitar given bass and
-piano -1.9 to -4.3 dB (-4.1 to -5.9 before), the piano given bass and guitar -0.8 to -2.0 dB
-(docs/model-card.md, "Eighteenth session"). The same guidance from every imposed frame's error
-(the drums' too) at weight 2 reached 0.47-0.53 given bass and drums, and made the parts too
-loud at more weight."""
-BASS_GIVEN_RESAMPLE = 2
-"""RePaint passes for such a request (unless it sets its own): with the guidance's second call
-on each step over `reconstruction_tmin`, 90 denoiser calls a window against the default's 70."""
 BURIED_DEFAULT_DB = -20.0
 """`BURIED_DB` for a stem name it does not list."""
 MIN_CHECK_SECONDS = 0.5
@@ -288,13 +271,24 @@ class SamplerArgs:
 def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
                        guidance: float | None) -> tuple[int | None, float | None, tuple[str, ...] | None]:
     """(RePaint passes, reconstruction guidance weight, the given stems whose error guides) for a
-    request: `BASS_GIVEN_RESAMPLE` (unless the request set its passes), `BASS_GIVEN_RECONSTRUCTION`
-    and the given stems among `PITCHED_STEMS` where the bass is among the given stems, the request
-    asks no given-part guidance and the bundle's manifest sets no reconstruction guidance of its
-    own; otherwise the request's passes, None (the manifest's weight) and None."""
-    if "bass" not in given or guidance not in (None, 1.0) or bundle.sampler_defaults.reconstruction > 0:
+    request. Where the bass is among the given stems, the request asks no given-part guidance and
+    the manifest's `bass_given_reconstruction` is set: the manifest's `bass_given_resample` passes
+    (unless the request or that field leaves them to `resample`), that weight, and the given
+    stems among `PITCHED_STEMS`. Otherwise the request's passes, None (the manifest's
+    `reconstruction`) and None (the whole imposed part's error).
+
+    The bundled model reads a given bass weakly: with imputation alone, given the bass and drums
+    it played guitar and piano parts in the key but not on the bass's chords (harmonic fit
+    0.41-0.43 of real parts'); given bass and piano its guitar came out 5.6-5.9 dB under real
+    ones. Its manifest's weight 4 from sigma 0.3 down with 2 passes (90 denoiser calls a window
+    against 70) gave 0.59-0.62 / 0.61-0.67 given bass and drums on three test draws, the guitar
+    given bass and piano -1.9 to -4.3 dB; the same guidance from every imposed frame's error, the
+    drums' too, reached 0.47-0.53 and made the parts too loud at more weight
+    (docs/model-card.md, "Eighteenth session")."""
+    d = bundle.sampler_defaults
+    if "bass" not in given or d.bass_given_reconstruction <= 0 or guidance not in (None, 1.0):
         return resample, None, None
-    return (resample or BASS_GIVEN_RESAMPLE, BASS_GIVEN_RECONSTRUCTION,
+    return (resample or d.bass_given_resample or None, d.bass_given_reconstruction,
             tuple(s for s in given if s in PITCHED_STEMS))
 
 

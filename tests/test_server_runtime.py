@@ -128,6 +128,12 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             m["sampler"][field] = value
             (root / "manifest.json").write_text(json.dumps(m))
             assert getattr(Bundle.load(root).sampler_defaults, field) == value
+    # the given-bass fields: absent, no such sampler (bundles before them had none in the manifest)
+    for field in ("bass_given_reconstruction", "bass_given_resample"):
+        m["sampler"].pop(field)
+    (root / "manifest.json").write_text(json.dumps(m))
+    d = Bundle.load(root).sampler_defaults
+    assert (d.bass_given_reconstruction, d.bass_given_resample) == (0.0, 0)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -697,8 +703,11 @@ def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_
     # stems with notes (docs/model-card.md, "Eighteenth session"); not where the bass is generated
     import dataclasses
 
-    from server.windowing import BASS_GIVEN_RECONSTRUCTION, BASS_GIVEN_RESAMPLE, bass_given_sampler
+    from server.windowing import bass_given_sampler
 
+    # the manifest's policy (the tiny bundle's: the shipped one's values)
+    W_, R_ = bundle.sampler_defaults.bass_given_reconstruction, bundle.sampler_defaults.bass_given_resample
+    assert (W_, R_) == (4.0, 2)
     n = int(1.5 * WINDOW * HOP)
     noise = np.random.default_rng(5)
     audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
@@ -725,16 +734,35 @@ def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_
                              silent_retries=0, **kw))
         return set(seen)
 
-    pulled = (BASS_GIVEN_RECONSTRUCTION, BASS_GIVEN_RESAMPLE)
+    pulled = (W_, R_)
     assert asked(["bass", "drums"], ["guitar", "piano"]) == {(*pulled, frozenset({"bass"}))}
     assert asked(["bass"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass"}))}
     assert asked(["bass", "piano"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass", "piano"}))}
-    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(BASS_GIVEN_RECONSTRUCTION, 4, frozenset({"bass"}))}
+    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(W_, 4, frozenset({"bass"}))}
     assert asked(["drums", "piano"], ["bass", "guitar"]) == {(None, None, None)}  # the README's request
     assert asked(["drums"], ["bass", "guitar"]) == {(None, None, None)}
     assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == {(None, None, None)}
     assert asked([], ["bass", "guitar"]) == {(None, None, None)}  # total generation
-    own = dataclasses.replace(bundle.sampler_defaults, reconstruction=1.0)
-    monkeypatch.setattr(bundle, "sampler_defaults", own)
-    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, None, None)  # the manifest's own
-    assert BASS_GIVEN_RECONSTRUCTION > 0 and BASS_GIVEN_RESAMPLE >= 1
+    # the passes field 0 leaves them to the manifest's `resample`; the weight 0 turns it all off
+    monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(bundle.sampler_defaults, bass_given_resample=0))
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, W_, ("bass",))
+    assert bass_given_sampler(bundle, ["bass", "drums"], 3, None) == (3, W_, ("bass",))
+    monkeypatch.setattr(bundle, "sampler_defaults",
+                        dataclasses.replace(bundle.sampler_defaults, bass_given_reconstruction=0.0))
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, None, None)
+
+
+def test_the_shipped_manifest_writes_the_given_bass_sampler():
+    # the bundled model's given-bass policy is the manifest's, stated there, not a daemon constant
+    from msldm.config import get_preset
+    from server.runtime import sampler_defaults
+
+    block = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json")
+                       .read_text())["sampler"]
+    assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
+    d = sampler_defaults(block)
+    assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
+    for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
+                {"bass_given_resample": -1}, {"guidance": 2.0}):
+        with pytest.raises(Exception, match="bass_given|guidance"):
+            sampler_defaults({**block, **bad})

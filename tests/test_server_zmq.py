@@ -85,8 +85,8 @@ def test_resample_is_offered_chosen_and_echoed(client):
 def test_a_request_given_the_bass_gets_the_daemons_passes_unless_it_asks(client, tiny_bundle):  # noqa: F811
     # given the bass, the daemon picks the passes (server.windowing.bass_given_sampler)
     # exactly as in-process windows do, and `done` says which; a request's own passes win
-    from server.windowing import BASS_GIVEN_RESAMPLE
-
+    BASS_GIVEN_RESAMPLE = Bundle.load(tiny_bundle).sampler_defaults.bass_given_resample  # the manifest's
+    assert BASS_GIVEN_RESAMPLE == 2
     bass = tone(0.5, 22050)
     h, pcm = gen_header("bass-only", {"bass": bass}, 22050, ["guitar"], seed=4)
     res = client.run_job(h, pcm)
