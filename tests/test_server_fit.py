@@ -59,6 +59,33 @@ def test_a_part_in_the_key_fits_better_than_a_tritone_away() -> None:
     assert same.harmony > 0.7 and same.harmony > far.harmony + 0.5
 
 
+def test_given_the_bass_a_part_on_its_chords_fits_better_than_the_same_chords_out_of_turn() -> None:
+    # the bass plays C then A; a guitar with C major then A minor follows it, the same two
+    # chords the other way round are both in the key but off the bass's roots half the time
+    half = SECONDS / 2
+    first, second = EIGHTHS[EIGHTHS < half], EIGHTHS[EIGHTHS >= half]
+    bass = chord_notes(first, [36]) + chord_notes(second, [33])  # C2, A1: only a bass's own band names them
+    c_major, a_minor = [60, 64, 67], [57, 60, 64]
+    follows = chord_notes(first, c_major) + chord_notes(second, a_minor)
+    swapped = chord_notes(first, a_minor) + chord_notes(second, c_major)
+    given = {"bass": bass, "drums": DRUMS}
+    on = fit.stem_fits({"guitar": follows}, given, SR)["guitar"].harmony
+    off = fit.stem_fits({"guitar": swapped}, given, SR)["guitar"].harmony
+    assert on > 0.75 and on > off + 0.2, (on, off)  # (the notes ring 2 s, over the change)
+    # with a piano given too, its chords count beside the bass's roots
+    both = fit.stem_fits({"guitar": follows}, {**given, "piano": PIANO}, SR)["guitar"].harmony
+    assert off < both < on
+
+
+def test_chord_tones_of_a_root() -> None:
+    root = np.zeros((2, 12))
+    root[0, 9] = 4.0  # A
+    tones = fit.chord_tones(root)
+    assert tones[0].tolist() == [1, 1, 0, 0, 1, 0, 0, 0.5, 0, 1, 0, 0]  # C, C#, E, A; G half
+    assert not tones[1].any()  # a silent frame names no chord
+    np.testing.assert_allclose(fit.chord_tones(3 * root), tones)
+
+
 def test_silence_scores_zero_and_drums_alone_give_no_harmony() -> None:
     fits = fit.stem_fits({"bass": np.zeros(N, np.float32), "guitar": chord_notes(EIGHTHS, [60])}, {"drums": DRUMS}, SR)
     assert fits["bass"].score == 0.0
