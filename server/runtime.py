@@ -52,13 +52,15 @@ LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": N
                                         "guidance_reverse": 1.0, "guidance_tmin": 0.0, "guidance_tmax": None,
                                         "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0,
                                         "reconstruction": 0.0, "reconstruction_tmin": 0.0,
-                                        "bass_given_reconstruction": 0.0, "bass_given_resample": 0}
+                                        "bass_given_reconstruction": 0.0, "bass_given_resample": 0,
+                                        "bass_drums_reconstruction_tmin": None}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
 total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5;
 `reconstruction` 0: no reconstruction guidance; `bass_given_reconstruction` 0: none where the
-bass is given either, and `bass_given_resample` 0: the passes of `resample`)."""
+bass is given either, `bass_given_resample` 0: the passes of `resample`, and
+`bass_drums_reconstruction_tmin` null: `reconstruction_tmin`)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -250,7 +252,7 @@ class Bundle:
                  mask: np.ndarray | None = None, S_churn: float | None = None, S_tmin: float | None = None,
                  resample: int | None = None, guidance: float | None = None,
                  reconstruction: float | None = None, reconstruction_mask: np.ndarray | None = None,
-                 callback: sampling.StepCallback | None = None,
+                 reconstruction_tmin: float | None = None, callback: sampling.StepCallback | None = None,
                  rng: np.random.Generator | None = None, total: bool | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
 
@@ -268,7 +270,8 @@ class Bundle:
         `reconstruction`: the reconstruction guidance weight (0 off; over the manifest's
         `reconstruction_tmin`); each by default the manifest's (a `guidance` other than 1 turns
         reconstruction guidance off); `reconstruction_mask` (0/1, broadcastable to `shape`; None:
-        all of `mask`): the given positions whose reconstruction error guides.
+        all of `mask`): the given positions whose reconstruction error guides;
+        `reconstruction_tmin`: its lowest noise level (default the manifest's).
         `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
@@ -278,7 +281,8 @@ class Bundle:
 
         noise = rng.standard_normal(shape, dtype=np.float32)
         asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
-                 "guidance": guidance, "reconstruction": reconstruction}  # a request's overrides (None: keep)
+                 "guidance": guidance, "reconstruction": reconstruction,
+                 "reconstruction_tmin": reconstruction_tmin}  # a request's overrides (None: keep)
         total = mask is None if total is None else total
         # a request's churn: one setting for both kinds of generation
         defaults = d.sampling_kwargs(total=total and S_churn is None)

@@ -266,30 +266,38 @@ class SamplerArgs:
     guidance: float | None = None
     reconstruction: float | None = None
     reconstruction_stems: tuple[str, ...] | None = None  # given stems whose error guides (None: all)
+    reconstruction_tmin: float | None = None  # its lowest noise level (None: the manifest's)
 
 
 def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
-                       guidance: float | None) -> tuple[int | None, float | None, tuple[str, ...] | None]:
-    """(RePaint passes, reconstruction guidance weight, the given stems whose error guides) for a
-    request. Where the bass is among the given stems, the request asks no given-part guidance and
-    the manifest's `bass_given_reconstruction` is set: the manifest's `bass_given_resample` passes
-    (unless the request or that field leaves them to `resample`), that weight, and the given
-    stems among `PITCHED_STEMS`. Otherwise the request's passes, None (the manifest's
-    `reconstruction`) and None (the whole imposed part's error).
+                       guidance: float | None) -> tuple[int | None, float | None, tuple[str, ...] | None,
+                                                        float | None]:
+    """(RePaint passes, reconstruction guidance weight, the given stems whose error guides, its
+    lowest noise level) for a request. Where the bass is among the given stems, the request asks
+    no given-part guidance and the manifest's `bass_given_reconstruction` is set: the manifest's
+    `bass_given_resample` passes (unless the request or that field leaves them to `resample`),
+    that weight, the given stems among `PITCHED_STEMS`, and where the given stems are the bass
+    and drums alone `bass_drums_reconstruction_tmin` (None: the manifest's `reconstruction_tmin`).
+    Otherwise the request's passes, None (the manifest's `reconstruction`), None (the whole
+    imposed part's error) and None.
 
     The bundled model reads a given bass weakly: with imputation alone, given the bass and drums
     it played guitar and piano parts in the key but not on the bass's chords (harmonic fit
     0.41-0.43 of real parts'); given bass and piano its guitar came out 5.6-5.9 dB under real
-    ones. Its manifest's weight 4 from sigma 0.3 down with 2 passes (90 denoiser calls a window
-    against 70) gave 0.59-0.62 / 0.61-0.67 given bass and drums on three test draws, the guitar
-    given bass and piano -1.9 to -4.3 dB; the same guidance from every imposed frame's error, the
-    drums' too, reached 0.47-0.53 and made the parts too loud at more weight
-    (docs/model-card.md, "Eighteenth session")."""
+    ones. Its manifest's weight 4 with 2 passes gives 0.59-0.64 / 0.63-0.67 given bass and drums
+    on four test draws, from sigma 1 down there (77 denoiser calls a window against 70 without
+    guidance; from 0.3 the same harmony with the parts 1-2 dB louder), and elsewhere from sigma
+    0.3 (90 calls): the guitar given bass and piano -1.9 to -4.3 dB; given the bass alone, the
+    parts stopped at sigma 1 came out 1-2 dB quieter, -3.4 / -4.0 dB. The same guidance from
+    every imposed frame's error, the drums' too, reached 0.47-0.53 given bass and drums and made
+    the parts too loud at more weight (docs/model-card.md, "Eighteenth session", "Nineteenth
+    session")."""
     d = bundle.sampler_defaults
     if "bass" not in given or d.bass_given_reconstruction <= 0 or guidance not in (None, 1.0):
-        return resample, None, None
-    return (resample or d.bass_given_resample or None, d.bass_given_reconstruction,
-            tuple(s for s in given if s in PITCHED_STEMS))
+        return resample, None, None, None
+    pitched = tuple(s for s in given if s in PITCHED_STEMS)
+    return (resample or d.bass_given_resample or None, d.bass_given_reconstruction, pitched,
+            d.bass_drums_reconstruction_tmin if set(given) == {"bass", "drums"} else None)
 
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
@@ -322,9 +330,9 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
-    resample, reconstruction, error_stems = bass_given_sampler(bundle, list(given), resample, guidance)
+    resample, reconstruction, error_stems, error_tmin = bass_given_sampler(bundle, list(given), resample, guidance)
     t.passes = int(resample or bundle.sampler_defaults.resample)
-    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems)
+    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems, error_tmin)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
@@ -393,7 +401,7 @@ class _Window:
                               None if self.prev is None else self.prev[rows], self.plan, noise, steps,
                               a.sampler, a.schedule, resample, self.index, hook, self.t,
                               self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance, a.reconstruction,
-                              a.reconstruction_stems)
+                              a.reconstruction_stems, a.reconstruction_tmin)
 
     def steps(self) -> int:
         """The request's sampler steps (the bundle's by default)."""
@@ -536,12 +544,13 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    churn: float | None = None, takes: int = 1,
                    kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None,
                    guidance: float | None = None, reconstruction: float | None = None,
-                   reconstruction_stems: Sequence[str] | None = None) -> np.ndarray:
+                   reconstruction_stems: Sequence[str] | None = None,
+                   reconstruction_tmin: float | None = None) -> np.ndarray:
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
     imposed from `prev`'s last O frames (each take continuing its own previous window).
     `reconstruction_stems`: given stems whose reconstruction error guides (None: the whole
-    imposed part)."""
+    imposed part); `reconstruction_tmin`: its lowest noise level (None: the manifest's)."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
     z_given = np.zeros((takes, K * C, W), np.float32)
     mask = np.repeat(bundle.stem_mask(given, W), takes, axis=0)
@@ -567,6 +576,7 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                           reconstruction=reconstruction if given else None,
                           reconstruction_mask=None if reconstruction_stems is None or not given
                           else bundle.stem_mask(reconstruction_stems, W),
+                          reconstruction_tmin=reconstruction_tmin,
                           rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
                           given=z_given if mask.any() else None, mask=mask if mask.any() else None,
                           callback=callback)

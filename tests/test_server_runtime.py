@@ -129,11 +129,11 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             (root / "manifest.json").write_text(json.dumps(m))
             assert getattr(Bundle.load(root).sampler_defaults, field) == value
     # the given-bass fields: absent, no such sampler (bundles before them had none in the manifest)
-    for field in ("bass_given_reconstruction", "bass_given_resample"):
+    for field in ("bass_given_reconstruction", "bass_given_resample", "bass_drums_reconstruction_tmin"):
         m["sampler"].pop(field)
     (root / "manifest.json").write_text(json.dumps(m))
     d = Bundle.load(root).sampler_defaults
-    assert (d.bass_given_reconstruction, d.bass_given_resample) == (0.0, 0)
+    assert (d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin) == (0.0, 0, None)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -706,8 +706,9 @@ def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_
     from server.windowing import bass_given_sampler
 
     # the manifest's policy (the tiny bundle's: the shipped one's values)
-    W_, R_ = bundle.sampler_defaults.bass_given_reconstruction, bundle.sampler_defaults.bass_given_resample
-    assert (W_, R_) == (4.0, 2)
+    d = bundle.sampler_defaults
+    W_, R_, T_ = d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin
+    assert (W_, R_, T_) == (4.0, 2, 1.0)
     n = int(1.5 * WINDOW * HOP)
     noise = np.random.default_rng(5)
     audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
@@ -723,7 +724,7 @@ def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_
             s for k, s in enumerate(bundle.stems) if rmask[:, k * C:(k + 1) * C].any())
         if rmask is not None:
             assert all(rmask[:, bundle.stems.index(s) * C:(bundle.stems.index(s) + 1) * C].all() for s in blocks)
-        seen.append((kw.get("reconstruction"), kw.get("resample"), blocks))
+        seen.append((kw.get("reconstruction"), kw.get("resample"), blocks, kw.get("reconstruction_tmin")))
         return real(*args, **kw)
 
     monkeypatch.setattr(bundle, "generate", spy)
@@ -735,21 +736,26 @@ def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_
         return set(seen)
 
     pulled = (W_, R_)
-    assert asked(["bass", "drums"], ["guitar", "piano"]) == {(*pulled, frozenset({"bass"}))}
-    assert asked(["bass"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass"}))}
-    assert asked(["bass", "piano"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass", "piano"}))}
-    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(W_, 4, frozenset({"bass"}))}
-    assert asked(["drums", "piano"], ["bass", "guitar"]) == {(None, None, None)}  # the README's request
-    assert asked(["drums"], ["bass", "guitar"]) == {(None, None, None)}
-    assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == {(None, None, None)}
-    assert asked([], ["bass", "guitar"]) == {(None, None, None)}  # total generation
+    # given the bass and drums alone: their own band; given anything else with the bass, the manifest's
+    assert asked(["bass", "drums"], ["guitar", "piano"]) == {(*pulled, frozenset({"bass"}), T_)}
+    assert asked(["bass"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass"}), None)}
+    assert asked(["bass", "piano"], ["drums", "guitar"]) == {(*pulled, frozenset({"bass", "piano"}), None)}
+    assert asked(["bass", "drums"], ["guitar"], resample=4) == {(W_, 4, frozenset({"bass"}), T_)}
+    off = {(None, None, None, None)}
+    assert asked(["drums", "piano"], ["bass", "guitar"]) == off  # the README's request
+    assert asked(["drums"], ["bass", "guitar"]) == off
+    assert asked(["bass", "drums"], ["guitar", "piano"], guidance=3.0) == off
+    assert asked([], ["bass", "guitar"]) == off  # total generation
     # the passes field 0 leaves them to the manifest's `resample`; the weight 0 turns it all off
     monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(bundle.sampler_defaults, bass_given_resample=0))
-    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, W_, ("bass",))
-    assert bass_given_sampler(bundle, ["bass", "drums"], 3, None) == (3, W_, ("bass",))
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, W_, ("bass",), T_)
+    assert bass_given_sampler(bundle, ["bass", "drums"], 3, None) == (3, W_, ("bass",), T_)
+    monkeypatch.setattr(bundle, "sampler_defaults",
+                        dataclasses.replace(bundle.sampler_defaults, bass_drums_reconstruction_tmin=None))
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, W_, ("bass",), None)
     monkeypatch.setattr(bundle, "sampler_defaults",
                         dataclasses.replace(bundle.sampler_defaults, bass_given_reconstruction=0.0))
-    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, None, None)
+    assert bass_given_sampler(bundle, ["bass", "drums"], None, None) == (None, None, None, None)
 
 
 def test_the_shipped_manifest_writes_the_given_bass_sampler():
@@ -760,9 +766,10 @@ def test_the_shipped_manifest_writes_the_given_bass_sampler():
     block = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json")
                        .read_text())["sampler"]
     assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
+    assert block["bass_drums_reconstruction_tmin"] == 1.0
     d = sampler_defaults(block)
     assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
     for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
-                {"bass_given_resample": -1}, {"guidance": 2.0}):
-        with pytest.raises(Exception, match="bass_given|guidance"):
+                {"bass_given_resample": -1}, {"guidance": 2.0}, {"bass_drums_reconstruction_tmin": -0.5}):
+        with pytest.raises(Exception, match="bass_given|bass_drums|guidance"):
             sampler_defaults({**block, **bad})
