@@ -517,8 +517,8 @@ def _cpu() -> ModelConfig:
     # bass and drums, the guitar and piano's harmonic fit 0.41-0.43 -> 0.59-0.67 on the test clips
     # (docs/model-card.md, "Eighteenth session"). Written into the manifest since the nineteenth,
     # which also stopped that guidance at sigma 1 where the given stems are the bass and drums
-    # (bass_drums_reconstruction_tmin): on four test draws the same harmony (0.61 / 0.64 -> 0.61 /
-    # 0.65) with the parts' levels +1.0 / +1.6 -> +0.5 / -0.2 dB (the loudest draw +3.6 -> +1.8),
+    # (bass_drums_reconstruction_tmin): on five test draws the same harmony (0.62 / 0.64 -> 0.62 /
+    # 0.65) with the parts' levels +1.1 / +1.9 -> +0.5 / +0.2 dB (the loudest draw +3.6 -> +1.8),
     # 77 denoiser calls a window instead of 90. Elsewhere the guidance below sigma 1 lifts parts
     # that would be quiet: the guitar given bass and piano on validation +1.3 dB, -1.4 stopped
     # at 1; guitar and piano given the bass alone -2.4 / -2.0, -3.4 / -4.0 stopped at 1

@@ -17,8 +17,9 @@ Pitch notes, chords from the annotation), and it never changes what is generated
 - **Rhythm** of a stem: sqrt(grid x metric), where grid is the share of its onset strength
   within `TOLERANCE_S` of a grid point and metric the (non-negative) correlation of its
   onset-strength profile over the positions of a 4-beat cycle with the context's profile.
-- **Harmony** of a pitched stem (not drums), over `SEGMENT_S` segments weighted by its energy,
-  against the given pitched stems: the mean of what each kind of given stem tells.
+- **Harmony** of a pitched stem (not drums), over `SEGMENT_S` segments weighted by its energy
+  (by its amplitude against a bass), against the given pitched stems: the mean of what each kind
+  of given stem tells.
   - Given guitar or piano: the cosine between the stem's chroma and theirs (a `CHROMA_FFT`-point
     STFT, bins between 130 Hz and 4 kHz, each into its nearest pitch class).
   - Given bass: the share of the stem's chroma on the tones a chord on the bass's root may hold

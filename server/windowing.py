@@ -34,8 +34,9 @@ a burst on a DAW's track is a hazard.
 
 Where the bass is among the given stems, every window is sampled with reconstruction guidance
 from the error of the given stems with notes (the manifest's `bass_given_reconstruction` and
-`bass_given_resample`, `PITCHED_STEMS`, `bass_given_sampler`): with imputation alone the bundled model read a
-given bass weakly, playing parts in the key but not on its chords, or too quiet beside it.
+`bass_given_resample`, `PITCHED_STEMS`, `bass_given_sampler`; given the bass and drums alone
+only from sigma `bass_drums_reconstruction_tmin` down): with imputation alone the bundled model
+read a given bass weakly, playing parts in the key but not on its chords, or too quiet beside it.
 """
 
 from __future__ import annotations
@@ -284,8 +285,8 @@ def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | Non
     The bundled model reads a given bass weakly: with imputation alone, given the bass and drums
     it played guitar and piano parts in the key but not on the bass's chords (harmonic fit
     0.41-0.43 of real parts'); given bass and piano its guitar came out 5.6-5.9 dB under real
-    ones. Its manifest's weight 4 with 2 passes gives 0.59-0.64 / 0.63-0.67 given bass and drums
-    on four test draws, from sigma 1 down there (77 denoiser calls a window against 70 without
+    ones. Its manifest's weight 4 with 2 passes gives 0.59-0.65 / 0.63-0.67 given bass and drums
+    on five test draws, from sigma 1 down there (77 denoiser calls a window against 70 without
     guidance; from 0.3 the same harmony with the parts 1-2 dB louder), and elsewhere from sigma
     0.3 (90 calls): the guitar given bass and piano -1.9 to -4.3 dB; given the bass alone, the
     parts stopped at sigma 1 came out 1-2 dB quieter, -3.4 / -4.0 dB. The same guidance from
