@@ -304,20 +304,22 @@ class Scorer:
     def __init__(self, given: Mapping[str, np.ndarray], sr: int, beat_seconds: float | None = None,
                  start_seconds: float = 0.0) -> None:
         self.sr, self.given, self.beat, self.start = sr, list(given), beat_seconds, start_seconds
-        self.feats = {s: self._features(s, a) for s, a in given.items()}
+        # a given bass's chroma is that of its fundamentals (`bass_chroma`): it names the roots
+        self.feats = {s: self._features(s, a, root=s == "bass") for s, a in given.items()}
         self.pitched = [s for s in given if s not in UNPITCHED and not self.feats[s][0]]
         self.seg = max(1, int(round(SEGMENT_S * sr / CHROMA_HOP)))
         chords = [s for s in self.pitched if s != "bass"]
         self.ctx_chroma = self._seg_chroma([self.feats[s][2] for s in chords]) if chords else None
-        self.bass_tones = chord_tones(self._seg_chroma([bass_chroma(np.asarray(given["bass"], np.float32)
-                                                                    .reshape(-1), sr)])) \
+        self.bass_tones = chord_tones(self._seg_chroma([self.feats["bass"][2]])) \
             if "bass" in self.pitched else None  # [segments, 12]
         self.context: Context | None = None  # the given stems' envelope, grid and onsets, once
 
-    def _features(self, stem: str, a: np.ndarray) -> tuple[bool, np.ndarray, np.ndarray | None]:
-        """(silent, onset envelope, chroma or None for drums) of one stem."""
+    def _features(self, stem: str, a: np.ndarray, root: bool = False) -> tuple[bool, np.ndarray, np.ndarray | None]:
+        """(silent, onset envelope, chroma or None for drums) of one stem; with `root`, the chroma
+        of its fundamentals (`bass_chroma`)."""
         a = np.asarray(a, np.float32).reshape(-1)
-        return _silent(a), onset_envelope(magnitude(a)), None if stem in UNPITCHED else chroma(a, self.sr)
+        pitch = None if stem in UNPITCHED else bass_chroma(a, self.sr) if root else chroma(a, self.sr)
+        return _silent(a), onset_envelope(magnitude(a)), pitch
 
     def _seg_chroma(self, chromas: Sequence[np.ndarray]) -> np.ndarray:
         n = min(len(c) for c in chromas)
