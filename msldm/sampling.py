@@ -138,7 +138,8 @@ def passes_per_step(sigmas: Sequence[float], resample: int = 1, resample_tmin: f
 def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, *, randn: Randn | None = None,
            S_churn: float = 0.0, S_tmin: float = 0.0, S_tmax: float = float("inf"),
            S_noise: float = 1.0, resample: int = 1, resample_tmin: float = 0.0,
-           resample_tmax: float = float("inf"), callback: StepCallback | None = None) -> Array:
+           resample_tmax: float = float("inf"), callback: StepCallback | None = None,
+           churn_steps: int | None = None) -> Array:
     """Any `solver` with stochastic churn and RePaint resampling (Algorithm 2 of Karras et al.).
 
     x: the initial noise already scaled to sigmas[0], e.g. `sigma_max * randn`. With
@@ -150,10 +151,13 @@ def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, 
     part keeps adjusting to the given part (R times the denoiser calls); with
     `resample_tmin` / `resample_tmax` only the steps starting at a sigma in that band take R
     passes, the rest one (`passes_per_step`). `callback` gets
-    the state and the last denoised estimate after every step. Returns x at sigmas[-1]
+    the state and the last denoised estimate after every step. `churn_steps`: the step count
+    gamma divides S_churn by (default: these sigmas' steps; a span of a longer schedule passes
+    the whole schedule's, so that it churns as that schedule would). Returns x at sigmas[-1]
     (0: the sample).
     """
     n = len(sigmas) - 1
+    churn_n = n if churn_steps is None else int(churn_steps)
     if S_churn > 0 and randn is None:
         raise ValueError("S_churn > 0 needs a noise source (randn)")
     if resample < 1:
@@ -163,7 +167,7 @@ def sample(denoise: Denoise, x: Array, sigmas: Sequence[float], solver: Solver, 
     passes = passes_per_step(sigmas, resample, resample_tmin, resample_tmax)
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        gamma = _churn_gamma(sigma, n, S_churn, S_tmin, S_tmax)
+        gamma = _churn_gamma(sigma, churn_n, S_churn, S_tmin, S_tmax)
         sigma_hat = sigma * (1.0 + gamma)
         back = math.sqrt(sigma ** 2 - sigma_next ** 2) if passes[i] > 1 else 0.0
         for r in range(passes[i]):
@@ -404,7 +408,7 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
              guidance_tmax: float = float("inf"), guidance_reverse: float = 1.0,
              concat: Callable[[list[Array]], Array] | None = None, given_noise: float = 1.0,
              reconstruction: float = 0.0, reconstruction_tmin: float = 0.0,
-             reconstruction_mask: Array | None = None) -> Array:
+             reconstruction_mask: Array | None = None, churn_steps: int | None = None) -> Array:
     """Total (mask None) or partial generation of a joint latent `[B, K*C, T]`.
 
     `noise`: standard normal, shaped like the latent; it is scaled by sigmas[0] here.
@@ -419,7 +423,8 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     as one batched call (`Imputation`). `given_noise`: the given part's noise as a share of
     sigma (`Imputation`; 1: Eq. 5). `reconstruction`, `reconstruction_tmin`: reconstruction
     guidance's weight (0: off) and lowest noise level, `reconstruction_mask` the given positions
-    whose error counts (`Imputation`; None: all).
+    whose error counts (`Imputation`; None: all). `churn_steps`: see `sample` (sampling a span
+    of a schedule: `noise` is then the state at sigmas[0] divided by sigmas[0]).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -427,7 +432,7 @@ def generate(denoise: Denoise, noise: Array, sigmas: Sequence[float], *, sampler
     x = noise * float(sigmas[0])
     kwargs = dict(randn=randn, S_churn=S_churn, S_tmin=S_tmin, S_tmax=S_tmax,
                   S_noise=S_noise, resample=resample if mask is not None else 1, resample_tmin=resample_tmin,
-                  resample_tmax=resample_tmax, callback=callback)
+                  resample_tmax=resample_tmax, callback=callback, churn_steps=churn_steps)
     if mask is None:
         return fn(denoise, x, sigmas, **kwargs)
     if given is None:

@@ -53,14 +53,15 @@ LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": N
                                         "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0,
                                         "reconstruction": 0.0, "reconstruction_tmin": 0.0,
                                         "bass_given_reconstruction": 0.0, "bass_given_resample": 0,
-                                        "bass_drums_reconstruction_tmin": None}
+                                        "bass_drums_reconstruction_tmin": None, "bass_drums_select": 1}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
 total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noised as Eq. 5;
 `reconstruction` 0: no reconstruction guidance; `bass_given_reconstruction` 0: none where the
 bass is given either, `bass_given_resample` 0: the passes of `resample`, and
-`bass_drums_reconstruction_tmin` null: `reconstruction_tmin`)."""
+`bass_drums_reconstruction_tmin` null: `reconstruction_tmin`; `bass_drums_select` 1: one
+candidate)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:
@@ -253,7 +254,8 @@ class Bundle:
                  resample: int | None = None, guidance: float | None = None,
                  reconstruction: float | None = None, reconstruction_mask: np.ndarray | None = None,
                  reconstruction_tmin: float | None = None, callback: sampling.StepCallback | None = None,
-                 rng: np.random.Generator | None = None, total: bool | None = None) -> np.ndarray:
+                 rng: np.random.Generator | None = None, total: bool | None = None,
+                 span: tuple[int, int] | None = None, state: np.ndarray | None = None) -> np.ndarray:
         """Sample a joint latent `[B,K*C,T]` (`shape`) with the bundle's sampler defaults.
 
         Total generation when `mask` is None; otherwise partial generation by imputation
@@ -272,14 +274,32 @@ class Bundle:
         reconstruction guidance off); `reconstruction_mask` (0/1, broadcastable to `shape`; None:
         all of `mask`): the given positions whose reconstruction error guides;
         `reconstruction_tmin`: its lowest noise level (default the manifest's).
-        `callback(step, total, sigma, x)` may raise `sampling.Cancelled`."""
+        `callback(step, total, sigma, x, denoised)` may raise `sampling.Cancelled`.
+
+        `span` (a, b): only steps a .. b - 1 of the schedule, from its sigma a to its sigma b (churn
+        as the whole schedule's; the callback counts the schedule's steps), starting from `state`
+        (the state at sigma a, `shape`) or from noise drawn at that level; without `span`, the
+        whole schedule. Returns the state at sigma b (at b = steps the sample, given part exact)."""
         d = self.sampler_defaults
         rng = rng if rng is not None else np.random.default_rng(seed)
 
         def randn(like: np.ndarray) -> np.ndarray:
             return rng.standard_normal(like.shape, dtype=np.float32)
 
-        noise = rng.standard_normal(shape, dtype=np.float32)
+        sigmas = self.sigmas(steps, schedule)
+        n = len(sigmas) - 1
+        a, b = (0, n) if span is None else (int(span[0]), int(span[1]))
+        if not 0 <= a < b <= n:
+            raise ValueError(f"span {span} is not within the schedule's {n} steps")
+        if state is None:
+            noise = rng.standard_normal(shape, dtype=np.float32)
+        else:  # sampling.generate scales the noise by its first sigma
+            noise = (state / np.float32(sigmas[a])).astype(np.float32)
+        if callback is not None and span is not None:
+            inner = callback
+
+            def callback(step: int, total: int, sigma: float, x: np.ndarray, den: np.ndarray) -> None:
+                inner(step + a, n, sigma, x, den)
         asked = {"sampler": sampler or None, "S_churn": S_churn, "S_tmin": S_tmin, "resample": resample or None,
                  "guidance": guidance, "reconstruction": reconstruction,
                  "reconstruction_tmin": reconstruction_tmin}  # a request's overrides (None: keep)
@@ -289,10 +309,10 @@ class Bundle:
         kwargs = {**defaults, **{k: v for k, v in asked.items() if v is not None}}
         if kwargs["guidance"] != 1.0:  # a request's guidance replaces the manifest's reconstruction guidance
             kwargs["reconstruction"] = 0.0
-        return sampling.generate(self.denoise, noise, self.sigmas(steps, schedule), randn=randn, given=given,
+        return sampling.generate(self.denoise, noise, sigmas[a:b + 1], randn=randn, given=given,
                                  mask=mask, callback=callback, conditional=self.conditional,
                                  concat=lambda arrays: np.concatenate(arrays, axis=0),
-                                 reconstruction_mask=reconstruction_mask, **kwargs)
+                                 reconstruction_mask=reconstruction_mask, churn_steps=n, **kwargs)
 
     def stem_mask(self, stems: Sequence[str], T: int) -> np.ndarray:
         """`[1,K*C,T]` 0/1 mask, 1 over the channel blocks of `stems` (all frames)."""

@@ -35,8 +35,10 @@ a burst on a DAW's track is a hazard.
 Where the bass is among the given stems, every window is sampled with reconstruction guidance
 from the error of the given stems with notes (the manifest's `bass_given_reconstruction` and
 `bass_given_resample`, `PITCHED_STEMS`, `bass_given_sampler`; given the bass and drums alone
-only from sigma `bass_drums_reconstruction_tmin` down): with imputation alone the bundled model
-read a given bass weakly, playing parts in the key but not on its chords, or too quiet beside it.
+only from sigma `bass_drums_reconstruction_tmin` down, with `bass_drums_select` candidates per
+take down to that level, of which the one whose estimate of the given bass misses it least goes
+on: `best_of`): with imputation alone the bundled model read a given bass weakly, playing parts
+in the key but not on its chords, or too quiet beside it.
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ class SamplerArgs:
     reconstruction: float | None = None
     reconstruction_stems: tuple[str, ...] | None = None  # given stems whose error guides (None: all)
     reconstruction_tmin: float | None = None  # its lowest noise level (None: the manifest's)
+    select: int = 1  # candidates per take above that level, the best going on (`best_of`; 1: off)
 
 
 def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
@@ -292,7 +295,8 @@ def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | Non
     parts stopped at sigma 1 came out 1-2 dB quieter, -3.4 / -4.0 dB. The same guidance from
     every imposed frame's error, the drums' too, reached 0.47-0.53 given bass and drums and made
     the parts too loud at more weight (docs/model-card.md, "Eighteenth session", "Nineteenth
-    session")."""
+    session"). Given bass and drums, `generate_region` also samples the manifest's
+    `bass_drums_select` candidates per take down to that level (`best_of`)."""
     d = bundle.sampler_defaults
     if "bass" not in given or d.bass_given_reconstruction <= 0 or guidance not in (None, 1.0):
         return resample, None, None, None
@@ -333,7 +337,9 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     t = timings or Timings()
     resample, reconstruction, error_stems, error_tmin = bass_given_sampler(bundle, list(given), resample, guidance)
     t.passes = int(resample or bundle.sampler_defaults.resample)
-    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems, error_tmin)
+    select = bundle.sampler_defaults.bass_drums_select if error_tmin is not None else 1
+    args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems, error_tmin,
+                       select)
     rng = TakeNoise([seed + b for b in range(takes)])
     faders = [Crossfader(plan.overlap * D, plan.hop * D) for _ in range(takes)]
     judged = [r for r in requested if r not in kept]
@@ -402,7 +408,7 @@ class _Window:
                               None if self.prev is None else self.prev[rows], self.plan, noise, steps,
                               a.sampler, a.schedule, resample, self.index, hook, self.t,
                               self.cache, a.churn, len(rows), self.kept, S_tmin, a.guidance, a.reconstruction,
-                              a.reconstruction_stems, a.reconstruction_tmin)
+                              a.reconstruction_stems, a.reconstruction_tmin, a.select)
 
     def steps(self) -> int:
         """The request's sampler steps (the bundle's by default)."""
@@ -546,12 +552,13 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
                    kept: dict[str, np.ndarray] | None = None, S_tmin: float | None = None,
                    guidance: float | None = None, reconstruction: float | None = None,
                    reconstruction_stems: Sequence[str] | None = None,
-                   reconstruction_tmin: float | None = None) -> np.ndarray:
+                   reconstruction_tmin: float | None = None, select: int = 1) -> np.ndarray:
     """One window's joint latents `[takes,K*C,W]`: given stems imposed over all frames (a
     stem in `kept` only over its True frames), and the first O frames of the requested stems
     imposed from `prev`'s last O frames (each take continuing its own previous window).
     `reconstruction_stems`: given stems whose reconstruction error guides (None: the whole
-    imposed part); `reconstruction_tmin`: its lowest noise level (None: the manifest's)."""
+    imposed part); `reconstruction_tmin`: its lowest noise level (None: the manifest's);
+    `select` > 1 with that guidance: `best_of` so many candidates per take."""
     K, C, W, O = bundle.K, bundle.C, plan.window, plan.overlap
     z_given = np.zeros((takes, K * C, W), np.float32)
     mask = np.repeat(bundle.stem_mask(given, W), takes, axis=0)
@@ -572,17 +579,58 @@ def _sample_window(bundle: Bundle, audio: np.ndarray, given: list[str], requeste
             mask[:, k * C:(k + 1) * C, :O] = 1.0
     callback = None if hook is None else (lambda step, total, sigma, x, denoised: hook(window, step, total))
     t0 = time.perf_counter()
-    out = bundle.generate((takes, K * C, W), seed=0, steps=steps, sampler=sampler, schedule=schedule,
-                          resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
-                          reconstruction=reconstruction if given else None,
-                          reconstruction_mask=None if reconstruction_stems is None or not given
-                          else bundle.stem_mask(reconstruction_stems, W),
-                          reconstruction_tmin=reconstruction_tmin,
-                          rng=rng, S_churn=churn, S_tmin=S_tmin, total=not given,
-                          given=z_given if mask.any() else None, mask=mask if mask.any() else None,
-                          callback=callback)
+    kw = dict(steps=steps, sampler=sampler, schedule=schedule,
+              resample=resample, guidance=guidance if given else 1.0,  # nothing given: nothing to follow
+              reconstruction=reconstruction if given else None,
+              reconstruction_mask=None if reconstruction_stems is None or not given
+              else bundle.stem_mask(reconstruction_stems, W),
+              reconstruction_tmin=reconstruction_tmin, S_churn=churn, S_tmin=S_tmin, total=not given,
+              given=z_given if mask.any() else None, mask=mask if mask.any() else None, callback=callback)
+    if select > 1 and given and reconstruction and isinstance(rng, TakeNoise):
+        out = best_of(bundle, (takes, K * C, W), rng, select, kw)
+    else:
+        out = bundle.generate((takes, K * C, W), seed=0, rng=rng, **kw)
     t.sample += time.perf_counter() - t0
     return out
+
+
+def best_of(bundle: Bundle, shape: tuple[int, int, int], rng: TakeNoise, k: int, kw: dict) -> np.ndarray:
+    """Partial generation with reconstruction guidance (`kw`: `Bundle.generate`'s keywords, with
+    `given`, `mask` and `reconstruction_tmin`), `k` candidates per take down to the guidance's
+    lowest noise level: every take draws `k` seeds from its own noise and samples that many
+    candidates there as one batch; the candidate whose last guided estimate of the given stems
+    with notes (`reconstruction_mask`) misses them least (squared error) goes on, from the take's
+    own noise, to the end. Returns `[takes,K*C,W]` like `Bundle.generate`.
+
+    Why: given the bass and drums, the bundled model settles the parts' chords at the high noise
+    levels, where it reads a given bass weakly, and its own estimate of that bass at the band's
+    end tells which chords it settled on: over 4 takes of 24 test clips, the take whose
+    estimate missed least had guitar and piano on the chords (harmonic fit, the evaluation's
+    ruler) more often than the average take (docs/model-card.md, "Twentieth session")."""
+    sigmas = bundle.sigmas(kw["steps"], kw["schedule"])
+    tmin = kw["reconstruction_tmin"]
+    tmin = bundle.sampler_defaults.reconstruction_tmin if tmin is None else tmin
+    j = sum(1 for s in sigmas[:-1] if s >= tmin)  # the steps that start inside the guidance's band
+    n, takes = len(sigmas) - 1, shape[0]
+    if not 0 < j < n:
+        return bundle.generate(shape, seed=0, rng=rng, **kw)
+    cand = TakeNoise([int(g.integers(2 ** 63)) for g in rng.generators for _ in range(k)])
+    given, mask = kw["given"], kw["mask"]
+    last: dict[str, np.ndarray] = {}
+    outer = kw["callback"]
+
+    def grab(step: int, total: int, sigma: float, x: np.ndarray, denoised: np.ndarray) -> None:
+        last["denoised"] = denoised
+        if outer is not None:
+            outer(step, total, sigma, x, denoised)
+
+    x = bundle.generate((takes * k,) + tuple(shape[1:]), seed=0, rng=cand, span=(0, j),
+                        **{**kw, "given": np.repeat(given, k, axis=0), "mask": np.repeat(mask, k, axis=0),
+                           "callback": grab})
+    where = np.repeat(mask, k, axis=0) * (1.0 if kw["reconstruction_mask"] is None else kw["reconstruction_mask"])
+    miss = np.square((np.repeat(given, k, axis=0) - last["denoised"]) * where).reshape(takes, k, -1).sum(-1)
+    chosen = x.reshape((takes, k) + tuple(shape[1:]))[np.arange(takes), np.argmin(miss, axis=1)]
+    return bundle.generate(shape, seed=0, rng=rng, span=(j, n), state=chosen, **kw)
 
 
 def _decode_stems(bundle: Bundle, z: np.ndarray, requested: Sequence[str], phase: np.ndarray | None,

@@ -129,11 +129,13 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             (root / "manifest.json").write_text(json.dumps(m))
             assert getattr(Bundle.load(root).sampler_defaults, field) == value
     # the given-bass fields: absent, no such sampler (bundles before them had none in the manifest)
-    for field in ("bass_given_reconstruction", "bass_given_resample", "bass_drums_reconstruction_tmin"):
-        m["sampler"].pop(field)
+    for field in ("bass_given_reconstruction", "bass_given_resample", "bass_drums_reconstruction_tmin",
+                  "bass_drums_select"):
+        m["sampler"].pop(field, None)
     (root / "manifest.json").write_text(json.dumps(m))
     d = Bundle.load(root).sampler_defaults
-    assert (d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin) == (0.0, 0, None)
+    assert (d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin,
+            d.bass_drums_select) == (0.0, 0, None, 1)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -766,10 +768,90 @@ def test_the_shipped_manifest_writes_the_given_bass_sampler():
     block = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json")
                        .read_text())["sampler"]
     assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
-    assert block["bass_drums_reconstruction_tmin"] == 1.0
+    assert block["bass_drums_reconstruction_tmin"] == 1.0 and block["bass_drums_select"] == 3
     d = sampler_defaults(block)
     assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
     for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
-                {"bass_given_resample": -1}, {"guidance": 2.0}, {"bass_drums_reconstruction_tmin": -0.5}):
+                {"bass_given_resample": -1}, {"guidance": 2.0}, {"bass_drums_reconstruction_tmin": -0.5},
+                {"bass_drums_select": 0}, {"bass_drums_select": 9}):
         with pytest.raises(Exception, match="bass_given|bass_drums|guidance"):
             sampler_defaults({**block, **bad})
+
+
+def test_a_schedule_sampled_in_two_spans_is_the_whole_schedule(bundle):
+    # best_of samples candidates down to one noise level and the chosen one on from there: the two
+    # spans must churn and step as the whole schedule does, drawing the same noise in the same order
+    K, Cb, T = bundle.K, bundle.C, WINDOW
+    given = np.random.default_rng(1).standard_normal((1, K * Cb, T)).astype(np.float32) * 0.4
+    mask = bundle.stem_mask(["bass", "drums"], T)
+    kw = dict(steps=6, given=given, mask=mask, S_churn=2.0, reconstruction=4.0, reconstruction_tmin=0.5)
+    whole = bundle.generate((1, K * Cb, T), seed=3, **kw)
+    rng, seen = np.random.default_rng(3), []
+    x = bundle.generate((1, K * Cb, T), seed=0, rng=rng, span=(0, 2),
+                        callback=lambda step, total, sigma, x, d: seen.append((step, total)), **kw)
+    out = bundle.generate((1, K * Cb, T), seed=0, rng=rng, span=(2, 6), state=x,
+                          callback=lambda step, total, sigma, x, d: seen.append((step, total)), **kw)
+    assert seen == [(s, 6) for s in range(1, 7)]  # progress in the schedule's steps
+    np.testing.assert_allclose(out, whole, atol=1e-4)
+    # churned as a 2-step schedule instead, the first span comes out otherwise
+    y = bundle.generate((1, K * Cb, T), seed=3, **{**kw, "steps": 2})
+    assert not np.allclose(x, y, atol=1e-3)
+    for bad in ((0, 7), (3, 3), (-1, 2)):
+        with pytest.raises(ValueError, match="span"):
+            bundle.generate((1, K * Cb, T), seed=0, span=bad, **kw)
+
+
+def test_given_bass_and_drums_the_candidate_that_misses_the_bass_least_goes_on(bundle, monkeypatch):
+    # the manifest's bass_drums_select: that many candidates per take down to the guidance's lowest
+    # noise level, then the one whose estimate of the given bass is closest goes on alone
+    import dataclasses
+
+    k = 3
+    monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(bundle.sampler_defaults, bass_drums_select=k))
+    n = WINDOW * HOP
+    noise = np.random.default_rng(9)
+    audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
+    real, calls = bundle.generate, []
+
+    def spy(shape, **kw):
+        rec = {"shape": shape, "span": kw.get("span"), "state": kw.get("state"), "kw": kw}
+        inner = kw.get("callback")
+
+        def grab(step, total, sigma, x, d):
+            rec["denoised"] = d
+            if inner is not None:
+                inner(step, total, sigma, x, d)
+
+        rec["out"] = real(shape, **{**kw, "callback": grab})
+        calls.append(rec)
+        return rec["out"]
+
+    monkeypatch.setattr(bundle, "generate", spy)
+    got = [p for p in generate_region(bundle, {s: audio[s] for s in ("bass", "drums")}, ["guitar", "piano"], n,
+                                      seed=4, steps=6, takes=2, silent_retries=0)]
+    first, rest = calls
+    assert first["shape"][0] == 2 * k and rest["shape"][0] == 2  # k candidates of each take, as one batch
+    j = first["span"][1]
+    sigmas = bundle.sigmas(6)
+    assert first["span"] == (0, j) and rest["span"] == (j, 6)
+    assert sigmas[j - 1] >= bundle.sampler_defaults.bass_drums_reconstruction_tmin > sigmas[j]
+    kw = first["kw"]
+    where = kw["mask"] * kw["reconstruction_mask"]  # the given bass's block only
+    Cb, b_ = bundle.C, bundle.stems.index("bass")
+    assert where[:, b_ * Cb:(b_ + 1) * Cb].all() and where.sum() == where[:, b_ * Cb:(b_ + 1) * Cb].sum()
+    miss = np.square((kw["given"] - first["denoised"]) * where).reshape(2, k, -1).sum(-1)
+    best = np.argmin(miss, axis=1)
+    assert len(set(np.round(miss.ravel(), 6))) == 2 * k  # the candidates differ
+    np.testing.assert_array_equal(rest["state"], first["out"].reshape((2, k) + first["out"].shape[1:])[[0, 1], best])
+    assert len(got) == 2
+    # a take of the batch is the take its seed makes alone: its candidates come from its own noise
+    calls.clear()
+    alone = [p for p in generate_region(bundle, {s: audio[s] for s in ("bass", "drums")}, ["guitar", "piano"], n,
+                                        seed=5, steps=6, takes=1, silent_retries=0)]
+    for s in ("guitar", "piano"):
+        np.testing.assert_allclose(alone[0].stems[s], [p for p in got if p.take == 1][0].stems[s], atol=1e-4)
+    # other given stems: one candidate (the bass and piano given sample from sigma 0.3 down)
+    calls.clear()
+    list(generate_region(bundle, {s: audio[s] for s in ("bass", "piano")}, ["drums", "guitar"], n, seed=4,
+                         steps=6, silent_retries=0))
+    assert [c["span"] for c in calls] == [None]
