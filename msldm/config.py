@@ -527,16 +527,18 @@ def _cpu() -> ModelConfig:
     # 77 denoiser calls a window instead of 90. Elsewhere the guidance below sigma 1 lifts parts
     # that would be quiet: the guitar given bass and piano on validation +1.3 dB, -1.4 stopped
     # at 1; guitar and piano given the bass alone -2.4 / -2.0, -3.4 / -4.0 stopped at 1
-    # (docs/model-card.md, "Nineteenth session"). Since the twentieth, given bass and drums, 3
+    # (docs/model-card.md, "Nineteenth session"). Since the twentieth, given bass and drums, 2
     # candidates per take down to sigma 1, the one whose estimate of the given bass misses it
     # least going on (bass_drums_select; server.windowing.best_of): harmonic fit 0.60 / 0.65 ->
-    # 0.65 / 0.68 on three test draws (every draw >= 0.63), for twice the time of such a request.
+    # 0.64 / 0.66 on three test draws (every draw >= 0.62), 0.53 / 0.53 -> 0.60 / 0.58 on two
+    # validation draws, for 1.4 times the time of such a request; 3 candidates did no better on
+    # validation and took twice the time, over the 0.3 real-time factor ("Twentieth session").
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=3.0, S_tmin=0.3,
                                         S_tmax=1.0, S_churn_total=8.0, S_tmax_total=3.0, guidance_tmin=0.3,
                                         reconstruction_tmin=0.3, bass_given_reconstruction=4.0,
                                         bass_given_resample=2, bass_drums_reconstruction_tmin=1.0,
-                                        bass_drums_select=3))
+                                        bass_drums_select=2))
 
 
 def _gpu() -> ModelConfig:

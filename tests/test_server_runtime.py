@@ -768,7 +768,7 @@ def test_the_shipped_manifest_writes_the_given_bass_sampler():
     block = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json")
                        .read_text())["sampler"]
     assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
-    assert block["bass_drums_reconstruction_tmin"] == 1.0 and block["bass_drums_select"] == 3
+    assert block["bass_drums_reconstruction_tmin"] == 1.0 and block["bass_drums_select"] == 2
     d = sampler_defaults(block)
     assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
     for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
