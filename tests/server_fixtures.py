@@ -85,7 +85,7 @@ def build_tiny_bundle(root: Path, window_frames: int = WINDOW, steps: int = 4, o
         "sampler": {"sampler": "euler", "steps": steps, "schedule": "karras", "resample": 1, "resample_tmin": 0.0,
                     "resample_tmax": None, "sigma_min": 0.01, "sigma_max": 3.0, "rho": 7.0, "S_churn": 20.0, "S_tmin": 0.0, "S_tmax": None,
                     "S_noise": 1.0, "bass_given_reconstruction": 4.0, "bass_given_resample": 2,
-                    "bass_drums_reconstruction_tmin": 1.0},
+                    "bass_drums_reconstruction_tmin": 1.0, "bass_drums_select": 2},
         "files": files,
         "io": {"encoder": {"input": "audio", "output": "latent"},
                "denoiser": {"inputs": ["x", "sigma"], "output": "denoised"},
