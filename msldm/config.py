@@ -492,42 +492,42 @@ def _cpu() -> ModelConfig:
     # +0.8 dB, bass comb share 0.056 -> 0.035, total-generation empty guitars 0.33 -> 0.17.
     # RePaint: 3 passes on the steps where sigma >= 0.6, 1 below (70 denoiser calls per window
     # against 80 for 2 passes on every step), by the 24-clip eval with the daemon's silent-window
-    # retry on 2026-12-04 (docs/model-card.md): harmonic fit 0.92 / 0.92 -> 0.98 / 0.94 (pooled),
+    # retry on 2026-12-04 (docs/eval/model-history.md): harmonic fit 0.92 / 0.92 -> 0.98 / 0.94 (pooled),
     # rhythm unchanged, sub-FAD 13.5 -> 12.5, total-generation FD 60.0 -> 51.2, 25% fewer retries.
     # Given-part guidance stays off by default (guidance 1): at 3, with 1 RePaint pass, it put the
     # guitar on the beat more often on the training composer's test songs (rhythmic fit 0.52 ->
     # 0.61, three draws) but lost harmonic fit there and rhythm and harmony on the held-out
-    # composer (2026-12-05, docs/model-card.md); its band, sigma >= 0.3, is what a request for
+    # composer (2026-12-05, docs/eval/model-history.md); its band, sigma >= 0.3, is what a request for
     # guidance gets.
     # Churn 2, and only where 0.3 <= sigma <= 1 (S_tmax), since the model of 2026-12-05: its
     # samples came out louder the more churn they got at high noise levels (guitar given drums and
     # piano +18 dB at churn 20, -6.5 dB at 0 on the test clips); churn 2 with S_tmax 1 gave -3.8
-    # dB, and bass rhythmic fit 0.72 -> 0.85 against churn 0 (docs/model-card.md).
+    # dB, and bass rhythmic fit 0.72 -> 0.85 against churn 0 (docs/eval/model-history.md).
     # Since the twelfth session (2026-12-05): churn 3 in partial generation (on the validation
     # clips, three draws, the bass and guitar given drums and piano closest to the real stems'
     # level: +2.3 / -0.9 dB, against +2.0 / -2.1 at churn 2, +2.9 / -0.1 at 4), and total
     # generation its own churn, 10 where 0.3 <= sigma <= 3 (S_churn_total, S_tmax_total): it takes
     # one RePaint pass where partial generation takes three, so it wants more stirring (validation
-    # FD 23.3 at churn 2, 12.4 at 10 up to sigma 3; docs/model-card.md, "Twelfth session").
+    # FD 23.3 at churn 2, 12.4 at 10 up to sigma 3; docs/eval/model-history.md, "Twelfth session").
     # (The thirteenth session's v2g9 weights, measured and not shipped, wanted churn 6 there:
-    # docs/model-card.md, "Thirteenth session".)
+    # docs/eval/model-history.md, "Thirteenth session".)
     # Since the fifteenth session (2026-12-06): total generation's churn 8 for the interpolated
     # weights shipped then (on three validation sets, 0.5 x v2cf + 0.5 x v2g9p8d8 gave FD 12.6 /
     # 12.8 / 12.5 at churn 8, 13.1 / 14.2 / 12.9 at 10; churn 6 left the piano 3-4 dB quiet at 0.7;
-    # docs/model-card.md, "Fifteenth session").
+    # docs/eval/model-history.md, "Fifteenth session").
     # Since the eighteenth session (2026-12-06): where the bass is among the given stems, the
     # daemon samples with reconstruction guidance at weight 4 from sigma 0.3 down
     # (reconstruction_tmin) from the given stems with notes, 2 RePaint passes
     # (bass_given_reconstruction, bass_given_resample; server.windowing.bass_given_sampler): given
     # bass and drums, the guitar and piano's harmonic fit 0.41-0.43 -> 0.59-0.67 on the test clips
-    # (docs/model-card.md, "Eighteenth session"). Written into the manifest since the nineteenth,
+    # (docs/eval/model-history.md, "Eighteenth session"). Written into the manifest since the nineteenth,
     # which also stopped that guidance at sigma 1 where the given stems are the bass and drums
     # (bass_drums_reconstruction_tmin): on five test draws the same harmony (0.62 / 0.64 -> 0.62 /
     # 0.65) with the parts' levels +1.1 / +1.9 -> +0.5 / +0.2 dB (the loudest draw +3.6 -> +1.8),
     # 77 denoiser calls a window instead of 90. Elsewhere the guidance below sigma 1 lifts parts
     # that would be quiet: the guitar given bass and piano on validation +1.3 dB, -1.4 stopped
     # at 1; guitar and piano given the bass alone -2.4 / -2.0, -3.4 / -4.0 stopped at 1
-    # (docs/model-card.md, "Nineteenth session"). Since the twentieth, given bass and drums, 2
+    # (docs/eval/model-history.md, "Nineteenth session"). Since the twentieth, given bass and drums, 2
     # candidates per take down to sigma 1, the one whose estimate of the given bass misses it
     # least going on (bass_drums_select; server.windowing.best_of): harmonic fit 0.60 / 0.65 ->
     # 0.64 / 0.66 on three test draws (every draw >= 0.62), 0.53 / 0.53 -> 0.60 / 0.58 on two

@@ -1,6 +1,6 @@
 """Key or chords? Guitar and piano generated given a song's bass and drums, clip by clip: the share
 of their note time in the song's key's scale and on the chord sounding then, beside the real
-parts' (docs/model-card.md, "Seventeenth session").
+parts' (docs/eval/model-history.md, "Seventeenth session").
 
     python scripts/chord_share.py --bundle msldm/assets/bundle --data ~/.cache/msldm/data/multi/test \
         --segments R/metrics.json [--seed-offset 100] [--sampler-field given_noise=0.3]

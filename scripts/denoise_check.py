@@ -8,7 +8,7 @@ least a denoiser should beat at low levels.
 
 On 2026-12-05 the U-Net trained with sigma ~ U(0, 3) left 0.90 of the noise at sigma 0.1 and 0.46 at
 0.3 (the moving average 0.54 and 0.40); with per-channel filters and the mixed draw 0.58 and 0.21
-(docs/model-card.md, "Eleventh session"). Windows: `--n` tracks of the split, `--frames` latent
+(docs/eval/model-history.md, "Eleventh session"). Windows: `--n` tracks of the split, `--frames` latent
 frames from frame `--start` of each, the checkpoint's own normalisation; the noise is seeded.
 The moving average is scored once, in the first checkpoint's normalisation.
 
@@ -24,7 +24,7 @@ empty instead):
         --sample S_churn=20,S_tmax=inf msldm/assets/cpu/diffusion.safetensors
 
 On 2026-12-05 the latent energy of the shipped denoiser's guitars was the real one's at churn 0
-and grew with churn (the table "The level came from the churn" in docs/model-card.md).
+and grew with churn (the table "The level came from the churn" in docs/eval/model-history.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""How far an int8 denoiser is from the fp32 one, and how fast it runs (docs/model-card.md).
+"""How far an int8 denoiser is from the fp32 one, and how fast it runs (docs/eval/model-history.md).
 
 Records real denoiser inputs while the bundle generates on some clips of a split (as the
 daemon does: total generation, then given drums and piano, then given bass and guitar; every

@@ -14,14 +14,14 @@
 # (the committed weights were first trained on the 10-hour corpus's own training split:
 # LATENTS=~/.cache/msldm/data/multi-latents RUN=~/.cache/msldm/runs/denoiser-cpu-full).
 # Run 5 (2026-12-03, not shipped: lower validation loss, quieter and emptier guitars; see
-# docs/model-card.md) used both corpora re-rendered without FluidR3_GS:
+# docs/eval/model-history.md) used both corpora re-rendered without FluidR3_GS:
 #   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix4-latents \
 #       --stats-from msldm/assets/cpu/diffusion.safetensors \
 #       multi:train,validation=~/.cache/msldm/data/multi-latents full:train=~/.cache/msldm/data/full-latents
 #   LATENTS=~/.cache/msldm/data/mix4-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run5 bash scripts/train_denoiser_cpu.sh
 # Its window filter counted a frame as sounding above -70 dBFS (9228 windows); FRAME_DB=-50
 # (--frame-threshold-db) keeps 5428, without the faint tails (run 6, 6792 steps, not shipped).
-# Run 7 (2026-12-04, not shipped; docs/model-card.md) used the plays-through corpus's training
+# Run 7 (2026-12-04, not shipped; docs/eval/model-history.md) used the plays-through corpus's training
 # split alone with the 10-hour corpus's validation split, FRAME_DB=-50: only 2745 windows,
 # fewer than the shipped third run had (3169); total generation improved (FD 66 -> 31 at step
 # 9750), the guitar given drums and piano got quieter and emptier:
@@ -30,7 +30,7 @@
 #       full:train=~/.cache/msldm/data/full-latents multi:validation=~/.cache/msldm/data/multi-latents
 #   THREADS=1 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix7-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run7 \
 #       bash scripts/train_denoiser_cpu.sh
-# Between GPU sessions the gpu preset's run (scripts/train_denoiser_gpu.sh, docs/model-card.md)
+# Between GPU sessions the gpu preset's run (scripts/train_denoiser_gpu.sh, docs/eval/model-history.md)
 # continues here on the larger mix5 cache (docs/data.md; 26655 training windows at the
 # trainer's hop), from the weights the H200 brought back, 2026-12-04:
 #   python scripts/merge_latents.py --out ~/.cache/msldm/data/mix5-latents \
@@ -38,22 +38,22 @@
 #       full:train=~/.cache/msldm/data/full-latents full2:train=~/.cache/msldm/data/full2-latents
 #   PRESET=gpu BATCH=16 LR=3e-4 FRAME_DB=-50 INIT=<the GPU run's weights> \
 #       LATENTS=~/.cache/msldm/data/mix5-latents RUN=~/.cache/msldm/runs/denoiser-gpu-b5 bash scripts/train_denoiser_cpu.sh
-# Given-stem conditioning (2026-12-04, fifth session; docs/model-card.md): the cpu U-Net with a
+# Given-stem conditioning (2026-12-04, fifth session; docs/eval/model-history.md): the cpu U-Net with a
 # second input, the given stems' clean latents and their mask, warm-started from the committed
 # weights (its new input starts at zero), half of each batch's rows shown a random given part,
 # on mix6 (docs/data.md):
 #   PRESET=cpu_given LR=3e-4 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents \
 #       RUN=~/.cache/msldm/runs/denoiser-given1 bash scripts/train_denoiser_cpu.sh
-# Run 9 (2026-12-05, not shipped; docs/model-card.md, eighth session): the plain `cpu` preset
+# Run 9 (2026-12-05, not shipped; docs/eval/model-history.md, eighth session): the plain `cpu` preset
 # on mix6 from the shipped weights, stopped at step 11598; the same command resumes it:
 #   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents RUN=~/.cache/msldm/runs/denoiser-cpu-run9 \
 #       bash scripts/train_denoiser_cpu.sh
-# Run v2 (2026-12-05, tenth session, not shipped; docs/model-card.md): the plain `cpu` preset from
+# Run v2 (2026-12-05, tenth session, not shipped; docs/eval/model-history.md): the plain `cpu` preset from
 # the shipped weights on the latents of the next SourceVAE (`VAE=... TAG=-v2 bash
 # scripts/rebuild_cache.sh relatents`), stopped at step 11442; the same command resumes it:
 #   THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2 \
 #       bash scripts/train_denoiser_cpu.sh
-# Run v2ln (2026-12-05, eleventh session, stopped at step 2788; docs/model-card.md): run v2's weights trained on, with
+# Run v2ln (2026-12-05, eleventh session, stopped at step 2788; docs/eval/model-history.md): run v2's weights trained on, with
 # the training noise levels half log-normal (TRAIN_SIGMA=mixed, msldm.edm.sample_training_sigma):
 # the uniform draw left the denoiser unable to denoise below sigma 0.3, where the sampler takes
 # half its steps. Its validation "loss" is then on the mixed draw; "loss_s0.1" compares runs:
@@ -68,19 +68,19 @@
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cf bash scripts/train_denoiser_cpu.sh
 # Run v2cd (2026-12-05, twelfth session, stopped at step 3095, not shipped): a cool-down of v2cf's
 # step-16383 weights at lr 1.5e-4; the loss moved by 0.003, and step 16383 itself generated worse
-# than the shipped step 6250 (docs/model-card.md, "Twelfth session"). The same command resumes it:
+# than the shipped step 6250 (docs/eval/model-history.md, "Twelfth session"). The same command resumes it:
 #   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=1.5e-4 INIT=~/.cache/msldm/runs/v2cf-step16383.safetensors THREADS=1 \
 #       FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2cd \
 #       bash scripts/train_denoiser_cpu.sh
 # Run v2dense (2026-12-05, twelfth session; stopped at step 7002, not shipped: louder guitars
-# but basses +4.5..+6.2 dB and a worse FD on the validation clips, docs/model-card.md): the shipped step-6250 weights
+# but basses +4.5..+6.2 dB and a worse FD on the validation clips, docs/eval/model-history.md): the shipped step-6250 weights
 # trained on windows where every stem sounds in at least 80% of the frames (MIN_SHARE, default
 # 0.6), at lr 2e-4: the generated guitars given drums and piano are too often sparse or quiet. The
 # same command resumes it:
 #   MIN_SHARE=0.8 CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors \
 #       THREADS=2 FRAME_DB=-50 LATENTS=~/.cache/msldm/data/mix6-latents-v2 \
 #       RUN=~/.cache/msldm/runs/denoiser-cpu-v2dense bash scripts/train_denoiser_cpu.sh
-# Run v2g9 (2026-12-05, thirteenth session; measured, not shipped: docs/model-card.md): the shipped step-6250 weights
+# Run v2g9 (2026-12-05, thirteenth session; measured, not shipped: docs/eval/model-history.md): the shipped step-6250 weights
 # trained on, at lr 2e-4, on windows where the guitar sounds in at least 90% of the frames and
 # the other stems in 60% (STEM_SHARE="guitar=0.9": 27613 of the 35874 windows the 0.6 rule
 # keeps; MIN_SHARE=0.8 for every stem kept 13547 and made the basses too loud), stopped at step
@@ -89,20 +89,20 @@
 #       INIT=~/.cache/msldm/runs/v2cf-step6250.safetensors THREADS=1 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v2 RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9 \
 #       bash scripts/train_denoiser_cpu.sh
-# Run v2g9p8 (measured, not shipped; docs/model-card.md, thirteenth and fourteenth sessions):
+# Run v2g9p8 (measured, not shipped; docs/eval/model-history.md, thirteenth and fourteenth sessions):
 # as v2g9 with the piano's share kept too (v2g9 moved level from the piano to the guitar in total
 # generation): STEM_SHARE="guitar=0.9 piano=0.8" and RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8;
 # after the wipe of 2026-12-06 run again from the then committed v2cf weights (now
 # INIT=v2cf.safetensors, as below), stopped at step 4938: its total generation leaves the drums
 # quiet (-3.1..-3.2 dB on one validation set).
-# Run v2g9p8d8 (2026-12-06, stopped at step 3062; docs/model-card.md, "Fourteenth session"): the
+# Run v2g9p8d8 (2026-12-06, stopped at step 3062; docs/eval/model-history.md, "Fourteenth session"): the
 # drums' share kept as well, STEM_SHARE="guitar=0.9 piano=0.8 drums=0.8",
 # RUN=~/.cache/msldm/runs/denoiser-cpu-v2g9p8d8, from the weights committed before the fifteenth
 # session (INIT=v2cf.safetensors, from `git show 1a6afb5:msldm/assets/cpu/diffusion.safetensors`).
 # Its step 3000 and v2g9p8's (the same INIT), mixed evenly and interpolated 0.6 with those
 # weights (scripts/interpolate_weights.py), are the shipped denoiser since the fifteenth session
-# (docs/model-card.md, "Fifteenth session").
-# Runs gn0 and gnb (2026-12-06, seventeenth session; measured, not shipped: docs/model-card.md,
+# (docs/eval/model-history.md, "Fifteenth session").
+# Runs gn0 and gnb (2026-12-06, seventeenth session; measured, not shipped: docs/eval/model-history.md,
 # "Seventeenth session"): the given part of half the rows noised less (r * sigma, r ~ U[0, 1];
 # GIVEN_NOISE, --given-noise), so that imputation could show the given stems clearer (sampler
 # field given_noise). gn0 from the shipped weights, stopped at step 5423:

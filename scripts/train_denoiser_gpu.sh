@@ -19,7 +19,7 @@
 #                        The weights are judged at home by the CPU eval, never by the loss alone.
 #
 # 2026-12-04: cpu (warm) and gpu (scratch) side by side, TRAIN_S=500 BATCH=256, ran 3.3 steps/s
-# each while the trainer drew its noise on the CPU (since fixed); docs/model-card.md has the
+# each while the trainer drew its noise on the CPU (since fixed); docs/eval/model-history.md has the
 # results and the calls made. Since then the trainer holds the windows on the GPU and cuts each
 # batch there (`--resident`, on by default on a GPU): 20 steps/s at batch 256 for the gpu preset
 # (9302 steps in TRAIN_S=470, later the same day). A part that did not arrive (the machine went

@@ -3,7 +3,7 @@
 # Run state (optimizer, EMA, RNG, log.jsonl) lives outside the repository, in $RUN; the same
 # command resumes it exactly. Stop it cleanly with:  kill -TERM $(cat $RUN.pid)
 #   bash scripts/train_vae_cpu.sh            # data in ~/.cache/msldm/data/multi (render it first:
-#                                            #   see docs/model-card.md, "Training data")
+#                                            #   see docs/model-card.md, "Training")
 #   FREEZE_ENCODER=1 bash scripts/train_vae_cpu.sh   # decoder only: the latents, and the shipped
 #                                            #   denoiser trained on them, stay valid
 #   LR=1.5e-4 RUN=... bash scripts/train_vae_cpu.sh  # another learning rate (default: the preset's);

@@ -55,7 +55,7 @@ BASS_RANGE_HZ = (35.0, 330.0)  # a bass's fundamentals (B0 to E4)
 CHORD_ON_ROOT = np.array([1.0, 0, 0, 1.0, 1.0, 0, 0, 1.0, 0, 0, 0.5, 0])
 """Weights of the pitch classes above a given bass's root that a chord on it may hold (root,
 minor and major third, fifth; the minor seventh half). Measured on the bundled model's takes
-given bass and drums (2026-12-06, docs/model-card.md, "Nineteenth session"): over 4 eval draws
+given bass and drums (2026-12-06, docs/eval/model-history.md, "Nineteenth session"): over 4 eval draws
 of the 24 test clips, the within-clip correlation of the harmony estimate with the ruler's
 (Basic Pitch notes on the annotated chords) rose from 0.27 / 0.21 (guitar / piano; the cosine
 against the bass's chroma above 130 Hz) to 0.31 / 0.43; on 4 takes of the seventeenth session's

@@ -166,7 +166,7 @@ real stems in 3.7 s windows of the training corpora (`scripts/level_margins.py`,
 the 10-hour corpus and 500 of the plays-through one, FluidR3: bass -20.3 / -19.9, drums -16.3 /
 -15.2, guitar -21.3 / -19.7, piano -22.0 / -22.1), so a real part fails it in under 1 window
 in 100, fewer still against the given stems alone. The model shipped on 2026-12-06 answered
-some test songs' drums and piano with guitars 25 dB under the piano (docs/model-card.md,
+some test songs' drums and piano with guitars 25 dB under the piano (docs/eval/model-history.md,
 "Sixteenth session")."""
 PULL_RESAMPLE = 2
 """The pulling sampler, for a window sampled again because a requested stem came out silent or
@@ -176,7 +176,7 @@ PULL_STEPS = 0.6
 """The pulling sampler's share of the request's steps (24 for 40), so that it costs about what
 the first attempt did (`PULL_RESAMPLE`). On test songs where the model shipped on 2026-12-06 answered the drums and
 piano with a guitar 15-25 dB under the real one, 24 x 6 brought it to within 2-4 dB, where more
-churn did not; as every window's sampler it made the guitars 12 dB too loud (docs/model-card.md,
+churn did not; as every window's sampler it made the guitars 12 dB too loud (docs/eval/model-history.md,
 "Sixteenth session")."""
 PULL_STICKY = True
 """Once a take's window was sampled again for a silent or buried part, that take's later windows
@@ -294,7 +294,7 @@ def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | Non
     0.3 (90 calls): the guitar given bass and piano -1.9 to -4.3 dB; given the bass alone, the
     parts stopped at sigma 1 came out 1-2 dB quieter, -3.4 / -4.0 dB. The same guidance from
     every imposed frame's error, the drums' too, reached 0.47-0.53 given bass and drums and made
-    the parts too loud at more weight (docs/model-card.md, "Eighteenth session", "Nineteenth
+    the parts too loud at more weight (docs/eval/model-history.md, "Eighteenth session", "Nineteenth
     session"). Given bass and drums, `generate_region` also samples the manifest's
     `bass_drums_select` candidates per take down to that level (`best_of`)."""
     d = bundle.sampler_defaults
@@ -606,7 +606,7 @@ def best_of(bundle: Bundle, shape: tuple[int, int, int], rng: TakeNoise, k: int,
     levels, where it reads a given bass weakly, and its own estimate of that bass at the band's
     end tells which chords it settled on: over 4 takes of 24 test clips, the take whose
     estimate missed least had guitar and piano on the chords (harmonic fit, the evaluation's
-    ruler) more often than the average take (docs/model-card.md, "Twentieth session")."""
+    ruler) more often than the average take (docs/eval/model-history.md, "Twentieth session")."""
     sigmas = bundle.sigmas(kw["steps"], kw["schedule"])
     tmin = kw["reconstruction_tmin"]
     tmin = bundle.sampler_defaults.reconstruction_tmin if tmin is None else tmin

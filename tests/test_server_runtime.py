@@ -702,7 +702,7 @@ def test_a_window_blown_at_every_attempt_is_scaled_under_the_threshold_not_left_
 
 def test_a_request_given_the_bass_samples_with_reconstruction_guidance_from_the_pitched_stems(bundle, monkeypatch):
     # the model reads a given bass weakly: the daemon pulls the generated part towards the given
-    # stems with notes (docs/model-card.md, "Eighteenth session"); not where the bass is generated
+    # stems with notes (docs/eval/model-history.md, "Eighteenth session"); not where the bass is generated
     import dataclasses
 
     from server.windowing import bass_given_sampler
