@@ -220,6 +220,11 @@ class SamplerConfig:
     # stems are the bass and drums alone (None: reconstruction_tmin)
     bass_drums_select: int = 1  # there, candidates per take down to that level; the one whose estimate of
     # the given bass misses it least goes on (1: one, no choice; server.windowing.best_of)
+    pull_resample: int = 2  # the daemon's pulling sampler, for a window sampled again because a requested
+    pull_steps: float = 0.6  # stem came out silent or buried beside given stems: pull_resample times the
+    # request's RePaint passes (at most MAX_RESAMPLE) over pull_steps of its steps, about the calls of the
+    # first attempt (40 x 3 -> 24 x 6 on the bundled model; docs/eval/model-history.md, "Sixteenth
+    # session": 15-25 dB quiet guitars brought to within 2-4 dB; server.windowing's pulling_sampler)
 
     def __post_init__(self) -> None:
         from msldm.sampling import MAX_RESAMPLE, SAMPLERS, SCHEDULES  # framework-free, like this module
@@ -260,6 +265,10 @@ class SamplerConfig:
         if self.bass_drums_reconstruction_tmin is not None and not self.bass_drums_reconstruction_tmin >= 0:
             raise ValueError("bass_drums_reconstruction_tmin must be >= 0 (or None: reconstruction_tmin), "
                              f"got {self.bass_drums_reconstruction_tmin}")
+        if not 1 <= self.pull_resample <= MAX_RESAMPLE:
+            raise ValueError(f"pull_resample must be in [1, {MAX_RESAMPLE}], got {self.pull_resample}")
+        if not 0 < self.pull_steps <= 1:
+            raise ValueError(f"pull_steps must be in (0, 1], got {self.pull_steps}")
         if not 1 <= self.bass_drums_select <= MAX_SELECT:
             raise ValueError(f"bass_drums_select must be in [1, {MAX_SELECT}] (1: off), got {self.bass_drums_select}")
         if not self.reconstruction_tmin >= 0:

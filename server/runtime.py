@@ -53,7 +53,8 @@ LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": N
                                         "S_churn_total": None, "S_tmax_total": None, "given_noise": 1.0,
                                         "reconstruction": 0.0, "reconstruction_tmin": 0.0,
                                         "bass_given_reconstruction": 0.0, "bass_given_resample": 0,
-                                        "bass_drums_reconstruction_tmin": None, "bass_drums_select": 1}
+                                        "bass_drums_reconstruction_tmin": None, "bass_drums_select": 1,
+                                        "pull_resample": 2, "pull_steps": 0.6}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
@@ -61,7 +62,7 @@ total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noise
 `reconstruction` 0: no reconstruction guidance; `bass_given_reconstruction` 0: none where the
 bass is given either, `bass_given_resample` 0: the passes of `resample`, and
 `bass_drums_reconstruction_tmin` null: `reconstruction_tmin`; `bass_drums_select` 1: one
-candidate)."""
+candidate; `pull_resample` 2 and `pull_steps` 0.6: the daemon's constants before them)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:

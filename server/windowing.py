@@ -24,7 +24,7 @@ noise level (`REROLL_S_TMIN`), up to `silent_retries` times, keeping the best at
 blown before not silent before not buried, then the one whose quietest requested stem sounds
 most), before anything of it is streamed; `Timings.rerolls` counts the extra samplings per
 take. Where stems are given, a silent or buried window is sampled again with the pulling
-sampler (`PULL_RESAMPLE` times the RePaint passes over `PULL_STEPS` of the steps: about the
+sampler (the manifest's `pull_resample` times the RePaint passes over `pull_steps` of the steps: about the
 same cost, a stronger pull towards the given stems), and so is every later window of that
 take at its first attempt (`PULL_STICKY`); a blown one, and any in total generation, as the
 request asks. Where every
@@ -167,16 +167,6 @@ the 10-hour corpus and 500 of the plays-through one, FluidR3: bass -20.3 / -19.9
 -15.2, guitar -21.3 / -19.7, piano -22.0 / -22.1), so a real part fails it in under 1 window
 in 100, fewer still against the given stems alone. The model shipped on 2026-12-06 answered
 some test songs' drums and piano with guitars 25 dB under the piano (docs/eval/model-history.md,
-"Sixteenth session")."""
-PULL_RESAMPLE = 2
-"""The pulling sampler, for a window sampled again because a requested stem came out silent or
-buried (where stems are given): this many times the request's RePaint passes (6 for the
-bundled model's 3), over `PULL_STEPS` of its steps."""
-PULL_STEPS = 0.6
-"""The pulling sampler's share of the request's steps (24 for 40), so that it costs about what
-the first attempt did (`PULL_RESAMPLE`). On test songs where the model shipped on 2026-12-06 answered the drums and
-piano with a guitar 15-25 dB under the real one, 24 x 6 brought it to within 2-4 dB, where more
-churn did not; as every window's sampler it made the guitars 12 dB too loud (docs/eval/model-history.md,
 "Sixteenth session")."""
 PULL_STICKY = True
 """Once a take's window was sampled again for a silent or buried part, that take's later windows
@@ -416,11 +406,11 @@ class _Window:
 
     def pulling_sampler(self) -> tuple[int, int]:
         """(steps, RePaint passes) for a window whose generated part came out silent or buried:
-        `PULL_RESAMPLE` times the request's passes (at most 8) over `PULL_STEPS` of its steps,
+        the manifest's `pull_resample` times the request's passes (at most 8) over `pull_steps` of its steps,
         about the same denoiser calls (40 x 3 -> 24 x 6 on the bundled model: 69 calls, 70)."""
         d = self.bundle.sampler_defaults
-        resample = int(min(8, max(1, self.args.resample or d.resample) * PULL_RESAMPLE))
-        return max(2, round(self.steps() * PULL_STEPS)), resample
+        resample = int(min(8, max(1, self.args.resample or d.resample) * d.pull_resample))
+        return max(2, round(self.steps() * d.pull_steps)), resample
 
     def decode(self, z: np.ndarray, rows: list[int]) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
         """`_decode_stems` of `z` `[len(rows),K*C,W]`, each take starting at its own phase."""

@@ -130,12 +130,12 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             assert getattr(Bundle.load(root).sampler_defaults, field) == value
     # the given-bass fields: absent, no such sampler (bundles before them had none in the manifest)
     for field in ("bass_given_reconstruction", "bass_given_resample", "bass_drums_reconstruction_tmin",
-                  "bass_drums_select"):
+                  "bass_drums_select", "pull_resample", "pull_steps"):
         m["sampler"].pop(field, None)
     (root / "manifest.json").write_text(json.dumps(m))
     d = Bundle.load(root).sampler_defaults
     assert (d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin,
-            d.bass_drums_select) == (0.0, 0, None, 1)
+            d.bass_drums_select, d.pull_resample, d.pull_steps) == (0.0, 0, None, 1, 2, 0.6)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -514,11 +514,13 @@ def _spy_generate(bundle, m):
 def test_a_quiet_window_is_sampled_again_with_the_pulling_sampler_a_blown_one_as_asked(bundle, monkeypatch):
     # more RePaint passes over fewer steps (about the same calls) pull a quiet generated part
     # towards the given one and up in level; a burst is sampled again as the request asked
-    from server.windowing import PULL_RESAMPLE, PULL_STEPS
+    import dataclasses
 
     n = int(2.5 * WINDOW * HOP)
     given = {"bass": (0.1 * np.random.default_rng(3).standard_normal(n)).astype(np.float32)}
-    pulled = (max(2, round(5 * PULL_STEPS)), min(8, 3 * PULL_RESAMPLE))
+    d = bundle.sampler_defaults  # the manifest's pulling sampler (the tiny bundle's: the fields' defaults)
+    assert (d.pull_resample, d.pull_steps) == (2, 0.6)
+    pulled = (max(2, round(5 * d.pull_steps)), min(8, 3 * d.pull_resample))
     assert pulled == (3, 6)
     for make_fail, want in ((_silent_unless_positive, {pulled}), (_blown_unless_positive, {(5, 3)})):
         with monkeypatch.context() as m:
@@ -532,6 +534,15 @@ def test_a_quiet_window_is_sampled_again_with_the_pulling_sampler_a_blown_one_as
             firsts = {(st, r) for t, st, r in seen if t is None}
             # after a quiet window a take's later windows start with the pulling sampler
             assert firsts == ({(5, 3), pulled} if make_fail is _silent_unless_positive else {(5, 3)}), firsts
+    # the pulling sampler is the manifest's: other fields, other passes and steps
+    with monkeypatch.context() as m:
+        m.setattr(bundle, "sampler_defaults", dataclasses.replace(d, pull_resample=3, pull_steps=0.4))
+        _silent_unless_positive(bundle, m)
+        seen = _spy_generate(bundle, m)
+        for seed in range(4):
+            list(generate_region(bundle, given, ["drums", "guitar", "piano"], n, seed=seed, steps=5,
+                                 resample=3, silent_retries=2))
+        assert {(st, r) for t, st, r in seen if t is not None} == {(2, 8)}
     # nothing given (total generation): nothing to pull towards, a silent window is sampled again as asked
     with monkeypatch.context() as m:
         _silent_unless_positive(bundle, m)
@@ -769,12 +780,14 @@ def test_the_shipped_manifest_writes_the_given_bass_sampler():
                        .read_text())["sampler"]
     assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
     assert block["bass_drums_reconstruction_tmin"] == 1.0 and block["bass_drums_select"] == 2
+    assert block["pull_resample"] == 2 and block["pull_steps"] == 0.6
     d = sampler_defaults(block)
     assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
     for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
                 {"bass_given_resample": -1}, {"guidance": 2.0}, {"bass_drums_reconstruction_tmin": -0.5},
-                {"bass_drums_select": 0}, {"bass_drums_select": 9}):
-        with pytest.raises(Exception, match="bass_given|bass_drums|guidance"):
+                {"bass_drums_select": 0}, {"bass_drums_select": 9}, {"pull_resample": 0}, {"pull_steps": 0.0},
+                {"pull_steps": 1.5}):
+        with pytest.raises(Exception, match="bass_given|bass_drums|guidance|pull_"):
             sampler_defaults({**block, **bad})
 
 
