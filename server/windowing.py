@@ -292,7 +292,13 @@ def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | Non
         return resample, None, None, None
     pitched = tuple(s for s in given if s in PITCHED_STEMS)
     return (resample or d.bass_given_resample or None, d.bass_given_reconstruction, pitched,
-            d.bass_drums_reconstruction_tmin if set(given) == {"bass", "drums"} else None)
+            d.bass_drums_reconstruction_tmin if bass_and_drums_only(given) else None)
+
+
+def bass_and_drums_only(given: Sequence[str]) -> bool:
+    """Whether the given stems are exactly the bass and drums: the requests with their own band of
+    guidance (`bass_drums_reconstruction_tmin`) and their candidates (`bass_drums_select`)."""
+    return set(given) == {"bass", "drums"}
 
 
 def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Sequence[str],
@@ -327,7 +333,9 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     t = timings or Timings()
     resample, reconstruction, error_stems, error_tmin = bass_given_sampler(bundle, list(given), resample, guidance)
     t.passes = int(resample or bundle.sampler_defaults.resample)
-    select = bundle.sampler_defaults.bass_drums_select if error_tmin is not None else 1
+    # candidates only where the guidance runs and the given stems are the bass and drums alone
+    select = bundle.sampler_defaults.bass_drums_select \
+        if reconstruction is not None and bass_and_drums_only(given) else 1
     args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems, error_tmin,
                        select)
     rng = TakeNoise([seed + b for b in range(takes)])
@@ -605,7 +613,7 @@ def best_of(bundle: Bundle, shape: tuple[int, int, int], rng: TakeNoise, k: int,
     if not 0 < j < n:
         return bundle.generate(shape, seed=0, rng=rng, **kw)
     cand = TakeNoise([int(g.integers(2 ** 63)) for g in rng.generators for _ in range(k)])
-    given, mask = kw["given"], kw["mask"]
+    given, mask = np.repeat(kw["given"], k, axis=0), np.repeat(kw["mask"], k, axis=0)  # take-major rows
     last: dict[str, np.ndarray] = {}
     outer = kw["callback"]
 
@@ -615,10 +623,9 @@ def best_of(bundle: Bundle, shape: tuple[int, int, int], rng: TakeNoise, k: int,
             outer(step, total, sigma, x, denoised)
 
     x = bundle.generate((takes * k,) + tuple(shape[1:]), seed=0, rng=cand, span=(0, j),
-                        **{**kw, "given": np.repeat(given, k, axis=0), "mask": np.repeat(mask, k, axis=0),
-                           "callback": grab})
-    where = np.repeat(mask, k, axis=0) * (1.0 if kw["reconstruction_mask"] is None else kw["reconstruction_mask"])
-    miss = np.square((np.repeat(given, k, axis=0) - last["denoised"]) * where).reshape(takes, k, -1).sum(-1)
+                        **{**kw, "given": given, "mask": mask, "callback": grab})
+    where = mask * (1.0 if kw["reconstruction_mask"] is None else kw["reconstruction_mask"])
+    miss = np.square((given - last["denoised"]) * where).reshape(takes, k, -1).sum(-1)
     chosen = x.reshape((takes, k) + tuple(shape[1:]))[np.arange(takes), np.argmin(miss, axis=1)]
     return bundle.generate(shape, seed=0, rng=rng, span=(j, n), state=chosen, **kw)
 

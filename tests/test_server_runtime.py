@@ -863,6 +863,14 @@ def test_given_bass_and_drums_the_candidate_that_misses_the_bass_least_goes_on(b
                                         seed=5, steps=6, takes=1, silent_retries=0)]
     for s in ("guitar", "piano"):
         np.testing.assert_allclose(alone[0].stems[s], [p for p in got if p.take == 1][0].stems[s], atol=1e-4)
+    # the candidates follow the given stems, not the band: with no band of its own the bass and
+    # drums' guidance runs to the manifest's reconstruction_tmin, and the candidates with it
+    monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(
+        bundle.sampler_defaults, bass_drums_reconstruction_tmin=None, reconstruction_tmin=0.5))
+    calls.clear()
+    list(generate_region(bundle, {s: audio[s] for s in ("bass", "drums")}, ["guitar", "piano"], n, seed=4,
+                         steps=6, silent_retries=0))
+    assert [c["shape"][0] for c in calls] == [k, 1] and calls[0]["span"][1] == sum(s >= 0.5 for s in sigmas[:-1])
     # other given stems: one candidate (the bass and piano given sample from sigma 0.3 down)
     calls.clear()
     list(generate_region(bundle, {s: audio[s] for s in ("bass", "piano")}, ["drums", "guitar"], n, seed=4,
