@@ -291,7 +291,7 @@ class Bundle:
         n = len(sigmas) - 1
         a, b = (0, n) if span is None else (int(span[0]), int(span[1]))
         if not 0 <= a < b <= n:
-            raise ValueError(f"span {span} is not within the schedule's {n} steps")
+            raise ValueError(f"span {span}: need 0 <= start < end <= {n}, the schedule's steps")
         if state is None:
             noise = rng.standard_normal(shape, dtype=np.float32)
         else:  # sampling.generate scales the noise by its first sigma
