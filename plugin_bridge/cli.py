@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=float, metavar="W",
                    help="0-8: how strongly the generated stems follow the given ones' timing (1: the model's own "
                         "pull; more is tighter; default: the model's)")
+    g.add_argument("--candidates", type=int, metavar="N",
+                   help="1-8, given the bass and drums alone: candidates per window, the one whose estimate of "
+                        "the bass misses it least kept (more: chords closer to the bass's, for about half a "
+                        "sampling time each past the first; 1: fastest; default: the model's)")
     g.add_argument("--silent-retries", type=int, metavar="N",
                    help="0-4: how often the daemon samples a window again when a generated stem comes out "
                         "silent there (default: the daemon's, 2; 0: what the model made first)")
@@ -207,7 +211,8 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
     return GenerateRequest(
         generate=tuple(args.generate), given=tuple(GivenStem(s, f.audio, f.sample_rate) for s, f in files),
         seed=args.seed, steps=args.steps, sampler=args.sampler, schedule=args.schedule,
-        resample=args.resample, guidance=args.guidance, output_sample_rate=args.output_sample_rate,
+        resample=args.resample, guidance=args.guidance, candidates=args.candidates,
+        output_sample_rate=args.output_sample_rate,
         duration=args.duration,
         region=region, length=None if args.length == "region" else args.length, takes=args.takes,
         redo=redo_field(args), silent_retries=args.silent_retries)
@@ -224,7 +229,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "protocol_version": P.PROTOCOL_VERSION, "server": args.server,
         "seed": d.seeds[take], "take": take, "takes": d.takes,
         "steps": d.steps, "sampler": d.sampler, "schedule": d.schedule, "resample": d.resample,
-        "guidance": d.guidance,
+        "guidance": d.guidance, "candidates": d.candidates,
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
         "tamed_windows": d.take_tamed[take] if d.take_tamed else None,
@@ -261,6 +266,7 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
         parts += ["--length", args.length]
     for flag, value in (("--tempo", args.tempo), ("--start-bar", args.start_bar), ("--sampler", done.sampler),
                         ("--schedule", done.schedule), ("--resample", done.resample), ("--guidance", done.guidance),
+                        ("--candidates", done.candidates),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
                         ("--duration", args.duration), ("--silent-retries", done.silent_retries)):
         if value is not None:

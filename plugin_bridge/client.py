@@ -151,6 +151,7 @@ class Done:
     guidance: float | None = None  # the given-part guidance used (None: an older daemon)
     take_fits: tuple[dict[str, Any], ...] = ()  # per take {fit, rank, stem_fit} of a multi-take job (else empty)
     take_tamed: tuple[int, ...] = ()  # per take, windows turned down after every sampling came out blown
+    candidates: int | None = None  # candidates sampled per take and window (None: an older daemon)
 
     @property
     def takes(self) -> int:
@@ -189,6 +190,7 @@ class GenerateRequest:
     schedule: str | None = None
     resample: int | None = None
     guidance: float | None = None  # how strongly the generated stems follow the given ones (daemon: the bundle's)
+    candidates: int | None = None  # given bass and drums alone: candidates per window (daemon: the bundle's)
     output_sample_rate: int | None = None
     duration: float | None = None
     region: dict[str, Any] | None = None
@@ -201,8 +203,8 @@ class GenerateRequest:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
-        for name in ("seed", "steps", "sampler", "schedule", "resample", "guidance", "output_sample_rate", "duration",
-                     "region", "length", "takes", "redo", "silent_retries"):
+        for name in ("seed", "steps", "sampler", "schedule", "resample", "guidance", "candidates",
+                     "output_sample_rate", "duration", "region", "length", "takes", "redo", "silent_retries"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -279,7 +281,7 @@ def _to_event(msg: P.Message) -> Event | None:
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
                     h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls,
-                    h.get("guidance"), fits, tamed)
+                    h.get("guidance"), fits, tamed, h.get("candidates"))
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

@@ -138,6 +138,12 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
         _f("guidance", "number", False, "0..max_guidance: how strongly the generated stems follow the given ones' "
            "timing (given-part guidance: 1 is the model's own pull, more is tighter, each guided step costs a "
            "second denoiser call); default from the bundle (`default_guidance`). Ignored when nothing is given"),
+        _f("candidates", "int", False, "1..max_candidates, where the given stems are the bass and drums alone: "
+           "each window of each take is sampled that many times down to the middle noise levels and the "
+           "candidate whose estimate of the given bass misses it least goes on (guitar and piano on the bass's "
+           "chords more often; each candidate past the first adds about half a candidate's sampling time); "
+           "default from the bundle (`default_candidates`, 2 for the bundled model). Ignored for other given "
+           "stems (`done` says how many were sampled)"),
         _f("output_sample_rate", "int", False, "rate of the returned stems; default: first given stem's rate, else the model's"),
         _f("duration", "number", False, "region length in seconds; required when `given` is empty, ignored otherwise"),
         _f("region", "object", False, "DAW context, e.g. {tempo, meter, start_bar}; echoed back verbatim in `done`"),
@@ -172,6 +178,9 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("default_resample", "int", True, "`resample` used when `generate` names none (where the bass is among the given stems, the manifest's `bass_given_resample`, 2 for the bundled model: see \"Given the bass\")"),
         _f("max_guidance", "number", True, "largest `guidance` accepted"),
         _f("default_guidance", "number", True, "`guidance` used when `generate` names none"),
+        _f("max_candidates", "int", True, "largest `candidates` accepted"),
+        _f("default_candidates", "int", True, "`candidates` used when `generate` names none (only where the "
+           "bass and drums alone are given)"),
         _f("providers", "object", True, "{encoder, denoiser, decoder}: onnxruntime provider each graph really runs on"),
         _f("limits", "object", True, "{max_message_bytes, max_region_seconds, max_steps, max_takes, max_queue "
            "(waiting jobs, all clients), max_queue_per_client (waiting jobs of one client), min_sample_rate, "
@@ -226,6 +235,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("schedule", "str", True, "noise schedule used"),
         _f("resample", "int", True, "passes per step used"),
         _f("guidance", "number", False, "given-part guidance weight used (sent since the field existed)"),
+        _f("candidates", "int", False, "candidates sampled per take and window (1 unless the bass and drums "
+           "alone were given; sent since the field existed)"),
         _f("windows", "int", True, "number of model windows the region took"),
         _f("silent_retries", "int", False, "the `silent_retries` the job ran with"),
         _f("silent_rerolls", "int", False, "extra samplings of a window because a generated stem came out "

@@ -54,11 +54,13 @@ class BenchRow:
     overhead_pct: float
     pairs: int = 1
     reroll_total: float = float("nan")  # in-process, same region and new seed, given stems' encoding cached
+    candidates: int = 1  # candidates sampled per window (the request's bass and drums: the bundle's, or asked)
 
 
 class _TimingSink:
     def __init__(self) -> None:
         self.t0, self.first = time.perf_counter(), None
+        self.info: dict[str, Any] = {}
 
     def progress(self, *a: Any) -> None: ...
 
@@ -66,13 +68,15 @@ class _TimingSink:
         if self.first is None:
             self.first = time.perf_counter() - self.t0
 
-    def done(self, *a: Any) -> None: ...
+    def done(self, job: Job, info: dict[str, Any]) -> None:
+        self.info = info
 
     def error(self, job: Job, code: P.ErrorCode, message: str) -> None:
         raise RuntimeError(f"{code.value}: {message}")
 
 
-def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, Any], list[np.ndarray]]:
+def _request(seconds: float, steps: int | None, job_id: str,
+             candidates: int | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
     n = int(seconds * IN_RATE)
     t = np.arange(n) / IN_RATE
     bass = 0.3 * np.sin(2 * np.pi * 55 * t)
@@ -86,6 +90,8 @@ def _request(seconds: float, steps: int | None, job_id: str) -> tuple[dict[str, 
                                    for s in ("bass", "drums")]}
     if steps:
         h["steps"] = steps
+    if candidates is not None:  # else the bundle's (`bass_drums_select`)
+        h["candidates"] = candidates
     return h, pcm
 
 
@@ -97,11 +103,14 @@ class _Local:
 
 
 def _inproc(local: _Local, header: dict[str, Any], pcm: list[np.ndarray],
-            cache: EncodeCache | None = None) -> tuple[float, float]:
+            cache: EncodeCache | None = None, done: dict[str, Any] | None = None) -> tuple[float, float]:
+    """(total, first audio) seconds of one job in-process; `done` gets the job's `done` fields."""
     sink = _TimingSink()
     req = build_request(P.decode(P.encode(header, pcm)), local.model, local.limits)
     fn, *args = run_job(local.bundle, Job(b"bench", req, sink), cache)
     fn(*args)
+    if done is not None:
+        done.update(sink.info)
     return time.perf_counter() - sink.t0, sink.first or 0.0
 
 
@@ -154,11 +163,11 @@ class TakesRow:
 
 def bench_takes(bundle_dir: str | Path, seconds: float = 12.0, takes: int = 4, *, repeats: int = 3,
                 steps: int | None = None, providers: Sequence[str] | None = None,
-                threads: int = 0) -> TakesRow:
+                threads: int = 0, candidates: int | None = None) -> TakesRow:
     """`takes` takes in one request against `takes` separate requests, through a daemon with
     its default encode cache on (what a user gets: the separate requests' given stems are
     encoded once too, then served from the cache), alternating which goes first."""
-    h, pcm = _request(seconds, steps, "takes")
+    h, pcm = _request(seconds, steps, "takes", candidates)
     one = ({**h, "job_id": "takes-one", "takes": takes}, pcm)
     separate = [({**h, "job_id": f"takes-{k}", "seed": 1 + k}, pcm) for k in range(takes)]
     runs: list[tuple[tuple[float, float], tuple[float, float]]] = []
@@ -214,9 +223,9 @@ def daemon_process(bundle_dir: str | Path, max_region_seconds: float, providers:
 
 def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60), *, repeats: int = 3,
                  steps: int | None = None, providers: Sequence[str] | None = None,
-                 threads: int = 0) -> list[BenchRow]:
+                 threads: int = 0, candidates: int | None = None) -> list[BenchRow]:
     """Time each region length in-process and through a daemon process, `repeats` pairs;
-    medians (see the module docstring)."""
+    medians (see the module docstring). `candidates`: the requests' (None: the bundle's)."""
     bundle = Bundle.load(bundle_dir, providers=providers, threads=threads)
     limit = max(seconds_list) + 1
     local = _Local(bundle, model_info(bundle), Limits(max_region_seconds=limit))
@@ -226,7 +235,7 @@ def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60
         _inproc(local, h, pcm)
         _through_daemon(endpoint, h, pcm)
         for seconds in seconds_list:
-            h, pcm = _request(seconds, steps, f"bench-{seconds}")
+            h, pcm = _request(seconds, steps, f"bench-{seconds}", candidates)
             pairs = []
             for r in range(repeats):
                 if r % 2 == 0:
@@ -236,22 +245,23 @@ def bench_server(bundle_dir: str | Path, seconds_list: Sequence[float] = (12, 60
                     b = _through_daemon(endpoint, h, pcm)
                     a = _inproc(local, h, pcm)
                 pairs.append((a, b))
-            cache = EncodeCache()
-            _inproc(local, h, pcm, cache)
+            cache, done = EncodeCache(), {}
+            _inproc(local, h, pcm, cache, done)
             reroll = _inproc(local, {**h, "seed": 2}, pcm, cache)[0]
             med = statistics.median
             rows.append(BenchRow(seconds, med(a[0] for a, _ in pairs), med(a[1] for a, _ in pairs),
                                  med(b[0] for _, b in pairs), med(b[1] for _, b in pairs),
-                                 med(100.0 * (b[0] - a[0]) / a[0] for a, b in pairs), len(pairs), reroll))
+                                 med(100.0 * (b[0] - a[0]) / a[0] for a, b in pairs), len(pairs), reroll,
+                                 int(done.get("candidates", 1))))
     return rows
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     lines = ["| region (s) | in-process total (s) | in-process first audio (s) | daemon total (s) "
              "| daemon first audio (s) | daemon RTF | daemon overhead (median of pairs) | pairs "
-             "| re-roll, encoding cached (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| re-roll, encoding cached (s) | candidates |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.seconds:g} | {r.inproc_total:.3f} | {r.inproc_first:.3f} | {r.daemon_total:.3f} "
-                     f"| {r.daemon_first:.3f} | {r.daemon_total / r.seconds:.2f} | {r.overhead_pct:+.1f}% | {r.pairs} | {r.reroll_total:.3f} |")
+                     f"| {r.daemon_first:.3f} | {r.daemon_total / r.seconds:.2f} | {r.overhead_pct:+.1f}% | {r.pairs} | {r.reroll_total:.3f} | {r.candidates} |")
     return "\n".join(lines)

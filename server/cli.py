@@ -146,6 +146,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--daemon-takes", type=int, default=None, metavar="N",
                    help="instead: N takes of the first --daemon-seconds region in one request against N "
                         "separate requests")
+    p.add_argument("--daemon-candidates", type=int, default=None, metavar="N",
+                   help="candidates per window the requests ask for (their given stems are the bass and drums; "
+                        "default: the bundle's)")
     for name in ("", "-seconds", "-repeats", "-steps"):
         add_alias(p, f"--server{name}", f"--daemon{name}")
 
@@ -159,11 +162,13 @@ def run_bench(args: argparse.Namespace) -> int:
     if getattr(args, "daemon_takes", None):
         print(format_takes(bench_takes(bundle, args.daemon_seconds[0], args.daemon_takes,
                                        repeats=args.daemon_repeats, steps=args.daemon_steps,
-                                       threads=getattr(args, "threads", None) or 0)))
+                                       threads=getattr(args, "threads", None) or 0,
+                                       candidates=args.daemon_candidates)))
         print(format_machine(machine))
         return 0
     rows = bench_server(bundle, tuple(args.daemon_seconds), repeats=args.daemon_repeats,
-                        steps=args.daemon_steps, threads=getattr(args, "threads", None) or 0)
+                        steps=args.daemon_steps, threads=getattr(args, "threads", None) or 0,
+                        candidates=args.daemon_candidates)
     print(format_table(rows))
     print(format_machine(machine))
     return 0

@@ -25,7 +25,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from msldm import sampling
-from msldm.config import MAX_GUIDANCE
+from msldm.config import MAX_GUIDANCE, MAX_SELECT
 from plugin_bridge import protocol as P
 from server.curve import check_client_folder, start_authenticator
 from server.jobs import Worker
@@ -62,7 +62,7 @@ def model_info(b: Bundle) -> ModelInfo:
     """What request validation needs to know about a loaded bundle."""
     d = b.sampler_defaults
     return ModelInfo(b.stems, b.sample_rate, tuple(sampling.SAMPLERS), d.steps, d.sampler,
-                     tuple(sampling.SCHEDULES), d.schedule, d.resample, d.guidance)
+                     tuple(sampling.SCHEDULES), d.schedule, d.resample, d.guidance, d.bass_drums_select)
 
 
 def is_loopback(host: str) -> bool:
@@ -150,6 +150,7 @@ class Daemon:
                 "schedules": sorted(sampling.SCHEDULES), "default_schedule": b.sampler_defaults.schedule,
                 "max_resample": sampling.MAX_RESAMPLE, "default_resample": b.sampler_defaults.resample,
                 "max_guidance": MAX_GUIDANCE, "default_guidance": b.sampler_defaults.guidance,
+                "max_candidates": MAX_SELECT, "default_candidates": b.sampler_defaults.bass_drums_select,
                 "providers": b.providers, "limits": self.cfg.limits.to_dict()}
 
     @property

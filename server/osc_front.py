@@ -8,7 +8,8 @@ packet's source port):
     /msldm/generate <job_id:s> <reply_port:i> <key=value:s>...
                     keys: <stem>=<wav path> (a given stem; repeat per stem),
                           generate=<stem>[,<stem>...], seed=<int>, steps=<int>, takes=<int>,
-                          sampler=<name>, schedule=<name>, resample=<int>, guidance=<number>, output_sample_rate=<Hz>,
+                          sampler=<name>, schedule=<name>, resample=<int>, guidance=<number>,
+                          candidates=<int>, output_sample_rate=<Hz>,
                           duration=<seconds>, tempo=<bpm>, meter=<beats>/<unit> (the region's; the grid
                           the takes are ranked on)   (sample_rate=<Hz>: output_sample_rate's old name)
                     -> /msldm/queued <job_id> <position:i>
@@ -236,8 +237,8 @@ class OscFront:
         header: dict[str, Any] = {"type": "generate", "job_id": job_id, "given": [], "generate": []}
         pcm: list[np.ndarray] = []
         casts = {"seed": int, "steps": int, "output_sample_rate": int, "duration": _finite_float,
-                 "sampler": str, "schedule": str, "resample": int, "takes": int, "silent_retries": int,
-                 "guidance": _finite_float}
+                 "sampler": str, "schedule": str, "resample": int, "takes": int, "candidates": int,
+                 "silent_retries": int, "guidance": _finite_float}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)

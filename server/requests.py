@@ -14,7 +14,7 @@ import numpy as np
 
 from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, check_sample_rate,
                                     given_infos, is_number, pcm_from_bytes)
-from msldm.config import MAX_GUIDANCE
+from msldm.config import MAX_GUIDANCE, MAX_SELECT
 from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
 from server.windowing import SILENT_RETRIES
@@ -64,6 +64,7 @@ class ModelInfo:
     default_schedule: str = "karras"
     default_resample: int = 1
     default_guidance: float = 1.0
+    default_candidates: int = 1  # candidates per window given the bass and drums alone (bass_drums_select)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class JobRequest:
     takes: int = 1
     redo: Redo | None = None
     silent_retries: int = SILENT_RETRIES
+    candidates: int = 1  # candidates per take and window where the bass and drums alone are given
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -160,6 +162,7 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     takes = _takes(h, seed, limits, job_id)
     redo = None if redo_stem is None else _redo_range(h, redo_stem, frames / rate, rate, job_id)
     guidance = _guidance(h, model, job_id)
+    candidates = _candidates(h, model, job_id)
     retries = h.get("silent_retries", SILENT_RETRIES)
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_SILENT_RETRIES:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'silent_retries' must be an integer in [0, {MAX_SILENT_RETRIES}], "
@@ -167,7 +170,7 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
                       sampler, h.get("region"), schedule=schedule, resample=resample,
                       resample_asked="resample" in h, takes=takes, redo=redo,
-                      silent_retries=retries, guidance=guidance)
+                      silent_retries=retries, guidance=guidance, candidates=candidates)
 
 
 def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:
@@ -176,6 +179,14 @@ def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'guidance' must be a number in [0, {MAX_GUIDANCE:g}] "
                             f"(1: the model's own pull), got {g!r}", job_id)
     return float(g)
+
+
+def _candidates(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> int:
+    c = h.get("candidates", model.default_candidates)
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_SELECT:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'candidates' must be an integer in [1, {MAX_SELECT}], "
+                            f"got {c!r}", job_id)
+    return c
 
 
 def _takes(h: dict[str, Any], seed: int, limits: Limits, job_id: str | None) -> int:

@@ -51,6 +51,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from msldm.config import MAX_SELECT
 from msldm.eval.density import AUDIBLE_DBFS, EMPTY_FRACTION, FRAME, HOP, is_empty
 from msldm.eval.dsp import frame_rms_db, level_db
 from server.runtime import Bundle
@@ -131,6 +132,8 @@ class Timings:
     tamed: dict[int, int] = field(default_factory=dict)  # take -> windows blown at every attempt, scaled down
     passes: int = 0  # RePaint passes per step the request was sampled with (the bundle's, the request's or
     # the given bass's sampler: `bass_given_sampler`), set when the region's generation starts
+    candidates: int = 1  # candidates per take and window (`best_of`; 1 unless the bass and drums alone are
+    # given), set with `passes`
 
     @property
     def rerolls_total(self) -> int:
@@ -307,7 +310,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
                     churn: float | None = None, guidance: float | None = None, hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None, takes: int = 1,
                     kept_frames: dict[str, np.ndarray] | None = None,
-                    silent_retries: int = SILENT_RETRIES) -> Iterator[Piece]:
+                    silent_retries: int = SILENT_RETRIES, candidates: int | None = None) -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
     `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
@@ -316,7 +319,10 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     `TakeNoise`); the given stems are encoded once for all of them. `kept_frames`: for a given
     stem that is also requested (a redo), a bool `[F]` over the region's latent frames: True
     where its latents are imposed, False where they are generated (a redone stem is never
-    sampled again for silence). `silent_retries`: see the module docstring.
+    sampled again for silence). `silent_retries`: see the module docstring. `candidates`:
+    where the given stems are the bass and drums alone (and their guidance runs), candidates per
+    take and window (`best_of`; None: the manifest's `bass_drums_select`); ignored elsewhere.
+    `timings.candidates` says how many were sampled.
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
@@ -334,8 +340,11 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     resample, reconstruction, error_stems, error_tmin = bass_given_sampler(bundle, list(given), resample, guidance)
     t.passes = int(resample or bundle.sampler_defaults.resample)
     # candidates only where the guidance runs and the given stems are the bass and drums alone
-    select = bundle.sampler_defaults.bass_drums_select \
+    if candidates is not None and not 1 <= candidates <= MAX_SELECT:
+        raise ValueError(f"candidates must be in [1, {MAX_SELECT}], got {candidates}")
+    select = (bundle.sampler_defaults.bass_drums_select if candidates is None else int(candidates)) \
         if reconstruction is not None and bass_and_drums_only(given) else 1
+    t.candidates = select
     args = SamplerArgs(steps, sampler, schedule, resample, churn, guidance, reconstruction, error_stems, error_tmin,
                        select)
     rng = TakeNoise([seed + b for b in range(takes)])

@@ -91,6 +91,27 @@ def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  #
     np.testing.assert_array_equal(a, b)
 
 
+def test_candidates_pass_through_and_are_recorded_for_the_bass_and_drums(live_daemon, given, tmp_path):  # noqa: F811
+    bass = tmp_path / "bass.wav"
+    sf.write(str(bass), tone(55, 2.0, 44100), 44100, subtype="PCM_16")
+    stems = {}
+    for c in ("1", None):
+        extra = () if c is None else ("--candidates", c)
+        out = tmp_path / f"c{c}"
+        r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
+                    "--given", f"bass={bass}", "--generate", "guitar", "--out", str(out), "--seed", "3", *extra)
+        assert r.returncode == 0, r.stderr
+        meta = json.loads(_only(out, "region.seed*.msldm.json").read_text())
+        argv = shlex.split(meta["command"])
+        want = 1 if c else 2  # asked, else the handmade bundle's default
+        assert meta["candidates"] == want and argv[argv.index("--candidates") + 1] == str(want)
+        stems[c] = sf.read(str(out / "region.seed3.guitar.wav"), dtype="float32")[0]
+    assert not np.array_equal(stems["1"], stems[None])
+    r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"bass={bass}", "--generate", "guitar",
+                "--out", str(tmp_path / "bad"), "--candidates", "9")
+    assert r.returncode != 0 and "candidates" in r.stderr
+
+
 def test_daemon_down_exit_code_2_and_hint(given, tmp_path):
     t0 = time.monotonic()
     r = _bridge("--server", f"tcp://127.0.0.1:{free_port()}", "generate", "--given", f"drums={given['drums']}",

@@ -25,6 +25,7 @@ def test_serve_arguments_build_a_loopback_config(tiny_bundle, tmp_path):  # noqa
     assert b.parse_args(["--daemon"]).daemon_seconds == [12.0, 60.0]
     old = b.parse_args(["--server", "--server-seconds", "1.5", "--server-repeats", "2", "--server-steps", "4"])
     assert (old.daemon, old.daemon_seconds, old.daemon_repeats, old.daemon_steps) == (True, [1.5], 2, 4)
+    assert old.daemon_candidates is None and b.parse_args(["--daemon-candidates", "1"]).daemon_candidates == 1
 
 
 def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
@@ -33,6 +34,9 @@ def test_bench_server_measures_both_paths(tiny_bundle):  # noqa: F811
     assert r.seconds == 1.5 and 0 < r.inproc_first <= r.inproc_total and 0 < r.daemon_first <= r.daemon_total
     assert r.pairs == 3 and np.isfinite(r.overhead_pct)
     assert "daemon overhead" in format_table(rows) and "daemon RTF" in format_table(rows)
+    assert r.candidates == 2  # the handmade bundle's bass_drums_select, for the bench's bass and drums
+    one = bench_server(tiny_bundle, (1.5,), steps=2, repeats=1, candidates=1)[0]
+    assert one.candidates == 1 and format_table([one]).rstrip().endswith("| 1 |")
 
 
 def test_bench_takes_times_one_request_against_separate_ones(tiny_bundle):  # noqa: F811

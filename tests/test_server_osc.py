@@ -417,6 +417,18 @@ def test_osc_passes_silent_retries_on_and_refuses_a_bad_value(osc_daemon, folder
         r.close()
 
 
+def test_osc_refuses_a_bad_candidates_value(osc_daemon, folders):
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["c9", r.port, "bass=bass.wav", "generate=drums", "candidates=9"])
+        err = r.wait("/msldm/error")
+        assert err[1:3] == ["c9", "bad_field"] and "candidates" in err[3], err
+        _send(osc_daemon, "/msldm/generate", ["c1", r.port, "bass=bass.wav", "generate=drums", "candidates=1"])
+        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "c1"]
+    finally:
+        r.close()
+
+
 def test_osc_passes_guidance_on_and_refuses_a_bad_value(osc_daemon, folders):
     r = Replies()
     try:

@@ -13,6 +13,7 @@ import pytest
 
 from server_fixtures import C, HOP, SIGMA_DATA, WINDOW, tiny_bundle  # noqa: F401  (fixture)
 from server.audio import StreamRateConverter, convert_rate, exact_length, to_mono
+from msldm.config import MAX_SELECT
 from server.runtime import Bundle, BundleError
 from server.windowing import EncodeCache, Timings, WindowPlan, default_overlap, generate_region
 
@@ -876,3 +877,49 @@ def test_given_bass_and_drums_the_candidate_that_misses_the_bass_least_goes_on(b
     list(generate_region(bundle, {s: audio[s] for s in ("bass", "piano")}, ["drums", "guitar"], n, seed=4,
                          steps=6, silent_retries=0))
     assert [c["span"] for c in calls] == [None]
+
+
+def test_a_request_chooses_the_candidates_given_bass_and_drums(bundle, monkeypatch):
+    # `candidates` overrides the manifest's bass_drums_select for one region: 1 samples exactly as a
+    # bundle whose manifest says 1, 3 samples three rows a take; other given stems ignore it
+    import dataclasses
+
+    n = WINDOW * HOP
+    noise = np.random.default_rng(11)
+    audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "piano")}
+    bd = {s: audio[s] for s in ("bass", "drums")}
+    real, rows = bundle.generate, []
+
+    def spy(shape, **kw):
+        rows.append(shape[0])
+        return real(shape, **kw)
+
+    def region(given, requested, defaults=2, **kw):
+        monkeypatch.setattr(bundle, "sampler_defaults",
+                            dataclasses.replace(bundle.sampler_defaults, bass_drums_select=defaults))
+        rows.clear()
+        t = Timings()
+        pieces = list(generate_region(bundle, given, requested, n, seed=4, steps=6, silent_retries=0, timings=t, **kw))
+        return {s: pieces[0].stems[s] for s in requested}, list(rows), t.candidates
+
+    monkeypatch.setattr(bundle, "generate", spy)
+    one_asked, shapes, used = region(bd, ["guitar", "piano"], candidates=1)
+    assert shapes == [1] and used == 1
+    one_bundle, shapes, used = region(bd, ["guitar", "piano"], defaults=1)
+    assert shapes == [1] and used == 1
+    for s in ("guitar", "piano"):
+        np.testing.assert_array_equal(one_asked[s], one_bundle[s])
+    three, shapes, used = region(bd, ["guitar", "piano"], defaults=1, candidates=3)
+    assert shapes == [3, 1] and used == 3
+    two_asked, shapes, used = region(bd, ["guitar", "piano"], defaults=1, candidates=2)
+    two_bundle, _, _ = region(bd, ["guitar", "piano"], defaults=2)
+    assert shapes == [2, 1] and used == 2
+    for s in ("guitar", "piano"):
+        np.testing.assert_array_equal(two_asked[s], two_bundle[s])
+        assert not np.allclose(two_asked[s], one_asked[s], atol=1e-4)
+    # bass and piano given: one candidate, whatever the request asks
+    _, shapes, used = region({s: audio[s] for s in ("bass", "piano")}, ["drums", "guitar"], candidates=3)
+    assert shapes == [1] and used == 1
+    for bad in (0, MAX_SELECT + 1):
+        with pytest.raises(ValueError, match="candidates"):
+            region(bd, ["guitar", "piano"], candidates=bad)

@@ -670,6 +670,8 @@ def test_a_redo_of_bars_maps_bar_numbers_to_the_region(client):
     ({"silent_retries": 1.5}, "bad_field", "silent_retries"), ({"silent_retries": False}, "bad_field", "silent_retries"),
     ({"guidance": -0.5}, "bad_field", "guidance"), ({"guidance": 9}, "bad_field", "guidance"),
     ({"guidance": "3"}, "bad_field", "guidance"), ({"guidance": True}, "bad_field", "guidance"),
+    ({"candidates": 0}, "bad_field", "candidates"), ({"candidates": 9}, "bad_field", "candidates"),
+    ({"candidates": 2.0}, "bad_field", "candidates"), ({"candidates": True}, "bad_field", "candidates"),
     ({"redo": {"stem": "guitar", "start": 0, "end": 1}}, "bad_field", "given"),
     ({"redo": {"stem": "bass", "start": 0}}, "missing_field", "end"),
     ({"redo": {"stem": "bass", "start": 0.5, "end": 0.2}}, "bad_field", "start < end"),
@@ -753,6 +755,25 @@ def test_guidance_is_the_bundles_unless_asked_and_changes_the_generated_stems(cl
         assert res.final.type == "done" and res.final.header["windows"] > 1, res.final.header
         total[g] = res.stems()["bass"]
     assert np.array_equal(total[1.0], total[3.0])
+
+
+def test_candidates_are_the_bundles_unless_asked_and_sampled_only_given_bass_and_drums(client):
+    hello = client.request({"type": "hello"}).header
+    assert hello["max_candidates"] == 8 and hello["default_candidates"] == 2  # the handmade bundle's manifest
+    given = {"bass": tone(2.0, 44100, 55.0), "drums": tone(2.0, 44100, 110.0)}
+    out = {}
+    for c in (None, 1, 2):
+        extra = {} if c is None else {"candidates": c}
+        h, pcm = gen_header(f"cand-{c}", given, 44100, ["guitar"], seed=5, **extra)
+        res = client.run_job(h, pcm)
+        assert res.final.type == "done" and res.final.header["candidates"] == (2 if c is None else c), res.final.header
+        out[c] = res.stems()["guitar"]
+    assert np.array_equal(out[None], out[2]) and not np.array_equal(out[1], out[2])
+    # the bass and piano given: one candidate sampled, whatever was asked
+    h, pcm = gen_header("cand-bp", {"bass": given["bass"], "piano": tone(2.0, 44100, 220.0)}, 44100, ["guitar"],
+                        seed=5, candidates=3)
+    res = client.run_job(h, pcm)
+    assert res.final.type == "done" and res.final.header["candidates"] == 1, res.final.header
 
 
 def test_a_stereo_stem_cannot_be_redone(client):
