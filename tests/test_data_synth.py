@@ -147,6 +147,41 @@ def test_full_composer_keeps_parts_playing_through() -> None:
     assert full[0].style == varied[0].style and full[0].tempo == varied[0].tempo  # the same draw order
 
 
+def test_changes_composer_moves_the_chord_every_half_bar() -> None:
+    from msldm.data.synth.corpus import COMPOSERS
+    from msldm.data.synth.theory import CHANGES_PROGRESSIONS, PROGRESSIONS
+
+    assert not set(CHANGES_PROGRESSIONS) & set(PROGRESSIONS)
+    for family in CHANGES_PROGRESSIONS.values():  # two numerals in every bar, each a triad
+        assert all(len(bar.split()) == 2 for bar in family.bars)
+        assert all(len(chord.pitch_classes) == 3 for chord in family.chords_per_beat(0, len(family.bars)))
+    songs = [COMPOSERS["synth-changes"](3, i, 15.0) for i in range(40)]
+    full = [COMPOSERS["synth-full"](3, i, 15.0) for i in range(40)]
+    assert {s.progression for s in songs} == set(CHANGES_PROGRESSIONS)
+    for song, other in zip(songs, full):
+        assert (song.style, song.tempo, song.active_bars) == (other.style, other.tempo, other.active_bars)
+        beats = song.chords
+        assert all(beats[b] == beats[b + 1] for b in range(0, len(beats) - 1, 2))  # held for two beats
+        assert sum(beats[b] != beats[b - 1] for b in range(2, len(beats), 4)) >= (len(beats) // 4) * 3 // 4
+    # the training composer's songs are unchanged for every seed
+    assert [compose_song(3, i).progression for i in range(40)] == [f.progression for f in full]
+    assert all(s.progression in PROGRESSIONS for s in full)
+
+
+def test_sevenths_composer_plays_seventh_chords_a_chord_a_bar() -> None:
+    from msldm.data.synth.corpus import COMPOSERS
+    from msldm.data.synth.theory import PROGRESSIONS, SEVENTHS_PROGRESSIONS
+
+    assert not set(SEVENTHS_PROGRESSIONS) & set(PROGRESSIONS)
+    for family in SEVENTHS_PROGRESSIONS.values():
+        assert all(len(bar.split()) == 1 for bar in family.bars)
+        assert all(len(chord.pitch_classes) == 4 for chord in family.chords_per_beat(0, len(family.bars)))
+    songs = [COMPOSERS["synth-sevenths"](3, i, 15.0) for i in range(40)]
+    assert {s.progression for s in songs} == set(SEVENTHS_PROGRESSIONS)
+    pitched = [n for s in songs for stem in ("guitar", "piano") for n in s.notes[stem]]
+    assert pitched and all(s.style == COMPOSERS["synth-full"](3, s.index, 15.0).style for s in songs[:5])
+
+
 def test_compose_reproducible_per_seed_and_index() -> None:
     a, b = compose_song(5, 3), compose_song(5, 3)
     assert a.notes == b.notes and a.active_bars == b.active_bars

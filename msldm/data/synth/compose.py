@@ -23,7 +23,7 @@ from .comping import GUITAR_FAMILIES, PIANO_FAMILIES
 from .drums import drum_part
 from .notes import BarContext, Note, PartFactory
 from .styles import STYLES, Style
-from .theory import PROGRESSIONS, Chord, Key
+from .theory import PROGRESSIONS, Chord, Key, Progression
 
 BEATS_PER_BAR = 4
 RELEASE_ALLOWANCE = 0.25  # seconds of release tail allowed after a stem drops out
@@ -146,11 +146,13 @@ def _resolve_overlaps(notes: list[TimedNote]) -> list[TimedNote]:
 
 
 def compose_song(seed: int, index: int, seconds: float = 15.0,
-                 moves: dict[str, dict[str, float]] | None = None) -> Song:
+                 moves: dict[str, dict[str, float]] | None = None,
+                 families: dict[str, Progression] | None = None) -> Song:
     """Returns the song for track `index` of the corpus with `seed` (deterministic).
 
     `moves` is the arrangement's move table (default `arrange.MOVES`; "synth-full" passes
-    `arrange.FULL_MOVES`).
+    `arrange.FULL_MOVES`). `families`: the progression is drawn from these (uniformly) instead
+    of from the style's own (the "synth-changes" and "synth-sevenths" composers).
 
     The draw order is fixed: style, tempo, progression, key, programs, part families,
     arrangement, parts, drums, humanisation.
@@ -158,7 +160,8 @@ def compose_song(seed: int, index: int, seconds: float = 15.0,
     rng = np.random.default_rng([seed, index])
     style = STYLES[str(_choice(rng, sorted(STYLES)))]
     tempo = float(rng.integers(int(style.tempo[0]), int(style.tempo[1]) + 1))
-    progression = PROGRESSIONS[str(_choice(rng, style.progressions))]
+    progression = families[str(_choice(rng, sorted(families)))] if families \
+        else PROGRESSIONS[str(_choice(rng, style.progressions))]
     key = Key(int(rng.integers(12)), progression.mode)
     programs = {stem: int(_choice(rng, style.programs[stem])) for stem in STEMS}
     parts = {"bass": str(_choice(rng, style.bass)), "drums": style.name,

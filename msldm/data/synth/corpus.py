@@ -28,6 +28,7 @@ from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
 from .render import check_soundfont, gate_inactive, render_notes
+from .theory import CHANGES_PROGRESSIONS, SEVENTHS_PROGRESSIONS
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 PEAK_LIMIT = 0.95  # the mixture is scaled down (all stems alike) when it would peak above this
@@ -38,11 +39,25 @@ def compose_full(seed: int, index: int, seconds: float = 15.0) -> Song:
     return compose_song(seed, index, seconds, FULL_MOVES)
 
 
+def compose_changes(seed: int, index: int, seconds: float = 15.0) -> Song:
+    """"synth-full" with a chord every half bar (`theory.CHANGES_PROGRESSIONS`): the training
+    composer's styles, parts and triads at twice its usual harmonic rhythm."""
+    return compose_song(seed, index, seconds, FULL_MOVES, CHANGES_PROGRESSIONS)
+
+
+def compose_sevenths(seed: int, index: int, seconds: float = 15.0) -> Song:
+    """"synth-full" on seventh chords (`theory.SEVENTHS_PROGRESSIONS`), a chord a bar."""
+    return compose_song(seed, index, seconds, FULL_MOVES, SEVENTHS_PROGRESSIONS)
+
+
 #: Registry of composers (name -> compose(seed, index, seconds) -> Song). "synth" writes the
 #: training corpus; "synth-full" the same music with few drop-outs (denoiser training data);
-#: "heldout" writes differently composed music (see `heldout`) in the same layout.
+#: "synth-changes" that music with a chord every half bar, "synth-sevenths" on seventh chords (two
+#: probes of what the held-out composer's music asks of a model); "heldout" writes differently
+#: composed music (see `heldout`) in the same layout.
 COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {
-    "synth": compose_song, "synth-full": compose_full, "heldout": compose_heldout}
+    "synth": compose_song, "synth-full": compose_full, "synth-changes": compose_changes,
+    "synth-sevenths": compose_sevenths, "heldout": compose_heldout}
 
 
 @dataclass(frozen=True)

@@ -196,6 +196,31 @@ PROGRESSIONS: dict[str, Progression] = dict([
     _prog("minor_blues", "minor", "i | i | i | i | iv | iv | i | i | V7 | iv | i | V7"),
 ])
 
+#: Progression families that change chord every half bar (the "synth-changes" composer's): the
+#: training composer's triads and keys, at twice its usual harmonic rhythm. Kept apart from
+#: PROGRESSIONS so that the "synth" composer's songs stay what they were for every seed.
+CHANGES_PROGRESSIONS: dict[str, Progression] = dict([
+    _prog("pop_split", "major", "I V | vi IV"),
+    _prog("plagal_split", "major", "I IV | I V"),
+    _prog("sensitive_split", "major", "vi IV | I V"),
+    _prog("climb_split", "major", "I iii | IV V"),
+    _prog("royal_split", "major", "IV V | iii vi"),
+    _prog("aeolian_split", "minor", "i bVII | bVI bVII"),
+    _prog("minor_plagal_split", "minor", "i iv | bVII bIII"),
+    _prog("minor_cadence_split", "minor", "i bVI | iv V"),
+])
+
+#: Progression families of seventh chords at the training composer's harmonic rhythm (a chord a
+#: bar; the "synth-sevenths" composer's), also kept apart from PROGRESSIONS.
+SEVENTHS_PROGRESSIONS: dict[str, Progression] = dict([
+    _prog("maj7_cadence", "major", "Imaj7 | IVmaj7 | Imaj7 | V7"),
+    _prog("maj7_axis", "major", "Imaj7 | vi7 | IVmaj7 | V7"),
+    _prog("maj7_sensitive", "major", "vi7 | IVmaj7 | Imaj7 | V7"),
+    _prog("dominant_rock", "major", "I7 | IV7 | I7 | V7"),
+    _prog("min7_cadence", "minor", "i7 | iv7 | bVImaj7 | V7"),
+    _prog("min7_descent", "minor", "i7 | bVII7 | bVImaj7 | V7"),
+])
+
 
 def nearest_pitch(pc: int, low: int) -> int:
     """Returns the lowest MIDI pitch >= `low` with pitch class `pc`."""
