@@ -137,7 +137,9 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
            "default from the bundle, or 2 where the bass is among the given stems (`done` says which)"),
         _f("guidance", "number", False, "0..max_guidance: how strongly the generated stems follow the given ones' "
            "timing (given-part guidance: 1 is the model's own pull, more is tighter, each guided step costs a "
-           "second denoiser call); default from the bundle (`default_guidance`). Ignored when nothing is given"),
+           "second denoiser call); default from the bundle (`default_guidance`), or where a guitar and/or piano "
+           "alone are given its `harmony_given_guidance` (2 for the bundled model: see \"Given a guitar or piano "
+           "alone\"; `done` says which). Ignored when nothing is given"),
         _f("candidates", "int", False, "1..max_candidates, where the given stems are the bass and drums alone: "
            "each window of each take is sampled that many times down to the middle noise levels and the "
            "candidate whose estimate of the given bass misses it least goes on (guitar and piano on the bass's "
@@ -177,7 +179,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
         _f("max_resample", "int", True, "largest `resample` accepted"),
         _f("default_resample", "int", True, "`resample` used when `generate` names none (where the bass is among the given stems, the manifest's `bass_given_resample`, 2 for the bundled model: see \"Given the bass\")"),
         _f("max_guidance", "number", True, "largest `guidance` accepted"),
-        _f("default_guidance", "number", True, "`guidance` used when `generate` names none"),
+        _f("default_guidance", "number", True, "`guidance` used when `generate` names none (where a guitar and/or "
+           "piano alone are given, the manifest's `harmony_given_guidance`: see \"Given a guitar or piano alone\")"),
         _f("max_candidates", "int", True, "largest `candidates` accepted"),
         _f("default_candidates", "int", True, "`candidates` used when `generate` names none (only where the "
            "bass and drums alone are given)"),

@@ -256,7 +256,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
     pieces = generate_region(bundle, given, req.generate, span[1] - span[0], seed=req.seed, steps=req.steps,
                              sampler=req.sampler, schedule=req.schedule,
                              resample=req.resample if req.resample_asked else None,
-                             guidance=req.guidance, hook=hook,
+                             guidance=req.guidance if req.guidance_asked else None, hook=hook,
                              timings=t, cache=cache, takes=req.takes, kept_frames=kept,
                              silent_retries=req.silent_retries, candidates=req.candidates)
     heard: dict[tuple[int, str], list[np.ndarray]] = {}  # each take's model-rate audio, to rank takes
@@ -298,7 +298,8 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
             "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0),
                                          "tamed_windows": t.tamed.get(b, 0)} for b, s in enumerate(req.seeds)],
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
-            "resample": t.passes, "guidance": req.guidance, "candidates": t.candidates, "windows": windows,
+            "resample": t.passes, "candidates": t.candidates, "windows": windows,
+            "guidance": bundle.sampler_defaults.guidance if t.guidance is None else t.guidance,
             "silent_retries": req.silent_retries, "silent_rerolls": t.rerolls_total,
             "tamed_windows": sum(t.tamed.values()),
             "timings": {k: round(v, 6) for k, v in timings.items()}}

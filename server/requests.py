@@ -104,6 +104,7 @@ class JobRequest:
     resample: int = 1
     resample_asked: bool = False  # whether the request set `resample` (else the bundle's, or the daemon's choice)
     guidance: float = 1.0
+    guidance_asked: bool = False  # whether the request set `guidance` (else the bundle's, or the daemon's choice)
     takes: int = 1
     redo: Redo | None = None
     silent_retries: int = SILENT_RETRIES
@@ -170,7 +171,8 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
                       sampler, h.get("region"), schedule=schedule, resample=resample,
                       resample_asked="resample" in h, takes=takes, redo=redo,
-                      silent_retries=retries, guidance=guidance, candidates=candidates)
+                      silent_retries=retries, guidance=guidance, guidance_asked="guidance" in h,
+                      candidates=candidates)
 
 
 def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:

@@ -54,7 +54,8 @@ LATER_SAMPLER_FIELDS: dict[str, Any] = {"resample_tmin": 0.0, "resample_tmax": N
                                         "reconstruction": 0.0, "reconstruction_tmin": 0.0,
                                         "bass_given_reconstruction": 0.0, "bass_given_resample": 0,
                                         "bass_drums_reconstruction_tmin": None, "bass_drums_select": 1,
-                                        "pull_resample": 2, "pull_steps": 0.6}
+                                        "pull_resample": 2, "pull_steps": 0.6, "harmony_given_guidance": 1.0,
+                                        "harmony_given_resample": 0}
 """Sampler fields added after a bundle format was fixed, each with the value that does exactly
 what bundles written before it did (`resample_tmin` 0, `resample_tmax` null = infinity:
 RePaint passes on every step; `guidance` 1: no given-part guidance; `S_churn_total`, `S_tmax_total` null:
@@ -62,7 +63,9 @@ total generation with `S_churn`, `S_tmax`; `given_noise` 1: the given part noise
 `reconstruction` 0: no reconstruction guidance; `bass_given_reconstruction` 0: none where the
 bass is given either, `bass_given_resample` 0: the passes of `resample`, and
 `bass_drums_reconstruction_tmin` null: `reconstruction_tmin`; `bass_drums_select` 1: one
-candidate; `pull_resample` 2 and `pull_steps` 0.6: the daemon's constants before them)."""
+candidate; `pull_resample` 2 and `pull_steps` 0.6: the daemon's constants before them;
+`harmony_given_guidance` 1 and `harmony_given_resample` 0: a guitar or piano given alone sampled
+as any other request)."""
 
 
 def sampler_defaults(block: dict[str, Any]) -> SamplerConfig:

@@ -134,6 +134,8 @@ class Timings:
     # the given bass's sampler: `bass_given_sampler`), set when the region's generation starts
     candidates: int = 1  # candidates per take and window (`best_of`; 1 unless the bass and drums alone are
     # given), set with `passes`
+    guidance: float | None = None  # the given-part guidance the region was sampled with (None: the manifest's
+    # `guidance`; `harmony_given_sampler`), set with `passes`
 
     @property
     def rerolls_total(self) -> int:
@@ -298,6 +300,24 @@ def bass_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | Non
             d.bass_drums_reconstruction_tmin if bass_and_drums_only(given) else None)
 
 
+def harmony_given_sampler(bundle: Bundle, given: Sequence[str], resample: int | None,
+                          guidance: float | None) -> tuple[int | None, float | None]:
+    """(RePaint passes, given-part guidance weight) for a request: where the given stems are a
+    guitar and/or piano alone (no bass, no drums: the generated bass and drums find the groove in
+    the pitched parts alone) and the request asks no guidance of its own, the manifest's
+    `harmony_given_guidance` and `harmony_given_resample` passes (unless the request sets its own or
+    that field leaves them to `resample`); otherwise the request's own (None: the manifest's).
+
+    Given guitar and piano, the bundled model's bass sat on their grid at 0.55-0.66 of a real
+    bass's rhythmic fit on three test draws (0.64-0.75 on validation); the given-part guidance
+    pulls the generated parts towards the given stems' timing (docs/eval/model-history.md,
+    "Twenty-first session")."""
+    d = bundle.sampler_defaults
+    if guidance is not None or not given or "bass" in given or "drums" in given or d.harmony_given_guidance == 1.0:
+        return resample, guidance
+    return resample or d.harmony_given_resample or None, d.harmony_given_guidance
+
+
 def bass_and_drums_only(given: Sequence[str]) -> bool:
     """Whether the given stems are exactly the bass and drums: the requests with their own band of
     guidance (`bass_drums_reconstruction_tmin`) and their candidates (`bass_drums_select`)."""
@@ -322,7 +342,9 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     sampled again for silence). `silent_retries`: see the module docstring. `candidates`:
     where the given stems are the bass and drums alone (and their guidance runs), candidates per
     take and window (`best_of`; None: the manifest's `bass_drums_select`); ignored elsewhere.
-    `timings.candidates` says how many were sampled.
+    `timings.candidates` says how many were sampled. `guidance` None: the manifest's, or where a
+    guitar and/or piano alone are given (not in a redo) its `harmony_given_guidance`
+    (`harmony_given_sampler`; `timings.guidance` says which).
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
@@ -337,7 +359,10 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         kept[stem] = np.ones(plan.padded_frames, bool)
         kept[stem][: min(F, len(frames))] = frames[:F]
     t = timings or Timings()
+    if not kept_frames:  # a redo keeps the sampler it asks for
+        resample, guidance = harmony_given_sampler(bundle, list(given), resample, guidance)
     resample, reconstruction, error_stems, error_tmin = bass_given_sampler(bundle, list(given), resample, guidance)
+    t.guidance = guidance
     t.passes = int(resample or bundle.sampler_defaults.resample)
     # candidates only where the guidance runs and the given stems are the bass and drums alone
     if candidates is not None and not 1 <= candidates <= MAX_SELECT:

@@ -131,12 +131,14 @@ def test_manifest_sampler_block_is_complete_or_refused(tiny_bundle, tmp_path):  
             assert getattr(Bundle.load(root).sampler_defaults, field) == value
     # the given-bass fields: absent, no such sampler (bundles before them had none in the manifest)
     for field in ("bass_given_reconstruction", "bass_given_resample", "bass_drums_reconstruction_tmin",
-                  "bass_drums_select", "pull_resample", "pull_steps"):
+                  "bass_drums_select", "pull_resample", "pull_steps", "harmony_given_guidance",
+                  "harmony_given_resample"):
         m["sampler"].pop(field, None)
     (root / "manifest.json").write_text(json.dumps(m))
     d = Bundle.load(root).sampler_defaults
     assert (d.bass_given_reconstruction, d.bass_given_resample, d.bass_drums_reconstruction_tmin,
-            d.bass_drums_select, d.pull_resample, d.pull_steps) == (0.0, 0, None, 1, 2, 0.6)
+            d.bass_drums_select, d.pull_resample, d.pull_steps, d.harmony_given_guidance,
+            d.harmony_given_resample) == (0.0, 0, None, 1, 2, 0.6, 1.0, 0)
     del m["provenance"]
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="provenance"):  # the exporter's required fields are the runtime's
@@ -782,13 +784,15 @@ def test_the_shipped_manifest_writes_the_given_bass_sampler():
     assert block["bass_given_reconstruction"] == 4.0 and block["bass_given_resample"] == 2
     assert block["bass_drums_reconstruction_tmin"] == 1.0 and block["bass_drums_select"] == 2
     assert block["pull_resample"] == 2 and block["pull_steps"] == 0.6
+    assert block["harmony_given_guidance"] == 2.0 and block["harmony_given_resample"] == 0
     d = sampler_defaults(block)
     assert d == get_preset("cpu").sampler  # what `msldm export` writes from the preset
     for bad in ({"bass_given_reconstruction": -1.0}, {"bass_given_reconstruction": 9.0},
                 {"bass_given_resample": -1}, {"guidance": 2.0}, {"bass_drums_reconstruction_tmin": -0.5},
                 {"bass_drums_select": 0}, {"bass_drums_select": 9}, {"pull_resample": 0}, {"pull_steps": 0.0},
-                {"pull_steps": 1.5}):
-        with pytest.raises(Exception, match="bass_given|bass_drums|guidance|pull_"):
+                {"pull_steps": 1.5}, {"harmony_given_guidance": -1.0}, {"harmony_given_guidance": 9.0},
+                {"harmony_given_resample": -1}, {"harmony_given_resample": 9}):
+        with pytest.raises(Exception, match="bass_given|bass_drums|guidance|pull_|harmony_given"):
             sampler_defaults({**block, **bad})
 
 
@@ -923,3 +927,54 @@ def test_a_request_chooses_the_candidates_given_bass_and_drums(bundle, monkeypat
     for bad in (0, MAX_SELECT + 1):
         with pytest.raises(ValueError, match="candidates"):
             region(bd, ["guitar", "piano"], candidates=bad)
+
+
+def test_a_guitar_or_piano_given_alone_is_sampled_with_the_manifests_given_part_guidance(bundle, monkeypatch):
+    # harmony_given_guidance / harmony_given_resample: where the given stems are a guitar and/or
+    # piano alone and the request asks no guidance, the generated bass and drums are pulled
+    # towards the given stems' timing; a request's own guidance, any other given stems and a
+    # redo sample as before
+    import dataclasses
+
+    n = WINDOW * HOP
+    noise = np.random.default_rng(12)
+    audio = {s: (0.1 * noise.standard_normal(n)).astype(np.float32) for s in ("bass", "drums", "guitar", "piano")}
+    real, seen = bundle.generate, []
+
+    def spy(shape, **kw):
+        seen.append((kw.get("guidance"), kw.get("resample")))
+        return real(shape, **kw)
+
+    monkeypatch.setattr(bundle, "generate", spy)
+
+    def region(given, requested, guidance=None, resample=None, **fields):
+        monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(bundle.sampler_defaults, **fields))
+        seen.clear()
+        t = Timings()
+        pieces = list(generate_region(bundle, {s: audio[s] for s in given}, requested, n, seed=3, steps=4,
+                                      silent_retries=0, timings=t, guidance=guidance, resample=resample))
+        return seen[0], t, pieces[0].stems
+
+    on = {"harmony_given_guidance": 2.0, "harmony_given_resample": 1}
+    (g, r), t, pulled = region(["guitar", "piano"], ["bass", "drums"], **on)
+    assert (g, r, t.guidance, t.passes) == (2.0, 1, 2.0, 1)
+    (g, r), t, _ = region(["piano"], ["bass", "drums", "guitar"], **on)
+    assert (g, r) == (2.0, 1)
+    (g, r), t, _ = region(["guitar", "piano"], ["bass", "drums"], resample=3, **on)  # the request's passes
+    assert (g, r) == (2.0, 3)
+    (g, r), t, plain = region(["guitar", "piano"], ["bass", "drums"], guidance=1.0, **on)  # the request's guidance
+    assert g == 1.0 and t.guidance == 1.0 and not np.allclose(plain["bass"], pulled["bass"], atol=1e-4)
+    for given, requested in ((["drums", "piano"], ["bass", "guitar"]), (["bass", "piano"], ["drums", "guitar"])):
+        (g, r), t, _ = region(given, requested, **on)
+        assert g is None and t.guidance is None
+    # off in the manifest (1): as before
+    (g, r), t, _ = region(["guitar", "piano"], ["bass", "drums"], harmony_given_guidance=1.0, harmony_given_resample=0)
+    assert g is None and t.guidance is None
+    # a redo keeps the sampler it asks for
+    monkeypatch.setattr(bundle, "sampler_defaults", dataclasses.replace(bundle.sampler_defaults, **on))
+    seen.clear()
+    frames = np.ones(WINDOW, bool)
+    frames[WINDOW // 2:] = False
+    list(generate_region(bundle, {s: audio[s] for s in ("guitar", "piano")}, ["guitar"], n, seed=3, steps=4,
+                         silent_retries=0, kept_frames={"guitar": frames}))
+    assert seen[0][0] is None
