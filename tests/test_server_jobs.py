@@ -113,3 +113,32 @@ def test_a_client_gets_a_share_of_the_queue(tiny_bundle):  # noqa: F811
     assert e.value.code is ErrorCode.QUEUE_FULL and "per client" in e.value.message
     assert w.submit(_job(w, "b0", RecordingSink(), client="b")) == 2
     w.stop()
+
+
+def test_done_says_the_guidance_a_guitar_and_piano_given_alone_were_sampled_with(tiny_bundle):  # noqa: F811
+    # the manifest's harmony_given_guidance where a guitar and/or piano alone are given, unless the
+    # request asks its own; `done` echoes the weight used
+    import dataclasses
+
+    import numpy as np
+
+    from server.jobs import run_job
+
+    b = Bundle.load(tiny_bundle)
+    b.sampler_defaults = dataclasses.replace(b.sampler_defaults, harmony_given_guidance=2.5)
+    model = ModelInfo(b.stems, b.sample_rate, ("euler", "heun"), 3, "euler")
+    tone = (0.2 * np.sin(np.arange(22050) * 2 * np.pi * 220 / 22050)).astype(np.float32)
+
+    def done_of(given, generate, **kw):
+        h = {"type": "generate", "job_id": "g", "generate": generate, "steps": 3, "silent_retries": 0,
+             "given": [{"stem": s, "sample_rate": 22050, "channels": 1, "frames": len(tone)} for s in given], **kw}
+        sink = RecordingSink()
+        fn, *args = run_job(b, Job("c", build_request(P.decode(P.encode(h, [tone] * len(given))), model, Limits()),
+                                   sink), None)
+        fn(*args)
+        assert sink.final[0] == "done", sink.final
+        return sink.final[1]
+
+    assert done_of(["guitar", "piano"], ["bass", "drums"])["guidance"] == 2.5
+    assert done_of(["guitar", "piano"], ["bass", "drums"], guidance=1.0)["guidance"] == 1.0
+    assert done_of(["drums", "piano"], ["bass", "guitar"])["guidance"] == 1.0  # the manifest's own
