@@ -555,7 +555,7 @@ def _cpu() -> ModelConfig:
     # weight 2 (harmony_given_guidance; server.windowing.harmony_given_sampler) with the manifest's
     # passes: the bass's rhythmic fit given guitar and piano 0.75 / 0.64 -> 0.80 / 0.73 on two
     # validation draws and 0.55 -> 0.62 on the worst test draw, the drums 0.90-0.98 -> 1.05-1.26,
-    # harmony as before, for about 1.7 times the time of such a request; with 1 pass the drums came
+    # harmony as before, for about 1.5 times the time of such a request; with 1 pass the drums came
     # out 6-7 dB quiet ("Twenty-first session").
     return _model("cpu", _spectral_vae(), unet, window_frames=256,
                   sampler=SamplerConfig(steps=40, resample=3, resample_tmin=0.6, S_churn=3.0, S_tmin=0.3,
