@@ -55,6 +55,7 @@ class Settings:
     bit_depth: str = "24"
     takes: int = 1
     length: str = "region"  # "bars": the stems end on a bar line
+    candidates: Optional[int] = None  # given bass and drums alone: candidates per window (None: the model's)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[s
             "--tempo", f"{context['tempo']:g}", "--meter", "{}/{}".format(*context["meter"]),
             "--start-bar", str(context["start_bar"]), "--quiet"]
     for flag, value in (("--steps", settings.steps), ("--seed", settings.seed),
-                        ("--output-sample-rate", sample_rate)):
+                        ("--candidates", settings.candidates), ("--output-sample-rate", sample_rate)):
         if value is not None:
             cmd += [flag, str(value)]
     if settings.takes != 1:
@@ -286,7 +287,8 @@ DIALOG_FIELDS = ("Stems (blank: all missing)", "Steps (blank: model)", "Seed (bl
 def settings_from_user(api: Any) -> Optional[Settings]:
     """Ask for stems / steps / seed / takes / bar length (defaults remembered in REAPER's
     ExtState, section "MSLDM"; keys `generate`, `steps`, `seed`, `takes`, `bars`, `server`,
-    `bridge`; a `make` remembered by an earlier version stands in for `generate`). None if
+    `bridge`, `candidates` (the last three set outside the dialog; a `make` remembered by an
+    earlier version stands in for `generate`). None if
     cancelled. REAPER separates the answers with commas, so stems are separated by spaces or
     "/"."""
     def ext(key: str, default: str) -> str:
@@ -311,9 +313,10 @@ def settings_from_user(api: Any) -> Optional[Settings]:
                             bridge=tuple(shlex.split(ext("bridge", "msldm-bridge"))),
                             steps=int(steps) if steps.strip() else None, seed=int(seed) if seed.strip() else None,
                             takes=int(takes) if takes.strip() else 1,
-                            length="bars" if bars.strip().lower() in ("y", "yes") else "region")
+                            length="bars" if bars.strip().lower() in ("y", "yes") else "region",
+                            candidates=int(ext("candidates", "0")) or None)
     except ValueError:
-        raise UserError("Steps, seed and takes must be whole numbers.") from None
+        raise UserError("Steps, seed, takes and the ExtState candidates must be whole numbers.") from None
     if not 1 <= settings.takes <= 8:
         raise UserError("Takes: 1 to 8.")
     return settings
