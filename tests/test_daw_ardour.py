@@ -6,6 +6,7 @@ uses for missing files)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -182,6 +183,22 @@ def test_redo_a_range_of_a_generated_track(tmp_path, session, live_daemon):  # n
     a, b = 72000 - 48000, 96000 - 48000  # the redone span, from the region start
     assert np.array_equal(new[:a], old[:a]) and np.array_equal(new[b:], old[b:])
     assert np.abs(new[a:b] - old[a:b]).max() > 1e-3
+
+
+@needs_ardour
+@pytest.mark.slow
+def test_generate_script_passes_candidates_to_the_bridge(tmp_path, session, live_daemon):  # noqa: F811
+    # `candidates=N` reaches the daemon: 9 is refused there, and the session is left as it was
+    sdir, name, _ = session
+    before = (sdir / f"{name}.ardour").read_bytes()
+    r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano", "start=48000",
+                "end=120000", f"server={live_daemon.endpoint}", f"bridge={sys.executable} -m plugin_bridge.cli",
+                f"python={sys.executable}", "generate=bass", "candidates=9", timeout=120)
+    assert r.returncode != 0 and "candidates" in r.stdout + r.stderr
+    assert (sdir / f"{name}.ardour").read_bytes() == before
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=5", "candidates=1")
+    meta = json.loads(next((sdir / "msldm").glob("*.seed5.msldm.json")).read_text())
+    assert meta["candidates"] == 1 and "--candidates 1" in meta["command"]
 
 
 @needs_ardour

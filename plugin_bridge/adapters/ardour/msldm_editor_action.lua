@@ -23,6 +23,7 @@ function action_params ()
 		["generate"] = { title = "Stems to generate (comma separated; empty: all not selected)", default = "" },
 		["takes"] = { title = "Takes (1-8; each its own track, named by seed)", default = "1" },
 		["length"] = { title = "Length: region, or bars (end on a bar line)", default = "region" },
+		["candidates"] = { title = "Candidates given bass and drums alone (1: faster; empty: the model's)", default = "" },
 	}
 end
 
@@ -129,6 +130,7 @@ function factory (params) return function ()
 			tm:quarters_per_minute_at (tp) * meter:note_value () / 4,
 			meter:divisions_per_bar (), meter:note_value (), tm:bbt_at (tp).bars)
 		.. " --takes " .. shq (p["takes"] or "1")
+	if p["candidates"] and p["candidates"] ~= "" then cmd = cmd .. " --candidates " .. shq (p["candidates"]) end
 	if redo then
 		cmd = cmd .. string.format (" --redo %s --range %.9g-%.9g", shq (redo.stem), (span_start - start) / sr,
 			(span_stop - start) / sr)
