@@ -263,5 +263,6 @@ def format_table(rows: Sequence[BenchRow]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.seconds:g} | {r.inproc_total:.3f} | {r.inproc_first:.3f} | {r.daemon_total:.3f} "
-                     f"| {r.daemon_first:.3f} | {r.daemon_total / r.seconds:.2f} | {r.overhead_pct:+.1f}% | {r.pairs} | {r.reroll_total:.3f} | {r.candidates} |")
+                     f"| {r.daemon_first:.3f} | {r.daemon_total / r.seconds:.2f} | {r.overhead_pct:+.1f}% | {r.pairs} "
+                     f"| {r.reroll_total:.3f} | {r.candidates} |")
     return "\n".join(lines)
