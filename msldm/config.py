@@ -102,6 +102,17 @@ class VAELossConfig:
     # L1), the same pull at any error, so fine frequency errors of held partials keep being
     # corrected and the unpredictable phases of attacks count as much as any other bin, no more.
     phase_error: str = "cos"
+    # An adversarial fine-tune of the spectral VAE (`msldm.spectral_losses.adversarial_terms`):
+    # the weights of the least-squares generator term and of feature matching, against a
+    # `Discriminator` of `discriminator_channels`, `periods` and `stft_ffts` (above). 0: off,
+    # no discriminator is built (every spectral VAE before 2026-12-06 was trained so).
+    lambda_spectral_adversarial: float = 0.0
+    lambda_spectral_feature: float = 0.0
+
+    @property
+    def spectral_adversarial(self) -> bool:
+        """Whether a spectral VAE trains against a discriminator."""
+        return self.lambda_spectral_adversarial > 0 or self.lambda_spectral_feature > 0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Losses of the spectral SourceVAE (`msldm.spectral_vae`): no discriminator, all regression.
+"""Losses of the spectral SourceVAE (`msldm.spectral_vae`): regression terms, and optionally GAN terms.
 
 Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
 - ``logmag``: L1 between predicted and true log(|X| + LOG_EPS) at the model's own STFT;
@@ -14,7 +14,11 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
   changes of log magnitude of the reconstruction and of the audio, weighted per bin by the
   louder magnitude (`flux_loss`): a held note whose level wavers is heard as struck again, an
   attack that rises slowly as no onset, and the average log-magnitude terms barely see either;
-- ``kl``: KL of the posterior to N(0, I), averaged over elements.
+- ``kl``: KL of the posterior to N(0, I), averaged over elements;
+- ``adv`` / ``feat`` (only where `lambda_spectral_adversarial` / `lambda_spectral_feature` > 0:
+  `adversarial_terms`, stepped by the training task): least-squares GAN and feature matching
+  against a `msldm.discriminators.Discriminator` (HiFi-GAN's periods and DAC's banded STFTs),
+  an adversarial fine-tune of a decoder the regression terms have trained.
 
 For the ``if`` decoders the audio terms see the synthesis phase detached by default: the
 phase head is trained by its direct target only (gradients through the running phase sum
@@ -31,7 +35,8 @@ import torch.nn.functional as F
 from msldm.config import VAELossConfig
 from msldm.losses import kl_divergence
 
-__all__ = ["spectral_vae_loss", "multires_stft_loss", "phase_loss", "flux_loss"]
+__all__ = ["spectral_vae_loss", "spectral_vae_terms", "adversarial_terms", "multires_stft_loss", "phase_loss",
+           "flux_loss"]
 
 
 def _weights(logmag: torch.Tensor, eps: float) -> torch.Tensor:
@@ -134,6 +139,13 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
     """Run the spectral VAE on `audio [B, 1, N]` (N a multiple of D). Returns the scalar terms
     {"loss", "logmag", "phase", "stft", "mel", "flux", "kl"} ("flux" is computed, and logged,
     whatever its weight: the curve of a run without it can be compared)."""
+    return spectral_vae_terms(vae, audio, cfg, sample_posterior=sample_posterior)[0]
+
+
+def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossConfig, *,
+                       sample_posterior: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """`spectral_vae_loss`'s terms and the reconstruction `[B, 1, N]` they were computed on
+    (for an adversarial term, `adversarial_terms`)."""
     from msldm.spectral_vae import LOG_EPS
 
     mean, logvar = vae.encode(audio)
@@ -167,4 +179,27 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
                      + cfg.lambda_stft * terms["stft"] + cfg.lambda_spectral_mel * terms["mel"]
                      + cfg.lambda_flux * terms["flux"]
                      + cfg.lambda_spectral_kl * terms["kl"])
-    return terms
+    return terms, recon
+
+
+def adversarial_terms(disc: torch.nn.Module, audio: torch.Tensor, recon: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The GAN terms of a spectral VAE step, with the least-squares losses of `msldm.losses`.
+
+    Returns (discriminator loss on real and the detached reconstruction, the generator's
+    adversarial loss, its feature-matching loss). The discriminator runs twice: once on
+    `cat([audio, recon.detach()])` with its parameters trainable, once on `recon` alone with
+    them frozen (the real features for feature matching come from the first run, detached), so
+    the generator terms' gradients reach the VAE only and the discriminator loss's reach the
+    discriminator only. The caller steps the two optimisers."""
+    from msldm.losses import _frozen, adversarial_loss, discriminator_loss, feature_matching_loss
+
+    batch = audio.shape[0]
+    maps = disc(torch.cat([audio, recon.detach()], dim=0))
+    d_real = [[f[:batch] for f in sub] for sub in maps]
+    d_fake = [[f[batch:] for f in sub] for sub in maps]
+    loss_d = discriminator_loss(d_real, d_fake)
+    with _frozen(disc):
+        g_fake = disc(recon)
+    real_features = [[f.detach() for f in sub] for sub in d_real]
+    return loss_d, adversarial_loss(g_fake), feature_matching_loss(real_features, g_fake)

@@ -14,6 +14,11 @@
 #   PHASE_ERROR=l1 ...                       # that term as the wrapped absolute error (default cos)
 #   PHASE_GRAD=4 ...                         # the audio losses train the phase too, through the last
 #                                            #   4 frames of its running sum (default 0: off)
+#   ADV=0.5 FEAT=1 ...                       # an adversarial fine-tune: weights of the GAN and
+#                                            #   feature-matching terms (default 0: no discriminator);
+#                                            #   with DISC_CH (width), DISC_FFTS / DISC_PERIODS (its
+#                                            #   sub-discriminators, "none" for none), DISC_LR, and
+#                                            #   ADV_START (steps the discriminator trains alone first)
 # The next VAE (2026-12-05; docs/eval/spectral-vae-reconstruction.md), whole VAE, resumes with:
 #   LR=2e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 THREADS=2 RUN=~/.cache/msldm/runs/vae-full-phase4-l1 bash scripts/train_vae_cpu.sh
 set -euo pipefail
@@ -31,6 +36,9 @@ RESUME="--init msldm/assets/vae-spectral/vae.safetensors"; [ -f "$RUN/train_stat
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train vae \
     --preset spectral --vae-phase if_lock --data "$DATA" --out "$RUN" --steps 200000 --batch 5 \
     --seconds 1.0 --log-every 25 --val-every 250 --val-batches 4 --ckpt-every 250 --ema-decay 0.995 \
-    --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_ERROR:+--phase-error $PHASE_ERROR} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
+    --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_ERROR:+--phase-error $PHASE_ERROR} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} \
+    ${ADV:+--adversarial-weight $ADV} ${FEAT:+--feature-weight $FEAT} ${DISC_CH:+--disc-channels $DISC_CH} \
+    ${DISC_FFTS:+--disc-ffts $DISC_FFTS} ${DISC_PERIODS:+--disc-periods $DISC_PERIODS} ${DISC_LR:+--disc-lr $DISC_LR} \
+    ${ADV_START:+--adversarial-start $ADV_START} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

@@ -361,3 +361,99 @@ def test_training_on_latents_imports_without_soundfile() -> None:
 def test_denoiser_noise_is_drawn_on_the_training_device() -> None:
     task = DiffusionTask(tiny_config(), DistInfo(), {"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
     assert task.generators["noise"].device == task.info.device
+
+
+def _adversarial_spectral(**loss) -> ModelConfig:
+    """tiny_spectral with a cheap discriminator (width 2, one period, one STFT size)."""
+    c = get_preset("tiny_spectral")
+    kw = dict(lambda_spectral_adversarial=0.5, lambda_spectral_feature=1.0, discriminator_channels=2,
+              periods=(2,), stft_ffts=(256,), **loss)
+    return dataclasses.replace(c, vae_loss=dataclasses.replace(c.vae_loss, **kw))
+
+
+def test_cli_adversarial_options_reach_the_spectral_vae_loss(monkeypatch, tmp_path: Path) -> None:
+    main, seen, base = _recording_cli(monkeypatch, tmp_path, "train_vae",
+                                      ["vae", "--preset", "tiny_spectral", "--data", str(tmp_path)])
+    main(base)
+    assert not seen[0].vae_loss.spectral_adversarial
+    main(base + ["--adversarial-weight", "0.5", "--feature-weight", "1", "--disc-channels", "4",
+                 "--disc-periods", "none", "--disc-ffts", "1024,512", "--disc-lr", "2e-4"])
+    loss = seen[-1].vae_loss
+    assert loss.spectral_adversarial and loss.lambda_spectral_adversarial == 0.5
+    assert (loss.lambda_spectral_feature, loss.discriminator_channels) == (1.0, 4)
+    assert loss.periods == () and loss.stft_ffts == (1024, 512)
+    for bad in (["--adversarial-weight", "-1"], ["--feature-weight", "nan"], ["--disc-channels", "0"],
+                ["--disc-periods", "1"], ["--disc-ffts", "32"], ["--disc-periods", "2,x"],
+                ["--disc-lr", "1e-4"]):  # a learning rate for a discriminator nobody asked for
+        with pytest.raises(SystemExit):
+            main(base + bad)
+    with pytest.raises(SystemExit):  # the DAC-style VAE trains its own GAN, with its own weights
+        main(["train", "vae", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "p"),
+              "--steps", "1", "--no-progress", "--device", "cpu", "--adversarial-weight", "1"])
+
+
+def test_adversarial_terms_reach_the_vae_or_the_discriminator_never_both() -> None:
+    from msldm.discriminators import Discriminator
+    from msldm.spectral_losses import adversarial_terms
+
+    torch.manual_seed(0)
+    disc = Discriminator(_adversarial_spectral().vae_loss)
+    audio = torch.randn(2, 1, 2048) * 0.1
+    recon = (torch.randn(2, 1, 2048) * 0.1).requires_grad_(True)
+    loss_d, adv, feat = adversarial_terms(disc, audio, recon)
+    loss_d.backward()
+    assert recon.grad is None  # the discriminator's loss sees the reconstruction detached
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in disc.parameters())
+    disc.zero_grad(set_to_none=True)
+    (adv + feat).backward()
+    assert all(p.grad is None for p in disc.parameters())  # frozen for the generator's terms
+    assert recon.grad is not None and bool(recon.grad.abs().sum() > 0)
+    assert all(p.requires_grad for p in disc.parameters())  # and unfrozen afterwards
+
+
+def test_spectral_task_adds_the_gan_terms_from_adversarial_start() -> None:
+    from msldm.train.tasks import SpectralVAETask
+
+    config = _adversarial_spectral()
+    torch.manual_seed(0)
+    task = SpectralVAETask(config, DistInfo(), lr=1e-3, adversarial_start=1, freeze_encoder=True)
+    batch = torch.randn(2, 4, 8 * 320) * 0.1
+    cfg = config.vae_loss
+    disc0 = {k: v.clone() for k, v in task.disc.state_dict().items()}
+    for step in (0, 1):
+        logs = task.train_step(batch, step)
+        regression = (cfg.lambda_logmag * logs["logmag"] + cfg.lambda_phase * logs["phase"]
+                      + cfg.lambda_stft * logs["stft"] + cfg.lambda_spectral_mel * logs["mel"]
+                      + cfg.lambda_flux * logs["flux"] + cfg.lambda_spectral_kl * logs["kl"])
+        gan = cfg.lambda_spectral_adversarial * logs["adv"] + cfg.lambda_spectral_feature * logs["feat"]
+        expected = regression + (gan if step >= 1 else 0.0)
+        assert logs["loss"] == pytest.approx(expected, rel=1e-5), step
+        assert logs["disc"] > 0 and logs["grad_norm_d"] > 0
+    # the discriminator learns from the first step, while its terms wait for adversarial_start
+    assert any(not torch.equal(disc0[k], v) for k, v in task.disc.state_dict().items())
+    assert "disc" in task.modules and "disc" in task.optimizers  # saved and resumed with the run
+    assert SpectralVAETask(get_preset("tiny_spectral"), DistInfo()).disc is None  # off by default
+
+
+def test_adversarial_decoder_fine_tune_resumes_exactly(corpus: dict, tmp_path: Path) -> None:
+    from msldm.spectral_vae import SpectralVAE
+
+    config = _adversarial_spectral()
+    torch.manual_seed(1)
+    init = save_checkpoint(tmp_path / "init.safetensors", "vae", config, SpectralVAE(config.vae))
+
+    def run(out: Path, steps: int, resume: bool) -> list[dict[str, float]]:
+        cfg = _cfg(out, steps, ckpt_every=2, resume=resume, val_every=0, log_every=1)
+        return train_vae(config, corpus["data"], cfg, DistInfo(), lr=1e-3, seconds=SECONDS, init=init,
+                         freeze_encoder=True, adversarial_start=1, disc_lr=1e-3)
+
+    straight = run(tmp_path / "a", 4, False)
+    run(tmp_path / "b", 2, False)
+    resumed = run(tmp_path / "b", 4, True)
+    assert [h["disc"] for h in resumed] == [h["disc"] for h in straight[2:]]  # the discriminator too
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[2:]]
+    wa = load_vae(tmp_path / "a" / "vae.safetensors")[0].state_dict()
+    wb = load_vae(tmp_path / "b" / "vae.safetensors")[0].state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    enc0 = load_vae(init)[0].encoder.state_dict()
+    assert all(torch.equal(enc0[k], wa["encoder." + k]) for k in enc0)  # the latents stay valid

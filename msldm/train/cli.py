@@ -93,20 +93,37 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
 
 
 # `train vae` options that set a field of the spectral SourceVAE's losses: (argument, field,
-# needs an 'if' phase, whether a value is allowed).
+# needs an 'if' phase, whether a value is allowed, that rule in words).
 _SPECTRAL_LOSS_OPTIONS = (
-    ("flux_weight", "lambda_flux", False, lambda v: math.isfinite(v) and v >= 0),
-    ("phase_weight", "lambda_phase", False, lambda v: math.isfinite(v) and v >= 0),
-    ("phase_error", "phase_error", True, lambda v: True),
-    ("phase_grad_frames", "phase_grad_frames", True, lambda v: v >= 0),
+    ("flux_weight", "lambda_flux", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
+    ("phase_weight", "lambda_phase", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
+    ("phase_error", "phase_error", True, lambda v: True, ""),
+    ("phase_grad_frames", "phase_grad_frames", True, lambda v: v >= 0, ">= 0"),
+    ("adversarial_weight", "lambda_spectral_adversarial", False, lambda v: math.isfinite(v) and v >= 0,
+     "finite and >= 0"),
+    ("feature_weight", "lambda_spectral_feature", False, lambda v: math.isfinite(v) and v >= 0,
+     "finite and >= 0"),
+    ("disc_channels", "discriminator_channels", False, lambda v: v >= 1, ">= 1"),
+    ("disc_periods", "periods", False, lambda v: all(p >= 2 for p in v), "each >= 2"),
+    ("disc_ffts", "stft_ffts", False, lambda v: all(n >= 64 for n in v), "each >= 64"),
 )
+
+
+def _periods(text: str) -> tuple[int, ...]:
+    """`--disc-periods` / `--disc-ffts`: "2,3,5" -> (2, 3, 5); "none" -> ()."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"integers separated by commas, or 'none': {text!r}")
 
 
 def _spectral_loss_options(config, args: argparse.Namespace):
     """`config` with the spectral VAE loss fields the command line sets; SystemExit for an option
     the VAE has no use for (a DAC-style VAE; a phase option on the ``free`` phase) or a bad value."""
     changes = {}
-    for name, field, if_phase, ok in _SPECTRAL_LOSS_OPTIONS:
+    for name, field, if_phase, ok, rule in _SPECTRAL_LOSS_OPTIONS:
         value = getattr(args, name)
         if value is None:
             continue
@@ -116,7 +133,7 @@ def _spectral_loss_options(config, args: argparse.Namespace):
                              + (" with an 'if' or 'if_lock' phase" if if_phase else "")
                              + " (e.g. --preset spectral)")
         if not ok(value):
-            raise SystemExit(f"{flag} must be finite and >= 0, got {value}")
+            raise SystemExit(f"{flag} must be {rule}, got {value}")
         changes[field] = value
     if not changes:
         return config
@@ -136,13 +153,16 @@ def _run_vae(args: argparse.Namespace) -> None:
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
     config = _spectral_loss_options(config, args)
+    if args.disc_lr is not None and not config.vae_loss.spectral_adversarial:
+        raise SystemExit("--disc-lr sets the learning rate of a spectral VAE's discriminator: "
+                         "it needs --adversarial-weight or --feature-weight")
     activity = ActivityFilter(threshold=args.silence_threshold, min_active=args.min_active or 1)
     info = init_distributed(args.device)
     try:
         train_vae(config, args.data, _train_config(args, Path(args.out)), info, lr=args.lr,
                   amp=not args.no_amp, adversarial_start=args.adversarial_start,
                   seconds=args.seconds, activity=activity, init=args.init,
-                  freeze_encoder=args.freeze_encoder)
+                  freeze_encoder=args.freeze_encoder, disc_lr=args.disc_lr)
     finally:
         cleanup()
 
@@ -234,7 +254,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="spectral VAE, 'if' phases: let the audio losses train the phase through "
                           "the last N frames of its running sum (default the preset's, 0: off)")
     vae.add_argument("--adversarial-start", type=int, default=0,
-                     help="steps of mel+KL warm-up before the discriminator joins")
+                     help="steps of mel+KL warm-up before the discriminator joins (spectral VAE: "
+                          "steps the discriminator trains alone before its terms reach the VAE)")
+    vae.add_argument("--adversarial-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the least-squares GAN term (default 0: no "
+                          "discriminator); an adversarial fine-tune of a trained decoder")
+    vae.add_argument("--feature-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the discriminator feature-matching term (default 0)")
+    vae.add_argument("--disc-channels", type=int, default=None, metavar="N",
+                     help="spectral VAE: the discriminator's base width (default the preset's)")
+    vae.add_argument("--disc-periods", type=_periods, default=None, metavar="P,P,...",
+                     help="spectral VAE: the periods of its waveform sub-discriminators, or 'none' "
+                          "for the banded STFT ones alone (default the preset's: 2,3,5,7,11)")
+    vae.add_argument("--disc-ffts", type=_periods, default=None, metavar="N,N,...",
+                     help="spectral VAE: the FFT sizes of its banded STFT sub-discriminators, or "
+                          "'none' for the waveform ones alone (default the preset's: 2048,1024,512)")
+    vae.add_argument("--disc-lr", type=float, default=None, metavar="LR",
+                     help="spectral VAE: the discriminator's learning rate (default 1e-4)")
     vae.set_defaults(func=_run_vae)
     diff = sub.add_parser("diffusion", help="train the latent denoiser on extracted latents",
                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

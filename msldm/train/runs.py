@@ -54,15 +54,19 @@ def vae_datasets(config: ModelConfig, data: str | Path, seconds: float = 1.0,
 def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: DistInfo, *,
               lr: float | None = None, amp: bool = True, adversarial_start: int = 0,
               seconds: float = 1.0, activity: ActivityFilter = ActivityFilter(min_active=1),
-              init: str | Path | None = None, freeze_encoder: bool = False) -> list[dict[str, float]]:
+              init: str | Path | None = None, freeze_encoder: bool = False,
+              disc_lr: float | None = None) -> list[dict[str, float]]:
     """Train the SourceVAE of `config` on `data`; writes `<out>/vae.safetensors`. `init`: a VAE
     checkpoint of the same config to start from (a warm start when the run state is gone;
     ignored when the run resumes). `freeze_encoder` (spectral VAE only): train the decoder
-    alone, so the latents, and a denoiser trained on them, stay valid."""
+    alone, so the latents, and a denoiser trained on them, stay valid. `disc_lr`: the learning
+    rate of a spectral VAE's discriminator (where its loss config asks for one)."""
     seed_everything(cfg.seed)
     train_set, val_set = vae_datasets(config, data, seconds, activity)
     if config.vae.kind == "spectral":
-        task: VAETask = SpectralVAETask(config, info, lr=lr, freeze_encoder=freeze_encoder)
+        task: VAETask = SpectralVAETask(config, info, lr=lr, freeze_encoder=freeze_encoder,
+                                        adversarial_start=adversarial_start,
+                                        **({} if disc_lr is None else {"disc_lr": disc_lr}))
     elif freeze_encoder:
         raise ValueError("freeze_encoder needs a spectral SourceVAE")
     else:

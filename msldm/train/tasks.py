@@ -131,7 +131,8 @@ class VAETask(TrainTask):
 
 
 class SpectralVAETask(VAETask):
-    """The spectral SourceVAE (`msldm.spectral_vae`): regression losses only, no discriminator.
+    """The spectral SourceVAE (`msldm.spectral_vae`): regression losses, and a discriminator
+    where the config's `vae_loss.spectral_adversarial` asks for one.
 
     Same batches as `VAETask` (`[B, K, N]` -> one example per active stem row). AdamW (lr 6e-4
     by default, betas (0.9, 0.99), weight decay 0.01) with a linear warm-up over `warmup`
@@ -139,11 +140,16 @@ class SpectralVAETask(VAETask):
 
     `freeze_encoder`: train the decoder only. The encoder (and so every latent it makes) stays
     exactly as loaded, so a denoiser trained on its latents keeps working with the new decoder.
+
+    Adversarial (`msldm.spectral_losses.adversarial_terms`): the discriminator (AdamW, `disc_lr`,
+    betas (0.8, 0.99) as HiFi-GAN) is updated every step; its terms reach the VAE from step
+    `adversarial_start` on, so that a discriminator starting from scratch first learns to tell
+    a trained decoder's output from real audio before the decoder follows it.
     """
 
     def __init__(self, config: ModelConfig, info: DistInfo, lr: float | None = None,
                  min_rms: float = 1e-3, warmup: int = 300, grad_clip: float = 10.0,
-                 freeze_encoder: bool = False):
+                 freeze_encoder: bool = False, disc_lr: float = 1e-4, adversarial_start: int = 0):
         from msldm.vae_models import build_vae
 
         self.config, self.info = config, info
@@ -154,23 +160,48 @@ class SpectralVAETask(VAETask):
         opt = torch.optim.AdamW(params, lr=lr or 6e-4, betas=(0.9, 0.99), weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_warmup, steps=warmup))
         self.modules, self.optimizers, self.schedulers = {"vae": vae}, {"vae": opt}, {"vae": sched}
+        self.disc = None
+        if config.vae_loss.spectral_adversarial:
+            from msldm.discriminators import Discriminator
+
+            self.disc = Discriminator(config.vae_loss).to(info.device)
+            self.modules["disc"] = self.disc
+            self.optimizers["disc"] = torch.optim.AdamW(self.disc.parameters(), lr=disc_lr,
+                                                        betas=(0.8, 0.99), weight_decay=0.01)
         self.generators = {}
         self.ema_name = "vae"
         self.vae = wrap(vae, info)
         self.min_rms, self.grad_clip, self.params = min_rms, grad_clip, params
+        self.adversarial_start = adversarial_start
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        from msldm.spectral_losses import spectral_vae_loss
+        from msldm.spectral_losses import adversarial_terms, spectral_vae_terms
 
         opt = self.optimizers["vae"]
         vae = self.modules["vae"].train()
-        terms = spectral_vae_loss(vae, self.prepare(batch), self.config.vae_loss)
+        audio = self.prepare(batch)
+        cfg = self.config.vae_loss
+        terms, recon = spectral_vae_terms(vae, audio, cfg)
+        logs: dict[str, float] = {}
+        if self.disc is not None:
+            self.disc.train()
+            loss_d, adv, feat = adversarial_terms(self.disc, audio, recon)
+            opt_d = self.optimizers["disc"]
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            logs["grad_norm_d"] = float(torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip))
+            terms.update(disc=loss_d, adv=adv, feat=feat)
+            if step >= self.adversarial_start:
+                terms["loss"] = (terms["loss"] + cfg.lambda_spectral_adversarial * adv
+                                 + cfg.lambda_spectral_feature * feat)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         opt.step()
+        if self.disc is not None:  # after the VAE's backward, which reads the discriminator's weights
+            self.optimizers["disc"].step()
         self.schedulers["vae"].step()
-        return {**{k: float(v.detach()) for k, v in terms.items()}, "grad_norm": float(norm)}
+        return {**{k: float(v.detach()) for k, v in terms.items()}, **logs, "grad_norm": float(norm)}
 
     @torch.no_grad()
     def val_step(self, batch: torch.Tensor) -> dict[str, float]:
