@@ -187,18 +187,21 @@ def test_redo_a_range_of_a_generated_track(tmp_path, session, live_daemon):  # n
 
 @needs_ardour
 @pytest.mark.slow
-def test_generate_script_passes_candidates_to_the_bridge(tmp_path, session, live_daemon):  # noqa: F811
-    # `candidates=N` reaches the daemon: 9 is refused there, and the session is left as it was
+def test_generate_script_passes_candidates_and_guidance_to_the_bridge(tmp_path, session, live_daemon):  # noqa: F811
+    # `candidates=N` and `guidance=W` reach the daemon: out of range, each is refused there (by
+    # name), and the session is left as it was; in range, each is recorded in the sidecar
     sdir, name, _ = session
     before = (sdir / f"{name}.ardour").read_bytes()
-    r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano", "start=48000",
-                "end=120000", f"server={live_daemon.endpoint}", f"bridge={sys.executable} -m plugin_bridge.cli",
-                f"python={sys.executable}", "generate=bass", "candidates=9", timeout=120)
-    assert r.returncode != 0 and "candidates" in r.stdout + r.stderr
-    assert (sdir / f"{name}.ardour").read_bytes() == before
-    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=5", "candidates=1")
+    for bad, field in (("candidates=9", "candidates"), ("guidance=9", "guidance")):
+        r = _ardour(tmp_path, LUA_SCRIPT, str(sdir), name, "given=Drums:drums,Keys:piano", "start=48000",
+                    "end=120000", f"server={live_daemon.endpoint}", f"bridge={sys.executable} -m plugin_bridge.cli",
+                    f"python={sys.executable}", "generate=bass", bad, timeout=120)
+        assert r.returncode != 0 and field in r.stdout + r.stderr
+        assert (sdir / f"{name}.ardour").read_bytes() == before
+    _generate(tmp_path, sdir, name, live_daemon.endpoint, "generate=bass", "seed=5", "candidates=1", "guidance=2")
     meta = json.loads(next((sdir / "msldm").glob("*.seed5.msldm.json")).read_text())
     assert meta["candidates"] == 1 and "--candidates 1" in meta["command"]
+    assert meta["guidance"] == 2 and "--guidance 2" in meta["command"]
 
 
 @needs_ardour

@@ -310,6 +310,14 @@ def test_settings_from_user_parses_answers(fake):
     fake.ext[("MSLDM", "candidates")] = "one"
     with pytest.raises(logic.UserError, match="candidates"):
         logic.settings_from_user(fake)
+    # guidance: set in the ExtState too (blank: the model's)
+    fake.ext[("MSLDM", "candidates")] = ""
+    assert logic.settings_from_user(fake).guidance is None
+    fake.ext[("MSLDM", "guidance")] = "2.5"
+    assert logic.settings_from_user(fake).guidance == 2.5
+    fake.ext[("MSLDM", "guidance")] = "tight"
+    with pytest.raises(logic.UserError, match="guidance"):
+        logic.settings_from_user(fake)
 
 
 def test_stems_remembered_as_make_by_an_earlier_version_are_offered(fake, monkeypatch):
@@ -336,10 +344,12 @@ def test_bridge_command_uses_the_current_option_names(tmp_path):
     from plugin_bridge.cli import build_parser
     args = build_parser().parse_args(cmd[1:])  # what the bridge parses out of it
     assert args.generate == ["bass", "guitar"] and args.output_sample_rate == 48000 and args.seed == 3
-    assert args.candidates is None  # the model's, unless the ExtState sets it
-    cmd = logic.bridge_command(logic.Settings(generate=("guitar",), candidates=1), {"bass": tmp_path / "b.wav"},
-                               ("guitar",), tmp_path, "r", {"tempo": 120.0, "meter": [4, 4], "start_bar": 1}, None)
-    assert build_parser().parse_args(cmd[1:]).candidates == 1
+    assert args.candidates is None and args.guidance is None  # the model's, unless the ExtState sets them
+    cmd = logic.bridge_command(logic.Settings(generate=("guitar",), candidates=1, guidance=2.5),
+                               {"bass": tmp_path / "b.wav"}, ("guitar",), tmp_path, "r",
+                               {"tempo": 120.0, "meter": [4, 4], "start_bar": 1}, None)
+    args = build_parser().parse_args(cmd[1:])
+    assert args.candidates == 1 and args.guidance == 2.5
 
 
 def test_selection_problems_are_user_errors(fake):

@@ -24,6 +24,7 @@ function action_params ()
 		["takes"] = { title = "Takes (1-8; each its own track, named by seed)", default = "1" },
 		["length"] = { title = "Length: region, or bars (end on a bar line)", default = "region" },
 		["candidates"] = { title = "Candidates given bass and drums alone (1: faster; empty: the model's)", default = "" },
+		["guidance"] = { title = "Follow the given stems' timing (1: the model's pull, 2-3: tighter; empty: the model's)", default = "" },
 	}
 end
 
@@ -131,6 +132,7 @@ function factory (params) return function ()
 			meter:divisions_per_bar (), meter:note_value (), tm:bbt_at (tp).bars)
 		.. " --takes " .. shq (p["takes"] or "1")
 	if p["candidates"] and p["candidates"] ~= "" then cmd = cmd .. " --candidates " .. shq (p["candidates"]) end
+	if p["guidance"] and p["guidance"] ~= "" then cmd = cmd .. " --guidance " .. shq (p["guidance"]) end
 	if redo then
 		cmd = cmd .. string.format (" --redo %s --range %.9g-%.9g", shq (redo.stem), (span_start - start) / sr,
 			(span_stop - start) / sr)

@@ -3,7 +3,8 @@
 --
 --   ardour7-lua msldm_generate.lua SESSION_DIR SESSION_NAME given=Drums:drums,Keys:piano \
 --       generate=bass,guitar [start=SAMPLE end=SAMPLE] [server=tcp://127.0.0.1:5555] [seed=7] \
---       [takes=N] [length=region|bars] [steps=8] [candidates=N] [out=DIR] [region=NAME] [bridge="msldm-bridge"] \
+--       [takes=N] [length=region|bars] [steps=8] [candidates=N] [guidance=W] [out=DIR] [region=NAME] \
+--       [bridge="msldm-bridge"] \
 --       [python=python3]
 --   ardour7-lua msldm_generate.lua SESSION_DIR SESSION_NAME given=Drums:drums \
 --       redo="MSLDM bass seed7:bass" redo_start=SAMPLE redo_end=SAMPLE [start=SAMPLE end=SAMPLE] ...
@@ -143,6 +144,7 @@ local function bridge_cmd (o, sr, ctx)
 	if o.steps then cmd = cmd .. " --steps " .. shq (o.steps) end
 	if o.takes then cmd = cmd .. " --takes " .. shq (o.takes) end
 	if o.candidates then cmd = cmd .. " --candidates " .. shq (o.candidates) end  -- given bass and drums alone
+	if o.guidance then cmd = cmd .. " --guidance " .. shq (o.guidance) end  -- how closely they follow the given stems
 	if o.length then cmd = cmd .. " --length " .. shq (o.length) end
 	if o.redo then
 		cmd = cmd .. string.format (" --redo %s --range %.9g-%.9g", shq (o.redo_stem),

@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -56,6 +56,7 @@ class Settings:
     takes: int = 1
     length: str = "region"  # "bars": the stems end on a bar line
     candidates: Optional[int] = None  # given bass and drums alone: candidates per window (None: the model's)
+    guidance: Optional[float] = None  # how closely the generated stems follow the given ones' timing (None: the model's)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def bridge_command(settings: Settings, given: dict[str, Path], generate: tuple[s
             "--tempo", f"{context['tempo']:g}", "--meter", "{}/{}".format(*context["meter"]),
             "--start-bar", str(context["start_bar"]), "--quiet"]
     for flag, value in (("--steps", settings.steps), ("--seed", settings.seed),
-                        ("--candidates", settings.candidates), ("--output-sample-rate", sample_rate)):
+                        ("--candidates", settings.candidates), ("--guidance", settings.guidance),
+                        ("--output-sample-rate", sample_rate)):
         if value is not None:
             cmd += [flag, str(value)]
     if settings.takes != 1:
@@ -287,8 +289,8 @@ DIALOG_FIELDS = ("Stems (blank: all missing)", "Steps (blank: model)", "Seed (bl
 def settings_from_user(api: Any) -> Optional[Settings]:
     """Ask for stems / steps / seed / takes / bar length (defaults remembered in REAPER's
     ExtState, section "MSLDM"; keys `generate`, `steps`, `seed`, `takes`, `bars`, `server`,
-    `bridge`, `candidates` (the last three set outside the dialog; a `make` remembered by an
-    earlier version stands in for `generate`). None if
+    `bridge`, `candidates`, `guidance` (the last four set outside the dialog; a `make` remembered
+    by an earlier version stands in for `generate`). None if
     cancelled. REAPER separates the answers with commas, so stems are separated by spaces or
     "/"."""
     def ext(key: str, default: str) -> str:
@@ -317,6 +319,12 @@ def settings_from_user(api: Any) -> Optional[Settings]:
                             candidates=int(ext("candidates", "0")) or None)
     except ValueError:
         raise UserError("Steps, seed, takes and the ExtState candidates must be whole numbers.") from None
+    guidance = ext("guidance", "").strip()
+    if guidance:
+        try:
+            settings = replace(settings, guidance=float(guidance))
+        except ValueError:
+            raise UserError(f"The ExtState guidance must be a number (blank: the model's), not {guidance!r}.") from None
     if not 1 <= settings.takes <= 8:
         raise UserError("Takes: 1 to 8.")
     return settings
