@@ -182,6 +182,33 @@ def test_sevenths_composer_plays_seventh_chords_a_chord_a_bar() -> None:
     assert pitched and all(s.style == COMPOSERS["synth-full"](3, s.index, 15.0).style for s in songs[:5])
 
 
+def test_voicings_composer_takes_the_root_from_under_the_chords_and_nothing_else() -> None:
+    from msldm.data.synth.comping import guitar_voicing
+    from msldm.data.synth.corpus import COMPOSERS
+    from msldm.data.synth.theory import parse_numeral
+
+    for numeral in ("I", "ii", "V7", "vi", "IVmaj7"):
+        chord = parse_numeral(numeral, 4)
+        inv = guitar_voicing(chord, inverted=True)
+        assert inv == sorted(inv) and 40 <= inv[0] < 52 and inv[0] % 12 == (chord.root_pc + chord.third) % 12
+        assert {p % 12 for p in inv} <= set(chord.pitch_classes) and chord.root_pc in {p % 12 for p in inv}
+        assert guitar_voicing(chord)[0] % 12 == chord.root_pc  # as the training composer voices it
+    songs = [COMPOSERS["synth-voicings"](3, i, 15.0) for i in range(40)]
+    full = [COMPOSERS["synth-full"](3, i, 15.0) for i in range(40)]
+    changed = {"piano": 0, "guitar": 0}
+    for song, other in zip(songs, full):  # the same songs: only the guitar's and piano's voicings differ
+        assert (song.style, song.tempo, song.progression, song.key, song.parts, song.active_bars) == \
+            (other.style, other.tempo, other.progression, other.key, other.parts, other.active_bars)
+        assert song.notes["bass"] == other.notes["bass"] and song.notes["drums"] == other.notes["drums"]
+        # no left hand: nothing under the right hand's register, where the root octave was
+        assert all(n.pitch >= 57 for n in song.notes["piano"]) and min(n.pitch for n in other.notes["piano"]) < 48
+        changed["piano"] += song.notes["piano"] != other.notes["piano"]
+        changed["guitar"] += song.notes["guitar"] != other.notes["guitar"]
+        if song.parts["guitar"] not in ("strum", "arpeggio"):
+            assert song.notes["guitar"] == other.notes["guitar"]
+    assert changed["piano"] == 40 and changed["guitar"] >= 10
+
+
 def test_compose_reproducible_per_seed_and_index() -> None:
     a, b = compose_song(5, 3), compose_song(5, 3)
     assert a.notes == b.notes and a.active_bars == b.active_bars

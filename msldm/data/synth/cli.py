@@ -46,7 +46,8 @@ def _run_stats(args: argparse.Namespace) -> None:
         print(format_statistics(stats))
 
 
-COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth", "synth-changes", "synth-full", "synth-sevenths")
+COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth", "synth-changes", "synth-full", "synth-sevenths",
+                                   "synth-voicings")
 """The keys of `corpus.COMPOSERS`, spelled out here so building the parser imports no composer."""
 
 

@@ -7,6 +7,8 @@ Piano right-hand voicings are voice-led (`theory.voice_lead`) from chord to chor
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .notes import BarContext, BarWriter, Note, PartFactory, accent, realize_template
@@ -15,11 +17,24 @@ from .theory import Chord, nearest_pitch, voice_lead
 STRUM_GAP = 0.025  # beats between strings of a strum
 
 
-def guitar_voicing(chord: Chord) -> list[int]:
-    """Returns a five-string barre-like voicing: root (E2..D#3), fifth, octave/7th, third, fifth."""
-    root = nearest_pitch(chord.root_pc, 40)
+def guitar_voicing(chord: Chord, inverted: bool = False) -> list[int]:
+    """Returns a five-string barre-like voicing: root (E2..D#3), fifth, octave/7th, third, fifth.
+    `inverted`: the first inversion instead, no root on the bottom string: the third (E2..D#3),
+    then the fifth, root and third above it and the seventh (or fifth) on top."""
     upper = chord.seventh if chord.quality in ("7", "min7", "maj7") else 12
+    if inverted:
+        third = nearest_pitch((chord.root_pc + chord.third) % 12, 40)
+        fifth = _above((chord.root_pc + chord.fifth) % 12, third)
+        root = _above(chord.root_pc, fifth)
+        top = _above((chord.root_pc + upper) % 12 if upper != 12 else (chord.root_pc + chord.fifth) % 12, third + 12)
+        return [third, fifth, root, third + 12, top]
+    root = nearest_pitch(chord.root_pc, 40)
     return [root, root + chord.fifth, root + upper, root + 12 + chord.third, root + 12 + chord.fifth]
+
+
+def _above(pc: int, pitch: int) -> int:
+    """The lowest MIDI pitch of pitch class `pc` above `pitch`."""
+    return pitch + 1 + (pc - pitch - 1) % 12
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...], subdiv: int) -> list[tuple[int, int, str]]:
@@ -29,15 +44,16 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], subdiv: int) -> li
     return realize_template(template)
 
 
-def _strum(rng: np.random.Generator, subdiv: int) -> BarWriter:
-    """Open strumming: down strums low->high on all strings, lighter up strums on the top three."""
+def _strum(rng: np.random.Generator, subdiv: int, inverted: bool = False) -> BarWriter:
+    """Open strumming: down strums low->high on all strings, lighter up strums on the top three
+    (`inverted`: on `guitar_voicing`'s first inversion)."""
     runs = _pick(rng, ("D---D-U---U-D-U-", "D---D---D-U-D-U-", "D-------D---D-U-", "D-------D-------",
                        "D--U--D--U-U", "D-----D--D-U"), subdiv)
 
     def write(ctx: BarContext) -> list[Note]:
         notes = []
         for step, length, symbol in runs:
-            voicing = guitar_voicing(ctx.chord_at(step))
+            voicing = guitar_voicing(ctx.chord_at(step), inverted)
             strings = voicing if symbol == "D" else voicing[:-4:-1]
             base = accent(step, subdiv, 78 if symbol == "D" else 62)
             for i, pitch in enumerate(strings):
@@ -65,8 +81,9 @@ def _power_chords(rng: np.random.Generator, subdiv: int) -> BarWriter:
     return write
 
 
-def _arpeggio_guitar(rng: np.random.Generator, subdiv: int) -> BarWriter:
-    """Fingerpicked arpeggio over the barre voicing; picked notes ring for a beat and a half."""
+def _arpeggio_guitar(rng: np.random.Generator, subdiv: int, inverted: bool = False) -> BarWriter:
+    """Fingerpicked arpeggio over the barre voicing (`inverted`: its first inversion); picked
+    notes ring for a beat and a half."""
     orders = ((0, 2, 3, 4, 3, 2, 1, 2), (0, 3, 2, 4, 1, 3, 2, 4), (0, 1, 2, 3, 4, 3, 2, 1))
     order = orders[int(rng.integers(len(orders)))]
     step_len = max(1, subdiv // 2) if subdiv % 2 == 0 else subdiv
@@ -74,7 +91,7 @@ def _arpeggio_guitar(rng: np.random.Generator, subdiv: int) -> BarWriter:
     def write(ctx: BarContext) -> list[Note]:
         notes = []
         for k, step in enumerate(range(0, 4 * subdiv, step_len)):
-            voicing = guitar_voicing(ctx.chord_at(step))
+            voicing = guitar_voicing(ctx.chord_at(step), inverted)
             pitch = voicing[order[k % len(order)]]
             notes.append(Note(ctx.beat_of(step), 1.5, pitch, accent(step, subdiv, 70)))
         return notes
@@ -121,15 +138,17 @@ def _shuffle_comp(rng: np.random.Generator, subdiv: int) -> BarWriter:
     return write
 
 
-def _piano_family(options: tuple[str, ...], arpeggio: bool = False, gate: float = 0.92) -> PartFactory:
-    """Piano: left-hand root octave on chord changes + right-hand voice-led voicings (or arpeggio)."""
+def _piano_family(options: tuple[str, ...], arpeggio: bool = False, gate: float = 0.92,
+                  left_hand: bool = True) -> PartFactory:
+    """Piano: left-hand root octave on chord changes + right-hand voice-led voicings (or arpeggio);
+    without `left_hand`, the right hand alone (its lowest note is the root only in root position)."""
 
     def factory(rng: np.random.Generator, subdiv: int) -> BarWriter:
         runs = _pick(rng, options, subdiv)
         state: dict[str, tuple[int, ...] | None] = {"rh": None}
 
         def write(ctx: BarContext) -> list[Note]:
-            notes = _left_hand(ctx)
+            notes = _left_hand(ctx) if left_hand else []
             for k, (step, length, symbol) in enumerate(runs):
                 chord = ctx.chord_at(step)
                 state["rh"] = voice_lead(chord, state["rh"], 57, 79)
@@ -173,12 +192,27 @@ GUITAR_FAMILIES: dict[str, PartFactory] = {
     "shuffle_comp": _shuffle_comp,
 }
 
+#: The guitar families with `inverted` voicings (the "synth-voicings" probe composer): strums
+#: and arpeggios on first inversions; the other families keep theirs (power chords are roots
+#: and fifths, chops and the shuffle comp are already voiced above the bass or on root and fifth).
+GUITAR_FAMILIES_INVERTED: dict[str, PartFactory] = {
+    **GUITAR_FAMILIES, "strum": functools.partial(_strum, inverted=True),
+    "arpeggio": functools.partial(_arpeggio_guitar, inverted=True)}
+
+# Piano/keys families: name -> (rhythm templates, options of `_piano_family`).
+_PIANO_SPECS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "block_quarters": (("X---x---X---x---", "x--.x--.x--.x--.", "X--x--x--x-x"), {}),
+    "block_half": (("X-------x-------", "X-----x-----", "X-----------x---"), {}),
+    "sync_comp": (("x--x--x-....x-x-", "x-.x-.-x..x-.x.-", "x..x-.x..x-.", "..x-..x-..x-..x-"), {}),
+    "arpeggio": (("x.x.x.x.x.x.x.x.", "x.xx.xx.xx.x"), {"arpeggio": True}),
+    "stabs": (("x..x..x...x.x...", ".x.x..x..x.x..x.", "x..x..x..x.x"), {"gate": 0.45}),
+    "shuffle_comp": (("...x.x...x.x", "x..x.xx..x.x", "....x-......x---"), {"gate": 0.7}),
+}
+
 #: Registry of piano/keys families (name -> factory).
 PIANO_FAMILIES: dict[str, PartFactory] = {
-    "block_quarters": _piano_family(("X---x---X---x---", "x--.x--.x--.x--.", "X--x--x--x-x")),
-    "block_half": _piano_family(("X-------x-------", "X-----x-----", "X-----------x---")),
-    "sync_comp": _piano_family(("x--x--x-....x-x-", "x-.x-.-x..x-.x.-", "x..x-.x..x-.", "..x-..x-..x-..x-")),
-    "arpeggio": _piano_family(("x.x.x.x.x.x.x.x.", "x.xx.xx.xx.x"), arpeggio=True),
-    "stabs": _piano_family(("x..x..x...x.x...", ".x.x..x..x.x..x.", "x..x..x..x.x"), gate=0.45),
-    "shuffle_comp": _piano_family(("...x.x...x.x", "x..x.xx..x.x", "....x-......x---"), gate=0.7),
-}
+    name: _piano_family(options, **kw) for name, (options, kw) in _PIANO_SPECS.items()}
+
+#: The same families played by the right hand alone (the "synth-voicings" probe composer).
+PIANO_FAMILIES_RIGHT_HAND: dict[str, PartFactory] = {
+    name: _piano_family(options, left_hand=False, **kw) for name, (options, kw) in _PIANO_SPECS.items()}

@@ -147,12 +147,15 @@ def _resolve_overlaps(notes: list[TimedNote]) -> list[TimedNote]:
 
 def compose_song(seed: int, index: int, seconds: float = 15.0,
                  moves: dict[str, dict[str, float]] | None = None,
-                 families: dict[str, Progression] | None = None) -> Song:
+                 families: dict[str, Progression] | None = None,
+                 registries: dict[str, dict[str, PartFactory]] | None = None) -> Song:
     """Returns the song for track `index` of the corpus with `seed` (deterministic).
 
     `moves` is the arrangement's move table (default `arrange.MOVES`; "synth-full" passes
     `arrange.FULL_MOVES`). `families`: the progression is drawn from these (uniformly) instead
-    of from the style's own (the "synth-changes" and "synth-sevenths" composers).
+    of from the style's own (the "synth-changes" and "synth-sevenths" composers). `registries`:
+    a stem's part families are written by these factories instead (same names; the
+    "synth-voicings" composer), so the song is the same but for how those parts are voiced.
 
     The draw order is fixed: style, tempo, progression, key, programs, part families,
     arrangement, parts, drums, humanisation.
@@ -174,6 +177,7 @@ def compose_song(seed: int, index: int, seconds: float = 15.0,
                 chords[: n_bars * BEATS_PER_BAR], programs, parts, active)
     raw: dict[str, list[Note]] = {}
     for stem, registry in _PART_REGISTRY.items():
+        registry = (registries or {}).get(stem, registry)
         raw[stem] = _write_part(registry[parts[stem]], rng, style, chords, n_bars)
     raw["drums"] = drum_part(style, drum_plan(rng, style, active, n_bars), BEATS_PER_BAR, rng)
     for stem in STEMS:

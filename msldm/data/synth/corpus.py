@@ -28,6 +28,7 @@ from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
 from .render import check_soundfont, gate_inactive, render_notes
+from .comping import GUITAR_FAMILIES_INVERTED, PIANO_FAMILIES_RIGHT_HAND
 from .theory import CHANGES_PROGRESSIONS, SEVENTHS_PROGRESSIONS
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -45,6 +46,14 @@ def compose_changes(seed: int, index: int, seconds: float = 15.0) -> Song:
     return compose_song(seed, index, seconds, FULL_MOVES, CHANGES_PROGRESSIONS)
 
 
+def compose_voicings(seed: int, index: int, seconds: float = 15.0) -> Song:
+    """"synth-full" with the piano's right hand alone (no left-hand root octave) and the
+    guitar's strums and arpeggios on first inversions: the same songs, but the lowest note of
+    the pitched parts is often not the chord's root."""
+    return compose_song(seed, index, seconds, FULL_MOVES,
+                        registries={"guitar": GUITAR_FAMILIES_INVERTED, "piano": PIANO_FAMILIES_RIGHT_HAND})
+
+
 def compose_sevenths(seed: int, index: int, seconds: float = 15.0) -> Song:
     """"synth-full" on seventh chords (`theory.SEVENTHS_PROGRESSIONS`), a chord a bar."""
     return compose_song(seed, index, seconds, FULL_MOVES, SEVENTHS_PROGRESSIONS)
@@ -53,11 +62,12 @@ def compose_sevenths(seed: int, index: int, seconds: float = 15.0) -> Song:
 #: Registry of composers (name -> compose(seed, index, seconds) -> Song). "synth" writes the
 #: training corpus; "synth-full" the same music with few drop-outs (denoiser training data);
 #: "synth-changes" that music with a chord every half bar, "synth-sevenths" on seventh chords (two
-#: probes of what the held-out composer's music asks of a model); "heldout" writes differently
+#: probes of what the held-out composer's music asks of a model), "synth-voicings" it with no
+#: root under the piano's and some guitars' chords (a third); "heldout" writes differently
 #: composed music (see `heldout`) in the same layout.
 COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {
     "synth": compose_song, "synth-full": compose_full, "synth-changes": compose_changes,
-    "synth-sevenths": compose_sevenths, "heldout": compose_heldout}
+    "synth-sevenths": compose_sevenths, "synth-voicings": compose_voicings, "heldout": compose_heldout}
 
 
 @dataclass(frozen=True)
