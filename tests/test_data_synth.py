@@ -209,6 +209,22 @@ def test_voicings_composer_takes_the_root_from_under_the_chords_and_nothing_else
     assert changed["piano"] == 40 and changed["guitar"] >= 10
 
 
+def test_varied_composer_mixes_both_voicings_over_the_same_songs() -> None:
+    from msldm.data.synth.corpus import COMPOSERS
+
+    songs = [COMPOSERS["synth-varied"](5, i, 15.0) for i in range(40)]
+    full = [COMPOSERS["synth-full"](5, i, 15.0) for i in range(40)]
+    voiced = [COMPOSERS["synth-voicings"](5, i, 15.0) for i in range(40)]
+    right_hand = 0
+    for song, plain, other in zip(songs, full, voiced):
+        assert song.notes["bass"] == plain.notes["bass"] and song.progression == plain.progression
+        assert song.notes["piano"] in (plain.notes["piano"], other.notes["piano"])
+        assert song.notes["guitar"] in (plain.notes["guitar"], other.notes["guitar"])
+        right_hand += song.notes["piano"] == other.notes["piano"]
+    assert 10 <= right_hand <= 30  # about half the tracks each way
+    assert [s.notes for s in songs[:3]] == [COMPOSERS["synth-varied"](5, i, 15.0).notes for i in range(3)]
+
+
 def test_compose_reproducible_per_seed_and_index() -> None:
     a, b = compose_song(5, 3), compose_song(5, 3)
     assert a.notes == b.notes and a.active_bars == b.active_bars

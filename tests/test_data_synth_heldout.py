@@ -166,7 +166,8 @@ def test_cli_takes_the_composer_option(tmp_path: Path) -> None:
     base = ["data", "synth", "--out", str(tmp_path), "--tracks", "1"]
     assert parser.parse_args(base).composer == "synth"
     assert parser.parse_args(base + ["--composer", "heldout"]).composer == "heldout"
-    assert set(COMPOSERS) == {"synth", "synth-full", "synth-changes", "synth-sevenths", "synth-voicings", "heldout"} \
+    assert set(COMPOSERS) == {"synth", "synth-full", "synth-changes", "synth-sevenths", "synth-voicings", "synth-varied",
+                              "heldout"} \
         == set(synth_cli.COMPOSER_NAMES)
     assert "--composer heldout" in synth_cli.SYNTH_EXAMPLE
     with pytest.raises(ValueError, match="unknown composer"):

@@ -47,7 +47,7 @@ def _run_stats(args: argparse.Namespace) -> None:
 
 
 COMPOSER_NAMES: tuple[str, ...] = ("heldout", "synth", "synth-changes", "synth-full", "synth-sevenths",
-                                   "synth-voicings")
+                                   "synth-voicings", "synth-varied")
 """The keys of `corpus.COMPOSERS`, spelled out here so building the parser imports no composer."""
 
 

@@ -54,6 +54,23 @@ def compose_voicings(seed: int, index: int, seconds: float = 15.0) -> Song:
                         registries={"guitar": GUITAR_FAMILIES_INVERTED, "piano": PIANO_FAMILIES_RIGHT_HAND})
 
 
+VOICING_SALT = 0x766F  # seeds each track's voicing draw apart from its song's, which stays as it was
+
+
+def compose_varied(seed: int, index: int, seconds: float = 15.0) -> Song:
+    """"synth-full" with each track's voicings drawn: the piano with or without its left-hand
+    root octave, the guitar's strums and arpeggios on root position or first inversions (each
+    half the time, independently): training music in which the lowest note of the pitched parts
+    is not always the root, so that a model reads the chord from the whole voicing. The draw
+    comes from its own generator, so the songs are "synth-full"'s."""
+    rng = np.random.default_rng([seed, index, VOICING_SALT])
+    right_hand, inverted = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    registries = {"guitar": GUITAR_FAMILIES_INVERTED} if inverted else {}
+    if right_hand:
+        registries["piano"] = PIANO_FAMILIES_RIGHT_HAND
+    return compose_song(seed, index, seconds, FULL_MOVES, registries=registries)
+
+
 def compose_sevenths(seed: int, index: int, seconds: float = 15.0) -> Song:
     """"synth-full" on seventh chords (`theory.SEVENTHS_PROGRESSIONS`), a chord a bar."""
     return compose_song(seed, index, seconds, FULL_MOVES, SEVENTHS_PROGRESSIONS)
@@ -63,11 +80,13 @@ def compose_sevenths(seed: int, index: int, seconds: float = 15.0) -> Song:
 #: training corpus; "synth-full" the same music with few drop-outs (denoiser training data);
 #: "synth-changes" that music with a chord every half bar, "synth-sevenths" on seventh chords (two
 #: probes of what the held-out composer's music asks of a model), "synth-voicings" it with no
-#: root under the piano's and some guitars' chords (a third); "heldout" writes differently
+#: root under the piano's and some guitars' chords (a third), "synth-varied" a training mix of both
+#: voicings (drawn per track); "heldout" writes differently
 #: composed music (see `heldout`) in the same layout.
 COMPOSERS: dict[str, Callable[[int, int, float], Song]] = {
     "synth": compose_song, "synth-full": compose_full, "synth-changes": compose_changes,
-    "synth-sevenths": compose_sevenths, "synth-voicings": compose_voicings, "heldout": compose_heldout}
+    "synth-sevenths": compose_sevenths, "synth-voicings": compose_voicings, "synth-varied": compose_varied,
+    "heldout": compose_heldout}
 
 
 @dataclass(frozen=True)
