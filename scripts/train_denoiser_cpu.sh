@@ -112,6 +112,12 @@
 # gnb from gn0's last weights (INIT=), more rows generating the rest given a bass
 # (GIVEN_PROB=0.6 GIVEN_STEMS="bass=0.8 drums=0.6 guitar=0.35 piano=0.35", --given-stem-prob),
 # RUN=~/.cache/msldm/runs/denoiser-cpu-gnb, stopped at step 6732.
+# Run vv22 (2026-12-06, twenty-second session; measured, not shipped: docs/eval/model-history.md,
+# "Twenty-second session"): the shipped weights on mix7v (docs/data.md: mix6 and the synth-varied
+# corpus's train split twice), so that the pianos without a left-hand root and the guitars on
+# inversions teach the model to read a chord from its whole voicing; stopped at step 6241:
+#   STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=2 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix7v-latents RUN=~/.cache/msldm/runs/denoiser-cpu-vv22 bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
