@@ -109,7 +109,7 @@ _SPECTRAL_LOSS_OPTIONS = (
 )
 
 
-def _periods(text: str) -> tuple[int, ...]:
+def _int_list(text: str) -> tuple[int, ...]:
     """`--disc-periods` / `--disc-ffts`: "2,3,5" -> (2, 3, 5); "none" -> ()."""
     if text.strip().lower() == "none":
         return ()
@@ -263,10 +263,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="spectral VAE: weight of the discriminator feature-matching term (default 0)")
     vae.add_argument("--disc-channels", type=int, default=None, metavar="N",
                      help="spectral VAE: the discriminator's base width (default the preset's)")
-    vae.add_argument("--disc-periods", type=_periods, default=None, metavar="P,P,...",
+    vae.add_argument("--disc-periods", type=_int_list, default=None, metavar="P,P,...",
                      help="spectral VAE: the periods of its waveform sub-discriminators, or 'none' "
                           "for the banded STFT ones alone (default the preset's: 2,3,5,7,11)")
-    vae.add_argument("--disc-ffts", type=_periods, default=None, metavar="N,N,...",
+    vae.add_argument("--disc-ffts", type=_int_list, default=None, metavar="N,N,...",
                      help="spectral VAE: the FFT sizes of its banded STFT sub-discriminators, or "
                           "'none' for the waveform ones alone (default the preset's: 2048,1024,512)")
     vae.add_argument("--disc-lr", type=float, default=None, metavar="LR",
