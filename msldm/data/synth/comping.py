@@ -24,17 +24,12 @@ def guitar_voicing(chord: Chord, inverted: bool = False) -> list[int]:
     upper = chord.seventh if chord.quality in ("7", "min7", "maj7") else 12
     if inverted:
         third = nearest_pitch((chord.root_pc + chord.third) % 12, 40)
-        fifth = _above((chord.root_pc + chord.fifth) % 12, third)
-        root = _above(chord.root_pc, fifth)
-        top = _above((chord.root_pc + upper) % 12 if upper != 12 else (chord.root_pc + chord.fifth) % 12, third + 12)
-        return [third, fifth, root, third + 12, top]
+        fifth = nearest_pitch((chord.root_pc + chord.fifth) % 12, third + 1)
+        root = nearest_pitch(chord.root_pc, fifth + 1)
+        top = chord.root_pc + (chord.fifth if upper == 12 else upper)
+        return [third, fifth, root, third + 12, nearest_pitch(top % 12, third + 13)]
     root = nearest_pitch(chord.root_pc, 40)
     return [root, root + chord.fifth, root + upper, root + 12 + chord.third, root + 12 + chord.fifth]
-
-
-def _above(pc: int, pitch: int) -> int:
-    """The lowest MIDI pitch of pitch class `pc` above `pitch`."""
-    return pitch + 1 + (pc - pitch - 1) % 12
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...], subdiv: int) -> list[tuple[int, int, str]]:

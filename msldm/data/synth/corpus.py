@@ -24,11 +24,11 @@ import numpy as np
 
 from ...config import STEMS
 from .arrange import FULL_MOVES
+from .comping import GUITAR_FAMILIES_INVERTED, PIANO_FAMILIES_RIGHT_HAND
 from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
 from .render import check_soundfont, gate_inactive, render_notes
-from .comping import GUITAR_FAMILIES_INVERTED, PIANO_FAMILIES_RIGHT_HAND
 from .theory import CHANGES_PROGRESSIONS, SEVENTHS_PROGRESSIONS
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
