@@ -99,15 +99,16 @@ def _denoiser_spec(modules: GraphModules, K: int, C: int, T: int) -> tuple:
 
 def _phase_bins(modules: GraphModules) -> int | None:
     """Bins of the decoder's carried phase, or None for a decoder that carries none."""
-    return modules.vae.bins if isinstance(modules.decoder, CarryDecoderGraph) else None
+    return modules.vae.carry_bins if isinstance(modules.decoder, CarryDecoderGraph) else None
 
 
 def _decoder_spec(modules: GraphModules, C: int, T: int) -> tuple:
-    if _phase_bins(modules):
-        io = decoder_io(modules.vae.bins)
+    bins = _phase_bins(modules)
+    if bins:
+        io = decoder_io(bins)
         lat, off = io["inputs"]
         audio, offs = io["outputs"]
-        return (modules.decoder, (torch.randn(1, C, T), torch.zeros(1, modules.vae.bins)), [lat, off],
+        return (modules.decoder, (torch.randn(1, C, T), torch.zeros(1, bins)), [lat, off],
                 [audio, offs], {lat: {0: "B", 2: "T"}, off: {0: "B"}, audio: {0: "B", 2: "N"},
                                 offs: {0: "B", 2: "T"}})
     return (modules.decoder, (torch.randn(1, C, T),), ["latent"], ["audio"],

@@ -53,6 +53,11 @@ class VAEConfig:
     encoder_blocks: int = 3
     decoder_blocks: int = 6
     phase: str = "if_lock"
+    # Spectral VAE: a second decoder head for the low band at a longer STFT window (0: none).
+    # Below `low_crossover[0]` Hz the audio is the low head's inverse STFT of `low_n_fft`, above
+    # `low_crossover[1]` the main head's, a raised-cosine crossfade between (`msldm.spectral_vae`).
+    low_n_fft: int = 0
+    low_crossover: tuple[float, float] = (250.0, 400.0)
 
     @property
     def hop(self) -> int:

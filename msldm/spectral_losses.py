@@ -15,6 +15,8 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
   louder magnitude (`flux_loss`): a held note whose level wavers is heard as struck again, an
   attack that rises slowly as no onset, and the average log-magnitude terms barely see either;
 - ``kl``: KL of the posterior to N(0, I), averaged over elements;
+- with a low-band head (`VAEConfig.low_n_fft`), ``logmag`` and ``phase`` add the same terms of
+  the low head against the low band of the audio's longer STFT;
 - ``adv`` / ``feat`` (only where `lambda_spectral_adversarial` / `lambda_spectral_feature` > 0:
   `adversarial_terms`, stepped by the training task): least-squares GAN and feature matching
   against a `msldm.discriminators.Discriminator` (HiFi-GAN's periods and DAC's banded STFTs),
@@ -157,13 +159,23 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
         norm = torch.sqrt(re * re + im * im + 1e-12)
         target = {"logmag": logmag, "cos_dev": cos_dev, "sin_dev": sin_dev,
                   "cos": re / norm, "sin": im / norm}
+        low_target = None
+        if "low" in spec:
+            low_logmag, low_cos, low_sin = vae.low_features(audio)
+            low_target = {"logmag": low_logmag, "cos_dev": low_cos, "sin_dev": low_sin}
     phase = vae.cfg.phase
     synth = dict(spec)
     if phase != "free" and cfg.phase_grad_frames > 0:
         synth["cos"], synth["sin"] = vae.phase_from_deviation(spec["dev"], spec["logmag"],
                                                               grad_frames=cfg.phase_grad_frames)
+        if low_target is not None:
+            low = spec["low"]
+            synth["low"] = dict(low, **dict(zip(("cos", "sin"), vae._phase(
+                low["dev"], low["logmag"], vae._low_grid(), grad_frames=cfg.phase_grad_frames))))
     elif phase != "free":
         synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
+        if low_target is not None:
+            synth["low"] = dict(spec["low"], cos=spec["low"]["cos"].detach(), sin=spec["low"]["sin"].detach())
     recon = vae.synthesize(synth)[..., : audio.shape[-1]]
     stft, mel, flux = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands,
                                          vae.cfg.sample_rate, flux_windows=cfg.flux_windows)
@@ -175,6 +187,9 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
         "flux": flux,
         "kl": kl_divergence(mean, logvar),
     }
+    if low_target is not None:
+        terms["logmag"] = terms["logmag"] + F.l1_loss(spec["low"]["logmag"], low_target["logmag"])
+        terms["phase"] = terms["phase"] + phase_loss(spec["low"], low_target, phase, LOG_EPS, cfg.phase_error)
     terms["loss"] = (cfg.lambda_logmag * terms["logmag"] + cfg.lambda_phase * terms["phase"]
                      + cfg.lambda_stft * terms["stft"] + cfg.lambda_spectral_mel * terms["mel"]
                      + cfg.lambda_flux * terms["flux"]

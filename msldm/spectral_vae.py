@@ -21,6 +21,14 @@ the inverse STFT. The phase (`VAEConfig.phase`):
   partial stay coherent with each other.
 - ``free``: the head predicts a 2-vector per bin whose direction is the phase (Vocos);
   trained with APNet-style phase losses (`msldm.spectral_losses`).
+
+Low band (`VAEConfig.low_n_fft` > 0, ``if`` phases): at n_fft 1280 the bins are 17 Hz apart,
+and the partials of a bass note (41 Hz for E1) fall two or three bins apart, inside one Hann
+main lobe, so each bin holds a beating mix of two partials. A second head on the decoder's
+last hidden layer predicts the low bins of a longer STFT (same hop, frame t centred on hop
+block t), with its own running phase; the audio is the main head's inverse STFT faded out
+below the crossover plus the low head's inverse STFT (band-limited, `ConvISTFT(bins=...)`)
+faded in, raised-cosine weights summing to one at every frequency.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from msldm.config import VAEConfig
-from msldm.stft import bin_advance, make_stft
+from msldm.stft import ConvISTFT, bin_advance, make_stft
 from msldm.vae import LOGVAR_MAX, LOGVAR_MIN
 
-__all__ = ["SpectralVAE", "ConvNeXtBlock", "PHASES", "LOG_EPS"]
+__all__ = ["SpectralVAE", "ConvNeXtBlock", "PHASES", "LOG_EPS", "load_with_new_low_head"]
 
 PHASES = ("if", "if_lock", "free")
 LOG_EPS = 1e-2
@@ -114,13 +122,68 @@ class SpectralVAE(nn.Module):
         self.encoder = _trunk(3 * self.bins, cfg.encoder_dim, cfg.encoder_blocks, 2 * cfg.latent_dim)
         heads = 3 if cfg.phase == "free" else 2  # log magnitude + deviation, or + a 2-vector
         self.decoder = _trunk(cfg.latent_dim, cfg.decoder_dim, cfg.decoder_blocks, heads * self.bins)
-        adv = bin_advance(cfg.n_fft, cfg.hop)
-        self.register_buffer("advance", adv.float()[None, :, None], persistent=False)  # [1, F, 1]
-        sign = torch.ones(self.bins)
+        self._grid_buffers("", cfg.n_fft, self.bins)
+        self.low_bins = 0
+        if cfg.low_n_fft:
+            self._build_low_band(cfg, heads_width=cfg.decoder_dim)
+
+    def _grid_buffers(self, prefix: str, n_fft: int, bins: int) -> None:
+        """The constants of one STFT grid's running phase: each bin's centre advance per hop,
+        the alternating sign of a Hann main lobe, and pi*k."""
+        adv = bin_advance(n_fft, self.hop)[:bins]
+        self.register_buffer(prefix + "advance", adv.float()[None, :, None], persistent=False)  # [1, F, 1]
+        sign = torch.ones(bins)
         sign[1::2] = -1.0  # (-1)^k: a Hann main lobe alternates sign across bins (frame-start phase)
-        self.register_buffer("lobe_sign", sign[None, :, None], persistent=False)  # [1, F, 1]
-        lobe = (torch.arange(self.bins) % 2).float() * math.pi  # pi*k mod 2*pi
-        self.register_buffer("lobe_phase", lobe[None, :, None], persistent=False)  # [1, F, 1]
+        self.register_buffer(prefix + "lobe_sign", sign[None, :, None], persistent=False)  # [1, F, 1]
+        lobe = (torch.arange(bins) % 2).float() * math.pi  # pi*k mod 2*pi
+        self.register_buffer(prefix + "lobe_phase", lobe[None, :, None], persistent=False)  # [1, F, 1]
+
+    def _build_low_band(self, cfg: VAEConfig, heads_width: int) -> None:
+        n_long = cfg.low_n_fft
+        lo, hi = cfg.low_crossover
+        if cfg.phase == "free":
+            raise ValueError("a low-band head needs an 'if' or 'if_lock' phase")
+        if n_long <= cfg.n_fft or n_long % cfg.hop or (n_long - cfg.hop) % 2:
+            raise ValueError(f"low_n_fft must be a multiple of the hop above n_fft, got {n_long}")
+        if not 0 < lo < hi < cfg.sample_rate / 2:
+            raise ValueError(f"low_crossover must be 0 < lo < hi < Nyquist Hz, got {cfg.low_crossover}")
+        self.low_bins = int(math.ceil(hi * n_long / cfg.sample_rate)) + 1
+        pad = (n_long - cfg.hop) // 2
+        self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis
+        self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
+        self.low_head = nn.Conv1d(heads_width, 2 * self.low_bins, 1)
+        self._grid_buffers("low_", n_long, self.low_bins)
+
+        def fade_in_low(freqs: torch.Tensor) -> torch.Tensor:  # 1 below lo, 0 above hi
+            x = ((freqs - lo) / (hi - lo)).clamp(0.0, 1.0)
+            return 0.5 + 0.5 * torch.cos(math.pi * x)
+
+        f_main = torch.arange(self.bins, dtype=torch.float64) * cfg.sample_rate / cfg.n_fft
+        f_low = torch.arange(self.low_bins, dtype=torch.float64) * cfg.sample_rate / n_long
+        self.register_buffer("main_gain", (1.0 - fade_in_low(f_main)).float()[None, :, None], persistent=False)
+        self.register_buffer("low_gain", fade_in_low(f_low).float()[None, :, None], persistent=False)
+
+    @property
+    def carry_bins(self) -> int:
+        """Bins of the phase offset a carried decode takes and returns (main + low band)."""
+        return self.bins + self.low_bins
+
+    @torch.no_grad()
+    def init_low_head(self) -> None:
+        """Start the low head from the main head: each low bin's weights interpolated from the
+        main head's rows at the same frequency, the log magnitudes raised by log(low_n_fft /
+        n_fft) (a longer window sums more samples of a steady partial). A warm start: the
+        output is near the main head's alone, and training sharpens it."""
+        last = self.decoder[-1]
+        F_, L = self.bins, self.low_bins
+        pos = torch.arange(L, dtype=torch.float64) * self.cfg.n_fft / self.cfg.low_n_fft
+        i0 = pos.floor().long().clamp(max=F_ - 2)
+        a = (pos - i0).float()[:, None]
+        for part, shift in ((0, math.log(self.cfg.low_n_fft / self.cfg.n_fft)), (1, 0.0)):
+            w = last.weight[part * F_:(part + 1) * F_, :, 0]
+            b = last.bias[part * F_:(part + 1) * F_]
+            self.low_head.weight[part * L:(part + 1) * L, :, 0] = (1 - a) * w[i0] + a * w[i0 + 1]
+            self.low_head.bias[part * L:(part + 1) * L] = (1 - a[:, 0]) * b[i0] + a[:, 0] * b[i0 + 1] + shift
 
     # ------------------------------------------------------------------ analysis
     def features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,12 +191,21 @@ class SpectralVAE(nn.Module):
 
         dev is the phase advance since the previous frame less the bin centre's (frame 0
         has none: its phasor is 0)."""
-        re, im = self.stft(audio)
+        return self._features(*self.stft(audio), self.advance)
+
+    def low_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`features` of the low band at the low head's STFT: each `[B, low_bins, T]`."""
+        re, im = self.low_stft(audio)
+        return self._features(re[:, :self.low_bins], im[:, :self.low_bins], self.low_advance)
+
+    @staticmethod
+    def _features(re: torch.Tensor, im: torch.Tensor, advance: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logmag = torch.log(torch.sqrt(re * re + im * im + 1e-12) + LOG_EPS)
         prev_re = F.pad(re, (1, 0))[..., :-1]
         prev_im = F.pad(im, (1, 0))[..., :-1]
         pr, pi = re * prev_re + im * prev_im, im * prev_re - re * prev_im  # z_t * conj(z_{t-1})
-        c, s = torch.cos(self.advance), torch.sin(self.advance)
+        c, s = torch.cos(advance), torch.sin(advance)
         dr, di = pr * c + pi * s, pi * c - pr * s  # times e^{-i advance}
         norm = torch.sqrt(dr * dr + di * di + 1e-12)
         return logmag, dr / norm, di / norm
@@ -152,7 +224,8 @@ class SpectralVAE(nn.Module):
         "dev": [B, F, T] (``if`` phases: the predicted deviation)}. With `offset [B, F]` (``if``
         phases) frame 0 starts there, and "offset": [B, F, T] holds each frame's phase offset
         (see `phase_from_deviation`); training passes none and skips that work."""
-        head = self.decoder(z)  # [B, 2F, T] (free: [B, 3F, T])
+        hidden = self.decoder[:-1](z)
+        head = self.decoder[-1](hidden)  # [B, 2F, T] (free: [B, 3F, T])
         F_ = self.bins
         out = {"logmag": head[:, :F_].clamp(max=LOGMAG_MAX)}
         p = head[:, F_:2 * F_]
@@ -162,12 +235,31 @@ class SpectralVAE(nn.Module):
             out.update(cos=p / norm, sin=q / norm)
             return out
         dev = math.pi * torch.tanh(p)
+        main_offset = None if offset is None else offset[:, :F_]
         if offset is None:
             cos, sin = self.phase_from_deviation(dev, out["logmag"])
         else:
-            cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], offset, with_offsets=True)
+            cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], main_offset, with_offsets=True)
         out.update(dev=dev, cos=cos, sin=sin)
+        if self.low_bins:
+            L = self.low_bins
+            low_head = self.low_head(hidden)
+            low = {"logmag": low_head[:, :L].clamp(max=LOGMAG_MAX), "dev": math.pi * torch.tanh(low_head[:, L:])}
+            grid = self._low_grid()
+            if offset is None:
+                low["cos"], low["sin"] = self._phase(low["dev"], low["logmag"], grid)
+            else:
+                low["cos"], low["sin"], low_off = self._phase(low["dev"], low["logmag"], grid, offset[:, F_:],
+                                                              with_offsets=True)
+                out["offset"] = torch.cat([out["offset"], low_off], dim=1)
+            out["low"] = low
         return out
+
+    def _main_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.advance, self.lobe_phase, self.lobe_sign
+
+    def _low_grid(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.low_advance, self.low_lobe_phase, self.low_lobe_sign
 
     @property
     def carries_phase(self) -> bool:
@@ -189,41 +281,56 @@ class SpectralVAE(nn.Module):
         `grad_frames` > 0 (training): the same values, but a gradient reaching frame t's phase
         flows back only to the deviations of frames t - grad_frames + 1 .. t, not through the
         whole running sum (`local_cumsum_grad`)."""
-        first = self.lobe_phase.expand_as(dev[..., :1])
+        return self._phase(dev, logmag, self._main_grid(), offset, with_offsets, grad_frames)
+
+    def _phase(self, dev: torch.Tensor, logmag: torch.Tensor, grid: tuple[torch.Tensor, ...],
+               offset: torch.Tensor | None = None, with_offsets: bool = False, grad_frames: int = 0):
+        """`phase_from_deviation` on one STFT grid (`_main_grid` or `_low_grid`)."""
+        advance, lobe_phase, lobe_sign = grid
+        first = lobe_phase.expand_as(dev[..., :1])
         if offset is not None:
             first = first + offset[..., None]
-        steps = torch.cat([first, (self.advance + dev)[..., 1:]], dim=-1)
+        steps = torch.cat([first, (advance + dev)[..., 1:]], dim=-1)
         phase = torch.cumsum(steps, dim=-1) if grad_frames <= 0 else local_cumsum_grad(steps, grad_frames)
         cos, sin = torch.cos(phase), torch.sin(phase)
         if self.cfg.phase == "if_lock":
-            cos, sin = self._lock(cos, sin, torch.exp(logmag))
+            cos, sin = self._lock(cos, sin, torch.exp(logmag), lobe_sign)
         if not with_offsets:
             return cos, sin
-        rel = phase - self.lobe_phase
+        rel = phase - lobe_phase
         return cos, sin, rel - TWO_PI * torch.floor(rel / TWO_PI)
 
-    def _lock(self, cos: torch.Tensor, sin: torch.Tensor, mag: torch.Tensor
+    @staticmethod
+    def _lock(cos: torch.Tensor, sin: torch.Tensor, mag: torch.Tensor, lobe_sign: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Phase locking: each bin takes the direction of sum_{j=-1..1} m_{k+j} u_{k+j} (-1)^{j}."""
-        wr, wi = mag * cos * self.lobe_sign, mag * sin * self.lobe_sign  # lobe sign removed
+        wr, wi = mag * cos * lobe_sign, mag * sin * lobe_sign  # lobe sign removed
         sr = wr + F.pad(wr, (0, 0, 1, 0))[:, :-1] + F.pad(wr, (0, 0, 0, 1))[:, 1:]
         si = wi + F.pad(wi, (0, 0, 1, 0))[:, :-1] + F.pad(wi, (0, 0, 0, 1))[:, 1:]
         norm = torch.sqrt(sr * sr + si * si + 1e-12)
-        return sr / norm * self.lobe_sign, si / norm * self.lobe_sign
+        return sr / norm * lobe_sign, si / norm * lobe_sign
 
     def synthesize(self, spec: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The decoded spectrum -> audio `[B, 1, T*D]`."""
+        """The decoded spectrum -> audio `[B, 1, T*D]` (with a low band: the two heads' inverse
+        STFTs, each weighted by its side of the crossover, summed)."""
         mag = torch.clamp(torch.exp(spec["logmag"]) - LOG_EPS, min=0.0)
-        return self.istft(mag * spec["cos"], mag * spec["sin"])
+        if not self.low_bins:
+            return self.istft(mag * spec["cos"], mag * spec["sin"])
+        mag = mag * self.main_gain
+        low = spec["low"]
+        low_mag = torch.clamp(torch.exp(low["logmag"]) - LOG_EPS, min=0.0) * self.low_gain
+        return (self.istft(mag * spec["cos"], mag * spec["sin"])
+                + self.low_istft(low_mag * low["cos"], low_mag * low["sin"]))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """`z [B, C, T] -> audio [B, 1, T*D]`."""
         return self.synthesize(self.decode_spectrum(z))
 
     def decode_carry(self, z: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`z [B, C, T]`, `offset [B, F]` -> (audio `[B, 1, T*D]`, offsets `[B, F, T]`): a decode
+        """`z [B, C, T]`, `offset [B, F']` -> (audio `[B, 1, T*D]`, offsets `[B, F', T]`): a decode
         whose frame 0 continues the frame of an earlier decode that returned `offset` there
-        (``if`` phases only, see `carries_phase`)."""
+        (``if`` phases only, see `carries_phase`; F' = `carry_bins`, the main head's bins then
+        the low band's)."""
         if not self.carries_phase:
             raise ValueError("phase carry needs an 'if' or 'if_lock' decoder phase")
         spec = self.decode_spectrum(z, offset)
@@ -239,3 +346,17 @@ class SpectralVAE(nn.Module):
     def fold_weight_norm(self) -> int:
         """No weight norm here: nothing to fold (the export calls it on every VAE). Returns 0."""
         return 0
+
+
+def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor]) -> bool:
+    """Load `state` into `vae`; where `vae` has a low-band head the state lacks (a checkpoint
+    of the same VAE without one), load the rest and start the head by `init_low_head`.
+    Returns whether the head was so started. Any other mismatch raises."""
+    missing, unexpected = vae.load_state_dict(state, strict=False)
+    new = [k for k in missing if k.startswith("low_head.")]
+    if unexpected or len(new) != len(missing):
+        raise RuntimeError(f"state does not fit: missing {sorted(set(missing) - set(new))}, "
+                           f"unexpected {sorted(unexpected)}")
+    if new:
+        vae.init_low_head()
+    return bool(new)

@@ -71,9 +71,11 @@ class ConvISTFT(nn.Module):
     The inverse of `ConvSTFT` with the same window (least-squares overlap-add, as torch.istft):
     frames are the inverse real DFT times the window, overlap-added, divided by the summed
     squared window. The imaginary parts of the DC and Nyquist bins are ignored (irfft).
+    With `bins`, it takes only the first `bins` bins `[B, bins, T]` (the others zero): the
+    inverse of a low band at a fraction of the full basis's cost.
     """
 
-    def __init__(self, n_fft: int, hop: int, pad: int | None = None) -> None:
+    def __init__(self, n_fft: int, hop: int, pad: int | None = None, bins: int | None = None) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.pad = n_fft // 2 if pad is None else pad
@@ -82,6 +84,10 @@ class ConvISTFT(nn.Module):
         c[0] = 1.0
         if n_fft % 2 == 0:
             c[-1] = 1.0
+        if bins is not None:  # band-limited: the first `bins` bins in, the rest taken as zero
+            if not 0 < bins <= n_fft // 2 + 1:
+                raise ValueError(f"bins must be in 1..{n_fft // 2 + 1}, got {bins}")
+            a, c = a[:bins], c[:bins]
         basis = torch.cat([c * torch.cos(a), -c * torch.sin(a)]) * w / n_fft  # [2F, n_fft]
         self.register_buffer("basis", basis.float()[:, None, :], persistent=False)  # [2F, 1, n_fft]
         self.register_buffer("window_sq", (w ** 2).float()[None, None, :], persistent=False)  # [1, 1, n_fft]

@@ -119,6 +119,15 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"integers separated by commas, or 'none': {text!r}")
 
 
+def _float_pair(text: str) -> tuple[float, float]:
+    """argparse type of "LO,HI": two numbers."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}") from None
+    return lo, hi
+
+
 def _spectral_loss_options(config, args: argparse.Namespace):
     """`config` with the spectral VAE loss fields the command line sets; SystemExit for an option
     the VAE has no use for (a DAC-style VAE; a phase option on the ``free`` phase) or a bad value."""
@@ -152,6 +161,21 @@ def _run_vae(args: argparse.Namespace) -> None:
         if config.vae.kind != "spectral":
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
+    if args.low_n_fft is not None:
+        if config.vae.kind != "spectral" or config.vae.phase == "free":
+            raise SystemExit("--low-n-fft adds a low-band head to a spectral SourceVAE with an 'if' or "
+                             "'if_lock' phase (e.g. --preset spectral)")
+        v = config.vae
+        if args.low_n_fft <= v.n_fft or args.low_n_fft % v.hop:
+            raise SystemExit(f"--low-n-fft must be a multiple of the hop {v.hop} above n_fft {v.n_fft}, "
+                             f"got {args.low_n_fft}")
+        crossover = v.low_crossover if args.low_crossover is None else args.low_crossover
+        if not 0 < crossover[0] < crossover[1] < v.sample_rate / 2:
+            raise SystemExit(f"--low-crossover must be LO,HI Hz with 0 < LO < HI < {v.sample_rate / 2:g}")
+        config = dataclasses.replace(config, vae=dataclasses.replace(v, low_n_fft=args.low_n_fft,
+                                                                     low_crossover=tuple(crossover)))
+    elif args.low_crossover is not None:
+        raise SystemExit("--low-crossover needs --low-n-fft")
     config = _spectral_loss_options(config, args)
     if args.disc_lr is not None and not config.vae_loss.spectral_adversarial:
         raise SystemExit("--disc-lr sets the learning rate of a spectral VAE's discriminator: "
@@ -238,6 +262,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="start from these VAE weights when there is no run state to resume")
     vae.add_argument("--vae-phase", default=None, choices=("if", "if_lock", "free"),
                      help="decoder phase of a spectral SourceVAE (default: the preset's)")
+    vae.add_argument("--low-n-fft", type=int, default=None, metavar="N",
+                     help="spectral VAE: a second decoder head for the low band at an STFT of N "
+                          "(a multiple of the hop, e.g. 2560); with --init of a VAE without one, it "
+                          "starts from the main head (msldm.spectral_vae, 'Low band')")
+    vae.add_argument("--low-crossover", type=_float_pair, default=None, metavar="LO,HI",
+                     help="with --low-n-fft: the low head alone below LO Hz, the main head alone "
+                          "above HI (default 250,400)")
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="spectral VAE: train the decoder only (with --init), so latents made by "
                           "the encoder, and a denoiser trained on them, stay valid")
