@@ -186,8 +186,9 @@ def export_bundle(vae_path: str | Path, diffusion_path: str | Path, out: str | P
     vae_path, diffusion_path, out = Path(vae_path), Path(diffusion_path), Path(out)
     vae, vae_cfg, _ = load_vae(vae_path)
     denoiser, cfg, meta, stats = load_diffusion(diffusion_path)
-    if vae_cfg.vae != cfg.vae:
+    if not vae_cfg.vae.same_latents(cfg.vae):
         raise ValueError("the VAE checkpoint does not match the diffusion checkpoint's VAE")
+    cfg = dataclasses.replace(cfg, vae=vae_cfg.vae)  # a decoder-only fine-tune: the manifest names its decoder
     if opts.sampler:
         cfg = dataclasses.replace(cfg, sampler=cfg.sampler.with_overrides(dict(opts.sampler)))
     modules = build_graph_modules(load_vae(vae_path)[0], load_diffusion(diffusion_path)[0], stats)

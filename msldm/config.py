@@ -64,6 +64,13 @@ class VAEConfig:
         """D: audio samples per latent frame."""
         return math.prod(self.encoder_rates)
 
+    def same_latents(self, other: "VAEConfig") -> bool:
+        """Whether the two configs describe the same encoder and latent space, differing at most
+        in decoder-only fields (the low-band head): a denoiser trained on one's latents runs
+        with the other's decoder (a decoder-only fine-tune with the encoder frozen)."""
+        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0)}
+        return (dataclasses.replace(self, **decoder_only) == dataclasses.replace(other, **decoder_only))
+
 
 @dataclass(frozen=True)
 class VAELossConfig:

@@ -7,6 +7,7 @@ denoiser and the noise source.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ class TorchPipeline:
                          device: str = "cpu") -> "TorchPipeline":
         vae, vae_cfg, _ = load_vae(vae_path, device)
         denoiser, cfg, _, stats = load_diffusion(diffusion_path, device)
-        if vae_cfg.vae != cfg.vae:
+        if not vae_cfg.vae.same_latents(cfg.vae):
             raise ValueError("the VAE checkpoint does not match the diffusion checkpoint's VAE")
+        cfg = dataclasses.replace(cfg, vae=vae_cfg.vae)  # the decoder actually used
         return cls(vae, denoiser, cfg, stats, device)
 
     @property

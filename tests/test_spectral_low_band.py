@@ -199,7 +199,8 @@ def low_bundle(tmp_path_factory) -> tuple:
     cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280))
     torch.manual_seed(0)
     vae = save_checkpoint(tmp / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
-    den = save_checkpoint(tmp / "diffusion.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
+    # the denoiser's checkpoint names the VAE without the head, as after a decoder-only fine-tune
+    den = save_checkpoint(tmp / "diffusion.safetensors", "diffusion", base, EDMDenoiser(cfg.diffusion),
                           extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
     return tmp / "bundle", export_bundle(vae, den, tmp / "bundle", ExportOptions()), cfg
 
@@ -215,3 +216,10 @@ def test_low_band_bundle_exports_with_plain_operators_and_carries_both_phases(lo
     assert report.parity["decoder_max_abs"] < 1e-4 and report.parity["decoder_phase_max_abs"] < 1e-2
     b = Bundle.load(root, providers=["CPUExecutionProvider"])
     assert b.phase_bins == SpectralVAE(cfg.vae).carry_bins
+
+
+def test_a_low_head_keeps_the_latent_space_other_changes_do_not() -> None:
+    base = get_preset("tiny_spectral").vae
+    assert base.same_latents(dataclasses.replace(base, low_n_fft=1280, low_crossover=(200.0, 300.0)))
+    assert not base.same_latents(dataclasses.replace(base, n_fft=1280))
+    assert not base.same_latents(dataclasses.replace(base, encoder_dim=32))
