@@ -125,7 +125,7 @@ class SpectralVAE(nn.Module):
         self._grid_buffers("", cfg.n_fft, self.bins)
         self.low_bins = 0
         if cfg.low_n_fft:
-            self._build_low_band(cfg, heads_width=cfg.decoder_dim)
+            self._build_low_band(cfg)
 
     def _grid_buffers(self, prefix: str, n_fft: int, bins: int) -> None:
         """The constants of one STFT grid's running phase: each bin's centre advance per hop,
@@ -138,7 +138,9 @@ class SpectralVAE(nn.Module):
         lobe = (torch.arange(bins) % 2).float() * math.pi  # pi*k mod 2*pi
         self.register_buffer(prefix + "lobe_phase", lobe[None, :, None], persistent=False)  # [1, F, 1]
 
-    def _build_low_band(self, cfg: VAEConfig, heads_width: int) -> None:
+    def _build_low_band(self, cfg: VAEConfig) -> None:
+        """The low-band head on the decoder's last hidden layer, its STFT pair, phase constants
+        and crossover weights (module docstring, "Low band")."""
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
         if cfg.phase == "free":
@@ -151,7 +153,7 @@ class SpectralVAE(nn.Module):
         pad = (n_long - cfg.hop) // 2
         self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis
         self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
-        self.low_head = nn.Conv1d(heads_width, 2 * self.low_bins, 1)
+        self.low_head = nn.Conv1d(cfg.decoder_dim, 2 * self.low_bins, 1)
         self._grid_buffers("low_", n_long, self.low_bins)
 
         def fade_in_low(freqs: torch.Tensor) -> torch.Tensor:  # 1 below lo, 0 above hi
@@ -223,7 +225,9 @@ class SpectralVAE(nn.Module):
         """`z [B, C, T]` -> {"logmag": [B, F, T], "cos", "sin": [B, F, T] (the synthesis phase),
         "dev": [B, F, T] (``if`` phases: the predicted deviation)}. With `offset [B, F]` (``if``
         phases) frame 0 starts there, and "offset": [B, F, T] holds each frame's phase offset
-        (see `phase_from_deviation`); training passes none and skips that work."""
+        (see `phase_from_deviation`); training passes none and skips that work. With a low-band
+        head, "low" holds that head's {"logmag", "dev", "cos", "sin"} `[B, low_bins, T]`, and
+        `offset` / "offset" run over `carry_bins`: the main head's bins, then the low head's."""
         hidden = self.decoder[:-1](z)
         head = self.decoder[-1](hidden)  # [B, 2F, T] (free: [B, 3F, T])
         F_ = self.bins
@@ -235,11 +239,11 @@ class SpectralVAE(nn.Module):
             out.update(cos=p / norm, sin=q / norm)
             return out
         dev = math.pi * torch.tanh(p)
-        main_offset = None if offset is None else offset[:, :F_]
         if offset is None:
             cos, sin = self.phase_from_deviation(dev, out["logmag"])
         else:
-            cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], main_offset, with_offsets=True)
+            cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], offset[:, :F_],
+                                                                with_offsets=True)
         out.update(dev=dev, cos=cos, sin=sin)
         if self.low_bins:
             L = self.low_bins
