@@ -24,7 +24,7 @@ from msldm.train.loop import TrainConfig
 from msldm.data.latents import load_stats
 from msldm.train.loop import train
 from msldm.train.runs import diffusion_datasets, train_diffusion, train_vae, vae_datasets
-from msldm.train.tasks import DiffusionTask, VAETask
+from msldm.train.tasks import DiffusionTask, SpectralVAETask, VAETask
 
 torch.set_num_threads(1)  # the test machine is shared: threads only contend
 SECONDS = 8 * 320 / SR  # VAE segments of 8 latent frames
@@ -164,18 +164,24 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, port: int, data: str, latents: str, out: str) -> None:
-    """One of 2 gloo processes: 3 VAE steps (discriminator from step 1) and 3 diffusion steps;
-    saves (steps run, sum of every raw weight) per kind so the test can compare the ranks."""
+    """One of 2 gloo processes: 3 VAE steps (discriminator from step 1), 3 steps of the spectral
+    VAE with its discriminator, and 3 diffusion steps; saves (steps run, sum of every raw weight)
+    per kind so the test can compare the ranks."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE="2", LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     config, sums = tiny_config(), []
-    for kind in ("vae", "diffusion"):
+    for kind in ("vae", "spectral", "diffusion"):
         cfg = _cfg(Path(out) / kind, 3, val_every=3)
         if kind == "vae":
             train_set, val_set = vae_datasets(config, data, SECONDS)
             task = VAETask(config, info, lr=1e-3, adversarial_start=1)
+        elif kind == "spectral":
+            spectral = _adversarial_spectral()
+            train_set, val_set = vae_datasets(spectral, data, SECONDS)
+            torch.manual_seed(rank)  # different initial weights: the task makes them rank 0's
+            task = SpectralVAETask(spectral, info, lr=1e-3, adversarial_start=1)
         else:
             train_set, val_set = diffusion_datasets(config, latents, ActivityFilter(threshold=0))
             task = DiffusionTask(config, info, load_stats(latents), lr=1e-3)
@@ -192,9 +198,9 @@ def test_ddp_two_cpu_processes(corpus: dict, tmp_path: Path) -> None:
     r0, r1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
     assert (r0[:, 0] == 3).all() and (r1[:, 0] == 3).all()
     np.testing.assert_array_equal(r0[:, 1], r1[:, 1])  # gradients were averaged: same weights
-    for kind in ("vae", "diffusion"):
+    for kind in ("vae", "spectral", "diffusion"):
         assert (tmp_path / kind / "train_state.rng1.safetensors").is_file()
-        assert (tmp_path / kind / f"{kind}.safetensors").is_file()
+        assert (tmp_path / kind / f"{'vae' if kind == 'spectral' else kind}.safetensors").is_file()
 
 
 def test_decoder_only_training_keeps_the_encoder_and_its_latents(corpus: dict, tmp_path: Path) -> None:

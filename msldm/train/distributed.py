@@ -78,6 +78,32 @@ def wrap(module: nn.Module, info: DistInfo, find_unused: bool = False) -> nn.Mod
     return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
+def broadcast_parameters(module: nn.Module, info: DistInfo) -> None:
+    """Give every process rank 0's parameters and buffers (no-op when not distributed)."""
+    if not info.distributed:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of `params` over all processes, in one all-reduce (no-op when not
+    distributed). For a task whose loss calls several methods of its module rather than its
+    forward, where DDP's hooks do not fire; a parameter without a gradient counts as zero."""
+    if not info.distributed:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    i = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[i:i + n].view_as(p).clone()
+        i += n
+
+
 def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     """Average scalar logs over all processes (identity when not distributed)."""
     if not info.distributed or not values:

@@ -18,7 +18,7 @@ from torch import nn
 from msldm import sampling
 from msldm.checkpoint import save_checkpoint
 from msldm.config import ModelConfig
-from msldm.train.distributed import DistInfo, wrap
+from msldm.train.distributed import DistInfo, average_gradients, broadcast_parameters, wrap
 from msldm.train.media import log_audio
 
 AMP_DTYPE = torch.bfloat16
@@ -145,6 +145,10 @@ class SpectralVAETask(VAETask):
     betas (0.8, 0.99) as HiFi-GAN) is updated every step; its terms reach the VAE from step
     `adversarial_start` on, so that a discriminator starting from scratch first learns to tell
     a trained decoder's output from real audio before the decoder follows it.
+
+    Distributed: the loss calls the VAE's methods (encode, decode_spectrum, features), not its
+    forward, so DDP's hooks would not fire; the task starts every process from rank 0's weights
+    and averages the gradients itself (`average_gradients`) before each optimiser step.
     """
 
     def __init__(self, config: ModelConfig, info: DistInfo, lr: float | None = None,
@@ -170,7 +174,9 @@ class SpectralVAETask(VAETask):
                                                         betas=(0.8, 0.99), weight_decay=0.01)
         self.generators = {}
         self.ema_name = "vae"
-        self.vae = wrap(vae, info)
+        for m in self.modules.values():
+            broadcast_parameters(m, info)
+        self.vae = vae
         self.min_rms, self.grad_clip, self.params = min_rms, grad_clip, params
         self.adversarial_start = adversarial_start
 
@@ -189,6 +195,7 @@ class SpectralVAETask(VAETask):
             opt_d = self.optimizers["disc"]
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
+            average_gradients(list(self.disc.parameters()), self.info)
             logs["grad_norm_d"] = float(torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip))
             terms.update(disc=loss_d, adv=adv, feat=feat)
             if step >= self.adversarial_start:
@@ -196,6 +203,7 @@ class SpectralVAETask(VAETask):
                                  + cfg.lambda_spectral_feature * feat)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
+        average_gradients(self.params, self.info)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         opt.step()
         if self.disc is not None:  # after the VAE's backward, which reads the discriminator's weights
