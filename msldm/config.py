@@ -58,6 +58,10 @@ class VAEConfig:
     # `low_crossover[1]` the main head's, a raised-cosine crossfade between (`msldm.spectral_vae`).
     low_n_fft: int = 0
     low_crossover: tuple[float, float] = (250.0, 400.0)
+    # With `low_gate`, the decoder also predicts per frame how much of the band below the
+    # crossover the low head plays (the rest the main head): a long window smears a kick drum's
+    # attack, so the decoder can switch to the short one there, as audio codecs switch blocks.
+    low_gate: bool = False
 
     @property
     def hop(self) -> int:
@@ -68,7 +72,7 @@ class VAEConfig:
         """Whether the two configs describe the same encoder and latent space, differing at most
         in decoder-only fields (the low-band head): a denoiser trained on one's latents runs
         with the other's decoder (a decoder-only fine-tune with the encoder frozen)."""
-        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0)}
+        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0), "low_gate": False}
         return (dataclasses.replace(self, **decoder_only) == dataclasses.replace(other, **decoder_only))
 
 

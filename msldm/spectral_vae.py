@@ -28,7 +28,12 @@ main lobe, so each bin holds a beating mix of two partials. A second head on the
 last hidden layer predicts the low bins of a longer STFT (same hop, frame t centred on hop
 block t), with its own running phase; the audio is the main head's inverse STFT faded out
 below the crossover plus the low head's inverse STFT (band-limited, `ConvISTFT(bins=...)`)
-faded in, raised-cosine weights summing to one at every frequency.
+faded in, raised-cosine weights summing to one at every frequency. With `low_gate`, a third
+head predicts per frame a gate g in (0, 1) that scales the low head's share of the band below
+the crossover (the main head takes the rest; the weights still sum to one): a 2560 window
+spreads a kick drum's attack over 58 ms before it, and with the gate the decoder can play such
+frames through the short window (block switching, as in AAC), sustained bass notes through the
+long one.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ PHASES = ("if", "if_lock", "free")
 LOG_EPS = 1e-2
 """Magnitudes are compared and predicted as log(|X| + LOG_EPS)."""
 TWO_PI = 2.0 * math.pi
+LOW_GATE_INIT = 3.0  # the low-band gate's starting logit: sigmoid(3) = 0.95
 LOGMAG_MAX = 9.0  # exp(9) ~ 8100, above any bin of a full-scale signal with n_fft 1280
 
 
@@ -154,6 +160,10 @@ class SpectralVAE(nn.Module):
         self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis
         self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
         self.low_head = nn.Conv1d(cfg.decoder_dim, 2 * self.low_bins, 1)
+        if cfg.low_gate:  # starts nearly open (0.95 everywhere): the low head plays as without a gate
+            self.low_gate = nn.Conv1d(cfg.decoder_dim, 1, 1)
+            nn.init.zeros_(self.low_gate.weight)
+            nn.init.constant_(self.low_gate.bias, LOW_GATE_INIT)
         self._grid_buffers("low_", n_long, self.low_bins)
 
         def fade_in_low(freqs: torch.Tensor) -> torch.Tensor:  # 1 below lo, 0 above hi
@@ -249,6 +259,8 @@ class SpectralVAE(nn.Module):
             L = self.low_bins
             low_head = self.low_head(hidden)
             low = {"logmag": low_head[:, :L].clamp(max=LOGMAG_MAX), "dev": math.pi * torch.tanh(low_head[:, L:])}
+            if self.cfg.low_gate:
+                low["gate"] = torch.sigmoid(self.low_gate(hidden))  # [B, 1, T]
             grid = self._low_grid()
             if offset is None:
                 low["cos"], low["sin"] = self._phase(low["dev"], low["logmag"], grid)
@@ -320,9 +332,12 @@ class SpectralVAE(nn.Module):
         mag = torch.clamp(torch.exp(spec["logmag"]) - LOG_EPS, min=0.0)
         if not self.low_bins:
             return self.istft(mag * spec["cos"], mag * spec["sin"])
-        mag = mag * self.main_gain
         low = spec["low"]
-        low_mag = torch.clamp(torch.exp(low["logmag"]) - LOG_EPS, min=0.0) * self.low_gain
+        main_gain, low_gain = self.main_gain, self.low_gain
+        if "gate" in low:  # the low head's share of the band below the crossover, per frame
+            main_gain, low_gain = 1.0 - (1.0 - main_gain) * low["gate"], low_gain * low["gate"]
+        mag = mag * main_gain
+        low_mag = torch.clamp(torch.exp(low["logmag"]) - LOG_EPS, min=0.0) * low_gain
         return (self.istft(mag * spec["cos"], mag * spec["sin"])
                 + self.low_istft(low_mag * low["cos"], low_mag * low["sin"]))
 
@@ -354,13 +369,15 @@ class SpectralVAE(nn.Module):
 
 def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor]) -> bool:
     """Load `state` into `vae`; where `vae` has a low-band head the state lacks (a checkpoint
-    of the same VAE without one), load the rest and start the head by `init_low_head`.
-    Returns whether the head was so started. Any other mismatch raises."""
+    of the same VAE without one), load the rest and start the head by `init_low_head`; a gate
+    the state lacks keeps its nearly open start. Returns whether the head was so started. Any
+    other mismatch raises."""
     missing, unexpected = vae.load_state_dict(state, strict=False)
-    new = [k for k in missing if k.startswith("low_head.")]
+    new = [k for k in missing if k.startswith(("low_head.", "low_gate."))]
     if unexpected or len(new) != len(missing):
         raise RuntimeError(f"state does not fit: missing {sorted(set(missing) - set(new))}, "
                            f"unexpected {sorted(unexpected)}")
-    if new:
+    head = any(k.startswith("low_head.") for k in new)
+    if head:
         vae.init_low_head()
-    return bool(new)
+    return head

@@ -16,7 +16,8 @@
 #                                            #   4 frames of its running sum (default 0: off)
 #   LOW_NFFT=2560 ...                        # a low-band decoder head at that STFT (with FREEZE_ENCODER=1
 #                                            #   and the committed VAE as init, it starts from the main
-#                                            #   head); LOW_XO=250,400 its crossover in Hz
+#                                            #   head); LOW_XO=250,400 its crossover in Hz; LOW_GATE=1
+#                                            #   a per-frame gate between the heads below it
 #   ADV=0.5 FEAT=1 ...                       # an adversarial fine-tune: weights of the GAN and
 #                                            #   feature-matching terms (default 0: no discriminator);
 #                                            #   with DISC_CH (width), DISC_FFTS / DISC_PERIODS (its
@@ -35,13 +36,14 @@ mkdir -p "$(dirname "$RUN")"
 # evaluations, no gain in its validation loss yet; stopped) resumes with:
 #   FREEZE_ENCODER=1 LR=1.5e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 THREADS=1 RUN=~/.cache/msldm/runs/vae-dec-v2 bash scripts/train_vae_cpu.sh
 # Resume the run exactly; if its state is gone, warm-start from the committed weights.
-RESUME="--init msldm/assets/vae-spectral/vae.safetensors"; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
+# (INIT=CKPT: start from other weights, e.g. a low-band run's, to add its gate.)
+RESUME="--init ${INIT:-msldm/assets/vae-spectral/vae.safetensors}"; [ -f "$RUN/train_state.json" ] && RESUME="--resume"
 OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msldm train vae \
     --preset spectral --vae-phase if_lock --data "$DATA" --out "$RUN" --steps 200000 --batch 5 \
     --seconds 1.0 --log-every 25 --val-every 250 --val-batches 4 --ckpt-every 250 --ema-decay 0.995 \
     --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_ERROR:+--phase-error $PHASE_ERROR} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} \
     ${ADV:+--adversarial-weight $ADV} ${FEAT:+--feature-weight $FEAT} ${DISC_CH:+--disc-channels $DISC_CH} \
     ${DISC_FFTS:+--disc-ffts $DISC_FFTS} ${DISC_PERIODS:+--disc-periods $DISC_PERIODS} ${DISC_LR:+--disc-lr $DISC_LR} \
-    ${ADV_START:+--adversarial-start $ADV_START} ${LOW_NFFT:+--low-n-fft $LOW_NFFT} ${LOW_XO:+--low-crossover $LOW_XO} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
+    ${ADV_START:+--adversarial-start $ADV_START} ${LOW_NFFT:+--low-n-fft $LOW_NFFT} ${LOW_XO:+--low-crossover $LOW_XO} ${LOW_GATE:+--low-gate} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

@@ -105,6 +105,36 @@ def test_the_low_head_resynthesises_crowded_bass_partials_the_main_grid_smears()
     assert with_low < -40.0 and with_low < main_only - 15.0
 
 
+def test_the_gate_hands_the_band_below_the_crossover_to_one_head_or_the_other() -> None:
+    # gate 1: the low head's synthesis (as without a gate); gate 0: the main head's alone, as a
+    # decoder without a low head; in between, the weights still sum to one at every frequency.
+    vae = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True)).double()
+    t = torch.arange(120 * 320, dtype=torch.float64) / SR
+    x = (0.3 * torch.sin(2 * math.pi * 55.0 * t) + 0.1 * torch.sin(2 * math.pi * 900.0 * t))[None, None]
+    spec = _true_spectra(vae, x)
+    T = spec["logmag"].shape[-1]
+    ones = torch.ones(1, 1, T, dtype=torch.float64)
+    gated = vae.synthesize(dict(spec, low=dict(spec["low"], gate=ones)))
+    assert torch.allclose(gated, vae.synthesize(spec))
+    main_only = vae.synthesize(dict(spec, low=dict(spec["low"], gate=0 * ones)))
+    plain = SpectralVAE(_cfg(low_n_fft=0)).double()
+    mag = torch.clamp(torch.exp(spec["logmag"]) - 1e-2, min=0.0)
+    assert torch.allclose(main_only, plain.istft(mag * spec["cos"], mag * spec["sin"]), atol=1e-9)
+    half = vae.synthesize(dict(spec, low=dict(spec["low"], gate=0.5 * ones)))
+    core = slice(10000, -10000)
+    assert float(half[0, 0, core].std()) == pytest.approx(float(x[0, 0, core].std()), rel=0.05)
+
+
+def test_a_gate_starts_nearly_open_and_loads_onto_a_low_head_without_one() -> None:
+    torch.manual_seed(4)
+    low = SpectralVAE(_cfg())
+    gated = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True))
+    assert not load_with_new_low_head(gated, low.state_dict())  # the head came with the state
+    assert torch.equal(gated.low_head.weight, low.low_head.weight)
+    spec = gated.decode_spectrum(torch.randn(1, 80, 12))
+    assert torch.allclose(spec["low"]["gate"], torch.full((1, 1, 12), 0.9526), atol=1e-4)
+
+
 def test_decode_carry_covers_both_heads() -> None:
     torch.manual_seed(0)
     vae = SpectralVAE(dataclasses.replace(get_preset("tiny_spectral").vae, low_n_fft=1280)).eval()
@@ -180,8 +210,11 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
     assert seen[-1].vae.low_n_fft == 0
     main(base + ["--low-n-fft", "1280", "--low-crossover", "200,350"])
     assert (seen[-1].vae.low_n_fft, seen[-1].vae.low_crossover) == (1280, (200.0, 350.0))
+    assert not seen[-1].vae.low_gate
+    main(base + ["--low-n-fft", "1280", "--low-gate"])
+    assert seen[-1].vae.low_gate
     for bad in (["--low-n-fft", "1000"], ["--low-n-fft", "640"], ["--low-crossover", "200,350"],
-                ["--low-n-fft", "1280", "--low-crossover", "350,200"],
+                ["--low-n-fft", "1280", "--low-crossover", "350,200"], ["--low-gate"],
                 ["--low-n-fft", "1280", "--vae-phase", "free"]):
         with pytest.raises(SystemExit):
             main(base + bad)
@@ -189,14 +222,14 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def low_bundle(tmp_path_factory) -> tuple:
-    """A tiny_spectral bundle with a low head (random weights) and its export report."""
+    """A tiny_spectral bundle with a low head and its gate (random weights) and its export report."""
     from export.onnx_export import ExportOptions, export_bundle
     from msldm.checkpoint import save_checkpoint
     from msldm.edm import EDMDenoiser
 
     tmp = tmp_path_factory.mktemp("low")
     base = get_preset("tiny_spectral")
-    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280))
+    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280, low_gate=True))
     torch.manual_seed(0)
     vae = save_checkpoint(tmp / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
     # the denoiser's checkpoint names the VAE without the head, as after a decoder-only fine-tune

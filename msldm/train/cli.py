@@ -173,9 +173,10 @@ def _run_vae(args: argparse.Namespace) -> None:
         if not 0 < crossover[0] < crossover[1] < v.sample_rate / 2:
             raise SystemExit(f"--low-crossover must be LO,HI Hz with 0 < LO < HI < {v.sample_rate / 2:g}")
         config = dataclasses.replace(config, vae=dataclasses.replace(v, low_n_fft=args.low_n_fft,
-                                                                     low_crossover=tuple(crossover)))
-    elif args.low_crossover is not None:
-        raise SystemExit("--low-crossover needs --low-n-fft")
+                                                                     low_crossover=tuple(crossover),
+                                                                     low_gate=args.low_gate))
+    elif args.low_crossover is not None or args.low_gate:
+        raise SystemExit("--low-crossover and --low-gate need --low-n-fft")
     config = _spectral_loss_options(config, args)
     if args.disc_lr is not None and not config.vae_loss.spectral_adversarial:
         raise SystemExit("--disc-lr sets the learning rate of a spectral VAE's discriminator: "
@@ -269,6 +270,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--low-crossover", type=_float_pair, default=None, metavar="LO,HI",
                      help="with --low-n-fft: the low head alone below LO Hz, the main head alone "
                           "above HI (default 250,400)")
+    vae.add_argument("--low-gate", action="store_true",
+                     help="with --low-n-fft: the decoder also chooses per frame how much of the band "
+                          "below the crossover the low head plays (a kick drum through the short "
+                          "window, a held bass note through the long one)")
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="spectral VAE: train the decoder only (with --init), so latents made by "
                           "the encoder, and a denoiser trained on them, stay valid")
