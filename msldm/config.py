@@ -118,6 +118,11 @@ class VAELossConfig:
     # L1), the same pull at any error, so fine frequency errors of held partials keep being
     # corrected and the unpredictable phases of attacks count as much as any other bin, no more.
     phase_error: str = "cos"
+    # Low-band envelope (`msldm.spectral_losses.low_envelope_loss`): L1 between the log
+    # envelopes, in 3 ms frames, of the band below 400 Hz of reconstruction and audio. The
+    # average spectral terms barely see a kick drum's low band smeared ahead of its attack by a
+    # long window (`VAEConfig.low_n_fft`); this term is that smear. 0: off.
+    lambda_low_envelope: float = 0.0
     # An adversarial fine-tune of the spectral VAE (`msldm.spectral_losses.adversarial_terms`):
     # the weights of the least-squares generator term and of feature matching, against a
     # `Discriminator` of `discriminator_channels`, `periods` and `stft_ffts` (above). 0: off,

@@ -17,6 +17,8 @@ Per reconstruction of `audio [B, 1, N]` (weights in `VAELossConfig`):
 - ``kl``: KL of the posterior to N(0, I), averaged over elements;
 - with a low-band head (`VAEConfig.low_n_fft`), ``logmag`` and ``phase`` add the same terms of
   the low head against the low band of the audio's longer STFT;
+- ``low_env`` (`low_envelope_loss`): the band below 400 Hz, its level frame by frame at a 256
+  window (3 ms hop), log-L1 against the audio's: a kick's attack smeared ahead of it;
 - ``adv`` / ``feat`` (only where `lambda_spectral_adversarial` / `lambda_spectral_feature` > 0:
   `adversarial_terms`, stepped by the training task): least-squares GAN and feature matching
   against a `msldm.discriminators.Discriminator` (HiFi-GAN's periods and DAC's banded STFTs),
@@ -38,7 +40,10 @@ from msldm.config import VAELossConfig
 from msldm.losses import kl_divergence
 
 __all__ = ["spectral_vae_loss", "spectral_vae_terms", "adversarial_terms", "multires_stft_loss", "phase_loss",
-           "flux_loss"]
+           "flux_loss", "low_envelope_loss"]
+
+LOW_ENVELOPE_HZ = 400.0
+LOW_ENVELOPE_FFT = 256
 
 
 def _weights(logmag: torch.Tensor, eps: float) -> torch.Tensor:
@@ -105,6 +110,21 @@ def flux_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-5) -> torch.Tens
     return (w * (dx - dy).abs()).sum(dim=(1, 2)).mean()
 
 
+def low_envelope_loss(recon: torch.Tensor, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """L1 between the log envelopes of the band below LOW_ENVELOPE_HZ of `recon` and `audio`
+    `[B, 1, N]`: per frame of a LOW_ENVELOPE_FFT window (hop a quarter of it), the root of the
+    band's summed power. 0 when equal; a kick's low band spread ahead of its attack raises the
+    frames before it, which the log weighs as much as the attack itself."""
+    both = torch.cat([recon, audio], dim=0).squeeze(1)
+    window = torch.hann_window(LOW_ENVELOPE_FFT, device=audio.device)
+    spec = torch.stft(both, LOW_ENVELOPE_FFT, LOW_ENVELOPE_FFT // 4, window=window, center=True,
+                      pad_mode="constant", return_complex=True)
+    bins = int(LOW_ENVELOPE_HZ * LOW_ENVELOPE_FFT / sample_rate) + 1
+    env = torch.sqrt((spec[:, :bins].abs() ** 2).sum(dim=1) + 1e-10)  # [2B, frames]
+    x, y = env.chunk(2, dim=0)
+    return F.l1_loss(torch.log(x + 1e-4), torch.log(y + 1e-4))
+
+
 def multires_stft_loss(recon: torch.Tensor, audio: torch.Tensor, windows: tuple[int, ...],
                        mel_bands: tuple[int, ...], sample_rate: int,
                        flux_windows: tuple[int, ...] | None = None) -> tuple[torch.Tensor, ...]:
@@ -140,7 +160,8 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
                       sample_posterior: bool = True) -> dict[str, torch.Tensor]:
     """Run the spectral VAE on `audio [B, 1, N]` (N a multiple of D). Returns the scalar terms
     {"loss", "logmag", "phase", "stft", "mel", "flux", "kl"} ("flux" is computed, and logged,
-    whatever its weight: the curve of a run without it can be compared)."""
+    whatever its weight: the curve of a run without it can be compared), and "low_env" where
+    `lambda_low_envelope` > 0."""
     return spectral_vae_terms(vae, audio, cfg, sample_posterior=sample_posterior)[0]
 
 
@@ -187,6 +208,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
         "flux": flux,
         "kl": kl_divergence(mean, logvar),
     }
+    if cfg.lambda_low_envelope > 0:
+        terms["low_env"] = low_envelope_loss(recon, audio, vae.cfg.sample_rate)
     if low_target is not None:
         terms["logmag"] = terms["logmag"] + F.l1_loss(spec["low"]["logmag"], low_target["logmag"])
         terms["phase"] = terms["phase"] + phase_loss(spec["low"], low_target, phase, LOG_EPS, cfg.phase_error)
@@ -194,6 +217,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
                      + cfg.lambda_stft * terms["stft"] + cfg.lambda_spectral_mel * terms["mel"]
                      + cfg.lambda_flux * terms["flux"]
                      + cfg.lambda_spectral_kl * terms["kl"])
+    if "low_env" in terms:
+        terms["loss"] = terms["loss"] + cfg.lambda_low_envelope * terms["low_env"]
     return terms, recon
 
 

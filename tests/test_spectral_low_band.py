@@ -211,10 +211,11 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
     main(base + ["--low-n-fft", "1280", "--low-crossover", "200,350"])
     assert (seen[-1].vae.low_n_fft, seen[-1].vae.low_crossover) == (1280, (200.0, 350.0))
     assert not seen[-1].vae.low_gate
-    main(base + ["--low-n-fft", "1280", "--low-gate"])
-    assert seen[-1].vae.low_gate
+    main(base + ["--low-n-fft", "1280", "--low-gate", "--low-envelope-weight", "1.5"])
+    assert seen[-1].vae.low_gate and seen[-1].vae_loss.lambda_low_envelope == 1.5
     for bad in (["--low-n-fft", "1000"], ["--low-n-fft", "640"], ["--low-crossover", "200,350"],
                 ["--low-n-fft", "1280", "--low-crossover", "350,200"], ["--low-gate"],
+                ["--low-envelope-weight", "-1"],
                 ["--low-n-fft", "1280", "--vae-phase", "free"]):
         with pytest.raises(SystemExit):
             main(base + bad)
@@ -256,3 +257,31 @@ def test_a_low_head_keeps_the_latent_space_other_changes_do_not() -> None:
     assert base.same_latents(dataclasses.replace(base, low_n_fft=1280, low_crossover=(200.0, 300.0)))
     assert not base.same_latents(dataclasses.replace(base, n_fft=1280))
     assert not base.same_latents(dataclasses.replace(base, encoder_dim=32))
+
+
+def _kick(smear_ms: float) -> torch.Tensor:
+    """A 60 Hz kick with a 5 ms attack at 0.5 s, its low band leading in over `smear_ms`."""
+    t = torch.arange(int(SR * 1.0), dtype=torch.float32) / SR
+    env = torch.exp(-(t - 0.5).clamp(min=0) / 0.08) * (t >= 0.5)
+    if smear_ms:
+        lead = (t < 0.5) & (t >= 0.5 - smear_ms / 1000)
+        env = env + lead * 0.3 * (1 - (0.5 - t) / (smear_ms / 1000))
+    return (env * torch.sin(2 * math.pi * 60 * t))[None, None]
+
+
+def test_the_low_envelope_term_hears_a_kick_smeared_ahead_of_its_attack() -> None:
+    from msldm.spectral_losses import low_envelope_loss
+
+    sharp = _kick(0)
+    assert float(low_envelope_loss(sharp, sharp, SR)) == 0.0
+    assert float(low_envelope_loss(_kick(50), sharp, SR)) > 3 * float(low_envelope_loss(_kick(10), sharp, SR)) > 0
+    # it enters the loss only with a weight, and is not logged without one
+    vae = SpectralVAE(dataclasses.replace(get_preset("tiny_spectral").vae, low_n_fft=1280, low_gate=True))
+    cfg = get_preset("tiny_spectral").vae_loss
+    x = 0.1 * torch.randn(1, 1, 24 * 320)
+    off = spectral_vae_loss(vae, x, cfg, sample_posterior=False)
+    on = spectral_vae_loss(vae, x, dataclasses.replace(cfg, lambda_low_envelope=2.0), sample_posterior=False)
+    assert "low_env" not in off and float(on["low_env"]) > 0
+    assert float(on["loss"]) == pytest.approx(float(off["loss"]) + 2.0 * float(on["low_env"]), rel=1e-5)
+    on["loss"].backward()
+    assert float(vae.low_gate.weight.grad.abs().sum()) > 0  # the gate learns from it

@@ -97,6 +97,8 @@ def _train_config(args: argparse.Namespace, out: Path) -> TrainConfig:
 _SPECTRAL_LOSS_OPTIONS = (
     ("flux_weight", "lambda_flux", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
     ("phase_weight", "lambda_phase", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
+    ("low_envelope_weight", "lambda_low_envelope", False, lambda v: math.isfinite(v) and v >= 0,
+     "finite and >= 0"),
     ("phase_error", "phase_error", True, lambda v: True, ""),
     ("phase_grad_frames", "phase_grad_frames", True, lambda v: v >= 0, ">= 0"),
     ("adversarial_weight", "lambda_spectral_adversarial", False, lambda v: math.isfinite(v) and v >= 0,
@@ -270,6 +272,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--low-crossover", type=_float_pair, default=None, metavar="LO,HI",
                      help="with --low-n-fft: the low head alone below LO Hz, the main head alone "
                           "above HI (default 250,400)")
+    vae.add_argument("--low-envelope-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the low-band envelope term (the band below 400 Hz "
+                          "in 3 ms frames: a kick smeared ahead of its attack; default 0)")
     vae.add_argument("--low-gate", action="store_true",
                      help="with --low-n-fft: the decoder also chooses per frame how much of the band "
                           "below the crossover the low head plays (a kick drum through the short "
