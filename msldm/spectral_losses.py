@@ -191,8 +191,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
                                                               grad_frames=cfg.phase_grad_frames)
         if low_target is not None:
             low = spec["low"]
-            synth["low"] = dict(low, **dict(zip(("cos", "sin"), vae._phase(
-                low["dev"], low["logmag"], vae._low_grid(), grad_frames=cfg.phase_grad_frames))))
+            synth["low"] = dict(low, **dict(zip(("cos", "sin"), vae.low_phase_from_deviation(
+                low["dev"], low["logmag"], grad_frames=cfg.phase_grad_frames))))
     elif phase != "free":
         synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
         if low_target is not None:

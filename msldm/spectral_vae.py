@@ -299,6 +299,11 @@ class SpectralVAE(nn.Module):
         whole running sum (`local_cumsum_grad`)."""
         return self._phase(dev, logmag, self._main_grid(), offset, with_offsets, grad_frames)
 
+    def low_phase_from_deviation(self, dev: torch.Tensor, logmag: torch.Tensor, grad_frames: int = 0
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`phase_from_deviation` of the low-band head's grid (`[B, low_bins, T]`), from frame 0."""
+        return self._phase(dev, logmag, self._low_grid(), grad_frames=grad_frames)
+
     def _phase(self, dev: torch.Tensor, logmag: torch.Tensor, grid: tuple[torch.Tensor, ...],
                offset: torch.Tensor | None = None, with_offsets: bool = False, grad_frames: int = 0):
         """`phase_from_deviation` on one STFT grid (`_main_grid` or `_low_grid`)."""

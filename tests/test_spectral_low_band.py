@@ -54,7 +54,7 @@ def _true_spectra(vae: SpectralVAE, x: torch.Tensor) -> dict:
     logmag, cos_dev, sin_dev = vae.features(x)
     cos, sin = vae.phase_from_deviation(torch.atan2(sin_dev, cos_dev), logmag)
     low_logmag, low_cos, low_sin = vae.low_features(x)
-    lc, ls = vae._phase(torch.atan2(low_sin, low_cos), low_logmag, vae._low_grid())
+    lc, ls = vae.low_phase_from_deviation(torch.atan2(low_sin, low_cos), low_logmag)
     return {"logmag": logmag, "cos": cos, "sin": sin, "low": {"logmag": low_logmag, "cos": lc, "sin": ls}}
 
 
@@ -199,6 +199,15 @@ def test_the_loss_trains_the_low_head_on_the_low_band() -> None:
     assert float(with_low["logmag"]) > float(without["logmag"]) + 0.1
     assert float(with_low["phase"]) > float(without["phase"])
     assert float(with_low["kl"]) == pytest.approx(float(without["kl"]))
+    # with phase_grad_frames the audio terms reach the low head's phase too (its running sum)
+    vae.zero_grad()
+    dev_rows = slice(vae.low_bins, None)
+    spectral_vae_loss(vae, x, dataclasses.replace(loss_cfg, lambda_phase=0.0, lambda_logmag=0.0))["loss"].backward()
+    detached = float(vae.low_head.weight.grad[dev_rows].abs().sum())
+    vae.zero_grad()
+    spectral_vae_loss(vae, x, dataclasses.replace(loss_cfg, lambda_phase=0.0, lambda_logmag=0.0,
+                                                  phase_grad_frames=2))["loss"].backward()
+    assert detached == 0.0 < float(vae.low_head.weight.grad[dev_rows].abs().sum())
 
 
 def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
