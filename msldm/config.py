@@ -68,6 +68,24 @@ class VAEConfig:
         """D: audio samples per latent frame."""
         return math.prod(self.encoder_rates)
 
+    def check_low_band(self) -> None:
+        """Raise ValueError, saying why, where the low-band fields do not make a valid head:
+        `low_n_fft` a multiple of the hop above `n_fft`, 0 < crossover LO < HI < Nyquist, an
+        ``if`` phase; `low_crossover` or `low_gate` set without a head. A no-op without one."""
+        if not self.low_n_fft:
+            if self.low_gate:
+                raise ValueError("a low-band gate needs a low-band head (low_n_fft)")
+            return
+        if self.kind != "spectral" or self.phase == "free":
+            raise ValueError("a low-band head needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
+        if self.low_n_fft <= self.n_fft or self.low_n_fft % self.hop or (self.low_n_fft - self.hop) % 2:
+            raise ValueError(f"low_n_fft must be a multiple of the hop {self.hop} above n_fft {self.n_fft}, "
+                             f"got {self.low_n_fft}")
+        lo, hi = self.low_crossover
+        if not 0 < lo < hi < self.sample_rate / 2:
+            raise ValueError(f"low_crossover must be LO,HI Hz with 0 < LO < HI < {self.sample_rate / 2:g}, "
+                             f"got {self.low_crossover}")
+
     def same_latents(self, other: "VAEConfig") -> bool:
         """Whether the two configs describe the same encoder and latent space, differing at most
         in decoder-only fields (the low-band head): a denoiser trained on one's latents runs

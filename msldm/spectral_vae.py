@@ -147,14 +147,9 @@ class SpectralVAE(nn.Module):
     def _build_low_band(self, cfg: VAEConfig) -> None:
         """The low-band head on the decoder's last hidden layer, its STFT pair, phase constants
         and crossover weights (module docstring, "Low band")."""
+        cfg.check_low_band()
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
-        if cfg.phase == "free":
-            raise ValueError("a low-band head needs an 'if' or 'if_lock' phase")
-        if n_long <= cfg.n_fft or n_long % cfg.hop or (n_long - cfg.hop) % 2:
-            raise ValueError(f"low_n_fft must be a multiple of the hop above n_fft, got {n_long}")
-        if not 0 < lo < hi < cfg.sample_rate / 2:
-            raise ValueError(f"low_crossover must be 0 < lo < hi < Nyquist Hz, got {cfg.low_crossover}")
         self.low_bins = int(math.ceil(hi * n_long / cfg.sample_rate)) + 1
         pad = (n_long - cfg.hop) // 2
         self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis

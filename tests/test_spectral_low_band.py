@@ -17,6 +17,7 @@ from msldm.config import get_preset
 from msldm.spectral_losses import spectral_vae_loss
 from msldm.spectral_vae import SpectralVAE, load_with_new_low_head
 from msldm.stft import ConvISTFT
+from tests.script_loader import load_script
 
 SR = 22050
 
@@ -50,12 +51,8 @@ def test_crossover_weights_sum_to_one_at_every_shared_frequency() -> None:
     assert float(low[-1]) == 0.0  # the low head's last bin is above the crossover
 
 
-def _true_spectra(vae: SpectralVAE, x: torch.Tensor) -> dict:
-    logmag, cos_dev, sin_dev = vae.features(x)
-    cos, sin = vae.phase_from_deviation(torch.atan2(sin_dev, cos_dev), logmag)
-    low_logmag, low_cos, low_sin = vae.low_features(x)
-    lc, ls = vae.low_phase_from_deviation(torch.atan2(low_sin, low_cos), low_logmag)
-    return {"logmag": logmag, "cos": cos, "sin": sin, "low": {"logmag": low_logmag, "cos": lc, "sin": ls}}
+CHECK = load_script("low_band_check")  # true_spectra, stray_db, resynthesise
+_true_spectra = CHECK.true_spectra
 
 
 @pytest.mark.parametrize("f0", [41.2, 320.0, 1046.5])  # below, inside and above the crossover
@@ -75,33 +72,17 @@ def test_both_heads_fed_the_truth_resynthesise_a_tone(f0: float) -> None:
     assert 20 * math.log10(side / peak) < -30
 
 
-def _stray_db(y: np.ndarray, f0: float) -> float:
-    """Energy below 600 Hz more than 4 Hz from the first three harmonics of f0, in dB of the
-    energy at them (the centre of `y`, Hann window)."""
-    seg = y[12000:-12000]
-    power = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
-    freqs = np.fft.rfftfreq(len(seg), 1 / SR)
-    near = np.zeros_like(freqs, dtype=bool)
-    for h in (1, 2, 3):
-        near |= np.abs(freqs - h * f0) < 4
-    band = freqs < 600
-    return 10 * math.log10(power[band & ~near].sum() / power[band & near].sum())
-
-
 def test_the_low_head_resynthesises_crowded_bass_partials_the_main_grid_smears() -> None:
     # E1 (41.2 Hz) with two harmonics: at n_fft 1280 they lie 2.4 bins apart, so each bin's true
     # instantaneous frequency beats between two partials, and the main grid's resynthesis from
     # the true magnitudes and frequencies leaves stray energy 21 dB under the notes (measured);
-    # the low head's grid (2560) resolves them: 46 dB under (the original: 60).
+    # the low head's grid (2560) resolves them: 46 dB under (the original: 60;
+    # `python scripts/low_band_check.py` prints these).
     t = torch.arange(200 * 320, dtype=torch.float64) / SR
     f0 = 41.2
     x = sum(a * torch.sin(2 * math.pi * h * f0 * t) for h, a in ((1, 0.3), (2, 0.2), (3, 0.1)))[None, None]
-    vae = SpectralVAE(_cfg()).double()
-    with_low = _stray_db(vae.synthesize(_true_spectra(vae, x))[0, 0].numpy(), f0)
-    plain = SpectralVAE(_cfg(low_n_fft=0)).double()
-    logmag, cos_dev, sin_dev = plain.features(x)
-    cos, sin = plain.phase_from_deviation(torch.atan2(sin_dev, cos_dev), logmag)
-    main_only = _stray_db(plain.synthesize({"logmag": logmag, "cos": cos, "sin": sin})[0, 0].numpy(), f0)
+    with_low = CHECK.stray_db(CHECK.resynthesise(SpectralVAE(_cfg()).double(), x), f0)
+    main_only = CHECK.stray_db(CHECK.resynthesise(SpectralVAE(_cfg(low_n_fft=0)).double(), x), f0)
     assert with_low < -40.0 and with_low < main_only - 15.0
 
 

@@ -163,22 +163,17 @@ def _run_vae(args: argparse.Namespace) -> None:
         if config.vae.kind != "spectral":
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
-    if args.low_n_fft is not None:
-        if config.vae.kind != "spectral" or config.vae.phase == "free":
-            raise SystemExit("--low-n-fft adds a low-band head to a spectral SourceVAE with an 'if' or "
-                             "'if_lock' phase (e.g. --preset spectral)")
+    if args.low_n_fft is not None or args.low_crossover is not None or args.low_gate:
+        if args.low_n_fft is None:
+            raise SystemExit("--low-crossover and --low-gate need --low-n-fft")
         v = config.vae
-        if args.low_n_fft <= v.n_fft or args.low_n_fft % v.hop:
-            raise SystemExit(f"--low-n-fft must be a multiple of the hop {v.hop} above n_fft {v.n_fft}, "
-                             f"got {args.low_n_fft}")
-        crossover = v.low_crossover if args.low_crossover is None else args.low_crossover
-        if not 0 < crossover[0] < crossover[1] < v.sample_rate / 2:
-            raise SystemExit(f"--low-crossover must be LO,HI Hz with 0 < LO < HI < {v.sample_rate / 2:g}")
-        config = dataclasses.replace(config, vae=dataclasses.replace(v, low_n_fft=args.low_n_fft,
-                                                                     low_crossover=tuple(crossover),
-                                                                     low_gate=args.low_gate))
-    elif args.low_crossover is not None or args.low_gate:
-        raise SystemExit("--low-crossover and --low-gate need --low-n-fft")
+        v = dataclasses.replace(v, low_n_fft=args.low_n_fft, low_gate=args.low_gate,
+                                low_crossover=v.low_crossover if args.low_crossover is None else args.low_crossover)
+        try:
+            v.check_low_band()
+        except ValueError as e:
+            raise SystemExit(f"--low-n-fft / --low-crossover: {e} (e.g. --preset spectral --low-n-fft 2560)") from None
+        config = dataclasses.replace(config, vae=v)
     config = _spectral_loss_options(config, args)
     if args.disc_lr is not None and not config.vae_loss.spectral_adversarial:
         raise SystemExit("--disc-lr sets the learning rate of a spectral VAE's discriminator: "

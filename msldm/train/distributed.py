@@ -98,10 +98,9 @@ def average_gradients(params: list[nn.Parameter], info: DistInfo) -> None:
     dist.all_reduce(flat)
     flat /= info.world_size
     i = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[i:i + n].view_as(p).clone()
-        i += n
+    for p, g in zip(params, grads):  # views into the one reduced buffer
+        p.grad = flat[i:i + g.numel()].view_as(p)
+        i += g.numel()
 
 
 def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
