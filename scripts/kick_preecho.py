@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 y = vae.decode(vae.encode(torch.from_numpy(x)[None, None])[0])[0, 0].numpy()[: len(x)]
             results[p] += pre_echo_db(low_envelope(y, sr), peaks, sr)
+    if not used:
+        raise SystemExit(f"no sounding drum stem in {Path(args.data, args.split)}")
     print(f"{used} drum stems of {args.seconds:g} s from {args.split}; level below {BAND_HZ:g} Hz "
           "40-10 ms before each kick, dB re the kick (median; lower is sharper)")
     for name, vals in results.items():

@@ -92,6 +92,8 @@ def gate_stats(ckpt: str, data: str, n: int) -> None:
                 g = vae.decode_spectrum(vae.encode(torch.from_numpy(x)[None, None])[0])["low"]["gate"][0, 0].numpy()
             rms = np.sqrt((x.reshape(-1, vae.hop) ** 2).mean(axis=1))[: len(g)]
             gates.append(g[rms > 0.01])
+        if not gates:
+            raise SystemExit(f"no sounding {stem} stem in {Path(data, 'validation')}")
         g = np.concatenate(gates)
         print(f"| {stem} | {np.median(g):.2f} | {np.percentile(g, 10):.2f} | {np.percentile(g, 90):.2f} |")
 
