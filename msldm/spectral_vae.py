@@ -367,17 +367,43 @@ class SpectralVAE(nn.Module):
         return 0
 
 
-def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor]) -> bool:
+def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor], low_n_fft: int | None = None) -> bool:
     """Load `state` into `vae`; where `vae` has a low-band head the state lacks (a checkpoint
     of the same VAE without one), load the rest and start the head by `init_low_head`; a gate
-    the state lacks keeps its nearly open start. Returns whether the head was so started. Any
-    other mismatch raises."""
+    the state lacks keeps its nearly open start. Where the state's head covers another band on
+    the same long grid (`low_n_fft`, the state's config's, must equal the model's), the head
+    starts by `init_low_head` and takes the state's trained rows for the bins both cover: a
+    wider band starts as the trained head below its old edge and as the main head above it.
+    Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
+    old_w = state.get("low_head.weight")
+    if old_w is not None and vae.low_bins and old_w.shape != vae.low_head.weight.shape:
+        if low_n_fft != vae.cfg.low_n_fft:
+            raise RuntimeError(f"the state's low head has {old_w.shape[0] // 2} bins, the model's "
+                               f"{vae.low_bins}: a band widened only on the same long grid (the state's "
+                               f"low_n_fft {low_n_fft}, the model's {vae.cfg.low_n_fft})")
+        state = dict(state)
+        old_w, old_b = state.pop("low_head.weight"), state.pop("low_head.bias")
+        _load_rest(vae, state)
+        vae.init_low_head()
+        L_old, L = old_w.shape[0] // 2, vae.low_bins
+        n = min(L_old, L)
+        with torch.no_grad():
+            for part in (0, 1):  # log magnitude rows, then deviation rows
+                vae.low_head.weight[part * L:part * L + n] = old_w[part * L_old:part * L_old + n]
+                vae.low_head.bias[part * L:part * L + n] = old_b[part * L_old:part * L_old + n]
+        return True
+    head = _load_rest(vae, state)
+    if head:
+        vae.init_low_head()
+    return head
+
+
+def _load_rest(vae: SpectralVAE, state: dict[str, torch.Tensor]) -> bool:
+    """`load_state_dict(strict=False)` allowing only the low head and gate to be missing;
+    returns whether the head was."""
     missing, unexpected = vae.load_state_dict(state, strict=False)
     new = [k for k in missing if k.startswith(("low_head.", "low_gate."))]
     if unexpected or len(new) != len(missing):
         raise RuntimeError(f"state does not fit: missing {sorted(set(missing) - set(new))}, "
                            f"unexpected {sorted(unexpected)}")
-    head = any(k.startswith("low_head.") for k in new)
-    if head:
-        vae.init_low_head()
-    return head
+    return any(k.startswith("low_head.") for k in new)

@@ -79,34 +79,49 @@ def wrapped(a):
 
 def variants(vae, audio):
     """`audio [1, 1, N]` (N a multiple of the hop) -> (name -> resynthesis `[N]` numpy, IF
-    deviation errors at steady strong peaks, numpy)."""
+    deviation errors at steady strong peaks, numpy; with a low-band head, the same errors on its
+    grid, else None). With a low-band head each variant swaps the same parts of both heads'
+    spectra (the low head's against the audio's STFT at its window) and keeps the decoded gate."""
     import torch
 
     with torch.no_grad():
-        logmag, cos_dev, sin_dev = vae.features(audio)
-        re, im = vae.stft(audio)
         spec = vae.decode_spectrum(vae.encode(audio)[0])
-        mag, dev = spec["logmag"], spec["dev"]
-        true_dev = torch.atan2(sin_dev, cos_dev)
-        norm = torch.sqrt(re * re + im * im + 1e-12)
-        onsets = onset_bins(logmag)
+        grids = [("main", vae.features(audio), vae.stft(audio), spec,
+                  lambda d, m: vae.phase_from_deviation(d, m))]
+        if getattr(vae, "low_bins", 0):
+            L = vae.low_bins
+            re, im = vae.low_stft(audio)
+            grids.append(("low", vae.low_features(audio), (re[:, :L], im[:, :L]), spec["low"],
+                          lambda d, m: vae.low_phase_from_deviation(d, m)))
+        specs: dict[str, dict] = {k: {} for k in VARIANTS}
+        errors = {}
+        for name, (logmag, cos_dev, sin_dev), (re, im), dec, phase in grids:
+            mag, dev = dec["logmag"], dec["dev"]
+            true_dev = torch.atan2(sin_dev, cos_dev)
+            norm = torch.sqrt(re * re + im * im + 1e-12)
+            onsets = onset_bins(logmag)
 
-        def built(d, m):
-            c, s = vae.phase_from_deviation(d, m)
-            return {"cos": c, "sin": s}
+            def built(d, m):
+                c, s = phase(d, m)
+                return {"cos": c, "sin": s}
 
-        specs = {
-            "recon": spec,
-            "true-mag": {"logmag": logmag, "cos": spec["cos"], "sin": spec["sin"]},
-            "true-phase": {"logmag": mag, "cos": re / norm, "sin": im / norm},
-            "true-if": {"logmag": mag, **built(true_dev, mag)},
-            "both-true": {"logmag": logmag, **built(true_dev, logmag)},
-            "true-if-onsets": {"logmag": mag, **built(torch.where(onsets, true_dev, dev), mag)},
-            "true-if-steady": {"logmag": mag, **built(torch.where(onsets, dev, true_dev), mag)},
-        }
+            grid = {
+                "recon": dict(dec),
+                "true-mag": {"logmag": logmag, "cos": dec["cos"], "sin": dec["sin"]},
+                "true-phase": {"logmag": mag, "cos": re / norm, "sin": im / norm},
+                "true-if": {"logmag": mag, **built(true_dev, mag)},
+                "both-true": {"logmag": logmag, **built(true_dev, logmag)},
+                "true-if-onsets": {"logmag": mag, **built(torch.where(onsets, true_dev, dev), mag)},
+                "true-if-steady": {"logmag": mag, **built(torch.where(onsets, dev, true_dev), mag)},
+            }
+            for k, v in grid.items():
+                if name == "main":
+                    specs[k].update(v)
+                else:
+                    specs[k]["low"] = {**v, **({"gate": dec["gate"]} if "gate" in dec else {})}
+            errors[name] = wrapped(dev - true_dev)[steady_peaks(logmag)].abs().numpy()
         out = {k: vae.synthesize(v)[0, 0].numpy() for k, v in specs.items()}
-        errors = wrapped(dev - true_dev)[steady_peaks(logmag)].abs().numpy()
-    return out, errors
+    return out, errors["main"], errors.get("low")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,15 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     segments = load_segments(args.data, args.n, args.seconds, split=args.split)
     for stem in PITCHED:
         f1s: dict[str, list[float]] = {k: [] for k in VARIANTS}
-        errors = []
+        errors, low_errors = [], []
         for seg in segments:
             a = seg.stems[stem]
             if np.sqrt(np.mean(np.square(a))) < 1e-4:
                 continue
             n = len(a)
             x = torch.tensor(np.pad(a, (0, (-n) % vae.hop)), dtype=torch.float32)[None, None]
-            out, err = variants(vae, x)
+            out, err, low_err = variants(vae, x)
             errors.append(err)
+            if low_err is not None:
+                low_errors.append(low_err)
             ref = transcribe(a)
             for k, y in out.items():
                 f1s[k].append(note_f1(ref, transcribe(y[:n])))
@@ -154,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in f1s.items())
               + f"; IF deviation error at {len(e)} steady strong peaks: median {np.median(e):.3f} rad "
                 f"({hz:.2f} Hz), over 0.5 rad {np.mean(e > 0.5):.2f}")
+        if low_errors:
+            e = np.concatenate(low_errors)
+            hz = np.median(e) / (2 * math.pi) * vae.cfg.sample_rate / vae.hop
+            print(f"  low-band head (n_fft {vae.cfg.low_n_fft}, to {vae.cfg.low_crossover[1]:g} Hz): IF deviation "
+                  f"error at {len(e)} steady strong peaks: median {np.median(e):.3f} rad ({hz:.2f} Hz), "
+                  f"over 0.5 rad {np.mean(e > 0.5):.2f}")
     return 0
 
 

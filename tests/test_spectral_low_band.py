@@ -162,6 +162,32 @@ def test_a_new_low_head_starts_from_the_main_head() -> None:
         load_with_new_low_head(SpectralVAE(_cfg()), broken)
 
 
+def test_a_widened_low_head_keeps_its_trained_bins_and_starts_the_new_ones_from_the_main_head() -> None:
+    torch.manual_seed(3)
+    narrow = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True))
+    with torch.no_grad():  # a "trained" head: rows unlike the main head's
+        narrow.low_head.weight.normal_()
+        narrow.low_head.bias.normal_()
+        narrow.low_gate.bias.fill_(-1.0)
+    wide = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, low_crossover=(700.0, 1000.0)))
+    L_old, L = narrow.low_bins, wide.low_bins
+    assert (L_old, L) == (48, 118)
+    assert load_with_new_low_head(wide, narrow.state_dict(), low_n_fft=2560)
+    w, b = wide.low_head.weight[..., 0], wide.low_head.bias
+    for part in (0, 1):  # the old bins' rows, log magnitude then deviation, as trained
+        assert torch.equal(w[part * L:part * L + L_old], narrow.low_head.weight[part * L_old:(part + 1) * L_old, :, 0])
+        assert torch.equal(b[part * L:part * L + L_old], narrow.low_head.bias[part * L_old:(part + 1) * L_old])
+    # the new bins from the main head: low bin 2k on main bin k (deviation rows)
+    F_ = wide.bins
+    main_w = wide.decoder[-1].weight[..., 0]
+    assert torch.allclose(w[L + 60], main_w[F_ + 30]) and torch.allclose(w[60], main_w[30])
+    assert float(wide.low_gate.bias) == -1.0  # everything else as in the state
+    assert torch.equal(wide.decoder[0].weight, narrow.decoder[0].weight)
+    with pytest.raises(RuntimeError, match="same long grid"):  # another grid's rows do not carry over
+        load_with_new_low_head(SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, low_crossover=(700.0, 1000.0))),
+                               narrow.state_dict(), low_n_fft=3840)
+
+
 def test_the_loss_trains_the_low_head_on_the_low_band() -> None:
     torch.manual_seed(2)
     cfg = dataclasses.replace(get_preset("tiny_spectral").vae, low_n_fft=1280)

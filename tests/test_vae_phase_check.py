@@ -28,13 +28,20 @@ def test_onset_bins_and_steady_peaks() -> None:
     assert peaks[..., :3].sum() == 0  # frames of the rest before it: 50 dB down, noise
 
 
-def test_variants_swap_the_original_in() -> None:
+@pytest.mark.parametrize("low", [False, True])
+def test_variants_swap_the_original_in(low: bool) -> None:
+    import dataclasses
+
     script = load_script("vae_phase_check")
     torch.manual_seed(0)
-    vae = SpectralVAE(get_preset("tiny_spectral").vae).eval()
+    cfg = get_preset("tiny_spectral").vae
+    if low:  # a low-band head with its gate: both heads' parts are swapped, the tone below its crossover
+        cfg = dataclasses.replace(cfg, low_n_fft=2560, low_gate=True, low_crossover=(500.0, 700.0))
+    vae = SpectralVAE(cfg).eval()
     t = np.arange(64 * vae.hop) / 22050
     x = torch.tensor(0.3 * np.sin(2 * np.pi * 440.0 * t), dtype=torch.float32)[None, None]
-    out, errors = script.variants(vae, x)
+    out, errors, low_errors = script.variants(vae, x)
+    assert (low_errors is not None) == low
     assert set(out) == set(script.VARIANTS)
     assert all(y.shape == (x.shape[-1],) for y in out.values())
     ref = x[0, 0].numpy()
@@ -47,7 +54,8 @@ def test_variants_swap_the_original_in() -> None:
     # untrained decoder's magnitudes do not, whatever the phase
     assert abs(np.std(out["both-true"][mid]) - np.std(ref[mid])) < 0.05 * np.std(ref[mid])
     assert corr(out["recon"]) < 0.5 and corr(out["true-phase"]) < 0.9
-    assert errors.ndim == 1 and len(errors) > 0 and (errors <= math.pi + 1e-6).all()
+    for e in (errors, low_errors) if low else (errors,):
+        assert e.ndim == 1 and len(e) > 0 and (e <= math.pi + 1e-6).all()
 
 
 def test_a_vae_without_an_if_phase_is_refused_before_any_data_is_read(tmp_path) -> None:

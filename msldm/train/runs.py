@@ -73,10 +73,12 @@ def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: Dis
         task = VAETask(config, info, lr=lr, amp=amp, adversarial_start=adversarial_start)
     if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
         from msldm.checkpoint import load_vae
-        state = load_vae(init)[0].state_dict()
+        init_vae, init_cfg, _ = load_vae(init)
+        state = init_vae.state_dict()
         if getattr(task.modules["vae"], "low_bins", 0):
             from msldm.spectral_vae import load_with_new_low_head
-            load_with_new_low_head(task.modules["vae"], state)  # a new low head starts from the main one
+            # a new low head starts from the main one; a widened one keeps its trained bins
+            load_with_new_low_head(task.modules["vae"], state, init_cfg.vae.low_n_fft)
         else:
             task.modules["vae"].load_state_dict(state)
     cfg = dataclasses.replace(cfg, meta={"data": str(data), **cfg.meta})
