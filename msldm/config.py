@@ -62,6 +62,11 @@ class VAEConfig:
     # crossover the low head plays (the rest the main head): a long window smears a kick drum's
     # attack, so the decoder can switch to the short one there, as audio codecs switch blocks.
     low_gate: bool = False
+    # With `encoder_low`, the encoder also reads the low band's features at `low_n_fft` (log
+    # magnitude and IF-deviation phasor of the low head's bins, beside the main STFT's): the
+    # partials of a low note, which share a main lobe at n_fft, come to it resolved. This
+    # changes the encoder, so its latents (unlike the decoder-only fields above).
+    encoder_low: bool = False
 
     @property
     def hop(self) -> int:
@@ -71,10 +76,10 @@ class VAEConfig:
     def check_low_band(self) -> None:
         """Raise ValueError, saying why, where the low-band fields do not make a valid head:
         `low_n_fft` a multiple of the hop above `n_fft`, 0 < crossover LO < HI < Nyquist, an
-        ``if`` phase; `low_crossover` or `low_gate` set without a head. A no-op without one."""
+        ``if`` phase; `low_gate` or `encoder_low` set without a head. A no-op without one."""
         if not self.low_n_fft:
-            if self.low_gate:
-                raise ValueError("a low-band gate needs a low-band head (low_n_fft)")
+            if self.low_gate or self.encoder_low:
+                raise ValueError("a low-band gate or encoder input needs a low-band head (low_n_fft)")
             return
         if self.kind != "spectral" or self.phase == "free":
             raise ValueError("a low-band head needs a spectral SourceVAE with an 'if' or 'if_lock' phase")

@@ -33,7 +33,8 @@ head predicts per frame a gate g in (0, 1) that scales the low head's share of t
 the crossover (the main head takes the rest; the weights still sum to one): a 2560 window
 spreads a kick drum's attack over 58 ms before it, and with the gate the decoder can play such
 frames through the short window (block switching, as in AAC), sustained bass notes through the
-long one.
+long one. With `encoder_low` the encoder reads the low head's bins at the long window too
+(their features beside the main STFT's), so the latents can say which partials a low note has.
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ class ChannelNorm(nn.Module):
         return (x - mean) / torch.sqrt(var + 1e-6) * self.weight + self.bias
 
 
+def low_band_bins(cfg: VAEConfig) -> int:
+    """Bins of the low-band head's STFT up to the crossover's upper edge (0 without a head)."""
+    if not cfg.low_n_fft:
+        return 0
+    cfg.check_low_band()
+    return int(math.ceil(cfg.low_crossover[1] * cfg.low_n_fft / cfg.sample_rate)) + 1
+
+
 def _trunk(in_channels: int, width: int, blocks: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(in_channels, width, 3, padding=1),
                          *[ConvNeXtBlock(width) for _ in range(blocks)],
@@ -125,11 +134,12 @@ class SpectralVAE(nn.Module):
         self.bins = cfg.n_fft // 2 + 1
         pad = (cfg.n_fft - cfg.hop) // 2
         self.stft, self.istft = make_stft(cfg.n_fft, cfg.hop, pad)  # factorised DFTs (n_fft = k * hop)
-        self.encoder = _trunk(3 * self.bins, cfg.encoder_dim, cfg.encoder_blocks, 2 * cfg.latent_dim)
+        self.low_bins = low_band_bins(cfg)
+        enc_in = 3 * (self.bins + (self.low_bins if cfg.encoder_low else 0))
+        self.encoder = _trunk(enc_in, cfg.encoder_dim, cfg.encoder_blocks, 2 * cfg.latent_dim)
         heads = 3 if cfg.phase == "free" else 2  # log magnitude + deviation, or + a 2-vector
         self.decoder = _trunk(cfg.latent_dim, cfg.decoder_dim, cfg.decoder_blocks, heads * self.bins)
         self._grid_buffers("", cfg.n_fft, self.bins)
-        self.low_bins = 0
         if cfg.low_n_fft:
             self._build_low_band(cfg)
 
@@ -150,7 +160,6 @@ class SpectralVAE(nn.Module):
         cfg.check_low_band()
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
-        self.low_bins = int(math.ceil(hi * n_long / cfg.sample_rate)) + 1
         pad = (n_long - cfg.hop) // 2
         self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis
         self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
@@ -220,8 +229,11 @@ class SpectralVAE(nn.Module):
     def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior of `audio [B, 1, N]`: `(mean [B, C, T], logvar [B, C, T])`, T = ceil(N/D)."""
         pad = (-audio.shape[-1]) % self.hop
-        logmag, cos_dev, sin_dev = self.features(F.pad(audio, (0, pad)))
-        moments = self.encoder(torch.cat([logmag, cos_dev, sin_dev], dim=1))  # [B, 2C, T]
+        audio = F.pad(audio, (0, pad))
+        feats = list(self.features(audio))
+        if self.cfg.encoder_low:  # the low band at the long window too (`VAEConfig.encoder_low`)
+            feats += self.low_features(audio)
+        moments = self.encoder(torch.cat(feats, dim=1))  # [B, 2C, T]
         mean, logvar = moments.chunk(2, dim=1)
         return mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -374,7 +386,16 @@ def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor], low
     the same long grid (`low_n_fft`, the state's config's, must equal the model's), the head
     starts by `init_low_head` and takes the state's trained rows for the bins both cover: a
     wider band starts as the trained head below its old edge and as the main head above it.
-    Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
+    Where the model's encoder also reads the low band (`VAEConfig.encoder_low`) and the state's
+    does not, the encoder's first layer takes the state's weights for the main STFT's features
+    and zeros for the low band's: it starts as the state's encoder, and training opens the new
+    inputs. Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
+    enc_w = state.get("encoder.0.weight")
+    want = vae.encoder[0].weight
+    if enc_w is not None and vae.cfg.encoder_low and enc_w.shape[1] == 3 * vae.bins and want.shape[1] > enc_w.shape[1]:
+        state = dict(state)
+        state["encoder.0.weight"] = torch.cat(
+            [enc_w, enc_w.new_zeros(enc_w.shape[0], want.shape[1] - enc_w.shape[1], enc_w.shape[2])], dim=1)
     old_w = state.get("low_head.weight")
     if old_w is not None and vae.low_bins and old_w.shape != vae.low_head.weight.shape:
         if low_n_fft != vae.cfg.low_n_fft:

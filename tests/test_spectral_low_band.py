@@ -229,9 +229,13 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
     assert not seen[-1].vae.low_gate
     main(base + ["--low-n-fft", "1280", "--low-gate", "--low-envelope-weight", "1.5"])
     assert seen[-1].vae.low_gate and seen[-1].vae_loss.lambda_low_envelope == 1.5
+    assert not seen[-1].vae.encoder_low
+    main(base + ["--low-n-fft", "1280", "--encoder-low"])
+    assert seen[-1].vae.encoder_low
     for bad in (["--low-n-fft", "1000"], ["--low-n-fft", "640"], ["--low-crossover", "200,350"],
                 ["--low-n-fft", "1280", "--low-crossover", "350,200"], ["--low-gate"],
-                ["--low-envelope-weight", "-1"],
+                ["--low-envelope-weight", "-1"], ["--encoder-low"],
+                ["--low-n-fft", "1280", "--encoder-low", "--freeze-encoder"],
                 ["--low-n-fft", "1280", "--vae-phase", "free"]):
         with pytest.raises(SystemExit):
             main(base + bad)
@@ -273,6 +277,50 @@ def test_a_low_head_keeps_the_latent_space_other_changes_do_not() -> None:
     assert base.same_latents(dataclasses.replace(base, low_n_fft=1280, low_crossover=(200.0, 300.0)))
     assert not base.same_latents(dataclasses.replace(base, n_fft=1280))
     assert not base.same_latents(dataclasses.replace(base, encoder_dim=32))
+    low = dataclasses.replace(base, low_n_fft=1280)
+    assert not low.same_latents(dataclasses.replace(low, encoder_low=True))  # the encoder reads more
+
+
+def test_an_encoder_reading_the_low_band_starts_as_the_one_it_widens_and_learns_from_it() -> None:
+    torch.manual_seed(5)
+    plain = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True)).eval()
+    wide = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, encoder_low=True)).eval()
+    assert wide.encoder[0].weight.shape[1] == 3 * (wide.bins + wide.low_bins) > plain.encoder[0].weight.shape[1]
+    assert not load_with_new_low_head(wide, plain.state_dict(), low_n_fft=2560)
+    t = torch.arange(40 * 320) / SR
+    x = (0.3 * torch.sin(2 * math.pi * 55.0 * t) + 0.2 * torch.sin(2 * math.pi * 110.0 * t))[None, None]
+    with torch.no_grad():
+        assert torch.equal(wide.encode(x)[0], plain.encode(x)[0])  # zeros on the new inputs
+    mean, _ = wide.encode(x)
+    mean.square().mean().backward()
+    g = wide.encoder[0].weight.grad
+    new = g[:, 3 * wide.bins:]
+    assert float(new.abs().sum()) > 0  # the low band's features reach the loss
+    # a head trained on another long window does not carry over
+    with pytest.raises(RuntimeError):
+        load_with_new_low_head(SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, encoder_low=True,
+                                                               low_crossover=(500.0, 700.0))),
+                               plain.state_dict(), low_n_fft=1280)
+    with pytest.raises(ValueError):
+        dataclasses.replace(_cfg(low_n_fft=0), encoder_low=True).check_low_band()
+
+
+def test_an_encoder_reading_the_low_band_exports_with_plain_operators(tmp_path: Path) -> None:
+    from export.onnx_export import ExportOptions, export_bundle
+    from export.ops import TENSORRT_OPS, check_tensorrt_ops
+    from msldm.checkpoint import save_checkpoint
+    from msldm.edm import EDMDenoiser
+
+    base = get_preset("tiny_spectral")
+    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280, encoder_low=True))
+    torch.manual_seed(1)
+    vae = save_checkpoint(tmp_path / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
+    den = save_checkpoint(tmp_path / "diffusion.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
+                          extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
+    report = export_bundle(vae, den, tmp_path / "bundle", ExportOptions())
+    ops = check_tensorrt_ops(tmp_path / "bundle" / "encoder.onnx", "encoder")
+    assert set(ops) <= TENSORRT_OPS and not {"DFT", "STFT"} & set(ops)
+    assert report.parity["encoder_max_abs"] < 1e-4
 
 
 def _kick(smear_ms: float) -> torch.Tensor:

@@ -163,11 +163,13 @@ def _run_vae(args: argparse.Namespace) -> None:
         if config.vae.kind != "spectral":
             raise SystemExit("--vae-phase needs a spectral SourceVAE preset (e.g. --preset spectral)")
         config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, phase=args.vae_phase))
-    if args.low_n_fft is not None or args.low_crossover is not None or args.low_gate:
+    if args.low_n_fft is not None or args.low_crossover is not None or args.low_gate or args.encoder_low:
         if args.low_n_fft is None:
-            raise SystemExit("--low-crossover and --low-gate need --low-n-fft")
+            raise SystemExit("--low-crossover, --low-gate and --encoder-low need --low-n-fft")
+        if args.encoder_low and args.freeze_encoder:
+            raise SystemExit("--encoder-low trains the encoder: it cannot go with --freeze-encoder")
         v = config.vae
-        v = dataclasses.replace(v, low_n_fft=args.low_n_fft, low_gate=args.low_gate,
+        v = dataclasses.replace(v, low_n_fft=args.low_n_fft, low_gate=args.low_gate, encoder_low=args.encoder_low,
                                 low_crossover=v.low_crossover if args.low_crossover is None else args.low_crossover)
         try:
             v.check_low_band()
@@ -270,6 +272,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--low-envelope-weight", type=float, default=None, metavar="W",
                      help="spectral VAE: weight of the low-band envelope term (the band below 400 Hz "
                           "in 3 ms frames: a kick smeared ahead of its attack; default 0)")
+    vae.add_argument("--encoder-low", action="store_true",
+                     help="with --low-n-fft: the encoder also reads the low band at that window (new "
+                          "latents; with --init of a VAE without it, the new inputs start at zero)")
     vae.add_argument("--low-gate", action="store_true",
                      help="with --low-n-fft: the decoder also chooses per frame how much of the band "
                           "below the crossover the low head plays (a kick drum through the short "
