@@ -241,22 +241,28 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
             main(base + bad)
 
 
-@pytest.fixture(scope="module")
-def low_bundle(tmp_path_factory) -> tuple:
-    """A tiny_spectral bundle with a low head and its gate (random weights) and its export report."""
+def _export(tmp: Path, vae_fields: dict, denoiser_names_base: bool, seed: int):
+    """Export a tiny_spectral bundle (random weights) whose VAE has `vae_fields`; its denoiser's
+    checkpoint names the VAE without them where `denoiser_names_base` (as after a decoder-only
+    fine-tune). Returns (bundle folder, export report, config)."""
     from export.onnx_export import ExportOptions, export_bundle
     from msldm.checkpoint import save_checkpoint
     from msldm.edm import EDMDenoiser
 
-    tmp = tmp_path_factory.mktemp("low")
     base = get_preset("tiny_spectral")
-    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280, low_gate=True))
-    torch.manual_seed(0)
+    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, **vae_fields))
+    torch.manual_seed(seed)
     vae = save_checkpoint(tmp / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
-    # the denoiser's checkpoint names the VAE without the head, as after a decoder-only fine-tune
-    den = save_checkpoint(tmp / "diffusion.safetensors", "diffusion", base, EDMDenoiser(cfg.diffusion),
+    den = save_checkpoint(tmp / "diffusion.safetensors", "diffusion", base if denoiser_names_base else cfg,
+                          EDMDenoiser(cfg.diffusion),
                           extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
     return tmp / "bundle", export_bundle(vae, den, tmp / "bundle", ExportOptions()), cfg
+
+
+@pytest.fixture(scope="module")
+def low_bundle(tmp_path_factory) -> tuple:
+    """A tiny_spectral bundle with a low head and its gate (random weights) and its export report."""
+    return _export(tmp_path_factory.mktemp("low"), {"low_n_fft": 1280, "low_gate": True}, True, 0)
 
 
 def test_low_band_bundle_exports_with_plain_operators_and_carries_both_phases(low_bundle) -> None:
@@ -306,19 +312,10 @@ def test_an_encoder_reading_the_low_band_starts_as_the_one_it_widens_and_learns_
 
 
 def test_an_encoder_reading_the_low_band_exports_with_plain_operators(tmp_path: Path) -> None:
-    from export.onnx_export import ExportOptions, export_bundle
     from export.ops import TENSORRT_OPS, check_tensorrt_ops
-    from msldm.checkpoint import save_checkpoint
-    from msldm.edm import EDMDenoiser
 
-    base = get_preset("tiny_spectral")
-    cfg = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280, encoder_low=True))
-    torch.manual_seed(1)
-    vae = save_checkpoint(tmp_path / "vae.safetensors", "vae", cfg, SpectralVAE(cfg.vae))
-    den = save_checkpoint(tmp_path / "diffusion.safetensors", "diffusion", cfg, EDMDenoiser(cfg.diffusion),
-                          extra={"latent_mean": torch.zeros(80), "latent_std": torch.ones(80)})
-    report = export_bundle(vae, den, tmp_path / "bundle", ExportOptions())
-    ops = check_tensorrt_ops(tmp_path / "bundle" / "encoder.onnx", "encoder")
+    root, report, _ = _export(tmp_path, {"low_n_fft": 1280, "encoder_low": True}, False, 1)
+    ops = check_tensorrt_ops(root / "encoder.onnx", "encoder")
     assert set(ops) <= TENSORRT_OPS and not {"DFT", "STFT"} & set(ops)
     assert report.parity["encoder_max_abs"] < 1e-4
 
