@@ -156,12 +156,12 @@ class SpectralVAE(nn.Module):
 
     def _build_low_band(self, cfg: VAEConfig) -> None:
         """The low-band head on the decoder's last hidden layer, its STFT pair, phase constants
-        and crossover weights (module docstring, "Low band")."""
-        cfg.check_low_band()
+        and crossover weights (module docstring, "Low band"); `low_bins` is set (and the config
+        checked) by `low_band_bins` before."""
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
         pad = (n_long - cfg.hop) // 2
-        self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis
+        self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis (and `encoder_low`'s)
         self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
         self.low_head = nn.Conv1d(cfg.decoder_dim, 2 * self.low_bins, 1)
         if cfg.low_gate:  # starts nearly open (0.95 everywhere): the low head plays as without a gate

@@ -86,13 +86,12 @@ def variants(vae, audio):
 
     with torch.no_grad():
         spec = vae.decode_spectrum(vae.encode(audio)[0])
-        grids = [("main", vae.features(audio), vae.stft(audio), spec,
-                  lambda d, m: vae.phase_from_deviation(d, m))]
+        grids = [("main", vae.features(audio), vae.stft(audio), spec, vae.phase_from_deviation)]
         if getattr(vae, "low_bins", 0):
             L = vae.low_bins
             re, im = vae.low_stft(audio)
             grids.append(("low", vae.low_features(audio), (re[:, :L], im[:, :L]), spec["low"],
-                          lambda d, m: vae.low_phase_from_deviation(d, m)))
+                          vae.low_phase_from_deviation))
         specs: dict[str, dict] = {k: {} for k in VARIANTS}
         errors = {}
         for name, (logmag, cos_dev, sin_dev), (re, im), dec, phase in grids:
