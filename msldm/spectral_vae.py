@@ -161,7 +161,8 @@ class SpectralVAE(nn.Module):
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
         pad = (n_long - cfg.hop) // 2
-        self.low_stft = make_stft(n_long, cfg.hop, pad)[0]  # the training targets' analysis (and `encoder_low`'s)
+        # the training targets' analysis (and `encoder_low`'s), computing only the low bins
+        self.low_stft = make_stft(n_long, cfg.hop, pad, bins=self.low_bins)[0]
         self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
         self.low_head = nn.Conv1d(cfg.decoder_dim, 2 * self.low_bins, 1)
         if cfg.low_gate:  # starts nearly open (0.95 everywhere): the low head plays as without a gate
@@ -211,8 +212,7 @@ class SpectralVAE(nn.Module):
 
     def low_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`features` of the low band at the low head's STFT: each `[B, low_bins, T]`."""
-        re, im = self.low_stft(audio)
-        return self._features(re[:, :self.low_bins], im[:, :self.low_bins], self.low_advance)
+        return self._features(*self.low_stft(audio), self.low_advance)
 
     @staticmethod
     def _features(re: torch.Tensor, im: torch.Tensor, advance: torch.Tensor

@@ -48,15 +48,25 @@ def _angles(n_fft: int) -> torch.Tensor:
     return 2 * math.pi * ((k * n) % n_fft) / n_fft  # [F, n_fft], reduced mod n_fft for accuracy
 
 
+def _check_bins(n_fft: int, bins: int | None) -> int:
+    """The number of bins a band-limited transform keeps: `bins`, or all n_fft/2 + 1."""
+    if bins is None:
+        return n_fft // 2 + 1
+    if not 0 < bins <= n_fft // 2 + 1:
+        raise ValueError(f"bins must be in 1..{n_fft // 2 + 1}, got {bins}")
+    return bins
+
+
 class ConvSTFT(nn.Module):
     """`audio [B, 1, N] -> (real, imag)`, each `[B, F, T]`, F = n_fft/2 + 1,
-    T = (N + 2*pad - n_fft) // hop + 1 (torch.stft's sign convention: X_k = sum x w e^{-i...})."""
+    T = (N + 2*pad - n_fft) // hop + 1 (torch.stft's sign convention: X_k = sum x w e^{-i...}).
+    With `bins`, only the first `bins` bins are computed (F = bins)."""
 
-    def __init__(self, n_fft: int, hop: int, pad: int | None = None) -> None:
+    def __init__(self, n_fft: int, hop: int, pad: int | None = None, bins: int | None = None) -> None:
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.pad = n_fft // 2 if pad is None else pad
-        w, a = hann(n_fft), _angles(n_fft)
+        w, a = hann(n_fft), _angles(n_fft)[:_check_bins(n_fft, bins)]
         basis = torch.cat([w * torch.cos(a), -w * torch.sin(a)])  # [2F, n_fft]
         self.register_buffer("basis", basis.float()[:, None, :], persistent=False)  # [2F, 1, n_fft]
 
@@ -85,9 +95,7 @@ class ConvISTFT(nn.Module):
         if n_fft % 2 == 0:
             c[-1] = 1.0
         if bins is not None:  # band-limited: the first `bins` bins in, the rest taken as zero
-            if not 0 < bins <= n_fft // 2 + 1:
-                raise ValueError(f"bins must be in 1..{n_fft // 2 + 1}, got {bins}")
-            a, c = a[:bins], c[:bins]
+            a, c = a[:_check_bins(n_fft, bins)], c[:bins]
         basis = torch.cat([c * torch.cos(a), -c * torch.sin(a)]) * w / n_fft  # [2F, n_fft]
         self.register_buffer("basis", basis.float()[:, None, :], persistent=False)  # [2F, 1, n_fft]
         self.register_buffer("window_sq", (w ** 2).float()[None, None, :], persistent=False)  # [1, 1, n_fft]
@@ -151,7 +159,16 @@ class _Factors(nn.Module):
 
 
 class FactorisedSTFT(_Factors):
-    """`ConvSTFT` (same framing, window and sign), computed as two small DFTs per frame."""
+    """`ConvSTFT` (same framing, window and sign), computed as two small DFTs per frame. With
+    `bins`, only the first `bins` bins: the second DFT then runs over the few columns k2 that
+    reach them (for n_fft 2560 and 118 bins, 3 of 33)."""
+
+    def __init__(self, n_fft: int, hop: int, pad: int | None = None, bins: int | None = None) -> None:
+        super().__init__(n_fft, hop, pad)
+        self.bins = _check_bins(n_fft, bins)
+        k2 = (self.bins - 1) // self.n1 + 1
+        self.k2 = k2
+        self.cos2, self.sin2 = self.cos2[:, :k2].contiguous(), self.sin2[:, :k2].contiguous()
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         extra = (-(audio.shape[-1] + 2 * self.pad)) % self.hop  # 0 for the VAE (N = T * hop)
@@ -209,10 +226,13 @@ class FactorisedISTFT(_Factors):
         return audio[..., self.pad:-self.pad] if self.pad else audio
 
 
-def make_stft(n_fft: int, hop: int, pad: int | None = None) -> tuple[nn.Module, nn.Module]:
+def make_stft(n_fft: int, hop: int, pad: int | None = None, bins: int | None = None
+              ) -> tuple[nn.Module, nn.Module]:
     """(STFT, inverse STFT) for this framing: the factorised pair where it applies, else the
-    convolutions. Both pairs compute the same transforms (to float rounding)."""
+    convolutions. Both pairs compute the same transforms (to float rounding). With `bins`, both
+    are band-limited: the STFT gives and the inverse takes only the first `bins` bins."""
     p = n_fft // 2 if pad is None else pad
-    if factorisable(n_fft, hop, p):
-        return FactorisedSTFT(n_fft, hop, p), FactorisedISTFT(n_fft, hop, p)
-    return ConvSTFT(n_fft, hop, p), ConvISTFT(n_fft, hop, p)
+    if not factorisable(n_fft, hop, p):
+        return ConvSTFT(n_fft, hop, p, bins), ConvISTFT(n_fft, hop, p, bins)
+    inverse = FactorisedISTFT(n_fft, hop, p) if bins is None else ConvISTFT(n_fft, hop, p, bins)
+    return FactorisedSTFT(n_fft, hop, p, bins), inverse

@@ -88,9 +88,7 @@ def variants(vae, audio):
         spec = vae.decode_spectrum(vae.encode(audio)[0])
         grids = [("main", vae.features(audio), vae.stft(audio), spec, vae.phase_from_deviation)]
         if getattr(vae, "low_bins", 0):
-            L = vae.low_bins
-            re, im = vae.low_stft(audio)
-            grids.append(("low", vae.low_features(audio), (re[:, :L], im[:, :L]), spec["low"],
+            grids.append(("low", vae.low_features(audio), vae.low_stft(audio), spec["low"],
                           vae.low_phase_from_deviation))
         specs: dict[str, dict] = {k: {} for k in VARIANTS}
         errors = {}

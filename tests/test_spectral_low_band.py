@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from msldm.config import get_preset
 from msldm.spectral_losses import spectral_vae_loss
 from msldm.spectral_vae import SpectralVAE, load_with_new_low_head
-from msldm.stft import ConvISTFT
+from msldm.stft import ConvISTFT, ConvSTFT, FactorisedSTFT, make_stft
 from tests.script_loader import load_script
 
 SR = 22050
@@ -37,6 +38,27 @@ def test_band_limited_istft_equals_torch_istft_of_the_low_band(n_fft: int, bins:
     assert float((y[:, 0] - ref).abs().max() / ref.abs().max()) < 1e-5
     with pytest.raises(ValueError):
         ConvISTFT(n_fft, 320, bins=n_fft // 2 + 2)
+
+
+@pytest.mark.parametrize("kind", [ConvSTFT, FactorisedSTFT])
+@pytest.mark.parametrize("bins", [1, 41, 118, 1281])
+def test_band_limited_stft_equals_torch_stft_of_the_low_band(kind: type, bins: int) -> None:
+    n_fft, hop, pad = 2560, 320, (2560 - 320) // 2  # the low head's framing
+    audio = torch.randn(2, 1, 40 * hop, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    re, im = kind(n_fft, hop, pad, bins=bins).double()(audio)
+    ref = torch.stft(F.pad(audio[:, 0], (pad, pad)), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64),
+                     center=False, return_complex=True)[:, :bins]
+    assert re.shape == ref.shape == (2, bins, 40)
+    assert float(torch.maximum((re - ref.real).abs(), (im - ref.imag).abs()).max() / ref.abs().max()) < 1e-5
+    with pytest.raises(ValueError):
+        kind(n_fft, hop, pad, bins=0)
+
+
+def test_the_low_heads_analysis_computes_only_its_bins() -> None:
+    vae = SpectralVAE(_cfg())
+    assert isinstance(vae.low_stft, FactorisedSTFT) and vae.low_stft.bins == vae.low_bins
+    assert vae.low_stft.cos2.shape[1] < make_stft(2560, 320, 1120)[0].cos2.shape[1]
+    assert not any(k.startswith("low_stft") for k in vae.state_dict())  # checkpoints unaffected
 
 
 def test_crossover_weights_sum_to_one_at_every_shared_frequency() -> None:
