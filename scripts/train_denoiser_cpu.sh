@@ -118,6 +118,16 @@
 # inversions teach the model to read a chord from its whole voicing; stopped at step 6241:
 #   STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=2 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix7v-latents RUN=~/.cache/msldm/runs/denoiser-cpu-vv22 bash scripts/train_denoiser_cpu.sh
+# Runs v3a and v3b (2026-12-07, twenty-fifth session; docs/eval/model-history.md, "Twenty-fifth session"):
+# the shipped weights adapted to the latents of the next SourceVAE (msldm/assets/vae-spectral-next,
+# whose encoder also reads the low band: `VAE=msldm/assets/vae-spectral-next/vae.safetensors
+# TAG=-v3 bash scripts/rebuild_cache.sh relatents`), side by side on one thread each: v3a with
+# the window filter of the weights shipped on 2026-12-05, v3b with that of their fine-tunes
+# (the shipped denoiser is an interpolation of the two kinds). The same commands resume them:
+#   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=1 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v3 RUN=~/.cache/msldm/runs/denoiser-cpu-v3a bash scripts/train_denoiser_cpu.sh
+#   STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=1 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v3 RUN=~/.cache/msldm/runs/denoiser-cpu-v3b bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
