@@ -166,9 +166,8 @@ class FactorisedSTFT(_Factors):
     def __init__(self, n_fft: int, hop: int, pad: int | None = None, bins: int | None = None) -> None:
         super().__init__(n_fft, hop, pad)
         self.bins = _check_bins(n_fft, bins)
-        k2 = (self.bins - 1) // self.n1 + 1
-        self.k2 = k2
-        self.cos2, self.sin2 = self.cos2[:, :k2].contiguous(), self.sin2[:, :k2].contiguous()
+        self.k2 = (self.bins - 1) // self.n1 + 1  # the columns k2 with some bin k = k1 + N1*k2 < bins
+        self.cos2, self.sin2 = self.cos2[:, :self.k2].contiguous(), self.sin2[:, :self.k2].contiguous()
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         extra = (-(audio.shape[-1] + 2 * self.pad)) % self.hop  # 0 for the VAE (N = T * hop)
