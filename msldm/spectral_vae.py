@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msldm.config import VAEConfig
-from msldm.stft import ConvISTFT, bin_advance, make_stft
+from msldm.stft import bin_advance, make_stft
 from msldm.vae import LOGVAR_MAX, LOGVAR_MIN
 
 __all__ = ["SpectralVAE", "ConvNeXtBlock", "PHASES", "LOG_EPS", "load_with_new_low_head"]
@@ -161,9 +161,9 @@ class SpectralVAE(nn.Module):
         n_long = cfg.low_n_fft
         lo, hi = cfg.low_crossover
         pad = (n_long - cfg.hop) // 2
-        # the training targets' analysis (and `encoder_low`'s), computing only the low bins
-        self.low_stft = make_stft(n_long, cfg.hop, pad, bins=self.low_bins)[0]
-        self.low_istft = ConvISTFT(n_long, cfg.hop, pad, bins=self.low_bins)
+        # band-limited pair: the analysis (training targets, `encoder_low`) computes only the low
+        # bins, the inverse takes only them
+        self.low_stft, self.low_istft = make_stft(n_long, cfg.hop, pad, bins=self.low_bins)
         self.low_head = nn.Conv1d(cfg.decoder_dim, 2 * self.low_bins, 1)
         if cfg.low_gate:  # starts nearly open (0.95 everywhere): the low head plays as without a gate
             self.low_gate = nn.Conv1d(cfg.decoder_dim, 1, 1)

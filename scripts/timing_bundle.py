@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from msldm.checkpoint import load_vae, read_checkpoint, save_checkpoint  # noqa: E402
 from msldm.edm import EDMDenoiser  # noqa: E402
 
-SHIPPED = Path("msldm/assets/cpu/diffusion.safetensors")
+SHIPPED = Path(__file__).resolve().parents[1] / "msldm/assets/cpu/diffusion.safetensors"  # from any folder
 
 
 def main(argv: list[str]) -> int:

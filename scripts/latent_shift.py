@@ -1,0 +1,63 @@
+"""How far another SourceVAE's latents are from the shipped one's: per stem, the RMS of the
+difference of the posterior means relative to the shipped latents' RMS, over the first seconds
+of a split's tracks (silent stems skipped). A large shift means the denoiser must be trained
+again on the new latents (docs/eval/model-history.md, "Twenty-fifth session": 0.17-0.19).
+
+    python scripts/latent_shift.py msldm/assets/vae-spectral-next/vae.safetensors \
+        --data ~/.cache/msldm/data/multi --split test --tracks 12 --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from msldm.checkpoint import load_vae  # noqa: E402
+
+STEMS = ("bass", "drums", "guitar", "piano")
+
+
+def shift(vae_a, vae_b, tracks: list[Path], seconds: float) -> dict[str, list[float]]:
+    """stem -> relative RMS difference of the two VAEs' posterior means, one per sounding track."""
+    out: dict[str, list[float]] = {s: [] for s in STEMS}
+    for track in tracks:
+        for stem in STEMS:
+            x, sr = sf.read(track / f"{stem}.wav", dtype="float32", always_2d=True)
+            x = torch.from_numpy(x.mean(1)[: int(sr * seconds)])[None, None]
+            if float(x.abs().max()) < 1e-3:
+                continue
+            with torch.no_grad():
+                a, b = vae_a.encode(x)[0], vae_b.encode(x)[0]
+            out[stem].append(float(((a - b).pow(2).mean() / a.pow(2).mean()).sqrt()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("vae", type=Path, help="the other SourceVAE checkpoint")
+    ap.add_argument("--base", type=Path, default=ROOT / "msldm/assets/vae-spectral/vae.safetensors")
+    ap.add_argument("--data", type=Path, required=True, help="a corpus folder (split/Track*/stem.wav)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--tracks", type=int, default=12)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    args = ap.parse_args(argv)
+    tracks = sorted((args.data / args.split).glob("Track*"))[: args.tracks]
+    if not tracks:
+        raise SystemExit(f"no Track* folders in {args.data / args.split}")
+    torch.set_num_threads(1)
+    a, b = (load_vae(p)[0].eval().float() for p in (args.base, args.vae))
+    for stem, values in shift(a, b, tracks, args.seconds).items():
+        print(f"{stem}: {np.mean(values):.3f} over {len(values)} tracks" if values else f"{stem}: silent throughout")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
