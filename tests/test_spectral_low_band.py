@@ -254,6 +254,10 @@ def test_cli_low_band_options(monkeypatch, tmp_path: Path) -> None:
     assert not seen[-1].vae.encoder_low
     main(base + ["--low-n-fft", "1280", "--encoder-low"])
     assert seen[-1].vae.encoder_low
+    # decoder only on a VAE whose encoder already reads the low band: the init must say so
+    # (train_vae checks it), and a bare run has nothing to freeze
+    main(base + ["--low-n-fft", "1280", "--encoder-low", "--freeze-encoder", "--init", str(tmp_path / "v")])
+    assert seen[-1].vae.encoder_low
     for bad in (["--low-n-fft", "1000"], ["--low-n-fft", "640"], ["--low-crossover", "200,350"],
                 ["--low-n-fft", "1280", "--low-crossover", "350,200"], ["--low-gate"],
                 ["--low-envelope-weight", "-1"], ["--encoder-low"],

@@ -224,6 +224,25 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(corpus: dict, t
         assert torch.equal(before.encode(audio)[0], after.encode(audio)[0])
 
 
+def test_decoder_only_training_of_an_encoder_that_reads_the_low_band(corpus: dict, tmp_path: Path) -> None:
+    # a frozen encoder_low encoder needs an init that has one: one widened with zeros could
+    # never learn its new inputs
+    from msldm.spectral_vae import SpectralVAE
+
+    base = get_preset("tiny_spectral")
+    config = dataclasses.replace(base, vae=dataclasses.replace(base.vae, low_n_fft=1280, encoder_low=True))
+    torch.manual_seed(2)
+    plain = save_checkpoint(tmp_path / "plain.safetensors", "vae", base, SpectralVAE(base.vae))
+    with pytest.raises(ValueError, match="low band"):
+        train_vae(config, corpus["data"], _cfg(tmp_path / "bad", 1), DistInfo(), lr=1e-3, seconds=SECONDS,
+                  init=plain, freeze_encoder=True)
+    init = save_checkpoint(tmp_path / "init.safetensors", "vae", config, SpectralVAE(config.vae))
+    train_vae(config, corpus["data"], _cfg(tmp_path / "run", 2, ema_decay=0.0), DistInfo(),
+              lr=1e-3, seconds=SECONDS, init=init, freeze_encoder=True)
+    enc0, enc1 = load_vae(init)[0].encoder.state_dict(), load_vae(tmp_path / "run" / "vae.safetensors")[0].encoder.state_dict()
+    assert all(torch.equal(enc0[k], enc1[k]) for k in enc0)
+
+
 def test_cli_frame_threshold_reaches_the_window_filter(monkeypatch, tmp_path: Path) -> None:
     import msldm.train.runs as runs
     from msldm.train.cli import main

@@ -166,8 +166,9 @@ def _run_vae(args: argparse.Namespace) -> None:
     if args.low_n_fft is not None or args.low_crossover is not None or args.low_gate or args.encoder_low:
         if args.low_n_fft is None:
             raise SystemExit("--low-crossover, --low-gate and --encoder-low need --low-n-fft")
-        if args.encoder_low and args.freeze_encoder:
-            raise SystemExit("--encoder-low trains the encoder: it cannot go with --freeze-encoder")
+        if args.encoder_low and args.freeze_encoder and args.init is None and not args.resume:
+            raise SystemExit("--encoder-low with --freeze-encoder needs --init of a VAE whose encoder "
+                             "already reads the low band (a frozen encoder cannot learn the new inputs)")
         v = config.vae
         v = dataclasses.replace(v, low_n_fft=args.low_n_fft, low_gate=args.low_gate, encoder_low=args.encoder_low,
                                 low_crossover=v.low_crossover if args.low_crossover is None else args.low_crossover)

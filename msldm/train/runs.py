@@ -74,6 +74,9 @@ def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: Dis
     if init is not None and not (cfg.resume and has_train_state(Path(cfg.out))):
         from msldm.checkpoint import load_vae
         init_vae, init_cfg, _ = load_vae(init)
+        if freeze_encoder and config.vae.encoder_low and not init_cfg.vae.encoder_low:
+            raise ValueError(f"{init}: its encoder does not read the low band, and a frozen encoder "
+                             f"cannot learn to (train it whole, without freeze_encoder)")
         state = init_vae.state_dict()
         if getattr(task.modules["vae"], "low_bins", 0):
             from msldm.spectral_vae import load_with_new_low_head
