@@ -67,6 +67,12 @@ class VAEConfig:
     # partials of a low note, which share a main lobe at n_fft, come to it resolved. This
     # changes the encoder, so its latents (unlike the decoder-only fields above).
     encoder_low: bool = False
+    # With `level_gain` (spectral VAE), the decoder also predicts per frame a gain on everything
+    # it synthesises, seen only by the losses on the audio: the log-magnitude term anchors the
+    # heads to the original's magnitudes, and an inverse STFT of predicted magnitudes under a
+    # running phase comes out quieter than the original (its frames partly cancel; drums about
+    # 3 dB, guitar 2.5, piano 0.7), so the gain is free to make the level up.
+    level_gain: bool = False
 
     @property
     def hop(self) -> int:
@@ -93,9 +99,9 @@ class VAEConfig:
 
     def same_latents(self, other: "VAEConfig") -> bool:
         """Whether the two configs describe the same encoder and latent space, differing at most
-        in decoder-only fields (the low-band head): a denoiser trained on one's latents runs
+        in decoder-only fields (the low-band head, the level gain): a denoiser trained on one's latents runs
         with the other's decoder (a decoder-only fine-tune with the encoder frozen)."""
-        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0), "low_gate": False}
+        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0), "low_gate": False, "level_gain": False}
         return (dataclasses.replace(self, **decoder_only) == dataclasses.replace(other, **decoder_only))
 
 
