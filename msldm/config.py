@@ -152,6 +152,12 @@ class VAELossConfig:
     # average spectral terms barely see a kick drum's low band smeared ahead of its attack by a
     # long window (`VAEConfig.low_n_fft`); this term is that smear. 0: off.
     lambda_low_envelope: float = 0.0
+    # Level (`msldm.spectral_losses.level_loss`): L1 between the log RMS, in frames of
+    # LEVEL_FRAME samples, of reconstruction and audio. The log spectral terms weigh every bin
+    # alike, so a reconstruction whose strong partials sit a little under the original's and
+    # whose gaps between them a little over scores as well as one at the right level, and comes
+    # out 1-3 dB quiet; this term is the level itself. 0: off.
+    lambda_level: float = 0.0
     # An adversarial fine-tune of the spectral VAE (`msldm.spectral_losses.adversarial_terms`):
     # the weights of the least-squares generator term and of feature matching, against a
     # `Discriminator` of `discriminator_channels`, `periods` and `stft_ffts` (above). 0: off,

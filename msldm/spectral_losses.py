@@ -44,6 +44,7 @@ __all__ = ["spectral_vae_loss", "spectral_vae_terms", "adversarial_terms", "mult
 
 LOW_ENVELOPE_HZ = 400.0
 LOW_ENVELOPE_FFT = 256
+LEVEL_FRAME = 1024  # `level_loss`'s frame: 46 ms at 22050 Hz
 
 
 def _weights(logmag: torch.Tensor, eps: float) -> torch.Tensor:
@@ -125,6 +126,14 @@ def low_envelope_loss(recon: torch.Tensor, audio: torch.Tensor, sample_rate: int
     return F.l1_loss(torch.log(x + 1e-4), torch.log(y + 1e-4))
 
 
+def level_loss(recon: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """L1 between the log RMS of `recon` and `audio` `[B, 1, N]` in frames of LEVEL_FRAME
+    samples (hop a quarter of it): 0 when equal, log(2) where the reconstruction is 6 dB under."""
+    power = F.avg_pool1d(torch.cat([recon, audio], dim=0) ** 2, LEVEL_FRAME, LEVEL_FRAME // 4)
+    x, y = (0.5 * torch.log(power + 1e-8)).chunk(2, dim=0)
+    return F.l1_loss(x, y)
+
+
 def multires_stft_loss(recon: torch.Tensor, audio: torch.Tensor, windows: tuple[int, ...],
                        mel_bands: tuple[int, ...], sample_rate: int,
                        flux_windows: tuple[int, ...] | None = None) -> tuple[torch.Tensor, ...]:
@@ -160,8 +169,8 @@ def spectral_vae_loss(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCon
                       sample_posterior: bool = True) -> dict[str, torch.Tensor]:
     """Run the spectral VAE on `audio [B, 1, N]` (N a multiple of D). Returns the scalar terms
     {"loss", "logmag", "phase", "stft", "mel", "flux", "kl"} ("flux" is computed, and logged,
-    whatever its weight: the curve of a run without it can be compared), and "low_env" where
-    `lambda_low_envelope` > 0."""
+    whatever its weight: the curve of a run without it can be compared), "low_env" where
+    `lambda_low_envelope` > 0 and "level" where `lambda_level` > 0."""
     return spectral_vae_terms(vae, audio, cfg, sample_posterior=sample_posterior)[0]
 
 
@@ -210,6 +219,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
     }
     if cfg.lambda_low_envelope > 0:
         terms["low_env"] = low_envelope_loss(recon, audio, vae.cfg.sample_rate)
+    if cfg.lambda_level > 0:
+        terms["level"] = level_loss(recon, audio)
     if low_target is not None:
         terms["logmag"] = terms["logmag"] + F.l1_loss(spec["low"]["logmag"], low_target["logmag"])
         terms["phase"] = terms["phase"] + phase_loss(spec["low"], low_target, phase, LOG_EPS, cfg.phase_error)
@@ -219,6 +230,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
                      + cfg.lambda_spectral_kl * terms["kl"])
     if "low_env" in terms:
         terms["loss"] = terms["loss"] + cfg.lambda_low_envelope * terms["low_env"]
+    if "level" in terms:
+        terms["loss"] = terms["loss"] + cfg.lambda_level * terms["level"]
     return terms, recon
 
 

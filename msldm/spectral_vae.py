@@ -65,6 +65,10 @@ LOG_EPS = 1e-2
 TWO_PI = 2.0 * math.pi
 LOW_GATE_INIT = 3.0  # the low-band gate's starting logit: sigmoid(3) = 0.95
 LEVEL_GAIN_MAX = 2.3  # the level head's log gain is clamped to +-2.3 (+-20 dB)
+LEVEL_GAIN_SCALE = 10.0
+"""The level head's output is a tenth of its log gain: Adam moves each weight by about the
+learning rate a step whatever the gradient's size, and at a fine-tune's 1e-4 a gain of 1 would
+need thousands of steps to reach the 2-3 dB the decoder loses."""
 LOGMAG_MAX = 9.0  # exp(9) ~ 8100, above any bin of a full-scale signal with n_fft 1280
 
 
@@ -278,7 +282,8 @@ class SpectralVAE(nn.Module):
                                                                 with_offsets=True)
         out.update(dev=dev, cos=cos, sin=sin)
         if self.cfg.level_gain:
-            out["gain"] = torch.exp(self.level_gain(hidden).clamp(-LEVEL_GAIN_MAX, LEVEL_GAIN_MAX))  # [B, 1, T]
+            log_gain = LEVEL_GAIN_SCALE * self.level_gain(hidden)
+            out["gain"] = torch.exp(log_gain.clamp(-LEVEL_GAIN_MAX, LEVEL_GAIN_MAX))  # [B, 1, T]
         if self.low_bins:
             L = self.low_bins
             low_head = self.low_head(hidden)

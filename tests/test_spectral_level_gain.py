@@ -92,9 +92,10 @@ def test_cli_level_gain(monkeypatch, tmp_path: Path) -> None:
                                       ["vae", "--preset", "tiny_spectral", "--data", str(tmp_path)])
     main(base)
     assert not seen[-1].vae.level_gain
-    main(base + ["--level-gain"])
-    assert seen[-1].vae.level_gain
-    for bad in (["--level-gain", "--vae-phase", "free"],):
+    main(base + ["--level-gain", "--level-weight", "4"])
+    assert seen[-1].vae.level_gain and seen[-1].vae_loss.lambda_level == 4.0
+    assert seen[0].vae_loss.lambda_level == 0.0
+    for bad in (["--level-gain", "--vae-phase", "free"], ["--level-weight", "-1"]):
         with pytest.raises(SystemExit):
             main(base + bad)
     main, seen, base = _recording_cli(monkeypatch, tmp_path, "train_vae",
@@ -121,3 +122,20 @@ def test_a_level_head_exports_with_plain_operators_at_parity(tmp_path: Path) -> 
     ops = check_tensorrt_ops(tmp_path / "bundle" / "decoder.onnx", "decoder")
     assert set(ops) <= TENSORRT_OPS and not {"DFT", "STFT", "Col2Im"} & set(ops)
     assert report.parity["decoder_max_abs"] < 1e-4 and report.parity["decoder_phase_max_abs"] < 1e-2
+
+
+def test_the_level_term_is_the_level() -> None:
+    from msldm.spectral_losses import level_loss
+
+    torch.manual_seed(4)
+    x = 0.1 * torch.randn(2, 1, 26 * 320)
+    assert float(level_loss(x, x)) == 0.0
+    assert float(level_loss(0.5 * x, x)) == pytest.approx(math.log(2.0), rel=1e-4)
+    assert float(level_loss(2.0 * x, x)) == pytest.approx(math.log(2.0), rel=1e-4)
+    assert float(level_loss(-x, x)) == pytest.approx(0.0, abs=1e-6)  # the level, not the waveform
+    loss_cfg = dataclasses.replace(get_preset("tiny_spectral").vae_loss, lambda_level=2.0)
+    vae = SpectralVAE(_cfg(level_gain=True))
+    terms = spectral_vae_loss(vae, x, loss_cfg, sample_posterior=False)
+    without = spectral_vae_loss(vae, x, dataclasses.replace(loss_cfg, lambda_level=0.0), sample_posterior=False)
+    assert "level" not in without
+    assert float(terms["loss"]) == pytest.approx(float(without["loss"]) + 2.0 * float(terms["level"]), rel=1e-5)

@@ -99,6 +99,7 @@ _SPECTRAL_LOSS_OPTIONS = (
     ("phase_weight", "lambda_phase", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
     ("low_envelope_weight", "lambda_low_envelope", False, lambda v: math.isfinite(v) and v >= 0,
      "finite and >= 0"),
+    ("level_weight", "lambda_level", False, lambda v: math.isfinite(v) and v >= 0, "finite and >= 0"),
     ("phase_error", "phase_error", True, lambda v: True, ""),
     ("phase_grad_frames", "phase_grad_frames", True, lambda v: v >= 0, ">= 0"),
     ("adversarial_weight", "lambda_spectral_adversarial", False, lambda v: math.isfinite(v) and v >= 0,
@@ -284,6 +285,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --low-n-fft: the decoder also chooses per frame how much of the band "
                           "below the crossover the low head plays (a kick drum through the short "
                           "window, a held bass note through the long one)")
+    vae.add_argument("--level-weight", type=float, default=None, metavar="W",
+                     help="spectral VAE: weight of the level term (log RMS of the audio in 46 ms "
+                          "frames against the original's; default 0)")
     vae.add_argument("--level-gain", action="store_true",
                      help="spectral VAE: the decoder also predicts a per-frame gain on what it "
                           "synthesises, trained by the losses on the audio alone (it makes up the "
