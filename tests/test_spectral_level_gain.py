@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from msldm.config import get_preset
-from msldm.spectral_losses import multires_stft_loss, spectral_vae_loss
+from msldm.spectral_losses import level_loss, spectral_vae_loss
 from msldm.spectral_vae import SpectralVAE, load_with_new_low_head
 from tests.script_loader import load_script
 
@@ -37,7 +37,7 @@ def test_a_level_head_starts_at_gain_one_and_loads_onto_a_vae_without_one(low_n_
         assert torch.equal(level.decode(level.encode(x)[0]), plain.decode(plain.encode(x)[0]))
 
 
-def test_the_gain_scales_both_heads_frame_by_frame() -> None:
+def test_the_gain_scales_the_audio_frame_by_frame() -> None:
     vae = SpectralVAE(_cfg(low_n_fft=1280, level_gain=True)).double()
     t = torch.arange(120 * 320, dtype=torch.float64) / SR
     x = (0.2 * torch.sin(2 * math.pi * 55.0 * t) + 0.1 * torch.sin(2 * math.pi * 900.0 * t))[None, None]
@@ -47,6 +47,12 @@ def test_the_gain_scales_both_heads_frame_by_frame() -> None:
     assert torch.allclose(y1, vae.synthesize(spec))
     y2 = vae.synthesize(dict(spec, gain=torch.full((1, 1, T), 2.0, dtype=torch.float64)))
     assert torch.allclose(y2, 2.0 * y1, atol=1e-9)  # the low tone and the high one alike
+    assert torch.allclose(vae.synthesize(dict(spec, gain=2 * y1.new_ones(1, 1, T)), level=False), y1)
+    ramp = vae.apply_level(torch.ones(1, 1, T * 320, dtype=torch.float64),
+                           torch.arange(T, dtype=torch.float64)[None, None])[0, 0]
+    centres = torch.arange(1, T - 1) * 320 + 160  # sample t*D + D/2 is half a sample past the centre
+    assert torch.allclose(ramp[centres], torch.arange(1, T - 1, dtype=torch.float64) + 0.5 / 320)
+    assert float(ramp[0]) == 0.0 and float(ramp[-1]) == pytest.approx(T - 1)  # held at the ends
     step = torch.ones(1, 1, T, dtype=torch.float64)
     step[..., T // 2:] = 0.5
     y3 = vae.synthesize(dict(spec, gain=step))[0, 0]
@@ -55,26 +61,35 @@ def test_the_gain_scales_both_heads_frame_by_frame() -> None:
     assert float(late.std() / early.std()) == pytest.approx(0.5, rel=0.02)
 
 
-def test_the_audio_losses_train_the_gain_and_the_log_magnitude_term_does_not() -> None:
+def test_the_level_term_trains_the_gain_and_the_spectral_terms_do_not() -> None:
+    # the spectral terms judge the heads' audio, the level term the gained audio: the gain
+    # learns the level alone, and the heads learn as without it
     torch.manual_seed(1)
     vae = SpectralVAE(_cfg(level_gain=True))
     torch.nn.init.normal_(vae.level_gain.weight, std=0.01)
     x = 0.1 * torch.randn(2, 1, 24 * 320)
-    loss_cfg = get_preset("tiny_spectral").vae_loss
+    loss_cfg = dataclasses.replace(get_preset("tiny_spectral").vae_loss, lambda_level=1.0, lambda_flux=1.0,
+                                   lambda_low_envelope=1.0)
     terms = spectral_vae_loss(vae, x, loss_cfg, sample_posterior=False)
-    terms["logmag"].backward(retain_graph=True)
+    (terms["logmag"] + terms["phase"] + terms["stft"] + terms["mel"] + terms["flux"]
+     + terms["low_env"]).backward(retain_graph=True)
     assert vae.level_gain.weight.grad is None or float(vae.level_gain.weight.grad.abs().sum()) == 0.0
-    (terms["stft"] + terms["mel"]).backward()
+    heads = vae.decoder[-1].weight.grad.clone()
+    terms["level"].backward()
     assert float(vae.level_gain.weight.grad.abs().sum()) > 0.0
-    # a synthesis that comes out at half the level: the audio loss falls as the gain rises
+    assert torch.equal(vae.decoder[-1].weight.grad, heads)  # the heads are not pushed by the level
+    # the spectral terms are the same as a VAE's without the head
+    plain = SpectralVAE(_cfg())
+    plain.load_state_dict({k: v for k, v in vae.state_dict().items() if not k.startswith("level_gain.")})
+    bare = spectral_vae_loss(plain, x, dataclasses.replace(loss_cfg, lambda_level=0.0), sample_posterior=False)
+    assert float(bare["stft"]) == pytest.approx(float(terms["stft"]), rel=1e-6)
+    # audio at half the level: the level term falls as the gain rises
     true = SpectralVAE(_cfg(level_gain=True)).double()
     t = torch.arange(80 * 320, dtype=torch.float64) / SR
     tone = (0.3 * torch.sin(2 * math.pi * 220.0 * t))[None, None]
     spec = TRUE_SPECTRA(true, tone)
     log_gain = torch.full((1, 1, spec["logmag"].shape[-1]), math.log(0.5), dtype=torch.float64, requires_grad=True)
-    y = true.synthesize(dict(spec, gain=torch.exp(log_gain)))
-    stft, mel = multires_stft_loss(y.float(), tone.float(), loss_cfg.stft_windows, loss_cfg.stft_mel_bands, SR)
-    (stft + mel).backward()
+    level_loss(true.synthesize(dict(spec, gain=torch.exp(log_gain))), tone).backward()
     assert float(log_gain.grad.sum()) < 0.0
 
 
@@ -125,8 +140,6 @@ def test_a_level_head_exports_with_plain_operators_at_parity(tmp_path: Path) -> 
 
 
 def test_the_level_term_is_the_level() -> None:
-    from msldm.spectral_losses import level_loss
-
     torch.manual_seed(4)
     x = 0.1 * torch.randn(2, 1, 26 * 320)
     assert float(level_loss(x, x)) == 0.0
