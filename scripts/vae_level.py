@@ -1,0 +1,80 @@
+"""How loud a SourceVAE gives a stem back: per stem, the RMS level of the reconstruction (posterior
+mean, decoded) against the original's, in dB, and the median of the same over 46 ms frames
+(frames of the original above -60 dBFS), over the first seconds of a split's tracks (silent stems
+skipped). A decoder that regresses log magnitudes under a running phase comes out quiet
+(docs/eval/spectral-vae-reconstruction.md, "The level a decoder gives back").
+
+    python scripts/vae_level.py msldm/assets/vae-spectral/vae.safetensors \
+        --data ~/.cache/msldm/data/multi --split test --tracks 12 --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from msldm.checkpoint import load_vae  # noqa: E402
+
+STEMS = ("bass", "drums", "guitar", "piano")
+FRAME = 1024
+
+
+def _db(power: np.ndarray | float) -> np.ndarray:
+    return 10.0 * np.log10(np.asarray(power) + 1e-12)
+
+
+def offsets(vae, tracks: list[Path], seconds: float) -> dict[str, dict[str, list[float]]]:
+    """stem -> {"rms": [dB per track], "frames": [median frame dB per track]}, the reconstruction's
+    level less the original's, one entry per track where the stem sounds."""
+    out: dict[str, dict[str, list[float]]] = {s: {"rms": [], "frames": []} for s in STEMS}
+    hop = vae.hop
+    for track in tracks:
+        for stem in STEMS:
+            x, sr = sf.read(track / f"{stem}.wav", dtype="float32", always_2d=True)
+            x = x.mean(1)[: int(sr * seconds)]
+            x = x[: len(x) // hop * hop]
+            if len(x) < FRAME or float(np.abs(x).max()) < 1e-3:
+                continue
+            with torch.no_grad():
+                y = vae.decode(vae.encode(torch.from_numpy(x)[None, None])[0])[0, 0, : len(x)].numpy()
+            out[stem]["rms"].append(float(_db(np.mean(y ** 2)) - _db(np.mean(x ** 2))))
+            n = len(x) // FRAME * FRAME
+            px = (x[:n].reshape(-1, FRAME) ** 2).mean(1)
+            py = (y[:n].reshape(-1, FRAME) ** 2).mean(1)
+            keep = _db(px) > -60.0
+            if keep.any():
+                out[stem]["frames"].append(float(np.median(_db(py[keep]) - _db(px[keep]))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("vae", type=Path, nargs="+", help="SourceVAE checkpoints")
+    ap.add_argument("--data", type=Path, required=True, help="a corpus folder (split/Track*/stem.wav)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--tracks", type=int, default=12)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    args = ap.parse_args(argv)
+    tracks = sorted((args.data / args.split).glob("Track*"))[: args.tracks]
+    if not tracks:
+        raise SystemExit(f"no Track* folders in {args.data / args.split}")
+    torch.set_num_threads(1)
+    for path in args.vae:
+        vae = load_vae(path)[0].eval().float()
+        parts = []
+        for stem, v in offsets(vae, tracks, args.seconds).items():
+            parts.append(f"{stem} {np.mean(v['rms']):+.2f} ({np.mean(v['frames']):+.2f})" if v["rms"] else f"{stem} silent")
+        print(f"{path}: " + ", ".join(parts) + "  [dB: clip RMS (median frame)]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
