@@ -67,12 +67,6 @@ class VAEConfig:
     # partials of a low note, which share a main lobe at n_fft, come to it resolved. This
     # changes the encoder, so its latents (unlike the decoder-only fields above).
     encoder_low: bool = False
-    # With `level_gain` (spectral VAE), the decoder also predicts per frame a gain on everything
-    # it synthesises, seen only by the losses on the audio: the log-magnitude term anchors the
-    # heads to the original's magnitudes, and an inverse STFT of predicted magnitudes under a
-    # running phase comes out quieter than the original (its frames partly cancel; drums about
-    # 3 dB, guitar 2.5, piano 0.7), so the gain is free to make the level up.
-    level_gain: bool = False
 
     @property
     def hop(self) -> int:
@@ -99,9 +93,9 @@ class VAEConfig:
 
     def same_latents(self, other: "VAEConfig") -> bool:
         """Whether the two configs describe the same encoder and latent space, differing at most
-        in decoder-only fields (the low-band head, the level gain): a denoiser trained on one's latents runs
+        in decoder-only fields (the low-band head): a denoiser trained on one's latents runs
         with the other's decoder (a decoder-only fine-tune with the encoder frozen)."""
-        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0), "low_gate": False, "level_gain": False}
+        decoder_only = {"low_n_fft": 0, "low_crossover": (0.0, 0.0), "low_gate": False}
         return (dataclasses.replace(self, **decoder_only) == dataclasses.replace(other, **decoder_only))
 
 
@@ -156,7 +150,8 @@ class VAELossConfig:
     # LEVEL_FRAME samples, of reconstruction and audio. The log spectral terms weigh every bin
     # alike, so a reconstruction whose strong partials sit a little under the original's and
     # whose gaps between them a little over scores as well as one at the right level, and comes
-    # out 1-3 dB quiet; this term is the level itself. 0: off.
+    # out quiet (the next SourceVAE about 0.5 dB on its training soundfonts, 1.5-3.4 dB on the
+    # held-out one's guitars and drums); this term is the level itself. 0: off.
     lambda_level: float = 0.0
     # An adversarial fine-tune of the spectral VAE (`msldm.spectral_losses.adversarial_terms`):
     # the weights of the least-squares generator term and of feature matching, against a

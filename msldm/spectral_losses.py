@@ -206,13 +206,8 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
         synth["cos"], synth["sin"] = spec["cos"].detach(), spec["sin"].detach()
         if low_target is not None:
             synth["low"] = dict(spec["low"], cos=spec["low"]["cos"].detach(), sin=spec["low"]["sin"].detach())
-    # the spectral terms judge the heads' audio, the level term the level head's gain on it
-    # (`msldm.spectral_vae`, "Level"); without a level head the two are the same. `recon` (the
-    # decoder's output, for an adversarial term) carries both.
-    heads = vae.synthesize(synth, level=False)
-    recon = (vae.apply_level(heads, spec["gain"]) if "gain" in spec else heads)[..., : audio.shape[-1]]
-    heads = heads[..., : audio.shape[-1]]
-    stft, mel, flux = multires_stft_loss(heads, audio, cfg.stft_windows, cfg.stft_mel_bands,
+    recon = vae.synthesize(synth)[..., : audio.shape[-1]]
+    stft, mel, flux = multires_stft_loss(recon, audio, cfg.stft_windows, cfg.stft_mel_bands,
                                          vae.cfg.sample_rate, flux_windows=cfg.flux_windows)
     terms = {
         "logmag": F.l1_loss(spec["logmag"], logmag),
@@ -223,10 +218,9 @@ def spectral_vae_terms(vae: torch.nn.Module, audio: torch.Tensor, cfg: VAELossCo
         "kl": kl_divergence(mean, logvar),
     }
     if cfg.lambda_low_envelope > 0:
-        terms["low_env"] = low_envelope_loss(heads, audio, vae.cfg.sample_rate)
-    if cfg.lambda_level > 0:  # the gain's alone: the heads' audio is detached under it
-        gained = vae.apply_level(heads.detach(), spec["gain"])[..., : audio.shape[-1]] if "gain" in spec else heads
-        terms["level"] = level_loss(gained, audio)
+        terms["low_env"] = low_envelope_loss(recon, audio, vae.cfg.sample_rate)
+    if cfg.lambda_level > 0:
+        terms["level"] = level_loss(recon, audio)
     if low_target is not None:
         terms["logmag"] = terms["logmag"] + F.l1_loss(spec["low"]["logmag"], low_target["logmag"])
         terms["phase"] = terms["phase"] + phase_loss(spec["low"], low_target, phase, LOG_EPS, cfg.phase_error)

@@ -35,18 +35,6 @@ spreads a kick drum's attack over 58 ms before it, and with the gate the decoder
 frames through the short window (block switching, as in AAC), sustained bass notes through the
 long one. With `encoder_low` the encoder reads the low head's bins at the long window too
 (their features beside the main STFT's), so the latents can say which partials a low note has.
-
-Level (`VAEConfig.level_gain`): a head on the decoder's last hidden layer predicts per frame a
-log gain (starting at 0); the synthesised audio is multiplied by it, interpolated between frame
-centres. Training shows the spectral terms the audio before the gain and the level term
-(`msldm.spectral_losses.level_loss`) the audio after it, so the gain learns the level alone:
-the log spectral terms, which weigh the smeared floor between partials as much as the
-partials, pull a whole frame's level down (measured: their gradient on the gain outweighed a
-level term of weight 20). Without it the
-decoder reconstructs quieter than its input (the next VAE: bass 1.2, drums 3.4, guitar 2.3,
-piano 0.8 dB under, test split): its log magnitudes regress to the original's, a little under
-them where it is unsure, and frames whose phases are not the original's partly cancel in the
-overlap-add.
 """
 
 from __future__ import annotations
@@ -68,11 +56,6 @@ LOG_EPS = 1e-2
 """Magnitudes are compared and predicted as log(|X| + LOG_EPS)."""
 TWO_PI = 2.0 * math.pi
 LOW_GATE_INIT = 3.0  # the low-band gate's starting logit: sigmoid(3) = 0.95
-LEVEL_GAIN_MAX = 2.3  # the level head's log gain is clamped to +-2.3 (+-20 dB)
-LEVEL_GAIN_SCALE = 10.0
-"""The level head's output is a tenth of its log gain: Adam moves each weight by about the
-learning rate a step whatever the gradient's size, and at a fine-tune's 1e-4 a gain of 1 would
-need thousands of steps to reach the 2-3 dB the decoder loses."""
 LOGMAG_MAX = 9.0  # exp(9) ~ 8100, above any bin of a full-scale signal with n_fft 1280
 
 
@@ -159,15 +142,6 @@ class SpectralVAE(nn.Module):
         self._grid_buffers("", cfg.n_fft, self.bins)
         if cfg.low_n_fft:
             self._build_low_band(cfg)
-        if cfg.level_gain:  # starts at gain 1 everywhere: the decoder plays as without it
-            if cfg.phase == "free":
-                raise ValueError("level_gain needs an 'if' or 'if_lock' phase")
-            self.level_gain = nn.Conv1d(cfg.decoder_dim, 1, 1)
-            nn.init.zeros_(self.level_gain.weight)
-            nn.init.zeros_(self.level_gain.bias)
-            m = torch.arange(2 * cfg.hop, dtype=torch.float64)
-            tri = 1.0 - (m - (cfg.hop - 0.5)).abs() / cfg.hop  # neighbours' weights sum to one
-            self.register_buffer("level_kernel", tri.float()[None, None], persistent=False)
 
     def _grid_buffers(self, prefix: str, n_fft: int, bins: int) -> None:
         """The constants of one STFT grid's running phase: each bin's centre advance per hop,
@@ -288,9 +262,6 @@ class SpectralVAE(nn.Module):
             cos, sin, out["offset"] = self.phase_from_deviation(dev, out["logmag"], offset[:, :F_],
                                                                 with_offsets=True)
         out.update(dev=dev, cos=cos, sin=sin)
-        if self.cfg.level_gain:
-            log_gain = LEVEL_GAIN_SCALE * self.level_gain(hidden)
-            out["gain"] = torch.exp(log_gain.clamp(-LEVEL_GAIN_MAX, LEVEL_GAIN_MAX))  # [B, 1, T]
         if self.low_bins:
             L = self.low_bins
             low_head = self.low_head(hidden)
@@ -367,24 +338,9 @@ class SpectralVAE(nn.Module):
         norm = torch.sqrt(sr * sr + si * si + 1e-12)
         return sr / norm * lobe_sign, si / norm * lobe_sign
 
-    def synthesize(self, spec: dict[str, torch.Tensor], level: bool = True) -> torch.Tensor:
+    def synthesize(self, spec: dict[str, torch.Tensor]) -> torch.Tensor:
         """The decoded spectrum -> audio `[B, 1, T*D]` (with a low band: the two heads' inverse
-        STFTs, each weighted by its side of the crossover, summed), times the level head's gain
-        where the spectrum has one ("gain") and `level` (`apply_level`)."""
-        audio = self._synthesize_heads(spec)
-        return self.apply_level(audio, spec["gain"]) if level and "gain" in spec else audio
-
-    def apply_level(self, audio: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        """`audio [B, 1, T*D]` times the level head's per-frame `gain [B, 1, T]`, interpolated
-        linearly between frame centres (the middle of hop block t), held at the ends."""
-        D = self.hop
-        padded = torch.cat([gain[..., :1], gain, gain[..., -1:]], dim=-1)  # [B, 1, T+2]
-        env = F.conv_transpose1d(padded, self.level_kernel, stride=D)  # [B, 1, (T+3)*D]
-        # padded frame j peaks at sample j*D + D - 1/2 there, frame t = j - 1 belongs at t*D + D/2 - 1/2
-        return audio * env[..., 3 * D // 2: 3 * D // 2 + audio.shape[-1]]
-
-    def _synthesize_heads(self, spec: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The heads' inverse STFTs, summed (no level gain)."""
+        STFTs, each weighted by its side of the crossover, summed)."""
         mag = torch.clamp(torch.exp(spec["logmag"]) - LOG_EPS, min=0.0)
         if not self.low_bins:
             return self.istft(mag * spec["cos"], mag * spec["sin"])
@@ -433,7 +389,7 @@ def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor], low
     Where the model's encoder also reads the low band (`VAEConfig.encoder_low`) and the state's
     does not, the encoder's first layer takes the state's weights for the main STFT's features
     and zeros for the low band's: it starts as the state's encoder, and training opens the new
-    inputs. A level head (`VAEConfig.level_gain`) the state lacks keeps its start (gain 1). Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
+    inputs. Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
     enc_w = state.get("encoder.0.weight")
     want = vae.encoder[0].weight
     if enc_w is not None and vae.cfg.encoder_low and enc_w.shape[1] == 3 * vae.bins and want.shape[1] > enc_w.shape[1]:
@@ -464,11 +420,10 @@ def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor], low
 
 
 def _load_rest(vae: SpectralVAE, state: dict[str, torch.Tensor]) -> bool:
-    """`load_state_dict(strict=False)` allowing only the low head, its gate and the level head
-    to be missing;
+    """`load_state_dict(strict=False)` allowing only the low head and gate to be missing;
     returns whether the head was."""
     missing, unexpected = vae.load_state_dict(state, strict=False)
-    new = [k for k in missing if k.startswith(("low_head.", "low_gate.", "level_gain."))]
+    new = [k for k in missing if k.startswith(("low_head.", "low_gate."))]
     if unexpected or len(new) != len(missing):
         raise RuntimeError(f"state does not fit: missing {sorted(set(missing) - set(new))}, "
                            f"unexpected {sorted(unexpected)}")

@@ -20,8 +20,6 @@
 #                                            #   a per-frame gate between the heads below it;
 #                                            #   LOW_ENV=W the low-band envelope term (kick pre-echo);
 #                                            #   ENC_LOW=1 the encoder reads the low band too (new latents)
-#   LEVEL_GAIN=1 ...                         # a per-frame level head on the decoder (decoder only;
-#                                            #   it starts at gain 1 from a VAE without one)
 #   LEVEL=W ...                              # weight of the level term (log frame RMS; default 0)
 #   ADV=0.5 FEAT=1 ...                       # an adversarial fine-tune: weights of the GAN and
 #                                            #   feature-matching terms (default 0: no discriminator);
@@ -54,6 +52,6 @@ OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS nohup nice -n 3 .venv/bin/msld
     --workers 1 --no-progress ${LR:+--lr $LR} ${FLUX:+--flux-weight $FLUX} ${PHASE:+--phase-weight $PHASE} ${PHASE_ERROR:+--phase-error $PHASE_ERROR} ${PHASE_GRAD:+--phase-grad-frames $PHASE_GRAD} \
     ${ADV:+--adversarial-weight $ADV} ${FEAT:+--feature-weight $FEAT} ${DISC_CH:+--disc-channels $DISC_CH} \
     ${DISC_FFTS:+--disc-ffts $DISC_FFTS} ${DISC_PERIODS:+--disc-periods $DISC_PERIODS} ${DISC_LR:+--disc-lr $DISC_LR} \
-    ${ADV_START:+--adversarial-start $ADV_START} ${LOW_NFFT:+--low-n-fft $LOW_NFFT} ${LOW_XO:+--low-crossover $LOW_XO} ${LOW_GATE:+--low-gate} ${LEVEL_GAIN:+--level-gain} ${LEVEL:+--level-weight $LEVEL} ${ENC_LOW:+--encoder-low} ${LOW_ENV:+--low-envelope-weight $LOW_ENV} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
+    ${ADV_START:+--adversarial-start $ADV_START} ${LOW_NFFT:+--low-n-fft $LOW_NFFT} ${LOW_XO:+--low-crossover $LOW_XO} ${LOW_GATE:+--low-gate} ${LEVEL:+--level-weight $LEVEL} ${ENC_LOW:+--encoder-low} ${LOW_ENV:+--low-envelope-weight $LOW_ENV} $FREEZE $RESUME >> "$RUN.out" 2>&1 &
 echo $! > "$RUN.pid"
 echo "training in the background (pid $(cat "$RUN.pid")): curve in $RUN/log.jsonl, stop: kill -TERM \$(cat $RUN.pid)"

@@ -178,10 +178,6 @@ def _run_vae(args: argparse.Namespace) -> None:
         except ValueError as e:
             raise SystemExit(f"--low-n-fft / --low-crossover: {e} (e.g. --preset spectral --low-n-fft 2560)") from None
         config = dataclasses.replace(config, vae=v)
-    if args.level_gain:
-        if config.vae.kind != "spectral" or config.vae.phase == "free":
-            raise SystemExit("--level-gain needs a spectral SourceVAE with an 'if' or 'if_lock' phase")
-        config = dataclasses.replace(config, vae=dataclasses.replace(config.vae, level_gain=True))
     config = _spectral_loss_options(config, args)
     if args.disc_lr is not None and not config.vae_loss.spectral_adversarial:
         raise SystemExit("--disc-lr sets the learning rate of a spectral VAE's discriminator: "
@@ -288,10 +284,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--level-weight", type=float, default=None, metavar="W",
                      help="spectral VAE: weight of the level term (log RMS of the audio in 46 ms "
                           "frames against the original's; default 0)")
-    vae.add_argument("--level-gain", action="store_true",
-                     help="spectral VAE: the decoder also predicts a per-frame gain on what it "
-                          "synthesises, trained by the losses on the audio alone (it makes up the "
-                          "level an inverse STFT of a running phase loses; decoder only)")
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="spectral VAE: train the decoder only (with --init), so latents made by "
                           "the encoder, and a denoiser trained on them, stay valid")

@@ -78,10 +78,9 @@ def train_vae(config: ModelConfig, data: str | Path, cfg: TrainConfig, info: Dis
             raise ValueError(f"{init}: its encoder does not read the low band, and a frozen encoder "
                              f"cannot learn to (train it whole, without freeze_encoder)")
         state = init_vae.state_dict()
-        if config.vae.kind == "spectral":
+        if getattr(task.modules["vae"], "low_bins", 0):
             from msldm.spectral_vae import load_with_new_low_head
-            # a new low head starts from the main one; a widened one keeps its trained bins; a
-            # new level head starts at gain 1
+            # a new low head starts from the main one; a widened one keeps its trained bins
             load_with_new_low_head(task.modules["vae"], state, init_cfg.vae.low_n_fft)
         else:
             task.modules["vae"].load_state_dict(state)
