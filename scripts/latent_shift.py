@@ -40,18 +40,31 @@ def shift(vae_a, vae_b, tracks: list[Path], seconds: float) -> dict[str, list[fl
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("vae", type=Path, help="the other SourceVAE checkpoint")
-    ap.add_argument("--base", type=Path, default=ROOT / "msldm/assets/vae-spectral/vae.safetensors")
+def corpus_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a script that runs SourceVAEs over the first seconds of a split's tracks
+    (also `scripts/vae_level.py`): --data, --split, --tracks, --seconds."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="a corpus folder (split/Track*/stem.wav)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--tracks", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=8.0)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def corpus_tracks(args: argparse.Namespace) -> list[Path]:
+    """The first `args.tracks` track folders of the split; SystemExit where there are none."""
     tracks = sorted((args.data / args.split).glob("Track*"))[: args.tracks]
     if not tracks:
         raise SystemExit(f"no Track* folders in {args.data / args.split}")
+    return tracks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = corpus_parser(__doc__)
+    ap.add_argument("vae", type=Path, help="the other SourceVAE checkpoint")
+    ap.add_argument("--base", type=Path, default=ROOT / "msldm/assets/vae-spectral/vae.safetensors")
+    args = ap.parse_args(argv)
+    tracks = corpus_tracks(args)
     torch.set_num_threads(1)
     a, b = (load_vae(p)[0].eval().float() for p in (args.base, args.vae))
     for stem, values in shift(a, b, tracks, args.seconds).items():

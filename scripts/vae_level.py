@@ -10,7 +10,6 @@ skipped). A decoder that regresses log magnitudes under a running phase comes ou
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,6 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latent_shift import corpus_parser, corpus_tracks  # noqa: E402
 from msldm.checkpoint import load_vae  # noqa: E402
 
 STEMS = ("bass", "drums", "guitar", "piano")
@@ -56,16 +58,10 @@ def offsets(vae, tracks: list[Path], seconds: float) -> dict[str, dict[str, list
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = corpus_parser(__doc__)
     ap.add_argument("vae", type=Path, nargs="+", help="SourceVAE checkpoints")
-    ap.add_argument("--data", type=Path, required=True, help="a corpus folder (split/Track*/stem.wav)")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--tracks", type=int, default=12)
-    ap.add_argument("--seconds", type=float, default=8.0)
     args = ap.parse_args(argv)
-    tracks = sorted((args.data / args.split).glob("Track*"))[: args.tracks]
-    if not tracks:
-        raise SystemExit(f"no Track* folders in {args.data / args.split}")
+    tracks = corpus_tracks(args)
     torch.set_num_threads(1)
     for path in args.vae:
         vae = load_vae(path)[0].eval().float()

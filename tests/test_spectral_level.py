@@ -1,12 +1,11 @@
 """The spectral SourceVAE's level term (`VAELossConfig.lambda_level`): it is the level of the
 audio, frame by frame, not its waveform; it joins the loss at its weight and trains the
-decoder; the training command takes its weight."""
+decoder (the training command's `--level-weight`: tests/test_train.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -39,15 +38,3 @@ def test_the_level_term_joins_the_loss_and_trains_the_decoder() -> None:
     assert float(terms["loss"]) == pytest.approx(float(without["loss"]) + 2.0 * float(terms["level"]), rel=1e-5)
     terms["level"].backward()
     assert float(vae.decoder[-1].weight.grad.abs().sum()) > 0.0  # the magnitudes answer for it
-
-
-def test_cli_level_weight(monkeypatch, tmp_path: Path) -> None:
-    from tests.test_train import _recording_cli
-
-    main, seen, base = _recording_cli(monkeypatch, tmp_path, "train_vae",
-                                      ["vae", "--preset", "tiny_spectral", "--data", str(tmp_path)])
-    main(base)
-    main(base + ["--level-weight", "4"])
-    assert seen[0].vae_loss.lambda_level == 0.0 and seen[1].vae_loss.lambda_level == 4.0
-    with pytest.raises(SystemExit):
-        main(base + ["--level-weight", "-1"])

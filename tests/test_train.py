@@ -333,6 +333,10 @@ def test_cli_flux_and_phase_grad_reach_the_vae_loss(monkeypatch, tmp_path: Path)
         main(base + ["--phase-weight", "-2"])
     main(base + ["--phase-error", "l1"])
     assert seen[-1].vae_loss.phase_error == "l1" and seen[0].vae_loss.phase_error == "cos"
+    main(base + ["--level-weight", "4"])
+    assert seen[-1].vae_loss.lambda_level == 4.0 and seen[0].vae_loss.lambda_level == 0.0
+    with pytest.raises(SystemExit):
+        main(base + ["--level-weight", "-1"])
     main(base + ["--phase-grad-frames", "4"])
     assert seen[-1].vae_loss.phase_grad_frames == 4 and seen[0].vae_loss.phase_grad_frames == 0
     for bad in (["--phase-grad-frames", "-1"], ["--phase-grad-frames", "4", "--vae-phase", "free"]):
