@@ -151,7 +151,9 @@ class VAELossConfig:
     # alike, so a reconstruction whose strong partials sit a little under the original's and
     # whose gaps between them a little over scores as well as one at the right level, and comes
     # out quiet (the next SourceVAE about 0.5 dB on its training soundfonts, 1.5-3.4 dB on the
-    # held-out one's guitars and drums); this term is the level itself. 0: off.
+    # held-out one's guitars and drums); this term is the level itself. 0: off. (Measured only
+    # beside a per-frame level head, which carried the correction and was not kept:
+    # docs/eval/model-history.md, "Twenty-sixth session".)
     lambda_level: float = 0.0
     # An adversarial fine-tune of the spectral VAE (`msldm.spectral_losses.adversarial_terms`):
     # the weights of the least-squares generator term and of feature matching, against a
