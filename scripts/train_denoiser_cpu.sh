@@ -128,6 +128,13 @@
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v3 RUN=~/.cache/msldm/runs/denoiser-cpu-v3a bash scripts/train_denoiser_cpu.sh
 #   STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=1 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix6-latents-v3 RUN=~/.cache/msldm/runs/denoiser-cpu-v3b bash scripts/train_denoiser_cpu.sh
+# Run v3g (2026-12-07, twenty-sixth session; "Twenty-sixth session"): v3b's weights trained on with
+# half the rows given a part, the bass most often, the given part noised as the sampler shows it
+# (given noise 1) and scored only elsewhere, for the guitar v3b leaves quiet given bass and piano:
+#   GIVEN_NOISE=1 GIVEN_PROB=0.5 GIVEN_STEMS="bass=0.8 drums=0.5 guitar=0.35 piano=0.35" \
+#       STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=2 FRAME_DB=-50 \
+#       LATENTS=~/.cache/msldm/data/mix6-latents-v3 INIT=$HOME/.cache/msldm/runs/v3b-step5994.safetensors \
+#       RUN=~/.cache/msldm/runs/denoiser-cpu-v3g bash scripts/train_denoiser_cpu.sh
 # THREADS=1 leaves the other core to a 1-thread eval (`msldm eval --threads 1`): on 2026-12-04
 # training ran 205 steps/min beside one (360 alone on 2 threads) and a 24-clip eval took 4.5 min,
 # without the spinning that two 2-thread jobs cause.
