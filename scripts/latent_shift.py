@@ -21,8 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from msldm.checkpoint import load_vae  # noqa: E402
+from msldm.data.slakh import find_tracks  # noqa: E402
 
 STEMS = ("bass", "drums", "guitar", "piano")
+
+
+def read_stem(track: Path, stem: str, seconds: float) -> np.ndarray | None:
+    """The first `seconds` of a track's stem, mono float32; None where it is silent there (also
+    `scripts/vae_level.py`)."""
+    x, sr = sf.read(track / f"{stem}.wav", dtype="float32", always_2d=True)
+    x = x.mean(1)[: int(sr * seconds)]
+    return x if len(x) and float(np.abs(x).max()) >= 1e-3 else None
 
 
 def shift(vae_a, vae_b, tracks: list[Path], seconds: float) -> dict[str, list[float]]:
@@ -30,10 +39,10 @@ def shift(vae_a, vae_b, tracks: list[Path], seconds: float) -> dict[str, list[fl
     out: dict[str, list[float]] = {s: [] for s in STEMS}
     for track in tracks:
         for stem in STEMS:
-            x, sr = sf.read(track / f"{stem}.wav", dtype="float32", always_2d=True)
-            x = torch.from_numpy(x.mean(1)[: int(sr * seconds)])[None, None]
-            if float(x.abs().max()) < 1e-3:
+            audio = read_stem(track, stem, seconds)
+            if audio is None:
                 continue
+            x = torch.from_numpy(audio)[None, None]
             with torch.no_grad():
                 a, b = vae_a.encode(x)[0], vae_b.encode(x)[0]
             out[stem].append(float(((a - b).pow(2).mean() / a.pow(2).mean()).sqrt()))
@@ -53,7 +62,10 @@ def corpus_parser(doc: str | None) -> argparse.ArgumentParser:
 
 def corpus_tracks(args: argparse.Namespace) -> list[Path]:
     """The first `args.tracks` track folders of the split; SystemExit where there are none."""
-    tracks = sorted((args.data / args.split).glob("Track*"))[: args.tracks]
+    try:
+        tracks = find_tracks(args.data, args.split)[: args.tracks]
+    except FileNotFoundError:
+        tracks = []
     if not tracks:
         raise SystemExit(f"no Track* folders in {args.data / args.split}")
     return tracks

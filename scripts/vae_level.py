@@ -14,46 +14,35 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latent_shift import corpus_parser, corpus_tracks  # noqa: E402
+from latent_shift import STEMS, corpus_parser, corpus_tracks, read_stem  # noqa: E402
 from msldm.checkpoint import load_vae  # noqa: E402
+from msldm.eval.dsp import frame_rms_db, level_db  # noqa: E402
 
-STEMS = ("bass", "drums", "guitar", "piano")
 FRAME = 1024
-
-
-def _db(power: np.ndarray | float) -> np.ndarray:
-    return 10.0 * np.log10(np.asarray(power) + 1e-12)
 
 
 def offsets(vae, tracks: list[Path], seconds: float) -> dict[str, dict[str, list[float]]]:
     """stem -> {"rms": [dB per track], "frames": [median frame dB per track]}, the reconstruction's
     level less the original's, one entry per track where the stem sounds."""
     out: dict[str, dict[str, list[float]]] = {s: {"rms": [], "frames": []} for s in STEMS}
-    hop = vae.hop
     for track in tracks:
         for stem in STEMS:
-            x, sr = sf.read(track / f"{stem}.wav", dtype="float32", always_2d=True)
-            x = x.mean(1)[: int(sr * seconds)]
-            x = x[: len(x) // hop * hop]
-            if len(x) < FRAME or float(np.abs(x).max()) < 1e-3:
+            x = read_stem(track, stem, seconds)
+            if x is None or len(x) < max(FRAME, vae.hop):
                 continue
+            x = x[: len(x) // vae.hop * vae.hop]
             with torch.no_grad():
                 y = vae.decode(vae.encode(torch.from_numpy(x)[None, None])[0])[0, 0, : len(x)].numpy()
-            out[stem]["rms"].append(float(_db(np.mean(y ** 2)) - _db(np.mean(x ** 2))))
-            n = len(x) // FRAME * FRAME
-            px = (x[:n].reshape(-1, FRAME) ** 2).mean(1)
-            py = (y[:n].reshape(-1, FRAME) ** 2).mean(1)
-            keep = _db(px) > -60.0
+            out[stem]["rms"].append(level_db(y) - level_db(x))
+            fx, fy = frame_rms_db(x, FRAME, FRAME), frame_rms_db(y, FRAME, FRAME)
+            keep = fx > -60.0
             if keep.any():
-                out[stem]["frames"].append(float(np.median(_db(py[keep]) - _db(px[keep]))))
+                out[stem]["frames"].append(float(np.median(fy[keep] - fx[keep])))
     return out
 
 

@@ -236,6 +236,7 @@ def test_decoder_only_training_of_an_encoder_that_reads_the_low_band(corpus: dic
     with pytest.raises(ValueError, match="low band"):
         train_vae(config, corpus["data"], _cfg(tmp_path / "bad", 1), DistInfo(), lr=1e-3, seconds=SECONDS,
                   init=plain, freeze_encoder=True)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
     init = save_checkpoint(tmp_path / "init.safetensors", "vae", config, SpectralVAE(config.vae))
     train_vae(config, corpus["data"], _cfg(tmp_path / "run", 2, ema_decay=0.0), DistInfo(),
               lr=1e-3, seconds=SECONDS, init=init, freeze_encoder=True)
