@@ -4,7 +4,9 @@
         msldm/assets/cpu/diffusion.safetensors --provenance "what the run was"
 
 Tensors named `extra.*` (the latents' normalisation) keep their dtype; every other float32
-tensor is stored as float16. The metadata is kept; `--provenance` sets `meta.provenance`;
+tensor of at least `MIN_HALF_NUMEL` elements is stored as float16, the smaller ones (biases,
+norms) stay float32, as `msldm export --half-storage` stores them: exporting the committed file
+gives the graphs of the float32 weights it came from (a mix by `interpolate_weights.py`, say). The metadata is kept; `--provenance` sets `meta.provenance`;
 `--sampler FIELD=VALUE` (repeatable) sets the config's sampler defaults, as chosen by the eval
 sweep after training, so that `msldm generate` on the checkpoint and `msldm export` of it
 sample like the shipped bundle.
@@ -22,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from export.onnx_export import MIN_HALF_NUMEL
 from msldm.atomic import atomic_path
 from msldm.config import ModelConfig, SamplerConfig
 
@@ -31,7 +34,7 @@ def half(src: Path, dst: Path, provenance: str | None = None, sampler: dict[str,
         metadata = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     for k, v in tensors.items():
-        if not k.startswith("extra.") and v.dtype == torch.float32:
+        if not k.startswith("extra.") and v.dtype == torch.float32 and v.numel() >= MIN_HALF_NUMEL:
             tensors[k] = v.half()
     if provenance is not None:
         meta = json.loads(metadata.get("meta", "{}"))

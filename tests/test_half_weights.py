@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from script_loader import load_script
 
 from msldm.checkpoint import load_diffusion, save_checkpoint
@@ -33,6 +34,12 @@ def test_half_weights_keeps_the_model_and_sets_provenance_and_sampler(tmp_path: 
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert b.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-3, atol=1e-4), name
     assert dst.stat().st_size < 0.6 * src.stat().st_size
+    with safe_open(str(src), framework="pt") as a, safe_open(str(dst), framework="pt") as h:
+        for k in a.keys():  # the export's rule: small tensors stay float32, bit for bit
+            small = a.get_tensor(k).numel() < 1024 or k.startswith("extra.")
+            assert h.get_tensor(k).dtype == (torch.float32 if small else torch.float16), k
+            if small:
+                assert torch.equal(a.get_tensor(k), h.get_tensor(k)), k
     with pytest.raises(ValueError, match="unknown sampler field"):
         _script().half(src, tmp_path / "bad.safetensors", None, {"S_tmn": "0.3"})
     assert not (tmp_path / "bad.safetensors").exists()
