@@ -1,24 +1,23 @@
-"""A bundle for TIMING ONLY of a SourceVAE whose latents differ from the shipped denoiser's (a
-VAE that awaits its denoiser, e.g. msldm/assets/vae-spectral-next): the shipped denoiser's
-weights relabelled with that VAE's config, so `msldm export` takes the pair. Its encoder and
-decoder graphs are the VAE's own; what its denoiser generates means nothing. Then time it:
+"""A bundle for timing a SourceVAE whose latents differ from the shipped denoiser's (a VAE that
+awaits its denoiser): the shipped denoiser paired with that VAE (`scripts/pair_denoiser.py`), so
+`msldm export` takes the pair. Its encoder and decoder graphs are the VAE's own; whether the
+denoiser reads that VAE's latents is for the generation measures, not this bundle, to say. Then
+time it:
 
-    python scripts/timing_bundle.py msldm/assets/vae-spectral-next/vae.safetensors /tmp/timing-bundle
+    python scripts/timing_bundle.py VAE /tmp/timing-bundle
     python scripts/time_vae_graphs.py msldm/assets/bundle /tmp/timing-bundle
 """
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from msldm.checkpoint import load_vae, read_checkpoint, save_checkpoint  # noqa: E402
-from msldm.edm import EDMDenoiser  # noqa: E402
+from pair_denoiser import pair  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "msldm/assets/cpu/diffusion.safetensors"  # from any folder
 
@@ -27,17 +26,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         raise SystemExit(__doc__)
     vae_path, out = argv
-    _, vae_cfg, _ = load_vae(vae_path)
-    cfg, state, extra, _ = read_checkpoint(SHIPPED, "diffusion")
-    cfg = dataclasses.replace(cfg, vae=vae_cfg.vae, vae_loss=vae_cfg.vae_loss)
-    den = EDMDenoiser(cfg.diffusion)
-    den.load_state_dict({k: v.float() for k, v in state.items()})
     with tempfile.TemporaryDirectory() as tmp:
-        relabelled = save_checkpoint(Path(tmp) / "diffusion.safetensors", "diffusion", cfg, den,
-                                     extra={k: v.float() for k, v in extra.items()},
-                                     meta={"provenance": "timing only: the shipped denoiser relabelled"})
+        paired = pair(SHIPPED, vae_path, Path(tmp) / "diffusion.safetensors", note="timing only")
         subprocess.run([sys.executable, "-m", "msldm", "export", "--vae", str(vae_path), "--diffusion",
-                        str(relabelled), "--out", str(out), "--half-storage", "always"], check=True)
+                        str(paired), "--out", str(out), "--half-storage", "always"], check=True)
     return 0
 
 
