@@ -1,9 +1,11 @@
 """How far another SourceVAE's latents are from the shipped one's: per stem, the RMS of the
 difference of the posterior means relative to the shipped latents' RMS, over the first seconds
-of a split's tracks (silent stems skipped). A large shift means the denoiser must be trained
-again on the new latents (docs/eval/model-history.md, "Twenty-fifth session": 0.17-0.19).
+of a split's tracks (silent stems skipped). A large shift says the denoiser may need training on
+the new latents, which only generation measures decide (docs/eval/model-history.md,
+"Twenty-fifth session": 0.17-0.19 for the VAE shipped since the twenty-seventh session against
+the one before it, which the denoiser before read nearly as well: "Twenty-seventh session").
 
-    python scripts/latent_shift.py msldm/assets/vae-spectral-next/vae.safetensors \
+    python scripts/latent_shift.py NEW_VAE.safetensors \
         --data ~/.cache/msldm/data/multi --split test --tracks 12 --seconds 8
 """
 

@@ -2,8 +2,7 @@
 (dtypes kept, the latent statistics too), the config's `vae` and `vae_loss` taken from the VAE,
 and `meta` saying which VAE it was paired with and that it was not trained on that VAE's latents.
 
-    python scripts/pair_denoiser.py msldm/assets/cpu/diffusion.safetensors \
-        msldm/assets/vae-spectral-next/vae.safetensors OUT.safetensors --note "why"
+    python scripts/pair_denoiser.py DENOISER.safetensors VAE.safetensors OUT.safetensors --note "why"
 
 `msldm export` refuses a denoiser and a VAE whose latent configs differ; a VAE trained on from
 another (a widened encoder, a decoder fine-tune) can keep latents near enough that the denoiser

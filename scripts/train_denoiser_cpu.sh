@@ -119,9 +119,10 @@
 #   STEM_SHARE="guitar=0.9 piano=0.8" CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=2 FRAME_DB=-50 \
 #       LATENTS=~/.cache/msldm/data/mix7v-latents RUN=~/.cache/msldm/runs/denoiser-cpu-vv22 bash scripts/train_denoiser_cpu.sh
 # Runs v3a and v3b (2026-12-07, twenty-fifth session; docs/eval/model-history.md, "Twenty-fifth session"):
-# the shipped weights adapted to the latents of the next SourceVAE (msldm/assets/vae-spectral-next,
-# whose encoder also reads the low band: `VAE=msldm/assets/vae-spectral-next/vae.safetensors
-# TAG=-v3 bash scripts/rebuild_cache.sh relatents`), side by side on one thread each: v3a with
+# the shipped weights adapted to the latents of the next SourceVAE (then msldm/assets/vae-spectral-next,
+# shipped as msldm/assets/vae-spectral since the twenty-seventh session; its encoder also reads the
+# low band: `VAE=msldm/assets/vae-spectral/vae.safetensors TAG=-v3 bash scripts/rebuild_cache.sh
+# relatents`), side by side on one thread each: v3a with
 # the window filter of the weights shipped on 2026-12-05, v3b with that of their fine-tunes
 # (the shipped denoiser is an interpolation of the two kinds). The same commands resume them:
 #   CHANNEL_FILTERS=4 TRAIN_SIGMA=mixed LR=2e-4 THREADS=1 FRAME_DB=-50 \

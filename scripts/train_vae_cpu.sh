@@ -29,9 +29,9 @@
 # The next VAE (2026-12-05; docs/eval/spectral-vae-reconstruction.md), whole VAE, resumes with:
 #   LR=2e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 THREADS=2 RUN=~/.cache/msldm/runs/vae-full-phase4-l1 bash scripts/train_vae_cpu.sh
 # The next VAE's decoder alone (twenty-sixth session; its encoder, and so the latents v3 and a
-# denoiser trained on them, unchanged), resumes with:
+# denoiser trained on them, unchanged; that VAE is the shipped one since the twenty-seventh), resumes with:
 #   FREEZE_ENCODER=1 LR=1e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 LOW_NFFT=2560 LOW_XO=700,1000 LOW_GATE=1 LOW_ENV=1 \
-#     ENC_LOW=1 THREADS=1 INIT=msldm/assets/vae-spectral-next/vae.safetensors \
+#     ENC_LOW=1 THREADS=1 INIT=msldm/assets/vae-spectral/vae.safetensors \
 #     RUN=~/.cache/msldm/runs/vae-nextdec-s26 bash scripts/train_vae_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
