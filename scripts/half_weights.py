@@ -6,10 +6,10 @@
 Tensors named `extra.*` (the latents' normalisation) keep their dtype; every other float32
 tensor of at least `MIN_HALF_NUMEL` elements is stored as float16, the smaller ones (biases,
 norms) stay float32, as `msldm export --half-storage` stores them: exporting the committed file
-gives the graphs of the float32 weights it came from (a mix by `interpolate_weights.py`, say). The metadata is kept; `--provenance` sets `meta.provenance`;
-`--sampler FIELD=VALUE` (repeatable) sets the config's sampler defaults, as chosen by the eval
-sweep after training, so that `msldm generate` on the checkpoint and `msldm export` of it
-sample like the shipped bundle.
+gives the graphs of the float32 weights it came from (a mix by `interpolate_weights.py`, say).
+The metadata is kept; `--provenance` sets `meta.provenance`; `--sampler FIELD=VALUE`
+(repeatable) sets the config's sampler defaults, as chosen by the eval sweep after training, so
+that `msldm generate` on the checkpoint and `msldm export` of it sample like the shipped bundle.
 `msldm.checkpoint` loads the result as float32 weights.
 """
 
