@@ -389,13 +389,22 @@ def load_with_new_low_head(vae: SpectralVAE, state: dict[str, torch.Tensor], low
     Where the model's encoder also reads the low band (`VAEConfig.encoder_low`) and the state's
     does not, the encoder's first layer takes the state's weights for the main STFT's features
     and zeros for the low band's: it starts as the state's encoder, and training opens the new
-    inputs. Returns whether the head was (wholly or partly) so started. Any other mismatch raises."""
+    inputs. Where the state's encoder reads a narrower low band (a head widened on the same long
+    grid), each of its three low-band feature blocks keeps the state's weights for the bins both
+    read and takes zeros for the new ones. Returns whether the head was (wholly or partly) so
+    started. Any other mismatch raises."""
     enc_w = state.get("encoder.0.weight")
     want = vae.encoder[0].weight
-    if enc_w is not None and vae.cfg.encoder_low and enc_w.shape[1] == 3 * vae.bins and want.shape[1] > enc_w.shape[1]:
+    main_in = 3 * vae.bins
+    if enc_w is not None and vae.cfg.encoder_low and want.shape[1] > enc_w.shape[1] >= main_in \
+            and (enc_w.shape[1] - main_in) % 3 == 0:
         state = dict(state)
-        state["encoder.0.weight"] = torch.cat(
-            [enc_w, enc_w.new_zeros(enc_w.shape[0], want.shape[1] - enc_w.shape[1], enc_w.shape[2])], dim=1)
+        L_old, L = (enc_w.shape[1] - main_in) // 3, vae.low_bins
+        blocks = [enc_w[:, :main_in]]  # the main STFT's features, then (log magnitude, cos, sin) of the low band's
+        for part in range(3):
+            blocks += [enc_w[:, main_in + part * L_old:main_in + (part + 1) * L_old],
+                       enc_w.new_zeros(enc_w.shape[0], L - L_old, enc_w.shape[2])]
+        state["encoder.0.weight"] = torch.cat(blocks, dim=1)
     old_w = state.get("low_head.weight")
     if old_w is not None and vae.low_bins and old_w.shape != vae.low_head.weight.shape:
         if low_n_fft != vae.cfg.low_n_fft:

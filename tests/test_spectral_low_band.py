@@ -337,6 +337,30 @@ def test_an_encoder_reading_the_low_band_starts_as_the_one_it_widens_and_learns_
         dataclasses.replace(_cfg(low_n_fft=0), encoder_low=True).check_low_band()
 
 
+def test_an_encoder_reading_a_narrower_low_band_widens_with_its_trained_weights() -> None:
+    # a low head widened on the same long grid, the encoder reading the band in both: each low
+    # feature block (log magnitude, cos, sin) keeps the trained columns of the bins both read
+    torch.manual_seed(6)
+    narrow = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, encoder_low=True)).eval()
+    with torch.no_grad():
+        narrow.encoder[0].weight.normal_()
+    wide = SpectralVAE(dataclasses.replace(_cfg(), low_gate=True, encoder_low=True,
+                                           low_crossover=(700.0, 1000.0))).eval()
+    F_, L_old, L = wide.bins, narrow.low_bins, wide.low_bins
+    assert (L_old, L) == (48, 118)
+    assert load_with_new_low_head(wide, narrow.state_dict(), low_n_fft=2560)
+    w, w_old = wide.encoder[0].weight, narrow.encoder[0].weight
+    assert torch.equal(w[:, :3 * F_], w_old[:, :3 * F_])
+    for part in range(3):
+        a, a_old = 3 * F_ + part * L, 3 * F_ + part * L_old
+        assert torch.equal(w[:, a:a + L_old], w_old[:, a_old:a_old + L_old])
+        assert not w[:, a + L_old:a + L].any()
+    t = torch.arange(40 * 320) / SR
+    x = (0.3 * torch.sin(2 * math.pi * 55.0 * t) + 0.2 * torch.sin(2 * math.pi * 660.0 * t))[None, None]
+    with torch.no_grad():  # it encodes as the encoder it widens
+        torch.testing.assert_close(wide.encode(x)[0], narrow.encode(x)[0], rtol=1e-4, atol=1e-4)
+
+
 def test_an_encoder_reading_the_low_band_exports_with_plain_operators(tmp_path: Path) -> None:
     from export.ops import TENSORRT_OPS, check_tensorrt_ops
 
