@@ -34,6 +34,12 @@ def pair(diffusion: str | Path, vae: str | Path, out: str | Path, note: str = ""
     diffusion, vae, out = Path(diffusion), Path(vae), Path(out)
     vae_cfg = read_checkpoint(vae, "vae")[0]
     cfg, _, _, meta = read_checkpoint(diffusion, "diffusion")  # checks the file and its kind
+    shape = ("latent_dim", "hop", "sample_rate")  # what the denoiser's tensors and windows assume
+    differ = [f"{k} {getattr(cfg.vae, k)} against {getattr(vae_cfg.vae, k)}" for k in shape
+              if getattr(cfg.vae, k) != getattr(vae_cfg.vae, k)]
+    if differ:
+        raise ValueError(f"{vae} cannot pair with {diffusion}: its latents differ in shape "
+                         f"({'; '.join(differ)})")
     with safe_open(str(diffusion), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -54,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out")
     ap.add_argument("--note", default="", help="why the pair, kept in the checkpoint's meta")
     a = ap.parse_args(argv)
-    print(pair(a.diffusion, a.vae, a.out, a.note))
+    try:
+        print(pair(a.diffusion, a.vae, a.out, a.note))
+    except ValueError as e:  # CheckpointError too: a usage error, no traceback, nothing written
+        raise SystemExit(f"pair_denoiser: {e}") from None
     return 0
 
 

@@ -56,3 +56,23 @@ def test_pairing_refuses_a_vae_for_a_denoiser(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="holds a vae model"):
         load_script("pair_denoiser").pair(vae, vae, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_pairing_refuses_latents_of_another_shape_clearly(tmp_path: Path, capsys) -> None:
+    base = get_preset("tiny_spectral")
+    C = base.diffusion.latent_dim
+    stats = {"latent_mean": torch.zeros(C), "latent_std": torch.ones(C)}
+    den = save_checkpoint(tmp_path / "den.safetensors", "diffusion", base, EDMDenoiser(base.diffusion), extra=stats)
+    other = dataclasses.replace(base, vae=dataclasses.replace(base.vae, latent_dim=C + 8),
+                                diffusion=dataclasses.replace(
+                                    base.diffusion, latent_dim=C + 8,
+                                    unet=dataclasses.replace(base.diffusion.unet,
+                                                             in_channels=len(base.diffusion.stems) * (C + 8))))
+    vae = save_checkpoint(tmp_path / "vae.safetensors", "vae", other, SpectralVAE(other.vae))
+    script = load_script("pair_denoiser")
+    with pytest.raises(SystemExit) as exc:
+        script.main([str(den), str(vae), str(tmp_path / "out.safetensors")])
+    assert "latent_dim" in str(exc.value) and "Traceback" not in str(exc.value)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        script.main([str(tmp_path / "missing.safetensors"), str(vae), str(tmp_path / "out.safetensors")])
+    assert not list(tmp_path.glob("out*"))
