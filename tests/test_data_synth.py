@@ -456,3 +456,55 @@ def test_a_soundfont_without_gm_presets_is_refused_before_rendering(tmp_path: Pa
         render_corpus(tmp_path / "c", 2, 0, soundfonts=(str(find_soundfont()), str(GS_VARIATIONS)), seconds=2.0,
                       progress=False)
     assert not list((tmp_path / "c").glob("*/Track*"))
+
+
+KIT_FONT = Path("/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2")  # Debian's avldrums.lv2-soundfont
+
+
+def test_drum_kits_join_only_the_drums_draw_of_training_tracks() -> None:
+    from msldm.data.synth.corpus import RenderPlan
+
+    plan = RenderPlan(("gm.sf2", "other.sf2"), "held.sf2", drum_kits=("kit.sf2",))
+    assert plan.fonts_for("train", "drums") == ("gm.sf2", "other.sf2", "kit.sf2")
+    for stem in ("bass", "guitar", "piano", None):
+        assert plan.fonts_for("train", stem) == ("gm.sf2", "other.sf2")
+    assert plan.fonts_for("test", "drums") == plan.fonts_for("validation", "drums") == ("held.sf2",)
+    # without kits every stem draws from the soundfonts alone, as corpora rendered before kits did
+    assert RenderPlan(("gm.sf2",)).fonts_for("train", "drums") == ("gm.sf2",)
+
+
+@pytest.mark.fluidsynth
+@pytest.mark.skipif(not (GM_FONT.is_file() and HELD_OUT_FONT.is_file()), reason="needs FluidR3_GM and TimGM6mb")
+def test_a_drum_kit_plays_the_drum_channel_from_its_bank_0(tmp_path: Path) -> None:
+    from msldm.data.synth.compose import TimedNote
+    from msldm.data.synth.render import DRUM_CHANNEL, SoundfontIncomplete, check_drum_kit, check_soundfont, render_notes
+
+    hits = [TimedNote(0.1 + 0.25 * i, 0.3 + 0.25 * i, pitch, 100) for i, pitch in enumerate([36, 38, 42, 38])]
+    gm_kit, _ = render_notes(hits, 0, DRUM_CHANNEL, 22050, 22050, GM_FONT)
+    # a soundfont's bank 0 on the drum channel: its preset 0 (here TimGM6mb's piano, not a kit)
+    as_kit, used = render_notes(hits, 33, DRUM_CHANNEL, 22050, 22050, HELD_OUT_FONT, kit=True)
+    assert used == 0 and np.sqrt(np.mean(as_kit ** 2)) > 1e-3
+    assert not np.allclose(as_kit, render_notes(hits, 0, DRUM_CHANNEL, 22050, 22050, HELD_OUT_FONT)[0], atol=1e-4)
+    assert check_drum_kit(HELD_OUT_FONT) == HELD_OUT_FONT
+    if not KIT_FONT.is_file():
+        pytest.skip("avldrums.lv2-soundfont not installed")
+    with pytest.raises(SoundfontIncomplete, match="bank 128"):
+        check_soundfont(KIT_FONT)  # a kit alone is no General MIDI soundfont
+    assert check_drum_kit(KIT_FONT) == KIT_FONT
+    kit, _ = render_notes(hits, 0, DRUM_CHANNEL, 22050, 22050, KIT_FONT, kit=True)
+    assert np.sqrt(np.mean(kit ** 2)) > 1e-3 and np.sqrt(np.mean(gm_kit ** 2)) > 1e-3
+    onsets = [int((0.1 + 0.25 * i) * 22050) for i in range(4)]
+    for start in onsets:  # every hit sounds where it was played
+        assert np.abs(kit[start:start + 2000]).max() > 4 * np.abs(kit[max(0, start - 300):start - 50]).max() + 1e-4
+    out = tmp_path / "c"
+    render_corpus(out, 10, 4, seconds=2.0, progress=False, soundfonts=(GM_FONT,),
+                  holdout_soundfont=HELD_OUT_FONT, drum_kits=(KIT_FONT,))
+    drawn = {s: set() for s in STEMS}
+    for track in sorted(out.glob("train/Track*")):
+        ann = json.loads((track / "annotation.json").read_text())
+        for s in STEMS:
+            drawn[s].add(ann["render"][s]["soundfont"])
+    assert drawn["drums"] == {GM_FONT.name, KIT_FONT.name}
+    assert all(drawn[s] == {GM_FONT.name} for s in ("bass", "guitar", "piano"))
+    assert render_corpus(out, 10, 4, seconds=2.0, progress=False, soundfonts=(GM_FONT,), resume=True,
+                         holdout_soundfont=HELD_OUT_FONT, drum_kits=(KIT_FONT,)).kept == 10

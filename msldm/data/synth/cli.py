@@ -26,6 +26,7 @@ def _run_synth(args: argparse.Namespace) -> None:
     summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
                             soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
                             progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
+                            drum_kits=tuple(args.drum_kits or ()),
                             holdout_soundfont=args.holdout_soundfont, augment=args.augment,
                             composer=args.composer, resume=args.resume,
                             splits=tuple(args.splits) if args.splits else None)
@@ -74,6 +75,11 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--soundfonts", type=lambda t: [x for x in t.split(",") if x], default=None,
                        metavar="SF2,SF2,...",
                        help="training tracks draw each stem's soundfont from these (overrides --soundfont)")
+    synth.add_argument("--drum-kits", type=lambda t: [x for x in t.split(",") if x], default=None,
+                       metavar="SF2,...",
+                       help="soundfonts holding a drum kit alone (preset 0 of bank 0, General MIDI drum map, "
+                            "as Debian's avldrums.lv2-soundfont): training tracks' drums draw from these and "
+                            "the soundfonts together")
     synth.add_argument("--holdout-soundfont", default=None, metavar="SF2",
                        help="validation and test tracks are rendered with this soundfont only")
     synth.add_argument("--augment", action="store_true",

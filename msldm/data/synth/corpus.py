@@ -28,7 +28,7 @@ from .comping import GUITAR_FAMILIES_INVERTED, PIANO_FAMILIES_RIGHT_HAND
 from .compose import RELEASE_ALLOWANCE, Song, compose_song
 from .heldout import compose_heldout
 from .midi import CHANNELS, write_midi
-from .render import check_soundfont, gate_inactive, render_notes
+from .render import check_drum_kit, check_soundfont, gate_inactive, render_notes
 from .theory import CHANGES_PROGRESSIONS, SEVENTHS_PROGRESSIONS
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -153,34 +153,39 @@ class RenderPlan:
     draw from `soundfonts` like training tracks. With `augment`, every stem goes through
     `augment.augment_stem` (effects and gain; its loudness policy). All draws come from
     `default_rng([seed, index, RENDER_STREAM])`, apart from the composition's own stream.
-    `composer` names the entry of `COMPOSERS` that writes the music.
+    `composer` names the entry of `COMPOSERS` that writes the music. The drums of training tracks
+    draw from `soundfonts` and `drum_kits` together (soundfonts holding a drum kit alone, as
+    Debian's avldrums); with no kits every draw is what it was before kits existed.
     """
 
     soundfonts: tuple[str, ...]
     holdout: str | None = None
     augment: bool = False
     composer: str = "synth"
+    drum_kits: tuple[str, ...] = ()
 
-    def fonts_for(self, split: str) -> tuple[str, ...]:
-        """The soundfonts tracks of `split` draw from."""
+    def fonts_for(self, split: str, stem: str | None = None) -> tuple[str, ...]:
+        """The soundfonts the tracks of `split` draw from (for `stem`'s part, where given)."""
         if split != "train" and self.holdout:
             return (self.holdout,)
-        return self.soundfonts
+        return self.soundfonts + (self.drum_kits if stem == "drums" else ())
 
 
 RENDER_STREAM = 7919
 """Third seed word of the rendering generator (soundfont and effect draws)."""
 
 
-def render_song(song: Song, sample_rate: int, fonts: dict[str, Path]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Renders and gates every stem of `song`, stem `s` with soundfont `fonts[s]`.
-    Returns ({stem: float32 [N]}, {stem: program used})."""
+def render_song(song: Song, sample_rate: int, fonts: dict[str, Path],
+                kits: frozenset[str] = frozenset()) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Renders and gates every stem of `song`, stem `s` with soundfont `fonts[s]` (a drum kit
+    alone where its path is in `kits`). Returns ({stem: float32 [N]}, {stem: program used})."""
     n_samples = int(round(song.duration * sample_rate))
     stems: dict[str, np.ndarray] = {}
     programs: dict[str, int] = {}
     for stem in STEMS:
         audio, programs[stem] = render_notes(song.notes[stem], song.programs[stem], CHANNELS[stem],
-                                             n_samples, sample_rate, fonts[stem])
+                                             n_samples, sample_rate, fonts[stem],
+                                             kit=str(fonts[stem]) in kits)
         stems[stem] = gate_inactive(audio, song.active_bars[stem], song.bar_times(), song.duration,
                                     sample_rate, RELEASE_ALLOWANCE)
     return stems, programs
@@ -201,9 +206,11 @@ def render_track(out: Path, index: int, seed: int, sample_rate: int, plan: Rende
     song = COMPOSERS[plan.composer](seed, index, seconds)
     split = split_of(index)
     rng = np.random.default_rng([seed, index, RENDER_STREAM])
-    choices = plan.fonts_for(split)
-    fonts = {stem: Path(choices[int(rng.integers(len(choices)))]) for stem in STEMS}
-    stems, programs = render_song(song, sample_rate, fonts)
+    fonts = {}
+    for stem in STEMS:
+        choices = plan.fonts_for(split, stem)
+        fonts[stem] = Path(choices[int(rng.integers(len(choices)))])
+    stems, programs = render_song(song, sample_rate, fonts, frozenset(plan.drum_kits))
     render: dict[str, dict] = {stem: {"soundfont": fonts[stem].name} for stem in STEMS}
     if plan.augment:
         from .augment import augment_stem
@@ -250,12 +257,12 @@ def already_rendered(out: Path, index: int, seed: int, sample_rate: int, plan: R
         note = json.loads((final / "annotation.json").read_text())
     except (OSError, ValueError):
         return False
-    fonts = {Path(f).name for f in plan.fonts_for(split_of(index))}
+    fonts = {s: {Path(f).name for f in plan.fonts_for(split_of(index), s)} for s in STEMS}
     render = note.get("render") or {}
     return (note.get("seed") == seed and note.get("index") == index
             and note.get("sample_rate") == sample_rate and note.get("duration") == float(seconds)
             and note.get("composer", plan.composer) == plan.composer
-            and set(render) == set(STEMS) and all(render[s].get("soundfont") in fonts for s in STEMS)
+            and set(render) == set(STEMS) and all(render[s].get("soundfont") in fonts[s] for s in STEMS)
             and all(("gain_db" in render[s]) == plan.augment for s in STEMS))
 
 
@@ -277,11 +284,13 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
                   progress: bool = True, soundfonts: tuple[str | Path, ...] = (),
                   holdout_soundfont: str | Path | None = None, augment: bool = False,
                   composer: str = "synth", resume: bool = False,
-                  splits: tuple[str, ...] | None = None) -> CorpusSummary:
+                  splits: tuple[str, ...] | None = None,
+                  drum_kits: tuple[str | Path, ...] = ()) -> CorpusSummary:
     """Renders `tracks` tracks into `out` (layout in the module docstring). Returns a CorpusSummary.
 
     Training tracks draw each stem's soundfont from `soundfonts` (default: `soundfont` alone);
-    validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`).
+    validation and test tracks use `holdout_soundfont` when given (see `RenderPlan`). The drums
+    of training tracks also draw from `drum_kits` (soundfonts holding a drum kit alone).
     `composer` picks the music from `COMPOSERS` ("synth", the training corpus, "synth-full",
     the same with every stem playing nearly throughout, or "heldout").
     Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
@@ -301,7 +310,10 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     holdout = str(check_soundfont(holdout_soundfont)) if holdout_soundfont else None
     if holdout and holdout in fonts:
         raise ValueError(f"the held-out soundfont {holdout} is also a training soundfont")
-    plan = RenderPlan(fonts, holdout, augment, composer)
+    kits = tuple(str(check_drum_kit(f)) for f in drum_kits)
+    if holdout and holdout in kits:
+        raise ValueError(f"the held-out soundfont {holdout} is also a training drum kit")
+    plan = RenderPlan(fonts, holdout, augment, composer, kits)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = CorpusSummary(out, tracks, {s: 0 for s in SPLITS})

@@ -117,13 +117,15 @@ class SoundfontIncomplete(ValueError):
 
 
 def _select_program(lib: ctypes.CDLL, synth: int, sfont_id: int, channel: int, program: int,
-                    soundfont: Path | str = "the soundfont") -> int:
+                    soundfont: Path | str = "the soundfont", kit: bool = False) -> int:
     """Selects `program` (a drum kit on the drum channel); falls back to preset 0. Returns the used one.
 
+    With `kit`, the soundfont is a drum kit alone (Debian's avldrums: one preset in bank 0, the
+    General MIDI drum map), and its bank 0 is played on the drum channel.
     Raises `SoundfontIncomplete` when the bank has neither: FluidSynth would then play every
     note as silence (FluidR3_GS.sf2 is such a file: GS variation banks only, meant to be
     loaded over FluidR3_GM.sf2)."""
-    bank = 128 if channel == DRUM_CHANNEL else 0
+    bank = 128 if channel == DRUM_CHANNEL and not kit else 0
     sfont = lib.fluid_synth_get_sfont_by_id(synth, sfont_id)
     if not lib.fluid_sfont_get_preset(sfont, bank, program):
         if not lib.fluid_sfont_get_preset(sfont, bank, 0):
@@ -152,6 +154,20 @@ def check_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def check_drum_kit(soundfont: str | os.PathLike) -> Path:
+    """Returns the path of a drum-kit soundfont (a preset 0 in bank 0, played on the drum channel
+    with the General MIDI drum map); raises `SoundfontIncomplete` for a file without one."""
+    path = find_soundfont(soundfont)
+    lib = load_library()
+    settings, synth, sfont_id = _new_synth(lib, 22050, path)
+    try:
+        _select_program(lib, synth, sfont_id, DRUM_CHANNEL, 0, path, kit=True)
+    finally:
+        lib.delete_fluid_synth(synth)
+        lib.delete_fluid_settings(settings)
+    return path
+
+
 def _events(notes: Sequence[TimedNote], sample_rate: int) -> list[tuple[int, int, int, int]]:
     """Returns (sample, is_on, pitch, velocity) sorted, note-offs before note-ons on a sample."""
     events = []
@@ -163,15 +179,16 @@ def _events(notes: Sequence[TimedNote], sample_rate: int) -> list[tuple[int, int
 
 
 def render_notes(notes: Sequence[TimedNote], program: int, channel: int, n_samples: int,
-                 sample_rate: int, soundfont: Path) -> tuple[np.ndarray, int]:
+                 sample_rate: int, soundfont: Path, kit: bool = False) -> tuple[np.ndarray, int]:
     """Renders one instrument with a fresh synth. Returns (mono float32 audio [n_samples], program used).
+    With `kit`, `soundfont` is a drum kit alone (`check_drum_kit`) and the program is ignored.
 
     Mono is the mean of FluidSynth's left and right outputs (centre-panned voices).
     """
     lib = load_library()
     settings, synth, sfont_id = _new_synth(lib, sample_rate, soundfont)
     try:
-        used = _select_program(lib, synth, sfont_id, channel, program, soundfont)
+        used = _select_program(lib, synth, sfont_id, channel, 0 if kit else program, soundfont, kit)
         left = np.zeros(n_samples, dtype=np.float32)
         right = np.zeros(n_samples, dtype=np.float32)
         position = 0
