@@ -486,6 +486,12 @@ def test_a_drum_kit_plays_the_drum_channel_from_its_bank_0(tmp_path: Path) -> No
     assert used == 0 and np.sqrt(np.mean(as_kit ** 2)) > 1e-3
     assert not np.allclose(as_kit, render_notes(hits, 0, DRUM_CHANNEL, 22050, 22050, HELD_OUT_FONT)[0], atol=1e-4)
     assert check_drum_kit(HELD_OUT_FONT) == HELD_OUT_FONT
+    with pytest.raises(ValueError, match="held-out soundfont"):
+        render_corpus(tmp_path / "h", 1, 0, soundfonts=(GM_FONT,), holdout_soundfont=HELD_OUT_FONT,
+                      drum_kits=(HELD_OUT_FONT,))
+    with pytest.raises(ValueError, match="both as a soundfont and as a drum kit"):
+        render_corpus(tmp_path / "b", 1, 0, soundfonts=(GM_FONT,), drum_kits=(GM_FONT,))
+    assert not (tmp_path / "h").exists() and not (tmp_path / "b").exists()
     if not KIT_FONT.is_file():
         pytest.skip("avldrums.lv2-soundfont not installed")
     with pytest.raises(SoundfontIncomplete, match="bank 128"):

@@ -293,7 +293,7 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     of training tracks also draw from `drum_kits` (soundfonts holding a drum kit alone).
     `composer` picks the music from `COMPOSERS` ("synth", the training corpus, "synth-full",
     the same with every stem playing nearly throughout, or "heldout").
-    Output depends on (composer, seed, track index, sample_rate, soundfonts, seconds, augment)
+    Output depends on (composer, seed, track index, sample_rate, soundfonts, drum kits, seconds, augment)
     only, never on `workers`. Workers use the spawn start method. With `resume`, tracks that
     `already_rendered` finds whole are kept and counted in `summary.kept`, and only the others are
     rendered (a killed render continues where it stopped, with the same result). With `splits`,
@@ -313,6 +313,8 @@ def render_corpus(out: Path, tracks: int, seed: int, sample_rate: int = 22050,
     kits = tuple(str(check_drum_kit(f)) for f in drum_kits)
     if holdout and holdout in kits:
         raise ValueError(f"the held-out soundfont {holdout} is also a training drum kit")
+    if set(kits) & set(fonts):
+        raise ValueError(f"{', '.join(sorted(set(kits) & set(fonts)))} named both as a soundfont and as a drum kit")
     plan = RenderPlan(fonts, holdout, augment, composer, kits)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
