@@ -455,6 +455,8 @@ def test_a_soundfont_without_gm_presets_is_refused_before_rendering(tmp_path: Pa
     with pytest.raises(SoundfontIncomplete):
         render_corpus(tmp_path / "c", 2, 0, soundfonts=(str(find_soundfont()), str(GS_VARIATIONS)), seconds=2.0,
                       progress=False)
+    with pytest.raises(SoundfontIncomplete, match="not a drum-kit soundfont"):
+        render_corpus(tmp_path / "c", 2, 0, drum_kits=(str(GS_VARIATIONS),), seconds=2.0, progress=False)
     assert not list((tmp_path / "c").glob("*/Track*"))
 
 
@@ -514,3 +516,14 @@ def test_a_drum_kit_plays_the_drum_channel_from_its_bank_0(tmp_path: Path) -> No
     assert all(drawn[s] == {GM_FONT.name} for s in ("bass", "guitar", "piano"))
     assert render_corpus(out, 10, 4, seconds=2.0, progress=False, soundfonts=(GM_FONT,), resume=True,
                          holdout_soundfont=HELD_OUT_FONT, drum_kits=(KIT_FONT,)).kept == 10
+
+
+def test_synth_cli_answers_a_missing_soundfont_or_kit_with_one_line(tmp_path: Path, capsys) -> None:
+    from msldm.cli import main
+
+    for flag in ("--soundfonts", "--drum-kits"):
+        out = tmp_path / flag.strip("-")
+        assert main(["data", "synth", "--out", str(out), "--tracks", "1", flag, str(tmp_path / "none.sf2")]) == 2
+        err = capsys.readouterr().err
+        assert "soundfont not found" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()

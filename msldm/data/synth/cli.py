@@ -22,14 +22,18 @@ SYNTH_EXAMPLE = """examples:
 def _run_synth(args: argparse.Namespace) -> None:
     """Handler: render the corpus and print a one-line summary."""
     from .corpus import render_corpus
+    from .render import FluidSynthUnavailable
 
-    summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
-                            soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
-                            progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
-                            drum_kits=tuple(args.drum_kits or ()),
-                            holdout_soundfont=args.holdout_soundfont, augment=args.augment,
-                            composer=args.composer, resume=args.resume,
-                            splits=tuple(args.splits) if args.splits else None)
+    try:
+        summary = render_corpus(args.out, args.tracks, args.seed, sample_rate=args.sample_rate,
+                                soundfont=args.soundfont, workers=args.workers, seconds=args.seconds,
+                                progress=not args.quiet, soundfonts=tuple(args.soundfonts or ()),
+                                drum_kits=tuple(args.drum_kits or ()),
+                                holdout_soundfont=args.holdout_soundfont, augment=args.augment,
+                                composer=args.composer, resume=args.resume,
+                                splits=tuple(args.splits) if args.splits else None)
+    except FluidSynthUnavailable as exc:  # a soundfont or the library missing: one line, not a traceback
+        raise ValueError(str(exc)) from None
     kept = f", kept {summary.kept} already rendered" if summary.kept else ""
     print(f"wrote {summary.tracks - summary.kept} tracks{kept} to {summary.root} {summary.splits} in {summary.wall_seconds:.1f} s "
           f"({summary.realtime_per_core:.1f}x real time per core)")

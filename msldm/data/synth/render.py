@@ -130,9 +130,9 @@ def _select_program(lib: ctypes.CDLL, synth: int, sfont_id: int, channel: int, p
     if not lib.fluid_sfont_get_preset(sfont, bank, program):
         if not lib.fluid_sfont_get_preset(sfont, bank, 0):
             wanted = "no preset 0" if program == 0 else f"neither preset {program} nor preset 0"
-            raise SoundfontIncomplete(
-                f"{soundfont} has {wanted} in bank {bank}: it is not a complete General MIDI "
-                f"soundfont and would render silence")
+            what = "a drum-kit soundfont" if kit else "a complete General MIDI soundfont"
+            raise SoundfontIncomplete(f"{soundfont} has {wanted} in bank {bank}: it is not {what} "
+                                      f"and would render silence")
         program = 0
     lib.fluid_synth_program_select(synth, channel, sfont_id, bank, program)
     return program
@@ -142,26 +142,23 @@ def check_soundfont(soundfont: str | os.PathLike | None = None) -> Path:
     """Returns the soundfont's path (`find_soundfont`'s choice for None) if it holds a GM
     melodic bank and a drum kit (bank 0 and bank 128, preset 0); raises `SoundfontIncomplete`
     otherwise, so that a corpus is refused before anything is rendered."""
-    path = find_soundfont(soundfont)
-    lib = load_library()
-    settings, synth, sfont_id = _new_synth(lib, 22050, path)
-    try:
-        _select_program(lib, synth, sfont_id, 0, 0, path)
-        _select_program(lib, synth, sfont_id, DRUM_CHANNEL, 0, path)
-    finally:
-        lib.delete_fluid_synth(synth)
-        lib.delete_fluid_settings(settings)
-    return path
+    return _check_presets(soundfont, ((0, False), (DRUM_CHANNEL, False)))
 
 
 def check_drum_kit(soundfont: str | os.PathLike) -> Path:
     """Returns the path of a drum-kit soundfont (a preset 0 in bank 0, played on the drum channel
     with the General MIDI drum map); raises `SoundfontIncomplete` for a file without one."""
+    return _check_presets(soundfont, ((DRUM_CHANNEL, True),))
+
+
+def _check_presets(soundfont: str | os.PathLike | None, selections: tuple[tuple[int, bool], ...]) -> Path:
+    """Loads the soundfont into a throwaway synth and selects preset 0 for each (channel, kit)."""
     path = find_soundfont(soundfont)
     lib = load_library()
     settings, synth, sfont_id = _new_synth(lib, 22050, path)
     try:
-        _select_program(lib, synth, sfont_id, DRUM_CHANNEL, 0, path, kit=True)
+        for channel, kit in selections:
+            _select_program(lib, synth, sfont_id, channel, 0, path, kit)
     finally:
         lib.delete_fluid_synth(synth)
         lib.delete_fluid_settings(settings)
