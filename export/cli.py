@@ -40,7 +40,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="set a sampler default in the manifest (repeatable), e.g. --sampler S_tmin=0.1; "
                         f"fields: {', '.join(f.name for f in dataclasses.fields(SamplerConfig))} "
                         "(default: the checkpoint's)")
+    p.add_argument("--level-balance", type=Path, default=None, metavar="JSON",
+                   help="the balance table of generated stems against given ones (server.levels): a bundle's "
+                        "manifest.json that has one (carried over), or a file holding the block itself; "
+                        "scripts/level_balance.py measures one (default: none, the decoder's level)")
     p.set_defaults(func=run_export)
+
+
+def read_level_balance(path: Path | None) -> dict | None:
+    """`--level-balance`: the block of a manifest that has one, or the block itself, checked as
+    the runtime will check it (against the bundled stems: every bundle has these four)."""
+    if path is None:
+        return None
+    import json
+
+    from msldm.config import STEMS
+    from server.levels import LevelBalance
+
+    try:
+        data = json.loads(Path(path).read_text())
+        block = data.get("level_balance", data) if isinstance(data, dict) else data
+        LevelBalance.from_manifest(block, tuple(data.get("stems", STEMS)) if isinstance(data, dict) else STEMS)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--level-balance {path}: {e}") from None
+    return block
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -53,7 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
     pairs = SamplerConfig.parse_assignments(args.sampler).items()
     opts = ExportOptions(opset=args.opset, fp16=args.fp16, half_storage=args.half_storage,
                          size_limit_mb=args.size_limit_mb, training_data=args.training_data,
-                         sampler=tuple(pairs))
+                         sampler=tuple(pairs), level_balance=read_level_balance(args.level_balance))
     report = export_bundle(args.vae, args.diffusion, args.out, opts)
     print(report.summary())
     return 0

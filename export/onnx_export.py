@@ -49,6 +49,7 @@ class ExportOptions:
     tol_fp16_generation: float = 5e-2
     training_data: str | None = None
     sampler: tuple[tuple[str, str], ...] = ()  # (field, text) overrides of the checkpoint's sampler defaults
+    level_balance: dict | None = None  # the manifest's `level_balance` block (server.levels; None: none)
 
 
 @dataclass
@@ -206,6 +207,8 @@ def export_bundle(vae_path: str | Path, diffusion_path: str | Path, out: str | P
                                                      opts.training_data),
                               weights_storage=storage,
                               phase_bins=_phase_bins(modules))
+    if opts.level_balance is not None:
+        manifest["level_balance"] = opts.level_balance
     write_manifest(out, manifest)
     report = ExportReport(out, precision, storage, operators,
                           {g: (out / f"{g}.onnx").stat().st_size for g in GRAPHS})

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--silent-retries", type=int, metavar="N",
                    help="0-4: how often the daemon samples a window again when a generated stem comes out "
                         "silent there (default: the daemon's, 2; 0: what the model made first)")
+    g.add_argument("--level", choices=("balance", "model"),
+                   help="balance (the daemon's default): each generated stem set to where real parts typically "
+                        "sit against the given stems; model: the level the model made")
     g.add_argument("--output-sample-rate", type=int, metavar="HZ",
                    help="rate of the written stems (default: first given stem's)")
     g.add_argument("--bit-depth", choices=sorted(wavio.BIT_DEPTHS),
@@ -215,7 +218,7 @@ def make_request(args: argparse.Namespace, files: list[tuple[str, wavio.AudioFil
         output_sample_rate=args.output_sample_rate,
         duration=args.duration,
         region=region, length=None if args.length == "region" else args.length, takes=args.takes,
-        redo=redo_field(args), silent_retries=args.silent_retries)
+        redo=redo_field(args), silent_retries=args.silent_retries, level=args.level)
 
 
 def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[tuple[str, wavio.AudioFile]],
@@ -233,6 +236,7 @@ def sidecar_record(args: argparse.Namespace, hello: dict[str, Any], files: list[
         "region": d.region, "windows": d.windows, "redo": d.redo,
         "silent_retries": d.silent_retries, "silent_rerolls": d.take_rerolls[take] if d.take_rerolls else None,
         "tamed_windows": d.take_tamed[take] if d.take_tamed else None,
+        "level": d.level, "level_gain_db": d.take_level_gains[take] if d.take_level_gains else None,
         "fit": d.take_fits[take] if d.take_fits else None,
         "timings": {**d.timings, "bridge_wall": round(result.wall_seconds, 4)},
         "given": [{"stem": s, "path": str(f.path.resolve()), "sha256": wavio.sha256_file(f.path),
@@ -268,7 +272,8 @@ def reproduce_command(args: argparse.Namespace, done: Done, take: int = 0) -> st
                         ("--schedule", done.schedule), ("--resample", done.resample), ("--guidance", done.guidance),
                         ("--candidates", done.candidates),
                         ("--output-sample-rate", args.output_sample_rate), ("--bit-depth", args.bit_depth),
-                        ("--duration", args.duration), ("--silent-retries", done.silent_retries)):
+                        ("--duration", args.duration), ("--silent-retries", done.silent_retries),
+                        ("--level", args.level)):
         if value is not None:
             parts += [flag, str(value)]
     if args.meter:

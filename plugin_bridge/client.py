@@ -152,6 +152,8 @@ class Done:
     take_fits: tuple[dict[str, Any], ...] = ()  # per take {fit, rank, stem_fit} of a multi-take job (else empty)
     take_tamed: tuple[int, ...] = ()  # per take, windows turned down after every sampling came out blown
     candidates: int | None = None  # candidates sampled per take and window (None: an older daemon)
+    level: str | None = None  # "balance" or "model": how the generated stems' level was set (None: an older daemon)
+    take_level_gains: tuple[dict[str, float], ...] = ()  # per take, stem -> the balance gain (dB) it got
 
     @property
     def takes(self) -> int:
@@ -198,13 +200,14 @@ class GenerateRequest:
     takes: int | None = None  # takes in one batch: seeds seed, seed + 1, ...
     redo: dict[str, Any] | None = None  # {stem, start, end} (seconds) or {stem, bars: [first, last]}
     silent_retries: int | None = None  # re-samplings of a window with a silent generated stem (daemon: 2)
+    level: str | None = None  # "balance" (the daemon's default) or "model": the generated stems' level
 
     def header(self, job_id: str) -> dict[str, Any]:
         """The `generate` header (protocol field names)."""
         h: dict[str, Any] = {"type": "generate", "job_id": job_id,
                              "given": [g.info() for g in self.given], "generate": list(self.generate)}
         for name in ("seed", "steps", "sampler", "schedule", "resample", "guidance", "candidates",
-                     "output_sample_rate", "duration", "region", "length", "takes", "redo", "silent_retries"):
+                     "output_sample_rate", "duration", "region", "length", "takes", "redo", "silent_retries", "level"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -278,10 +281,11 @@ def _to_event(msg: P.Message) -> Event | None:
         tamed = tuple(int(t.get("tamed_windows", 0)) for t in takes) if "tamed_windows" in h else ()
         fits = tuple({k: t[k] for k in ("fit", "rank", "stem_fit") if k in t} for t in takes) \
             if all("rank" in t for t in takes) and len(takes) > 1 else ()
+        gains = tuple(dict(t.get("level_gain_db", {})) for t in takes) if "level" in h else ()
         return Done(h["job_id"], tuple(h["stems"]), h["frames"], h["sample_rate"], h["seed"], h["steps"],
                     h["sampler"], dict(h["timings"]), h.get("region"), h.get("windows"),
                     h.get("schedule"), h.get("resample"), seeds, h.get("redo"), h.get("silent_retries"), rerolls,
-                    h.get("guidance"), fits, tamed, h.get("candidates"))
+                    h.get("guidance"), fits, tamed, h.get("candidates"), h.get("level"), gains)
     if msg.type == "heartbeat":
         jobs = tuple(j.get("job_id", "") for j in h["jobs"] if isinstance(j, dict))
         return Heartbeat(jobs, float(h["time"]))

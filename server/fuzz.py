@@ -40,7 +40,7 @@ WEIRD: list[Any] = [None, True, False, -1, 0, 1, 2 ** 31, 2 ** 63, 2 ** 64 - 1, 
                     "", "x", "\u0000", "é" * 40, "a" * 300, [], {}, [1, 2], {"a": {"b": [None]}},
                     *(f"@{k}@" for k in LITERALS), ["@INF@"], {"t": "@BIG@"}]
 FIELDS = ["job_id", "given", "generate", "seed", "steps", "sampler", "schedule", "resample", "guidance",
-          "output_sample_rate", "duration", "region", "takes", "redo", "length", "silent_retries"]
+          "output_sample_rate", "duration", "region", "takes", "redo", "length", "silent_retries", "level"]
 GIVEN_FIELDS = ["stem", "sample_rate", "channels", "frames"]
 
 
@@ -90,6 +90,7 @@ def _mutate_generate(rng: random.Random, i: int) -> list[bytes]:
                            "start_bar": rng.choice([1, -2, rng.choice(WEIRD)])}
         h["takes"] = rng.choice([1, 2, rng.choice(WEIRD)])
         h["silent_retries"] = rng.choice([0, 2, 4, rng.choice(WEIRD)])
+        h["level"] = rng.choice(["balance", "model", rng.choice(WEIRD)])
     else:
         h[rng.choice(FIELDS)], h[rng.choice(FIELDS)] = rng.choice(WEIRD), rng.choice(WEIRD)
     return [_text(h), *pcm]

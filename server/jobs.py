@@ -258,7 +258,7 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                              resample=req.resample if req.resample_asked else None,
                              guidance=req.guidance if req.guidance_asked else None, hook=hook,
                              timings=t, cache=cache, takes=req.takes, kept_frames=kept,
-                             silent_retries=req.silent_retries, candidates=req.candidates)
+                             silent_retries=req.silent_retries, candidates=req.candidates, level=req.level)
     heard: dict[tuple[int, str], list[np.ndarray]] = {}  # each take's model-rate audio, to rank takes
     if req.redo is not None:
         t_convert, parts = _stream_redo(bundle, job, pieces, span[0])
@@ -296,7 +296,9 @@ def _generate(bundle: Bundle, job: Job, cache: EncodeCache | None) -> dict[str, 
                "total": time.perf_counter() - job.submitted}
     info = {"stems": list(req.generate), "frames": req.output_frames, "sample_rate": req.output_sample_rate,
             "seed": req.seed, "takes": [{"take": b, "seed": s, "silent_rerolls": t.rerolls.get(b, 0),
-                                         "tamed_windows": t.tamed.get(b, 0)} for b, s in enumerate(req.seeds)],
+                                         "tamed_windows": t.tamed.get(b, 0), "level_gain_db": t.level_gain.get(b, {})}
+                                        for b, s in enumerate(req.seeds)],
+            "level": t.level,
             "steps": req.steps, "sampler": req.sampler, "schedule": req.schedule,
             "resample": t.passes, "candidates": t.candidates, "windows": windows,
             "guidance": bundle.sampler_defaults.guidance if t.guidance is None else t.guidance,

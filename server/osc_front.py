@@ -238,7 +238,7 @@ class OscFront:
         pcm: list[np.ndarray] = []
         casts = {"seed": int, "steps": int, "output_sample_rate": int, "duration": _finite_float,
                  "sampler": str, "schedule": str, "resample": int, "takes": int, "candidates": int,
-                 "silent_retries": int, "guidance": _finite_float}
+                 "silent_retries": int, "guidance": _finite_float, "level": str}
         for opt in options:
             if not isinstance(opt, str) or "=" not in opt:
                 raise ProtocolError(ErrorCode.BAD_FIELD, f"option {opt!r} is not key=value", job_id)

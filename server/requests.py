@@ -17,6 +17,7 @@ from plugin_bridge.protocol import (ErrorCode, Message, PcmInfo, ProtocolError, 
 from msldm.config import MAX_GUIDANCE, MAX_SELECT
 from msldm.sampling import MAX_RESAMPLE
 from server import audio as audio_ops
+from server.levels import LEVELS
 from server.windowing import SILENT_RETRIES
 
 MAX_SEED = 2 ** 63
@@ -109,6 +110,7 @@ class JobRequest:
     redo: Redo | None = None
     silent_retries: int = SILENT_RETRIES
     candidates: int = 1  # candidates per take and window where the bass and drums alone are given
+    level: str = "balance"  # the generated stems' level: "balance" against the given stems, or "model"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -168,11 +170,15 @@ def build_request(msg: Message, model: ModelInfo, limits: Limits) -> JobRequest:
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_SILENT_RETRIES:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"'silent_retries' must be an integer in [0, {MAX_SILENT_RETRIES}], "
                             f"got {retries!r}", job_id)
+    level = h.get("level", "balance")
+    if level not in LEVELS:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'level' must be one of {', '.join(map(repr, LEVELS))}, "
+                            f"got {level!r}", job_id)
     return JobRequest(job_id, given, rates, generate, duration, rate, frames, seed, steps,
                       sampler, h.get("region"), schedule=schedule, resample=resample,
                       resample_asked="resample" in h, takes=takes, redo=redo,
                       silent_retries=retries, guidance=guidance, guidance_asked="guidance" in h,
-                      candidates=candidates)
+                      candidates=candidates, level=level)
 
 
 def _guidance(h: dict[str, Any], model: ModelInfo, job_id: str | None) -> float:

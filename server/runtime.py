@@ -31,6 +31,7 @@ import onnxruntime as ort
 from msldm import sampling
 from msldm.config import OPTIONAL_FLOATS, SamplerConfig
 from msldm.hashing import sha256_file
+from server.levels import LevelBalance
 
 GRAPHS = ("encoder", "denoiser", "decoder")
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
@@ -154,6 +155,8 @@ class Bundle:
         self.frame_multiple: int = int(m.get("frame_multiple", 1))
         self.sampler_defaults = sampler_defaults(m["sampler"])
         self.io = m["io"]
+        self.level_balance: LevelBalance | None = (
+            LevelBalance.from_manifest(m["level_balance"], self.stems) if "level_balance" in m else None)
 
     # ------------------------------------------------------------------ loading
 
@@ -348,6 +351,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
         digest = sha256_file(f)
         if digest != entry.get("sha256"):
             raise BundleError(f"{f.name}: sha256 {digest} does not match the manifest")
+    if "level_balance" in m:  # optional: a bundle without one leaves generated stems at the model's level
+        try:
+            LevelBalance.from_manifest(m["level_balance"], tuple(m["stems"]))
+        except ValueError as e:
+            raise BundleError(f"manifest {e}") from None
     return m
 
 

@@ -54,6 +54,7 @@ import numpy as np
 from msldm.config import MAX_SELECT
 from msldm.eval.density import AUDIBLE_DBFS, EMPTY_FRACTION, FRAME, HOP, is_empty
 from msldm.eval.dsp import frame_rms_db, level_db
+from server.levels import LEVELS, LevelBalance, apply_gain, balance_gain, given_level_db
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -136,6 +137,9 @@ class Timings:
     # given), set with `passes`
     guidance: float | None = None  # the given-part guidance the region was sampled with (None: the manifest's
     # `guidance`; `harmony_given_sampler`), set with `passes`
+    level_gain: dict[int, dict[str, float]] = field(default_factory=dict)  # take -> stem -> the balance gain
+    # (dB) its generated stem got (`server.levels`; a stem not listed kept the model's level)
+    level: str = "model"  # "balance" where the balance table set the generated stems' level, else "model"
 
     @property
     def rerolls_total(self) -> int:
@@ -330,7 +334,8 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
                     churn: float | None = None, guidance: float | None = None, hook: StepHook | None = None,
                     timings: Timings | None = None, cache: EncodeCache | None = None, takes: int = 1,
                     kept_frames: dict[str, np.ndarray] | None = None,
-                    silent_retries: int = SILENT_RETRIES, candidates: int | None = None) -> Iterator[Piece]:
+                    silent_retries: int = SILENT_RETRIES, candidates: int | None = None,
+                    level: str = "balance") -> Iterator[Piece]:
     """Generate `requested` stems for a region of `n_samples` model-rate samples.
 
     `given`: stem -> `[n]` mono float32 at the model rate (zero-padded / cut to the region).
@@ -345,6 +350,10 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     `timings.candidates` says how many were sampled. `guidance` None: the manifest's, or where a
     guitar and/or piano alone are given (not in a redo) its `harmony_given_guidance`
     (`harmony_given_sampler`; `timings.guidance` says which).
+    `level` "balance": each take's generated stems scaled by one gain each to the manifest's
+    balance against the given stems (`server.levels`; where the bundle has a table, stems are
+    given and it is no redo; `timings.level` and `timings.level_gain` say what was done);
+    "model": the decoder's level.
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
@@ -377,6 +386,11 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     judged = [r for r in requested if r not in kept]
     prev, emitted, phase = None, 0, None
     pulled = [False] * takes  # takes sampled with the pulling sampler from now on (PULL_STICKY)
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    balance = bundle.level_balance if level == "balance" and given and not kept else None
+    t.level = "model" if balance is None else "balance"
+    gains: list[dict[str, float | None]] = [{} for _ in range(takes)]
     for i, s in enumerate(plan.starts):
         last = i == len(plan.starts) - 1
         win = _Window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, phase, plan, i,
@@ -394,12 +408,37 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
             for b in quiet if PULL_STICKY else ():
                 pulled[b] = True
         prev, phase = z, nxt
+        if balance is not None and span[1] > span[0]:
+            _balance(balance, bundle, win.audio, list(given), requested, out, gains, span, t)
         n = 0
         for b in range(takes):
             stems = {r: faders[b].join(r, out[b][r], last) for r in requested}
             n = max(0, min(len(next(iter(stems.values()))), n_samples - emitted))
             yield Piece(i, emitted, {r: a[:n] for r, a in stems.items()}, last, take=b)
         emitted += n
+
+
+def _balance(balance: LevelBalance, bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
+             out: list[dict[str, np.ndarray]], gains: list[dict[str, float | None]], span: tuple[int, int],
+             t: Timings) -> None:
+    """Scale this window's generated stems (`out`, per take) in place by their balance gains
+    (`server.levels.balance_gain`): each decided over `span` of the first window where the stem
+    and a given stem sound, then held; a later window a gain would lift past `BLOWN_DBFS` is
+    `_tamed` like a blown one."""
+    given_db = given_level_db([a[0, span[0]:span[1]] for a in audio])
+    for b, take in enumerate(out):
+        for r in requested:
+            deciding = gains[b].get(r) is None
+            if deciding:
+                gains[b][r] = balance_gain(take[r][span[0]:span[1]], balance.target_db(r, given, bundle.stems,
+                                                                                        given_db))
+                if gains[b][r] is not None:
+                    t.level_gain.setdefault(b, {})[r] = round(gains[b][r], 2)
+            g = gains[b][r]
+            if g:
+                take[r] = apply_gain(take[r], g)
+                if g > 0 and not deciding:  # the deciding window is within its headroom already
+                    take[r] = _tamed(take[r], span)
 
 
 @dataclass

@@ -68,12 +68,14 @@ def test_generate_writes_stems_sidecar_and_reports_paths(live_daemon, given, tmp
 def test_sidecar_command_reproduces_the_result(live_daemon, given, tmp_path):  # noqa: F811
     r = _bridge("--server", live_daemon.endpoint, "generate", "--given", f"drums={given['drums']}",
                 "--make", "bass", "--out", str(tmp_path / "a"), "--sample-rate", "22050", "--bit-depth", "32f",
-                "--schedule", "melody", "--resample", "2", "--silent-retries", "1", "--guidance", "2.5")
+                "--schedule", "melody", "--resample", "2", "--silent-retries", "1", "--guidance", "2.5",
+                "--level", "model")
     assert r.returncode == 0, r.stderr
     meta = json.loads(_only(tmp_path / "a", "region.seed*.msldm.json").read_text())
     argv = shlex.split(meta["command"])
     assert argv[argv.index("--silent-retries") + 1] == "1" and isinstance(meta["silent_rerolls"], int)
     assert meta["silent_retries"] == 1
+    assert argv[argv.index("--level") + 1] == "model" and meta["level"] == "model" and meta["level_gain_db"] == {}
     assert argv[0] == "msldm-bridge" and "--seed" in argv  # a fresh seed was chosen and recorded
     assert meta["schedule"] == "melody" and argv[argv.index("--schedule") + 1] == "melody"
     assert meta["resample"] == 2 and argv[argv.index("--resample") + 1] == "2"

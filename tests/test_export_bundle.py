@@ -218,6 +218,19 @@ def test_cli_export_sets_sampler_defaults_in_the_manifest(ckpts, tmp_path):
         with pytest.raises(ValueError, match=message):
             args.func(args)
     assert not (tmp_path / "bad" / "manifest.json").exists()
+    # a balance table rides along from another bundle's manifest (or a file of the block itself)
+    src = tmp_path / "other.json"
+    table = {"source": "t", "offsets_db": {"guitar": {"bass+piano": -1.5}}}
+    src.write_text(json.dumps({"stems": ["bass", "drums", "guitar", "piano"], "level_balance": table}))
+    args = parser.parse_args(base + ["--out", str(tmp_path / "lb"), "--level-balance", str(src)])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "lb" / "manifest.json").read_text())["level_balance"] == table
+    verify_bundle(tmp_path / "lb")
+    src.write_text(json.dumps({"offsets_db": {"guitar": {"guitar": 0.0}}}))
+    args = parser.parse_args(base + ["--out", str(tmp_path / "bad"), "--level-balance", str(src)])
+    with pytest.raises(ValueError, match="level-balance .*guitar.guitar"):
+        args.func(args)
+    assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
 def test_a_denoiser_with_channel_filters_exports_with_parity(ckpts, tmp_path):

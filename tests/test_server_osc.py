@@ -417,6 +417,18 @@ def test_osc_passes_silent_retries_on_and_refuses_a_bad_value(osc_daemon, folder
         r.close()
 
 
+def test_osc_passes_level_on_and_refuses_a_bad_value(osc_daemon, folders):
+    r = Replies()
+    try:
+        _send(osc_daemon, "/msldm/generate", ["lv0", r.port, "bass=bass.wav", "generate=drums", "level=model"])
+        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "lv0"]
+        _send(osc_daemon, "/msldm/generate", ["lv1", r.port, "bass=bass.wav", "generate=drums", "level=loud"])
+        err = r.wait("/msldm/error")
+        assert err[1:3] == ["lv1", "bad_field"] and "level" in err[3], err
+    finally:
+        r.close()
+
+
 def test_osc_refuses_a_bad_candidates_value(osc_daemon, folders):
     r = Replies()
     try:

@@ -282,6 +282,8 @@ def _bad_inputs():
     yield "resample 0", P.encode(*g("rs0", {"bass": ok}, ["drums"], resample=0)), "bad_field"
     yield "resample 9", P.encode(*g("rs9", {"bass": ok}, ["drums"], resample=9)), "bad_field"
     yield "steps x resample", P.encode(*g("rsx", {"bass": ok}, ["drums"], steps=1000, resample=3)), "bad_field"
+    yield "bad level", P.encode(*g("lv", {"bass": ok}, ["drums"], level="loud")), "bad_field"
+    yield "level not text", P.encode(*g("lv2", {"bass": ok}, ["drums"], level=[1])), "bad_field"
     yield "unknown job", P.encode({"type": "cancel", "job_id": "nope"}), "unknown_job"
 
 
@@ -781,3 +783,30 @@ def test_a_stereo_stem_cannot_be_redone(client):
     h, pcm = gen_header("redo-st", given, 44100, ["bass"], redo={"stem": "bass", "start": 0.1, "end": 0.5})
     final = client.run_job(h, pcm).final
     assert final.header["code"] == "bad_field" and "mono" in final.header["message"]
+
+
+def test_a_bundle_with_a_balance_table_balances_unless_asked_for_the_models_level(tiny_bundle, tmp_path):  # noqa: F811
+    import json
+    import shutil
+    root = tmp_path / "balanced"
+    shutil.copytree(tiny_bundle, root)
+    m = json.loads((root / "manifest.json").read_text())
+    m["level_balance"] = {"source": "test", "offsets_db": {"drums": {"bass": -6.0}}}
+    (root / "manifest.json").write_text(json.dumps(m))
+    with Daemon(DaemonConfig(bundle=root, zmq="tcp://127.0.0.1:0", heartbeat_s=0.2)) as d:
+        c = Client(d.endpoint)
+        try:
+            out = {}
+            for level in ("balance", "model", None):
+                kw = {} if level is None else {"level": level}
+                h, pcm = gen_header(f"lv-{level}", {"bass": tone(1.0, 22050)}, 22050, ["drums"], seed=3, takes=2, **kw)
+                res = c.run_job(h, pcm)
+                done = res.final.header
+                assert res.final.type == "done", done
+                out[level] = done
+            assert out["balance"]["level"] == "balance" == out[None]["level"]  # the default
+            gains = [t["level_gain_db"] for t in out["balance"]["takes"]]
+            assert all(set(g) == {"drums"} and abs(g["drums"]) > 0 for g in gains), gains
+            assert out["model"]["level"] == "model" and all(t["level_gain_db"] == {} for t in out["model"]["takes"])
+        finally:
+            c.close()

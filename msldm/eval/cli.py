@@ -78,6 +78,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--silent-retries", type=_retries, default=None,
                    help="extra samplings of a window whose generated stem is silent (default: the daemon's, 2; "
                         "0: the model's first attempt, as it comes)")
+    p.add_argument("--level", choices=("balance", "model"), default="balance",
+                   help="level of the generated stems, as a request's `level` (default balance: the bundle's "
+                        "balance against the given stems, where it has a table; model: the decoder's)")
     p.add_argument("--threads", type=_non_negative, default=0,
                    help="onnxruntime threads of the bundle (0: all cores); 1 lets an eval share a 2-core "
                         "machine with a 1-thread training run without both spinning at barriers")
@@ -179,7 +182,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                       embedding_weights=args.embedding_weights, seed=args.seed, draw=args.draw,
                       split=args.split,
                       use_annotation=not args.no_annotation, recon_n=args.recon_n,
-                      save_examples=args.save_examples, silent_retries=args.silent_retries,
+                      save_examples=args.save_examples, silent_retries=args.silent_retries, level=args.level,
                       sampler_fields=tuple(sorted(_sampler_fields(args.sampler_field).items())))
 
 
@@ -264,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, silent_retries=SILENT_RETRIES)
     try:
         generator = BundleGenerator(args.bundle, threads=args.threads, silent_retries=cfg.silent_retries,
-                                    sampler_fields=dict(cfg.sampler_fields))
+                                    sampler_fields=dict(cfg.sampler_fields), level=cfg.level)
     except ValueError as e:  # a bundle that does not load, or a --sampler-field its defaults refuse
         raise SystemExit(f"msldm eval: {e}") from None
     name = args.name or Path(args.bundle).name

@@ -68,10 +68,11 @@ class BundleGenerator:
     imputation (total generation: none given); silent windows sampled again as the daemon's
     default does (`silent_retries`, 0: the model's first attempt always). `sampler_fields`:
     {field: text} set on the bundle's sampler defaults (`SamplerConfig.with_overrides`), as if
-    its manifest said so."""
+    its manifest said so. `level`: a request's (`server.levels`: "balance", the daemon's default,
+    or "model")."""
 
     def __init__(self, bundle_dir: str | Path, threads: int = 0, silent_retries: int | None = None,
-                 sampler_fields: dict[str, str] | None = None) -> None:
+                 sampler_fields: dict[str, str] | None = None, level: str = "balance") -> None:
         from server.runtime import Bundle  # onnxruntime only, no torch
         from server.windowing import SILENT_RETRIES
 
@@ -81,6 +82,7 @@ class BundleGenerator:
         self.silent_retries = SILENT_RETRIES if silent_retries is None else silent_retries
         self.rerolls = 0  # extra samplings of a window for a silent, buried or blown stem, over every call
         self.sample_rate = self.bundle.sample_rate
+        self.level = level
 
     def __call__(self, given, targets, *, n_samples, seed, steps, sampler, schedule="karras",  # noqa: D102
                  resample=1, churn=None):
@@ -91,7 +93,7 @@ class BundleGenerator:
         t = Timings()
         for piece in generate_region(self.bundle, given, list(targets), n_samples, seed=seed, steps=steps,
                                      sampler=sampler, schedule=schedule, resample=resample, churn=churn,
-                                     timings=t, silent_retries=self.silent_retries):
+                                     timings=t, silent_retries=self.silent_retries, level=self.level):
             for s in targets:
                 out[s].append(piece.stems[s])
         self.rerolls += t.rerolls_total

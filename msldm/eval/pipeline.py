@@ -66,6 +66,8 @@ class EvalConfig:
     frame_rate_hz: float = 22050 / 320  # latent frame rate (sample_rate / hop): a decoder comb's pitch
     silent_retries: int | None = None  # the bundle generator's re-sampling of silent windows (None: the daemon's)
     sampler_fields: tuple[tuple[str, str], ...] = ()  # (field, text) set on the bundle's sampler defaults
+    level: str = "balance"  # the bundle generator's level of generated stems (server.levels: "balance" where
+    # the bundle has a balance table and stems are given, else the decoder's; "model": always the decoder's)
 
 
 @dataclass

@@ -120,7 +120,8 @@ def render_report(metrics: Mapping, model_name: str = "model",
              f"{len(metrics['segments'])} segments of {cfg['seconds']} s from split `{cfg['split']}`; "
              f"sampler {cfg['sampler']}, schedule {cfg.get('schedule', 'karras')}, {cfg['steps']} steps "
              f"x {cfg.get('resample') or _BUNDLES} takes; "
-             f"seed {cfg['seed']}" + (f", draw {cfg['draw']}" if cfg.get("draw") else "") + ".", "",
+             f"seed {cfg['seed']}" + (f", draw {cfg['draw']}" if cfg.get("draw") else "") + "."
+             + (f" Level of the generated stems: {cfg['level']} (`server.levels`)." if "level" in cfg else ""), "",
              EMBEDDING_NOTE.get(cfg["embedding"], ""), "",
              "## Sub-FAD for partial generation (layout of the paper's Table 2; lower is better)", "",
              "Letters name the generated stems (BD: bass and drums generated, guitar and piano given).", "",

@@ -1,0 +1,134 @@
+"""The level of generated stems against the given ones: a gain stage after the decoder.
+
+Each stem of the training corpora carries a random gain of +-6 dB (`msldm.data.synth.augment`),
+drawn apart from the other stems', so the denoiser learns no balance between stems: on the
+held-out-soundfont test split its generated stems' levels hardly correlate with the real parts'
+(r -0.3 to 0.4 per clip, 24 clips a task), and their mean drifts with the given stems' timbre
+(a guitar given the bass and piano 3.1 dB under the real ones over 4 draws, a guitar given a
+held-out composer's bass and drums 11 dB over). What real parts do have is a typical balance
+against the others: the median of a stem's level minus the given stems' level, per set of given
+stems, over windows of the training corpus (`measure_balance`, `scripts/level_balance.py`).
+The bundle's manifest carries that table (`level_balance`); with it, the daemon scales each
+generated stem of a take by one gain, so the stem sits at that median against the given stems
+(`balance_gain`), decided at the first window where both sound and held for the rest of the
+region (the dynamics within the region stay the model's). A request asks for the model's own
+level with `level: "model"`; total generation (nothing given) and a redo (the kept audio sets
+the level) always have it.
+
+Levels are RMS over a span (`msldm.eval.dsp.level_db`, as the evaluation measures loudness);
+the given stems' level is the power mean of those that sound there (a silent given stem says
+nothing about the balance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Sequence
+
+import numpy as np
+
+from msldm.eval.density import EMPTY_FRACTION, FRAME, HOP, is_empty
+from msldm.eval.dsp import frame_rms_db, level_db
+
+MAX_GAIN_DB = 12.0
+"""The largest gain (either way) the stage applies: past it the generated part is not a part at
+the wrong level but a wrong part (the daemon's burial and silence checks judge it, not this)."""
+HEADROOM_DBFS = -7.0
+"""A gain never lifts a frame of the deciding window above this RMS (the daemon's `BLOWN_DBFS`
+less its taming margin): balance never makes a burst."""
+LEVELS = ("balance", "model")
+"""A request's `level`: "balance" (the default; the manifest's table, where the bundle has one)
+or "model" (the decoder's output as it is)."""
+
+
+def given_key(given: Sequence[str], stems: Sequence[str]) -> str:
+    """The table's key of a set of given stems: their names in the model's stem order, joined by '+'."""
+    return "+".join(s for s in stems if s in given)
+
+
+def given_level_db(given: Sequence[np.ndarray]) -> float | None:
+    """The power mean (dBFS) of the RMS levels of the given stems that sound (`[n]` each); None
+    when none does."""
+    powers = [10.0 ** (level_db(a) / 10.0) for a in given if not is_empty(a, min_fraction=EMPTY_FRACTION)]
+    return 10.0 * math.log10(float(np.mean(powers))) if powers else None
+
+
+@dataclass(frozen=True)
+class LevelBalance:
+    """A bundle's balance table: `offsets[stem][given_key]` = median dB of `stem`'s level minus
+    the given stems' level (`given_level_db`) in real windows."""
+
+    offsets: dict[str, dict[str, float]]
+    source: str = ""
+
+    @classmethod
+    def from_manifest(cls, block: Any, stems: Sequence[str]) -> "LevelBalance":
+        """Parse and check the manifest's `level_balance` block; raises ValueError with the field."""
+        if not isinstance(block, dict) or not isinstance(block.get("offsets_db"), dict):
+            raise ValueError("level_balance must be an object with an 'offsets_db' object")
+        offsets: dict[str, dict[str, float]] = {}
+        for stem, row in block["offsets_db"].items():
+            if stem not in stems or not isinstance(row, dict):
+                raise ValueError(f"level_balance.offsets_db.{stem}: not a stem of this model, or not an object")
+            valid = {given_key(c, stems) for n in range(1, len(stems)) for c in combinations(
+                [s for s in stems if s != stem], n)}
+            for key, v in row.items():
+                if key not in valid:
+                    raise ValueError(f"level_balance.offsets_db.{stem}.{key}: not a set of the other stems "
+                                     f"(names in model order joined by '+')")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"level_balance.offsets_db.{stem}.{key}: not a finite number")
+            offsets[stem] = {k: float(v) for k, v in row.items()}
+        return cls(offsets, str(block.get("source", "")))
+
+    def target_db(self, stem: str, given: Sequence[str], stems: Sequence[str],
+                  given_db: float | None) -> float | None:
+        """Where `stem` should sit beside `given` stems of level `given_db`; None without a row for
+        that set or without a sounding given stem."""
+        off = self.offsets.get(stem, {}).get(given_key(given, stems))
+        return None if off is None or given_db is None else given_db + off
+
+
+def balance_gain(generated: np.ndarray, target_db: float | None) -> float | None:
+    """The gain (dB) that brings `generated` (a stem over the deciding span) to `target_db`,
+    within +-`MAX_GAIN_DB` and never lifting a frame above `HEADROOM_DBFS`; None (not decided
+    yet) where the stem does not sound or there is no target."""
+    if target_db is None or is_empty(generated, min_fraction=EMPTY_FRACTION):
+        return None
+    gain = float(np.clip(target_db - level_db(generated), -MAX_GAIN_DB, MAX_GAIN_DB))
+    loudest = float(np.max(frame_rms_db(generated, FRAME, HOP)))
+    return min(gain, HEADROOM_DBFS - loudest) if gain > 0 else gain
+
+
+def apply_gain(audio: np.ndarray, gain_db: float | None) -> np.ndarray:
+    """`audio` scaled by `gain_db` (unchanged for None or 0)."""
+    if not gain_db:
+        return audio
+    return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(audio.dtype, copy=False)
+
+
+def measure_balance(tracks: Sequence[dict[str, np.ndarray]], stems: Sequence[str], window: int,
+                    hop: int) -> dict[str, dict[str, tuple[float, int]]]:
+    """The balance table of real tracks (stem -> `[n]` mono each): for every stem and every set
+    of the other stems, (median of the stem's level minus the set's `given_level_db`, windows)
+    over the windows (`window` samples every `hop`) where the stem and some stem of the set sound."""
+    diffs: dict[str, dict[str, list[float]]] = {s: {} for s in stems}
+    for track in tracks:
+        n = min(len(track[s]) for s in stems)
+        for start in range(0, max(1, n - window + 1), hop):
+            part = {s: track[s][start:start + window] for s in stems}
+            sounds = {s: not is_empty(a, min_fraction=EMPTY_FRACTION) for s, a in part.items()}
+            levels = {s: level_db(a) for s, a in part.items()}
+            for stem in stems:
+                if not sounds[stem]:
+                    continue
+                others = [s for s in stems if s != stem]
+                for k in range(1, len(others) + 1):
+                    for given in combinations(others, k):
+                        powers = [10.0 ** (levels[g] / 10.0) for g in given if sounds[g]]
+                        if powers:
+                            g_db = 10.0 * math.log10(float(np.mean(powers)))
+                            diffs[stem].setdefault(given_key(given, stems), []).append(levels[stem] - g_db)
+    return {s: {k: (float(np.median(v)), len(v)) for k, v in row.items()} for s, row in diffs.items()}
