@@ -153,7 +153,7 @@ class Done:
     take_tamed: tuple[int, ...] = ()  # per take, windows turned down after every sampling came out blown
     candidates: int | None = None  # candidates sampled per take and window (None: an older daemon)
     level: str | None = None  # "balance" or "model": how the generated stems' level was set (None: an older daemon)
-    take_level_gains: tuple[dict[str, float], ...] = ()  # per take, stem -> the balance gain (dB) it got
+    take_level_gains: tuple[dict[str, list[float]], ...] = ()  # per take, stem -> its balance gain (dB) per window
 
     @property
     def takes(self) -> int:

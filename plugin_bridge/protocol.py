@@ -157,9 +157,9 @@ CLIENT_MESSAGES: tuple[MessageSpec, ...] = (
            "to a redone stem"),
         _f("level", "str", False, "\"balance\" (default) or \"model\": with \"balance\", where stems are given "
            "and the bundle has a balance table (the bundled model does), each generated stem of a take is "
-           "scaled by one gain so that it sits against the given stems where real parts typically sit (the "
-           "median of the training corpus, per stem and set of given stems), decided at the first window where "
-           "it and a given stem sound, at most 12 dB either way; \"model\" returns the decoder's level. Total "
+           "scaled so that it sits against the given stems where real parts typically sit (the median of the "
+           "training corpus, per stem and set of given stems), by a gain judged on every window so far where it "
+           "and a given stem sound, at most 12 dB either way; \"model\" returns the decoder's level. Total "
            "generation and a redo always keep the decoder's level (`done` says which, and each take's gains)"),
         _f("length", "str", False, "\"region\" (default: the longest given stem's length, else `duration`) or "
            "\"bars\": that length rounded to the nearest whole bar (at least one) by `region.tempo` (beats per "
@@ -252,7 +252,8 @@ SERVER_MESSAGES: tuple[MessageSpec, ...] = (
            "silent, buried under the given stems or blown, summed over takes (each entry of `takes` also has its own `silent_rerolls`)"),
         _f("level", "str", False, "\"balance\" where the generated stems were set to the balance table's level "
            "against the given stems, else \"model\" (each entry of `takes` has `level_gain_db`: stem -> the gain "
-           "in dB its stem got, empty where none was applied; sent since the field existed)"),
+           "in dB of each window of its stem (0 before it first sounds beside a given stem), empty where none was "
+           "applied; sent since the field existed)"),
         _f("tamed_windows", "int", False, "windows in which a generated stem came out blown at every sampling "
            "and was turned down to just under the blown level rather than sent as made, summed over takes "
            "(each entry of `takes` has its own); a take with any is worth a listen before it is kept"),

@@ -83,23 +83,41 @@ class LevelBalance:
             offsets[stem] = {k: float(v) for k, v in row.items()}
         return cls(offsets, str(block.get("source", "")))
 
-    def target_db(self, stem: str, given: Sequence[str], stems: Sequence[str],
-                  given_db: float | None) -> float | None:
-        """Where `stem` should sit beside `given` stems of level `given_db`; None without a row for
-        that set or without a sounding given stem."""
-        off = self.offsets.get(stem, {}).get(given_key(given, stems))
-        return None if off is None or given_db is None else given_db + off
+    def offset_db(self, stem: str, given: Sequence[str], stems: Sequence[str]) -> float | None:
+        """The table's figure for `stem` beside the set `given`; None without a row for it."""
+        return self.offsets.get(stem, {}).get(given_key(given, stems))
 
 
-def balance_gain(generated: np.ndarray, target_db: float | None) -> float | None:
-    """The gain (dB) that brings `generated` (a stem over the deciding span) to `target_db`,
-    within +-`MAX_GAIN_DB` and never lifting a frame above `HEADROOM_DBFS`; None (not decided
-    yet) where the stem does not sound or there is no target."""
-    if target_db is None or is_empty(generated, min_fraction=EMPTY_FRACTION):
-        return None
-    gain = float(np.clip(target_db - level_db(generated), -MAX_GAIN_DB, MAX_GAIN_DB))
-    loudest = float(np.max(frame_rms_db(generated, FRAME, HOP)))
-    return min(gain, HEADROOM_DBFS - loudest) if gain > 0 else gain
+class RunningBalance:
+    """One generated stem of one take, window by window: its level and the given stems' over the
+    spans so far where both sound, and the gain that brings the one to the table's `offset_db`
+    against the other. The first window where both sound sets the gain, each later one refines it
+    (the model plays its first window of a region about 2.5 dB quieter against the given stems than
+    its later ones: a gain held from the first window alone left guitars 2-4 dB loud)."""
+
+    def __init__(self, offset_db: float):
+        self.offset_db = offset_db
+        self.generated = self.given = 0.0  # power x samples
+        self.samples = 0
+        self.gain_db: float | None = None
+
+    def update(self, generated: np.ndarray, given_db: float | None) -> float | None:
+        """Add a window's new span of the stem (`generated`, as decoded) and the given stems' level
+        there (`given_level_db`; None: none sounds); the gain (dB) for that window, within
+        +-`MAX_GAIN_DB` and never lifting one of its frames above `HEADROOM_DBFS` (None: the stem
+        has not sounded beside a given one yet)."""
+        if given_db is not None and not is_empty(generated, min_fraction=EMPTY_FRACTION):
+            n = len(generated)
+            self.generated += float(np.mean(np.square(generated, dtype=np.float64))) * n
+            self.given += 10.0 ** (given_db / 10.0) * n
+            self.samples += n
+            target = 10.0 * math.log10(self.given / self.samples) + self.offset_db
+            level = 10.0 * math.log10(max(self.generated / self.samples, 1e-12))
+            self.gain_db = float(np.clip(target - level, -MAX_GAIN_DB, MAX_GAIN_DB))
+        if self.gain_db is None or self.gain_db <= 0 or not len(generated):
+            return self.gain_db
+        loudest = float(np.max(frame_rms_db(generated, FRAME, HOP)))
+        return min(self.gain_db, HEADROOM_DBFS - loudest)
 
 
 def apply_gain(audio: np.ndarray, gain_db: float | None) -> np.ndarray:

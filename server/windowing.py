@@ -54,7 +54,7 @@ import numpy as np
 from msldm.config import MAX_SELECT
 from msldm.eval.density import AUDIBLE_DBFS, EMPTY_FRACTION, FRAME, HOP, is_empty
 from msldm.eval.dsp import frame_rms_db, level_db
-from server.levels import LEVELS, LevelBalance, apply_gain, balance_gain, given_level_db
+from server.levels import LEVELS, LevelBalance, RunningBalance, apply_gain, given_level_db
 from server.runtime import Bundle
 
 StepHook = Callable[[int, int, int], None]
@@ -137,8 +137,9 @@ class Timings:
     # given), set with `passes`
     guidance: float | None = None  # the given-part guidance the region was sampled with (None: the manifest's
     # `guidance`; `harmony_given_sampler`), set with `passes`
-    level_gain: dict[int, dict[str, float]] = field(default_factory=dict)  # take -> stem -> the balance gain
-    # (dB) its generated stem got (`server.levels`; a stem not listed kept the model's level)
+    level_gain: dict[int, dict[str, list[float]]] = field(default_factory=dict)  # take -> stem -> the balance
+    # gain (dB) of each window of its generated stem (`server.levels`; 0 before it first sounds beside a
+    # given stem; a stem not listed kept the model's level)
     level: str = "model"  # "balance" where the balance table set the generated stems' level, else "model"
 
     @property
@@ -350,10 +351,10 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
     `timings.candidates` says how many were sampled. `guidance` None: the manifest's, or where a
     guitar and/or piano alone are given (not in a redo) its `harmony_given_guidance`
     (`harmony_given_sampler`; `timings.guidance` says which).
-    `level` "balance": each take's generated stems scaled by one gain each to the manifest's
-    balance against the given stems (`server.levels`; where the bundle has a table, stems are
-    given and it is no redo; `timings.level` and `timings.level_gain` say what was done);
-    "model": the decoder's level.
+    `level` "balance": each take's generated stems scaled, window by window, to the manifest's
+    balance against the given stems over the windows so far (`server.levels`; where the bundle has
+    a table, stems are given and it is no redo; `timings.level` and `timings.level_gain` say what
+    was done); "model": the decoder's level.
     Yields, window by window, one `Piece` per take (take 0 first); each take's pieces add up
     to exactly `n_samples`."""
     D, W = bundle.D, bundle.window_frames
@@ -390,7 +391,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     balance = bundle.level_balance if level == "balance" and given and not kept else None
     t.level = "model" if balance is None else "balance"
-    gains: list[dict[str, float | None]] = [{} for _ in range(takes)]
+    running: list[dict[str, RunningBalance]] = [{} for _ in range(takes)]  # balance per take and stem
     for i, s in enumerate(plan.starts):
         last = i == len(plan.starts) - 1
         win = _Window(bundle, audio[:, :, s * D:(s + W) * D], list(given), requested, prev, phase, plan, i,
@@ -409,7 +410,7 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
                 pulled[b] = True
         prev, phase = z, nxt
         if balance is not None and span[1] > span[0]:
-            _balance(balance, bundle, win.audio, list(given), requested, out, gains, span, t)
+            _balance(balance, bundle, win.audio, list(given), requested, out, running, span, t)
         n = 0
         for b in range(takes):
             stems = {r: faders[b].join(r, out[b][r], last) for r in requested}
@@ -419,26 +420,22 @@ def generate_region(bundle: Bundle, given: dict[str, np.ndarray], requested: Seq
 
 
 def _balance(balance: LevelBalance, bundle: Bundle, audio: np.ndarray, given: list[str], requested: Sequence[str],
-             out: list[dict[str, np.ndarray]], gains: list[dict[str, float | None]], span: tuple[int, int],
+             out: list[dict[str, np.ndarray]], running: list[dict[str, RunningBalance]], span: tuple[int, int],
              t: Timings) -> None:
     """Scale this window's generated stems (`out`, per take) in place by their balance gains
-    (`server.levels.balance_gain`): each decided over `span` of the first window where the stem
-    and a given stem sound, then held; a later window a gain would lift past `BLOWN_DBFS` is
-    `_tamed` like a blown one."""
+    (`server.levels.RunningBalance`, one per take and stem in `running`, updated with this
+    window's new samples `span`), and log each gain in `t.level_gain` (0 where none applies yet)."""
     given_db = given_level_db([a[0, span[0]:span[1]] for a in audio])
     for b, take in enumerate(out):
         for r in requested:
-            deciding = gains[b].get(r) is None
-            if deciding:
-                gains[b][r] = balance_gain(take[r][span[0]:span[1]], balance.target_db(r, given, bundle.stems,
-                                                                                        given_db))
-                if gains[b][r] is not None:
-                    t.level_gain.setdefault(b, {})[r] = round(gains[b][r], 2)
-            g = gains[b][r]
-            if g:
-                take[r] = apply_gain(take[r], g)
-                if g > 0 and not deciding:  # the deciding window is within its headroom already
-                    take[r] = _tamed(take[r], span)
+            if r not in running[b]:
+                offset = balance.offset_db(r, given, bundle.stems)
+                if offset is None:
+                    continue
+                running[b][r] = RunningBalance(offset)
+            g = running[b][r].update(take[r][span[0]:span[1]], given_db)
+            take[r] = apply_gain(take[r], g)
+            t.level_gain.setdefault(b, {}).setdefault(r, []).append(round(g or 0.0, 2))
 
 
 @dataclass

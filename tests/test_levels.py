@@ -10,7 +10,7 @@ import pytest
 
 from server_fixtures import HOP, WINDOW, tiny_bundle  # noqa: F401  (fixture)
 from msldm.eval.dsp import level_db
-from server.levels import (MAX_GAIN_DB, LevelBalance, balance_gain, given_key, given_level_db,
+from server.levels import (HEADROOM_DBFS, MAX_GAIN_DB, LevelBalance, RunningBalance, given_key, given_level_db,
                            measure_balance)
 from server.runtime import Bundle, BundleError
 from server.windowing import Timings, generate_region
@@ -48,9 +48,8 @@ def test_measure_balance_is_the_median_difference_over_windows_where_both_sound(
 
 def test_the_manifest_block_is_checked_by_field():
     b = LevelBalance.from_manifest({"offsets_db": TABLE, "source": "s"}, STEMS)
-    assert b.target_db("guitar", ["piano", "bass"], STEMS, -20.0) == -21.0  # the key is in model order
-    assert b.target_db("guitar", ["drums"], STEMS, -20.0) is None  # no row for that set
-    assert b.target_db("guitar", ["bass"], STEMS, None) is None  # no given stem sounds
+    assert b.offset_db("guitar", ["piano", "bass"], STEMS) == -1.0  # the key is in model order
+    assert b.offset_db("guitar", ["drums"], STEMS) is None  # no row for that set
     assert given_key(["piano", "drums"], STEMS) == "drums+piano"
     for bad, field in (({"offsets_db": {"tuba": {"bass": 0}}}, "tuba"),
                        ({"offsets_db": {"guitar": {"guitar": 0}}}, "guitar.guitar"),
@@ -62,16 +61,20 @@ def test_the_manifest_block_is_checked_by_field():
             LevelBalance.from_manifest(bad, STEMS)
 
 
-def test_balance_gain_brings_a_stem_to_its_target_within_limits():
-    x = tone(22050, -30.0)
-    assert balance_gain(x, -24.0) == pytest.approx(6.0, abs=0.01)
-    assert balance_gain(x, -36.5) == pytest.approx(-6.5, abs=0.01)
+def test_the_running_gain_brings_a_stem_to_its_offset_over_the_windows_so_far():
+    n = 22050
+    r = RunningBalance(-3.0)
+    assert r.update(np.zeros(n, np.float32), -20.0) is None  # silent: nothing decided yet
+    assert r.update(tone(n, -30.0), None) is None  # no given stem sounds: nor here
+    assert r.update(tone(n, -30.0), -20.0) == pytest.approx(7.0, abs=0.01)  # -23 wanted
+    # a louder second window: the gain is judged on both (power means), not on the last alone
+    both = 10 * np.log10((10 ** -3.0 + 10 ** -2.6) / 2)
+    assert r.update(tone(n, -26.0), -20.0) == pytest.approx(-23.0 - both, abs=0.01)
+    assert r.update(np.zeros(n, np.float32), -20.0) == pytest.approx(-23.0 - both, abs=0.01)  # a rest: kept
     # never over +-MAX_GAIN_DB, never a frame above the headroom
-    assert balance_gain(x, -60.0) == -MAX_GAIN_DB
-    assert balance_gain(tone(22050, -15.0), -2.0) == pytest.approx(-7.0 - (-15.0), abs=0.05)
-    assert balance_gain(x, -10.0) == MAX_GAIN_DB
-    assert balance_gain(np.zeros(22050, np.float32), -20.0) is None  # silence: not decided
-    assert balance_gain(x, None) is None
+    assert RunningBalance(-40.0).update(tone(n, -30.0), -20.0) == -MAX_GAIN_DB
+    assert RunningBalance(+10.0).update(tone(n, -30.0), -20.0) == MAX_GAIN_DB
+    assert RunningBalance(+13.0).update(tone(n, -15.0), -20.0) == pytest.approx(HEADROOM_DBFS + 15.0, abs=0.05)
 
 
 def test_given_level_is_the_power_mean_of_the_sounding_stems():
@@ -117,26 +120,32 @@ def _region(bundle, given, requested, n, level, takes=1, **kw):
             for s in requested}, t
 
 
-def test_generated_stems_are_balanced_against_the_given_ones_by_one_gain_per_take(balanced, monkeypatch):
+def test_generated_stems_are_balanced_window_by_window_on_the_windows_so_far(balanced, monkeypatch):
     req = ["drums", "guitar", "piano"]
-    # window i of take b: every stem at -30 - 4 b + 4 i dBFS (the model's level wanders from window to window)
+    level = lambda i, b, s: -30.0 - 4 * b + 4 * i  # noqa: E731  (window i of take b: the model's level wanders)
     n = int(2.5 * WINDOW * HOP)
     bass = noise(n, -26.0)
-    _levels_decoder(balanced, monkeypatch, req, lambda i, b, s: -30.0 - 4 * b + 4 * i)
+    _levels_decoder(balanced, monkeypatch, req, level)
     model, tm = _region(balanced, {"bass": bass}, req, n, "model", takes=2)
-    _levels_decoder(balanced, monkeypatch, req, lambda i, b, s: -30.0 - 4 * b + 4 * i)  # from window 0 again
+    _levels_decoder(balanced, monkeypatch, req, level)  # from window 0 again
     bal, tb = _region(balanced, {"bass": bass}, req, n, "balance", takes=2)
     assert tm.level == "model" and not tm.level_gain and tb.level == "balance"
-    g0 = level_db(bass[: WINDOW * HOP])  # decided over the first window
+    O, H = WINDOW // 4, WINDOW - WINDOW // 4
+    starts = [0, H, 2 * H]  # frames; each window's new samples: all of window 0, then past the overlap
+    spans = [((s + (O if i else 0)) * HOP, min((s + WINDOW) * HOP, n)) for i, s in enumerate(starts)]
     for b in range(2):
         for s in req:
-            want = g0 + TABLE[s]["bass"] - (-30.0 - 4 * b)
+            run = RunningBalance(TABLE[s]["bass"])
+            want = [run.update(tone(span[1] - span[0], level(i, b, s)), level_db(bass[span[0]:span[1]]))
+                    for i, span in enumerate(spans)]
             assert tb.level_gain[b][s] == pytest.approx(want, abs=0.02)
-            # one gain over the whole region, held past the deciding window: the model's dynamics stay
-            ratio = bal[(b, s)][model[(b, s)] != 0] / model[(b, s)][model[(b, s)] != 0]
-            assert np.allclose(ratio, 10 ** (tb.level_gain[b][s] / 20), rtol=1e-3)
+            for i, g in enumerate(want):  # each window scaled by its own gain (crossfades between them)
+                lo, hi = spans[i][0], (starts[i + 1] * HOP if i + 1 < len(starts) else n)
+                m = model[(b, s)][lo:hi]
+                assert np.allclose(bal[(b, s)][lo:hi][m != 0] / m[m != 0], 10 ** (g / 20), rtol=1e-3)
     # the first window of the guitar (up to where the next one fades in) sits where the table says
-    assert level_db(bal[(0, "guitar")][: (WINDOW - WINDOW // 4) * HOP]) == pytest.approx(g0 - 3.0, abs=0.1)
+    g0 = level_db(bass[: WINDOW * HOP])
+    assert level_db(bal[(0, "guitar")][: H * HOP]) == pytest.approx(g0 - 3.0, abs=0.1)
 
 
 def test_no_balance_without_given_stems_a_table_or_for_a_redone_stem(balanced, tiny_bundle, monkeypatch):  # noqa: F811
@@ -165,10 +174,11 @@ def test_a_stem_silent_at_first_is_balanced_from_the_first_window_where_it_sound
     n = int(2.5 * WINDOW * HOP)
     bass = noise(n, -20.0)
     bal, t = _region(balanced, {"bass": bass}, req, n, "balance")
-    hop = (WINDOW - WINDOW // 4) * HOP
-    assert t.level_gain[0]["guitar"] == pytest.approx(level_db(bass[hop + WINDOW // 4 * HOP: WINDOW * HOP + hop])
-                                                      - 3.0 + 30.0, abs=0.05)
-    assert level_db(bal[(0, "guitar")][-hop:]) == pytest.approx(-30.0 + t.level_gain[0]["guitar"], abs=0.1)
+    O, H = WINDOW // 4, WINDOW - WINDOW // 4
+    gains = t.level_gain[0]["guitar"]
+    assert gains[0] == 0.0  # nothing to judge in the silent window
+    assert gains[1] == pytest.approx(level_db(bass[(H + O) * HOP:(H + WINDOW) * HOP]) - 3.0 + 30.0, abs=0.05)
+    assert level_db(bal[(0, "guitar")][-H * HOP:]) == pytest.approx(-30.0 + gains[2], abs=0.1)
 
 
 def test_a_bundle_with_a_bad_table_is_refused(tiny_bundle, tmp_path):  # noqa: F811
@@ -179,3 +189,27 @@ def test_a_bundle_with_a_bad_table_is_refused(tiny_bundle, tmp_path):  # noqa: F
     (root / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="level_balance.offsets_db.guitar.guitar"):
         Bundle.load(root)
+
+
+def test_the_script_measures_a_corpus_and_writes_the_table_into_a_bundle(tiny_bundle, tmp_path, capsys):  # noqa: F811
+    import soundfile as sf
+    from script_loader import load_script
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle, root)
+    n = 3 * WINDOW * HOP
+    for i in range(2):
+        track = tmp_path / "corpus" / f"Track{i:05d}"
+        track.mkdir(parents=True)
+        for stem, db in (("bass", -20.0), ("drums", -16.0), ("guitar", -25.0), ("piano", -23.0)):
+            sf.write(str(track / f"{stem}.wav"), noise(n, db, 7 * i + len(stem)), 22050, subtype="FLOAT")
+    load_script("level_balance").main([str(tmp_path / "corpus"), "--tracks", "5", "--bundle", str(root),
+                                       "--source", "two noise tracks"])
+    assert "guitar" in capsys.readouterr().out
+    b = Bundle.load(root)  # the manifest still loads: the graphs' hashes untouched
+    assert b.level_balance.source == "two noise tracks"
+    assert b.level_balance.offsets["guitar"]["bass"] == pytest.approx(-5.0, abs=0.1)
+    assert b.level_balance.offsets["drums"]["bass"] == pytest.approx(4.0, abs=0.1)
+    assert len(b.level_balance.offsets["piano"]) == 7  # every set of the other three stems
+    with pytest.raises(SystemExit, match="no Track"):
+        load_script("level_balance").main([str(tmp_path), "--bundle", str(root)])
