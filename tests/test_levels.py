@@ -213,3 +213,19 @@ def test_the_script_measures_a_corpus_and_writes_the_table_into_a_bundle(tiny_bu
     assert len(b.level_balance.offsets["piano"]) == 7  # every set of the other three stems
     with pytest.raises(SystemExit, match="no Track"):
         load_script("level_balance").main([str(tmp_path), "--bundle", str(root)])
+
+
+def test_the_window_levels_script_prints_each_window_against_the_given_stems(tiny_bundle, tmp_path, capsys):  # noqa: F811
+    from corpus_fixtures import write_corpus
+    from script_loader import load_script
+
+    seconds = 2.5 * WINDOW * HOP / 22050  # three windows
+    write_corpus(tmp_path / "corpus", {"test": 2}, seconds=seconds + 0.1)
+    load_script("window_levels").main([str(tiny_bundle), "--generate", "drums,guitar", "--data",
+                                       str(tmp_path / "corpus"), "--clips", "2", "--seconds", str(seconds)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["window", "drums", "guitar"]
+    assert [int(x.split()[0]) for x in lines[1:]] == [0, 1, 2]  # both clips in each
+    assert all(x.split()[-1] == "2" for x in lines[1:])
+    with pytest.raises(SystemExit, match="--generate"):
+        load_script("window_levels").main([str(tiny_bundle), "--generate", "tuba", "--data", str(tmp_path / "corpus")])
