@@ -10,7 +10,8 @@ really works, warms them up, and exposes
 - `decode(z [B,C,T]) -> audio [B,1,T*D]`,
 - `generate(...)`: total / partial generation with `msldm.sampling.generate` on numpy.
 
-Imports from the core package only `msldm.sampling` and `msldm.config` (framework-free);
+Imports from the core package only `msldm.sampling` and `msldm.config` (framework-free), and
+through `server.levels` (the manifest's optional balance table) the evaluation's numpy measures;
 never torch. The manifest's checks live here, once: the exporter calls `read_manifest` too.
 """
 
