@@ -229,3 +229,13 @@ def test_the_window_levels_script_prints_each_window_against_the_given_stems(tin
     assert all(x.split()[-1] == "2" for x in lines[1:])
     with pytest.raises(SystemExit, match="--generate"):
         load_script("window_levels").main([str(tiny_bundle), "--generate", "tuba", "--data", str(tmp_path / "corpus")])
+
+
+def test_the_shipped_bundle_carries_a_whole_balance_table():
+    from pathlib import Path
+
+    m = json.loads((Path(__file__).resolve().parents[1] / "msldm/assets/bundle/manifest.json").read_text())
+    table = LevelBalance.from_manifest(m["level_balance"], tuple(m["stems"]))
+    assert {s: len(row) for s, row in table.offsets.items()} == {s: 7 for s in STEMS}  # every set of the others
+    assert all(-8.0 < v < 8.0 for row in table.offsets.values() for v in row.values())
+    assert "train split" in table.source  # measured on training data, never on an evaluation split
