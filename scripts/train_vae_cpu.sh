@@ -44,7 +44,9 @@
 # shipped VAE's decoder alone (shipped in that session; latents unchanged), resumes with:
 #   DATA=~/.cache/msldm/data/multi-sf4 FREEZE_ENCODER=1 LR=1.5e-4 FLUX=1 PHASE=4 PHASE_ERROR=l1 LOW_NFFT=2560 \
 #     LOW_XO=700,1000 LOW_GATE=1 LOW_ENV=1 ENC_LOW=1 THREADS=1 RUN=~/.cache/msldm/runs/vae-sf4dec-s28 \
-#     bash scripts/train_vae_cpu.sh        (state gone: it warm-starts from the committed weights, its own)
+#     bash scripts/train_vae_cpu.sh        (state gone: it warm-starts from the committed weights, its own;
+#     shipped at step 5289; resumed in the twenty-ninth session to step 9756, not shipped: guitar up,
+#     bass down, docs/eval/spectral-vae-reconstruction.md)
 # and the whole VAE on the same data (new latents; not shipped), resumes with the same line without
 # FREEZE_ENCODER=1, with LR=2e-4 and RUN=~/.cache/msldm/runs/vae-sf4-s28 (both runs started from
 # the VAE shipped before, git show 3918221:msldm/assets/vae-spectral/vae.safetensors).
