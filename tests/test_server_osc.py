@@ -405,26 +405,15 @@ def test_osc_refuses_a_bad_tempo_or_meter(osc_daemon, folders, bad):
         r.close()
 
 
-def test_osc_passes_silent_retries_on_and_refuses_a_bad_value(osc_daemon, folders):
+@pytest.mark.parametrize("field, good, bad", [("silent_retries", "0", "9"), ("level", "model", "loud")])
+def test_osc_passes_an_option_on_and_refuses_a_bad_value(osc_daemon, folders, field, good, bad):
     r = Replies()
     try:
-        _send(osc_daemon, "/msldm/generate", ["sr0", r.port, "bass=bass.wav", "generate=drums", "silent_retries=0"])
-        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "sr0"]
-        _send(osc_daemon, "/msldm/generate", ["sr9", r.port, "bass=bass.wav", "generate=drums", "silent_retries=9"])
+        _send(osc_daemon, "/msldm/generate", ["ok0", r.port, "bass=bass.wav", "generate=drums", f"{field}={good}"])
+        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "ok0"]
+        _send(osc_daemon, "/msldm/generate", ["bad9", r.port, "bass=bass.wav", "generate=drums", f"{field}={bad}"])
         err = r.wait("/msldm/error")
-        assert err[1:3] == ["sr9", "bad_field"] and "silent_retries" in err[3], err
-    finally:
-        r.close()
-
-
-def test_osc_passes_level_on_and_refuses_a_bad_value(osc_daemon, folders):
-    r = Replies()
-    try:
-        _send(osc_daemon, "/msldm/generate", ["lv0", r.port, "bass=bass.wav", "generate=drums", "level=model"])
-        assert r.wait("/msldm/done", timeout=30)[:2] == ["/msldm/done", "lv0"]
-        _send(osc_daemon, "/msldm/generate", ["lv1", r.port, "bass=bass.wav", "generate=drums", "level=loud"])
-        err = r.wait("/msldm/error")
-        assert err[1:3] == ["lv1", "bad_field"] and "level" in err[3], err
+        assert err[1:3] == ["bad9", "bad_field"] and field in err[3], err
     finally:
         r.close()
 
