@@ -37,8 +37,8 @@ MAX_GAIN_DB = 12.0
 """The largest gain (either way) the stage applies: past it the generated part is not a part at
 the wrong level but a wrong part (the daemon's burial and silence checks judge it, not this)."""
 HEADROOM_DBFS = -7.0
-"""A gain never lifts a frame of the deciding window above this RMS (the daemon's `BLOWN_DBFS`
-less its taming margin): balance never makes a burst."""
+"""A gain never lifts a frame of its window above this RMS (the daemon's `BLOWN_DBFS` less its
+taming margin): balance never makes a burst."""
 LEVELS = ("balance", "model")
 """A request's `level`: "balance" (the default; the manifest's table, where the bundle has one)
 or "model" (the decoder's output as it is)."""
@@ -94,7 +94,8 @@ class RunningBalance:
     spans so far where both sound, and the gain that brings the one to the table's `offset_db`
     against the other. The first window where both sound sets the gain, each later one refines it
     (the model plays its first window of a region about 2.5 dB quieter against the given stems than
-    its later ones: a gain held from the first window alone left guitars 2-4 dB loud)."""
+    its later ones: a gain held from the first window alone left the guitar given drums and piano
+4.0 dB over real guitars on a test draw, 7.4 on validation)."""
 
     def __init__(self, offset_db: float):
         self.offset_db = offset_db
