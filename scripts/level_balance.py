@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--source", default="", help="what the table was measured on (kept in the manifest)")
     args = p.parse_args(argv)
     bundle = args.bundle
+    if bundle and not (bundle / "manifest.json").is_file():
+        raise SystemExit(f"{bundle}: no manifest.json (not a model bundle)")
     manifest = json.loads((bundle / "manifest.json").read_text()) if bundle else None
     stems = tuple(manifest["stems"]) if manifest else ("bass", "drums", "guitar", "piano")
     rate = int(manifest["sample_rate"]) if manifest else 22050
@@ -40,21 +42,26 @@ def main(argv: list[str] | None = None) -> None:
     folders = sorted(t for t in args.root.glob("Track*") if t.is_dir())
     if not folders:
         raise SystemExit(f"{args.root}: no Track* folders")
-    picked = np.random.default_rng(args.seed).permutation(len(folders))[: args.tracks]
-    tracks = []
-    for i in sorted(picked):
-        track = {}
-        for s in stems:
-            audio, sr = sf.read(folders[i] / f"{s}.wav", dtype="float32", always_2d=True)
-            if sr != rate:
-                raise SystemExit(f"{folders[i] / f'{s}.wav'}: {sr} Hz, the bundle's rate is {rate} Hz")
-            track[s] = audio.mean(axis=1)
-        tracks.append(track)
-    table = measure_balance(tracks, stems, window, window * 3 // 4)
+    picked = sorted(np.random.default_rng(args.seed).permutation(len(folders))[: args.tracks])
+
+    def tracks():  # one track in memory at a time
+        for i in picked:
+            missing = [s for s in stems if not (folders[i] / f"{s}.wav").is_file()]
+            if missing:
+                raise SystemExit(f"{folders[i]}: no {', '.join(f'{s}.wav' for s in missing)} (every stem is needed)")
+            track = {}
+            for s in stems:
+                audio, sr = sf.read(folders[i] / f"{s}.wav", dtype="float32", always_2d=True)
+                if sr != rate:
+                    raise SystemExit(f"{folders[i] / f'{s}.wav'}: {sr} Hz, the bundle's rate is {rate} Hz")
+                track[s] = audio.mean(axis=1)
+            yield track
+
+    table = measure_balance(tracks(), stems, window, window * 3 // 4)
     for stem, row in table.items():
         print(stem, "  ".join(f"{k} {v:+.1f} ({n})" for k, (v, n) in sorted(row.items())))
     if bundle:
-        block = {"source": args.source or f"{args.root}, {len(tracks)} tracks",
+        block = {"source": args.source or f"{args.root}, {len(picked)} tracks",
                  "offsets_db": {s: {k: round(v, 2) for k, (v, _) in sorted(row.items())} for s, row in table.items()}}
         LevelBalance.from_manifest(block, stems)  # the runtime's check, before anything is written
         manifest["level_balance"] = block

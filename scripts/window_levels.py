@@ -21,7 +21,7 @@ import numpy as np
 from msldm.eval.data import load_segments
 from msldm.eval.dsp import level_db
 from server.levels import given_level_db
-from server.runtime import Bundle
+from server.runtime import Bundle, BundleError
 from server.windowing import generate_region
 
 
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--level", choices=("model", "balance"), default="model")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    bundle = Bundle.load(args.bundle, threads=args.threads)
+    try:
+        bundle = Bundle.load(args.bundle, threads=args.threads)
+    except BundleError as e:
+        raise SystemExit(f"{args.bundle}: {e}") from None
     made = [s for s in args.generate.split(",") if s]
     if not made or any(s not in bundle.stems for s in made):
         raise SystemExit(f"--generate: stems of {', '.join(bundle.stems)}, comma-separated")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -49,11 +49,15 @@ def given_key(given: Sequence[str], stems: Sequence[str]) -> str:
     return "+".join(s for s in stems if s in given)
 
 
+def power_mean_db(levels_db: Sequence[float]) -> float | None:
+    """The power mean of levels in dB (None for none)."""
+    return 10.0 * math.log10(float(np.mean([10.0 ** (x / 10.0) for x in levels_db]))) if levels_db else None
+
+
 def given_level_db(given: Sequence[np.ndarray]) -> float | None:
     """The power mean (dBFS) of the RMS levels of the given stems that sound (`[n]` each); None
     when none does."""
-    powers = [10.0 ** (level_db(a) / 10.0) for a in given if not is_empty(a, min_fraction=EMPTY_FRACTION)]
-    return 10.0 * math.log10(float(np.mean(powers))) if powers else None
+    return power_mean_db([level_db(a) for a in given if not is_empty(a, min_fraction=EMPTY_FRACTION)])
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,12 @@ def apply_gain(audio: np.ndarray, gain_db: float | None) -> np.ndarray:
     return (audio * np.float32(10.0 ** (gain_db / 20.0))).astype(audio.dtype, copy=False)
 
 
-def measure_balance(tracks: Sequence[dict[str, np.ndarray]], stems: Sequence[str], window: int,
+def measure_balance(tracks: Iterable[dict[str, np.ndarray]], stems: Sequence[str], window: int,
                     hop: int) -> dict[str, dict[str, tuple[float, int]]]:
-    """The balance table of real tracks (stem -> `[n]` mono each): for every stem and every set
-    of the other stems, (median of the stem's level minus the set's `given_level_db`, windows)
-    over the windows (`window` samples every `hop`) where the stem and some stem of the set sound."""
+    """The balance table of real tracks (stem -> `[n]` mono each; read one at a time, so a
+    generator keeps one track in memory): for every stem and every set of the other stems,
+    (median of the stem's level minus the set's `given_level_db`, windows) over the windows
+    (`window` samples every `hop`) where the stem and some stem of the set sound."""
     diffs: dict[str, dict[str, list[float]]] = {s: {} for s in stems}
     for track in tracks:
         n = min(len(track[s]) for s in stems)
@@ -147,8 +152,7 @@ def measure_balance(tracks: Sequence[dict[str, np.ndarray]], stems: Sequence[str
                 others = [s for s in stems if s != stem]
                 for k in range(1, len(others) + 1):
                     for given in combinations(others, k):
-                        powers = [10.0 ** (levels[g] / 10.0) for g in given if sounds[g]]
-                        if powers:
-                            g_db = 10.0 * math.log10(float(np.mean(powers)))
+                        g_db = power_mean_db([levels[g] for g in given if sounds[g]])
+                        if g_db is not None:
                             diffs[stem].setdefault(given_key(given, stems), []).append(levels[stem] - g_db)
     return {s: {k: (float(np.median(v)), len(v)) for k, v in row.items()} for s, row in diffs.items()}

@@ -213,6 +213,13 @@ def test_the_script_measures_a_corpus_and_writes_the_table_into_a_bundle(tiny_bu
     assert len(b.level_balance.offsets["piano"]) == 7  # every set of the other three stems
     with pytest.raises(SystemExit, match="no Track"):
         load_script("level_balance").main([str(tmp_path), "--bundle", str(root)])
+    with pytest.raises(SystemExit, match="no manifest.json"):
+        load_script("level_balance").main([str(tmp_path / "corpus"), "--bundle", str(tmp_path / "corpus")])
+    before = (root / "manifest.json").read_text()
+    (tmp_path / "corpus" / "Track00001" / "piano.wav").unlink()  # a track without every stem: refused,
+    with pytest.raises(SystemExit, match="no piano.wav"):
+        load_script("level_balance").main([str(tmp_path / "corpus"), "--bundle", str(root)])
+    assert (root / "manifest.json").read_text() == before  # and the manifest left as it was
 
 
 def test_the_window_levels_script_prints_each_window_against_the_given_stems(tiny_bundle, tmp_path, capsys):  # noqa: F811
